@@ -1,0 +1,239 @@
+//! Binary encoding of everything Vigil keeps in Envoy shared data.
+//!
+//! Shared data is a process-wide byte map read and written by every worker VM
+//! each tick, so the records are compact (LEB128 varints, delta-coded
+//! histogram indices) and versioned by a leading byte. Decoding is total: a
+//! truncated, foreign or corrupt value yields `None`, never a panic, and the
+//! caller treats it as empty.
+
+use vigil_scorer::window::{Counters, TickDelta};
+
+/// Format version of every record written by this build.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Append-only writer.
+#[derive(Debug, Default)]
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// A writer whose output starts with the format version.
+    pub fn new() -> Self {
+        Writer {
+            buf: vec![FORMAT_VERSION],
+        }
+    }
+
+    /// Unsigned LEB128.
+    pub fn uint(&mut self, mut v: u64) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.buf.push(byte);
+                return;
+            }
+            self.buf.push(byte | 0x80);
+        }
+    }
+
+    /// One raw byte.
+    pub fn byte(&mut self, b: u8) {
+        self.buf.push(b);
+    }
+
+    /// Length-prefixed bytes.
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.uint(b.len() as u64);
+        self.buf.extend_from_slice(b);
+    }
+
+    /// The encoded record.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Cursor over an encoded record.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Start reading; `None` when the version byte is missing or foreign.
+    pub fn new(buf: &'a [u8]) -> Option<Self> {
+        let (&version, rest) = buf.split_first()?;
+        (version == FORMAT_VERSION).then_some(Reader { buf: rest })
+    }
+
+    /// Unsigned LEB128 (at most 10 bytes).
+    pub fn uint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let (&byte, rest) = self.buf.split_first()?;
+            self.buf = rest;
+            if shift == 63 && byte > 1 {
+                return None;
+            }
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// One raw byte.
+    pub fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.buf.split_first()?;
+        self.buf = rest;
+        Some(b)
+    }
+
+    /// Length-prefixed bytes.
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.uint()?).ok()?;
+        if len > self.buf.len() {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Some(head)
+    }
+
+    /// A count of following items, refused when it exceeds what the remaining
+    /// bytes could possibly hold (each item takes at least `min_item_bytes`).
+    pub fn count(&mut self, min_item_bytes: usize) -> Option<usize> {
+        let n = usize::try_from(self.uint()?).ok()?;
+        (n.saturating_mul(min_item_bytes.max(1)) <= self.buf.len()).then_some(n)
+    }
+
+    /// True when every byte was consumed.
+    pub fn is_done(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+/// Encode one series' pending observations (counters and sparse histogram).
+pub fn encode_delta(d: &TickDelta) -> Vec<u8> {
+    let mut w = Writer::new();
+    write_delta(&mut w, d);
+    w.finish()
+}
+
+fn write_delta(w: &mut Writer, d: &TickDelta) {
+    let c = &d.counters;
+    for v in [
+        c.requests,
+        c.errors,
+        c.status_4xx,
+        c.resets,
+        c.overflows,
+        c.timeouts,
+        c.retries,
+        c.latency_sum_us,
+    ] {
+        w.uint(v);
+    }
+    w.uint(d.latency.len() as u64);
+    let mut prev = 0u16;
+    for &(index, n) in &d.latency {
+        w.uint(u64::from(index.wrapping_sub(prev)));
+        w.uint(u64::from(n));
+        prev = index;
+    }
+}
+
+/// Decode a delta record; `None` when corrupt.
+pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
+    let mut r = Reader::new(bytes)?;
+    let mut next = || r.uint();
+    let counters = Counters {
+        requests: next()?,
+        errors: next()?,
+        status_4xx: next()?,
+        resets: next()?,
+        overflows: next()?,
+        timeouts: next()?,
+        retries: next()?,
+        latency_sum_us: next()?,
+    };
+    let n = r.count(2)?;
+    let mut latency = Vec::with_capacity(n);
+    let mut index = 0u16;
+    for i in 0..n {
+        let step = u16::try_from(r.uint()?).ok()?;
+        if i > 0 && step == 0 {
+            return None; // indices must be strictly increasing
+        }
+        index = index.checked_add(step)?;
+        let count = u32::try_from(r.uint()?).ok()?;
+        latency.push((index, count));
+    }
+    r.is_done().then_some(TickDelta { counters, latency })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_round_trip() {
+        let d = TickDelta {
+            counters: Counters {
+                requests: 12_345,
+                errors: 7,
+                status_4xx: 1,
+                resets: 2,
+                overflows: 3,
+                timeouts: 4,
+                retries: 5,
+                latency_sum_us: u64::MAX,
+            },
+            latency: vec![(0, 1), (5, 300), (831, u32::MAX)],
+        };
+        assert_eq!(decode_delta(&encode_delta(&d)), Some(d));
+        assert_eq!(
+            decode_delta(&encode_delta(&TickDelta::default())),
+            Some(TickDelta::default())
+        );
+    }
+
+    #[test]
+    fn corrupt_input_is_rejected_not_a_panic() {
+        let good = encode_delta(&TickDelta {
+            counters: Counters {
+                requests: 3,
+                ..Default::default()
+            },
+            latency: vec![(1, 1), (2, 2)],
+        });
+        for cut in 0..good.len() {
+            assert_eq!(decode_delta(&good[..cut]), None, "truncated at {cut}");
+        }
+        assert_eq!(decode_delta(&[9, 1, 2, 3]), None, "foreign version");
+        assert_eq!(decode_delta(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), None);
+        // A huge claimed count with no bytes behind it.
+        let mut w = Writer::new();
+        for _ in 0..8 {
+            w.uint(0);
+        }
+        w.uint(u64::MAX);
+        assert_eq!(decode_delta(&w.finish()), None);
+        // Pseudo-random garbage never panics.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = decode_delta(&bytes);
+        }
+    }
+}

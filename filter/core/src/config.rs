@@ -1,0 +1,552 @@
+//! Plugin configuration: the JSON an operator writes (Envoy `configuration`
+//! StringValue, Istio `pluginConfig`), parsed and validated once at plugin
+//! start.
+//!
+//! Why hand-written and not `#[derive(Deserialize)]`: every rejection must name
+//! the exact field (`canaries[0].stable_cluster: missing`), so that Envoy's log
+//! tells the operator what to fix. Unknown fields are rejected at every level.
+//! The schema is documented in `filter/README.md`; keep the two in step.
+
+use serde_json::{Map, Value};
+use std::fmt;
+use vigil_scorer::model::Model;
+
+/// What the filter does with its verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Score and export only; routing is never touched.
+    Shadow,
+    /// Also steer a managed canary's route to stable while the canary is critical.
+    Steer,
+}
+
+/// How a managed canary is identified among the series (route × cluster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryTarget {
+    /// Plain Envoy: one route name, two cluster names.
+    Route {
+        /// `xds.route_name` of the canary's route(s).
+        route: String,
+        /// Cluster name of the stable version.
+        stable_cluster: String,
+        /// Cluster name of the canary version.
+        canary_cluster: String,
+    },
+    /// Istio: a service host and two subset names; clusters are named
+    /// `outbound|<port>|<subset>|<host>`, on any route.
+    Service {
+        /// Service host, e.g. `reviews.default.svc.cluster.local`.
+        service: String,
+        /// Subset of the stable version.
+        stable_subset: String,
+        /// Subset of the canary version.
+        canary_subset: String,
+    },
+}
+
+/// One managed canary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanarySpec {
+    /// Operator-facing name, unique.
+    pub name: String,
+    /// How to find it.
+    pub target: CanaryTarget,
+}
+
+/// Steering hysteresis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteeringConfig {
+    /// How long a route stays steered to stable after the canary was last critical.
+    pub hold_ms: u64,
+    /// Upper bound of the hold after repeated flaps (the hold doubles when a
+    /// canary turns critical again soon after being released).
+    pub max_hold_ms: u64,
+}
+
+/// The validated plugin configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    /// Shadow or steer.
+    pub mode: Mode,
+    /// Tick period in milliseconds.
+    pub tick_ms: u64,
+    /// Upper bound on series (route × cluster) tracked; the rest go to an overflow series.
+    pub max_series: usize,
+    /// The routing header Vigil sets (lowercase).
+    pub subset_header: String,
+    /// Keep a client-sent routing header instead of removing it.
+    pub trust_client_subset_header: bool,
+    /// Add `x-vigil-score` to responses.
+    pub score_header: bool,
+    /// Lease time-to-live in ticks: how long a silent scorer keeps the lease.
+    pub lease_ttl_ticks: u64,
+    /// Bounded compare-and-swap retries per shared-data update.
+    pub cas_retries: u32,
+    /// Managed canaries.
+    pub canaries: Vec<CanarySpec>,
+    /// Steering hysteresis.
+    pub steering: SteeringConfig,
+    /// Scorer model (the compiled-in default unless overridden).
+    pub model: Model,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            mode: Mode::Shadow,
+            tick_ms: 1000,
+            max_series: 1024,
+            subset_header: "x-vigil-subset".to_string(),
+            trust_client_subset_header: false,
+            score_header: false,
+            lease_ttl_ticks: 3,
+            cas_retries: 8,
+            canaries: Vec::new(),
+            steering: SteeringConfig {
+                hold_ms: 30_000,
+                max_hold_ms: 300_000,
+            },
+            model: Model::default(),
+        }
+    }
+}
+
+/// A rejected configuration: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `canaries[0].stable_cluster`; empty for the document itself.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Typed access to one JSON object, remembering its path and which keys were read.
+struct Fields<'a> {
+    path: String,
+    map: &'a Map<String, Value>,
+    known: &'static [&'static str],
+}
+
+impl<'a> Fields<'a> {
+    fn new(
+        path: &str,
+        value: &'a Value,
+        known: &'static [&'static str],
+    ) -> Result<Self, ConfigError> {
+        let map = value.as_object().ok_or_else(|| {
+            err(
+                path,
+                format!("must be a JSON object, got {}", type_name(value)),
+            )
+        })?;
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                return Err(err(
+                    self_path(path, key),
+                    format!("unknown field (known fields: {})", known.join(", ")),
+                ));
+            }
+        }
+        Ok(Fields {
+            path: path.to_string(),
+            map,
+            known,
+        })
+    }
+
+    fn path(&self, key: &str) -> String {
+        debug_assert!(self.known.contains(&key));
+        self_path(&self.path, key)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(err(
+                self.path(key),
+                format!("must be true or false, got {}", type_name(v)),
+            )),
+        }
+    }
+
+    fn uint(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        let n = match v {
+            Value::Number(n) => n.as_u64().ok_or_else(|| {
+                err(
+                    self.path(key),
+                    format!("must be a whole number from {min} to {max}, got {n}"),
+                )
+            })?,
+            other => {
+                return Err(err(
+                    self.path(key),
+                    format!(
+                        "must be a whole number from {min} to {max}, got {}",
+                        type_name(other)
+                    ),
+                ))
+            }
+        };
+        if n < min || n > max {
+            return Err(err(
+                self.path(key),
+                format!("must be from {min} to {max}, got {n}"),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn string(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(err(self.path(key), "must not be empty"))
+            }
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(v) => Err(err(
+                self.path(key),
+                format!("must be a string, got {}", type_name(v)),
+            )),
+        }
+    }
+
+    fn required_string(&self, key: &str) -> Result<&'a str, ConfigError> {
+        self.string(key)?
+            .ok_or_else(|| err(self.path(key), "missing (required)"))
+    }
+}
+
+fn self_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+const TOP_FIELDS: &[&str] = &[
+    "mode",
+    "tick_ms",
+    "max_series",
+    "subset_header",
+    "trust_client_subset_header",
+    "score_header",
+    "lease_ttl_ticks",
+    "cas_retries",
+    "canaries",
+    "steering",
+    "model",
+];
+const CANARY_FIELDS: &[&str] = &[
+    "name",
+    "route",
+    "stable_cluster",
+    "canary_cluster",
+    "service",
+    "stable_subset",
+    "canary_subset",
+];
+const STEERING_FIELDS: &[&str] = &["hold_s", "max_hold_s"];
+
+/// Upper bound on `max_series`: every series is a permanent Envoy stat.
+pub const MAX_SERIES_LIMIT: u64 = 100_000;
+
+impl PluginConfig {
+    /// Parse and validate the plugin configuration bytes. Empty input (no
+    /// `configuration` at all) means every default.
+    pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| err("", format!("not valid UTF-8 ({e})")))?;
+        if text.trim().is_empty() {
+            return Ok(PluginConfig::default());
+        }
+        let doc: Value = serde_json::from_str(text).map_err(|e| {
+            err(
+                "",
+                format!("not valid JSON ({e}); expected a JSON object of settings"),
+            )
+        })?;
+        Self::from_value(&doc)
+    }
+
+    /// Validate an already-parsed JSON document.
+    pub fn from_value(doc: &Value) -> Result<PluginConfig, ConfigError> {
+        let defaults = PluginConfig::default();
+        let f = Fields::new("", doc, TOP_FIELDS)?;
+
+        let mode = match f.string("mode")? {
+            None | Some("shadow") => Mode::Shadow,
+            Some("steer") => Mode::Steer,
+            Some(other) => {
+                return Err(err(
+                    "mode",
+                    format!("must be \"shadow\" or \"steer\", got \"{other}\""),
+                ))
+            }
+        };
+        let tick_ms = f.uint("tick_ms", defaults.tick_ms, 100, 60_000)?;
+        let max_series = f.uint(
+            "max_series",
+            defaults.max_series as u64,
+            1,
+            MAX_SERIES_LIMIT,
+        )? as usize;
+        let subset_header = match f.string("subset_header")? {
+            None => defaults.subset_header.clone(),
+            Some(h) => {
+                let valid = h
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !valid || h.starts_with('-') {
+                    return Err(err(
+                        "subset_header",
+                        format!(
+                            "must be a lowercase header name (a-z, 0-9, '-'), got \"{h}\""
+                        ),
+                    ));
+                }
+                h.to_string()
+            }
+        };
+        let trust_client_subset_header = f.bool(
+            "trust_client_subset_header",
+            defaults.trust_client_subset_header,
+        )?;
+        let score_header = f.bool("score_header", defaults.score_header)?;
+        let lease_ttl_ticks = f.uint("lease_ttl_ticks", defaults.lease_ttl_ticks, 2, 60)?;
+        let cas_retries = f.uint("cas_retries", defaults.cas_retries as u64, 1, 64)? as u32;
+
+        let canaries = match f.get("canaries") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut out: Vec<CanarySpec> = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let spec = parse_canary(&format!("canaries[{i}]"), item)?;
+                    if out.iter().any(|c| c.name == spec.name) {
+                        return Err(err(
+                            format!("canaries[{i}].name"),
+                            format!("duplicate canary name \"{}\"", spec.name),
+                        ));
+                    }
+                    out.push(spec);
+                }
+                out
+            }
+            Some(v) => {
+                return Err(err(
+                    "canaries",
+                    format!("must be an array of canary objects, got {}", type_name(v)),
+                ))
+            }
+        };
+
+        let steering = match f.get("steering") {
+            None => defaults.steering,
+            Some(v) => {
+                let s = Fields::new("steering", v, STEERING_FIELDS)?;
+                let hold_s = s.uint("hold_s", defaults.steering.hold_ms / 1000, 1, 3600)?;
+                let max_hold_s = s.uint(
+                    "max_hold_s",
+                    (defaults.steering.max_hold_ms / 1000).max(hold_s),
+                    1,
+                    86_400,
+                )?;
+                if max_hold_s < hold_s {
+                    return Err(err(
+                        "steering.max_hold_s",
+                        format!("must be at least steering.hold_s ({hold_s}), got {max_hold_s}"),
+                    ));
+                }
+                SteeringConfig {
+                    hold_ms: hold_s * 1000,
+                    max_hold_ms: max_hold_s * 1000,
+                }
+            }
+        };
+
+        let model = match f.get("model") {
+            None => Model::default(),
+            Some(v) => Model::from_json_value(v.clone()).map_err(|e| {
+                let text = e.to_string();
+                // The model names its own fields ("window_ticks: ..." or
+                // "model.window_ticks: ..."); present them under `model.`.
+                match text.strip_prefix("model.") {
+                    Some(rest) => err("", format!("model.{rest}")),
+                    None => err("", format!("model.{text}")),
+                }
+            })?,
+        };
+
+        Ok(PluginConfig {
+            mode,
+            tick_ms,
+            max_series,
+            subset_header,
+            trust_client_subset_header,
+            score_header,
+            lease_ttl_ticks,
+            cas_retries,
+            canaries,
+            steering,
+            model,
+        })
+    }
+}
+
+fn parse_canary(path: &str, item: &Value) -> Result<CanarySpec, ConfigError> {
+    let c = Fields::new(path, item, CANARY_FIELDS)?;
+    let name = c.required_string("name")?.to_string();
+    let route_style = ["route", "stable_cluster", "canary_cluster"];
+    let service_style = ["service", "stable_subset", "canary_subset"];
+    let has = |keys: &[&str]| keys.iter().any(|k| c.get(k).is_some());
+    let target = match (has(&route_style), has(&service_style)) {
+        (true, true) => {
+            return Err(err(
+                path,
+                "give either route + stable_cluster + canary_cluster, or service + stable_subset + canary_subset, not both",
+            ))
+        }
+        (false, false) => {
+            return Err(err(
+                format!("{path}.route"),
+                "missing (required): give route + stable_cluster + canary_cluster, or service + stable_subset + canary_subset",
+            ))
+        }
+        (true, false) => CanaryTarget::Route {
+            route: c.required_string("route")?.to_string(),
+            stable_cluster: c.required_string("stable_cluster")?.to_string(),
+            canary_cluster: c.required_string("canary_cluster")?.to_string(),
+        },
+        (false, true) => CanaryTarget::Service {
+            service: c.required_string("service")?.to_string(),
+            stable_subset: c.required_string("stable_subset")?.to_string(),
+            canary_subset: c.required_string("canary_subset")?.to_string(),
+        },
+    };
+    match &target {
+        CanaryTarget::Route {
+            stable_cluster,
+            canary_cluster,
+            ..
+        } if stable_cluster == canary_cluster => {
+            return Err(err(
+                format!("{path}.canary_cluster"),
+                "must differ from stable_cluster",
+            ))
+        }
+        CanaryTarget::Service {
+            stable_subset,
+            canary_subset,
+            ..
+        } if stable_subset == canary_subset => {
+            return Err(err(
+                format!("{path}.canary_subset"),
+                "must differ from stable_subset",
+            ))
+        }
+        _ => {}
+    }
+    Ok(CanarySpec { name, target })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reject(json: &str) -> ConfigError {
+        PluginConfig::parse(json.as_bytes()).expect_err(json)
+    }
+
+    #[test]
+    fn empty_means_defaults() {
+        assert_eq!(PluginConfig::parse(b"").unwrap(), PluginConfig::default());
+        assert_eq!(PluginConfig::parse(b"{}").unwrap(), PluginConfig::default());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = PluginConfig::parse(
+            br#"{"mode":"steer","tick_ms":500,"max_series":64,"subset_header":"x-sub",
+                "trust_client_subset_header":true,"score_header":true,
+                "canaries":[{"name":"checkout","route":"checkout","stable_cluster":"s","canary_cluster":"c"},
+                            {"name":"reviews","service":"reviews.default.svc.cluster.local","stable_subset":"v1","canary_subset":"v2"}],
+                "steering":{"hold_s":10,"max_hold_s":60}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Steer);
+        assert_eq!(c.tick_ms, 500);
+        assert_eq!(c.max_series, 64);
+        assert_eq!(c.canaries.len(), 2);
+        assert_eq!(c.steering.hold_ms, 10_000);
+        assert!(c.score_header && c.trust_client_subset_header);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(reject(r#"{"tick_ms":"fast"}"#).field, "tick_ms");
+        assert_eq!(reject(r#"{"tick_ms":-5}"#).field, "tick_ms");
+        assert_eq!(reject(r#"{"bogus":1}"#).field, "bogus");
+        assert_eq!(reject(r#"{"mode":"loud"}"#).field, "mode");
+        assert_eq!(reject(r#"{"max_series":0}"#).field, "max_series");
+        assert_eq!(reject(r#"{"steering":{"hold_s":-1}}"#).field, "steering.hold_s");
+        assert_eq!(reject(r#"{"steering":{"x":1}}"#).field, "steering.x");
+        assert_eq!(
+            reject(r#"{"canaries":[{"name":"c","route":"checkout"}]}"#).field,
+            "canaries[0].stable_cluster"
+        );
+        assert_eq!(
+            reject(r#"{"canaries":[{"name":"c","route":"r","stable_cluster":"a","canary_cluster":"a"}]}"#)
+                .field,
+            "canaries[0].canary_cluster"
+        );
+        assert_eq!(reject(r#"{"canaries":{}}"#).field, "canaries");
+        assert_eq!(reject(r#"{"canaries":[{"route":"r"}]}"#).field, "canaries[0].name");
+        assert_eq!(reject(r#"{"subset_header":"X Bad"}"#).field, "subset_header");
+        assert_eq!(reject("[1]").field, "");
+        assert!(reject("{nope").to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn negative_model_window_names_the_model_field() {
+        let e = reject(r#"{"model":{"window_ticks":-5}}"#);
+        assert!(e.to_string().contains("model.window_ticks"), "{e}");
+    }
+}

@@ -1,0 +1,545 @@
+//! One worker VM's logic: the request path and the tick protocol.
+//!
+//! Request path (no shared-data access): [`Worker::steer_decision`] answers
+//! from the cached verdict table whether a managed route is steered to stable;
+//! [`Worker::record`] adds a finished request to the local window.
+//!
+//! Tick ([`Worker::on_tick`]), on every worker:
+//! 1. re-read the series registry if it changed, register new local series;
+//! 2. merge each series' pending observations into `vigil.d.<id>` with
+//!    bounded CAS retries (what cannot be merged stays pending, so nothing is
+//!    lost), and add the request/error counts to Envoy counters;
+//! 3. take or renew the scorer lease; the holder takes every series' merged
+//!    delta, feeds the scorer, pairs canaries with their stable peers, runs the
+//!    steering hysteresis, publishes the verdict table and sets the gauges;
+//! 4. re-read the verdict table into the local cache.
+
+use crate::codec::{decode_delta, encode_delta};
+use crate::config::{Mode, PluginConfig};
+use crate::lease;
+use crate::local::{LocalTable, Placement, Slot};
+use crate::metrics::{
+    global, series_metric_name, steered_metric_name, MetricCache, MetricSink, SeriesMetric,
+};
+use crate::registry::{
+    delta_key, series_name, split_name, Registration, Registry, OVERFLOW_CLUSTER, OVERFLOW_ROUTE,
+};
+use crate::request::RequestRecord;
+use crate::shared::{update, SetError, SharedStore, Update};
+use crate::steering::{match_series, Side, SteerController, Transition};
+use crate::verdicts::{signal_code, signal_name, PublishedVerdict, SteeredRoute, VerdictTable, VERDICTS_KEY};
+use hashbrown::HashMap;
+use vigil_scorer::peer::score_canary;
+use vigil_scorer::series::SeriesState;
+use vigil_scorer::verdict::{Signal, State, Verdict};
+use vigil_scorer::window::TickDelta;
+
+/// Severity of an engine log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Routine.
+    Info,
+    /// Needs attention (a canary turned critical, steering started).
+    Warn,
+}
+
+/// Counters of the shared-data protocol, cumulative, for tests and benches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProtocolStats {
+    /// CAS conflicts retried.
+    pub cas_retries: u64,
+    /// Updates abandoned after the bounded retries (data kept for next tick).
+    pub cas_exhausted: u64,
+    /// Scoring passes run while holding the lease.
+    pub scoring_passes: u64,
+}
+
+/// A canary's stable and canary series on one route.
+#[derive(Debug, Clone)]
+struct Pair {
+    canary: usize,
+    route: Vec<u8>,
+    stable_id: u32,
+    canary_id: u32,
+}
+
+/// What the lease holder keeps between ticks.
+#[derive(Debug, Default)]
+struct Scoring {
+    generation: u64,
+    series: Vec<SeriesState>,
+    last_state: Vec<State>,
+    pairs: Vec<Pair>,
+    pairs_for: usize,
+    controllers: HashMap<(usize, Vec<u8>), SteerController>,
+}
+
+/// The worker.
+#[derive(Debug)]
+pub struct Worker {
+    cfg: PluginConfig,
+    me: u64,
+    local: LocalTable,
+    registry: Registry,
+    table: VerdictTable,
+    table_cas: Option<u32>,
+    steered_routes: HashMap<Vec<u8>, Signal>,
+    steered_counts: HashMap<Vec<u8>, [u64; 4]>,
+    scoring: Option<Scoring>,
+    metrics: MetricCache,
+    stats: ProtocolStats,
+    flushed_stats: ProtocolStats,
+}
+
+/// Encoded empty delta, written by the lease holder when it takes a series' data.
+fn empty_delta() -> Vec<u8> {
+    encode_delta(&TickDelta::default())
+}
+
+impl Worker {
+    /// A worker for a validated configuration; `me` is this VM's random id.
+    pub fn new(cfg: PluginConfig, me: u64) -> Self {
+        let local = LocalTable::new(
+            cfg.max_series,
+            series_name(OVERFLOW_ROUTE, OVERFLOW_CLUSTER),
+        );
+        Worker {
+            cfg,
+            me,
+            local,
+            registry: Registry::default(),
+            table: VerdictTable::default(),
+            table_cas: None,
+            steered_routes: HashMap::new(),
+            steered_counts: HashMap::new(),
+            scoring: None,
+            metrics: MetricCache::default(),
+            stats: ProtocolStats::default(),
+            flushed_stats: ProtocolStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PluginConfig {
+        &self.cfg
+    }
+
+    /// True when the request path needs the route name at request time
+    /// (steering mode with managed canaries).
+    pub fn wants_route_at_request(&self) -> bool {
+        self.cfg.mode == Mode::Steer && !self.cfg.canaries.is_empty()
+    }
+
+    /// Should this request on `route` be steered to stable? Returns the reason
+    /// when yes, and counts it.
+    pub fn steer_decision(&mut self, route: &[u8]) -> Option<Signal> {
+        if self.cfg.mode != Mode::Steer {
+            return None;
+        }
+        let reason = *self.steered_routes.get(route)?;
+        let code = signal_code(reason) as usize;
+        if let Some(counts) = self.steered_counts.get_mut(route) {
+            if let Some(c) = counts.get_mut(code) {
+                *c += 1;
+            }
+        } else {
+            let mut counts = [0u64; 4];
+            if let Some(c) = counts.get_mut(code) {
+                *c = 1;
+            }
+            self.steered_counts.insert(route.to_vec(), counts);
+        }
+        Some(reason)
+    }
+
+    /// Record a finished request. Missing route or cluster (direct responses,
+    /// no route) are recorded under `unknown` / `none`.
+    pub fn record(&mut self, route: Option<&[u8]>, cluster: Option<&[u8]>, rec: &RequestRecord) {
+        let name = series_name(route.unwrap_or(b"unknown"), cluster.unwrap_or(b"none"));
+        self.local.record(&name, rec);
+    }
+
+    /// Published score of a series, for the optional response header.
+    pub fn score_of(&self, route: &[u8], cluster: &[u8]) -> Option<u16> {
+        let id = self.registry.id(&series_name(route, cluster))?;
+        self.table.series.get(id as usize).map(|v| v.score)
+    }
+
+    /// Cumulative protocol counters.
+    pub fn stats(&self) -> ProtocolStats {
+        self.stats
+    }
+
+    /// True while this worker holds the scorer lease.
+    pub fn is_scorer(&self) -> bool {
+        self.scoring.is_some()
+    }
+
+    /// The cached verdict table.
+    pub fn verdict_table(&self) -> &VerdictTable {
+        &self.table
+    }
+
+    /// Approximate heap bytes of the local window (benchmarks).
+    pub fn local_heap_bytes(&self) -> usize {
+        self.local.heap_bytes()
+    }
+
+    /// The tick. `now_ms` is wall-clock milliseconds.
+    pub fn on_tick<S, M>(
+        &mut self,
+        now_ms: u64,
+        store: &S,
+        sink: &mut M,
+        log: &mut dyn FnMut(Level, &str),
+    ) where
+        S: SharedStore + ?Sized,
+        M: MetricSink + ?Sized,
+    {
+        self.registry.refresh(store);
+        self.register_new_series(store);
+        self.merge_pending(store, sink);
+
+        let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
+        if lease::acquire(store, self.me, now_ms, ttl) {
+            self.score(now_ms, store, sink, log);
+        } else if self.scoring.take().is_some() {
+            self.metrics.forget_gauges();
+            log(Level::Info, "vigil: scorer lease moved to another worker");
+        }
+
+        self.refresh_verdicts(store);
+        self.flush_counters(sink);
+    }
+
+    fn register_new_series<S: SharedStore + ?Sized>(&mut self, store: &S) {
+        let mut wanted: Vec<usize> = Vec::new();
+        for (i, slot) in self.local.slots_mut().iter_mut().enumerate() {
+            if slot.placement == Placement::Unregistered {
+                match self.registry.id(&slot.name) {
+                    Some(id) => slot.placement = Placement::Registered(id),
+                    None => wanted.push(i),
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let results = {
+            let slots = self.local.slots();
+            let names: Vec<&[u8]> = wanted
+                .iter()
+                .filter_map(|&i| slots.get(i).map(|s| s.name.as_slice()))
+                .collect();
+            self.registry
+                .register(store, &names, self.cfg.max_series, self.cfg.cas_retries)
+        };
+        for (&i, r) in wanted.iter().zip(results) {
+            match r {
+                Registration::Id(id) => {
+                    if let Some(slot) = self.local.slots_mut().get_mut(i) {
+                        slot.placement = Placement::Registered(id);
+                    }
+                }
+                Registration::Full => self.local.demote_to_overflow(i),
+                Registration::Retry => {}
+            }
+        }
+    }
+
+    fn merge_pending<S, M>(&mut self, store: &S, sink: &mut M)
+    where
+        S: SharedStore + ?Sized,
+        M: MetricSink + ?Sized,
+    {
+        let attempts = self.cfg.cas_retries;
+        let mut stats = self.stats;
+        let metrics = &mut self.metrics;
+        let mut merge = |slot: &mut Slot| {
+            if slot.unflushed_requests > 0 || slot.unflushed_errors > 0 {
+                let (route, cluster) = split_name(&slot.name);
+                metrics.add(
+                    sink,
+                    &series_metric_name(route, cluster, SeriesMetric::Requests),
+                    slot.unflushed_requests,
+                );
+                metrics.add(
+                    sink,
+                    &series_metric_name(route, cluster, SeriesMetric::Errors),
+                    slot.unflushed_errors,
+                );
+                slot.unflushed_requests = 0;
+                slot.unflushed_errors = 0;
+            }
+            let Placement::Registered(id) = slot.placement else {
+                return;
+            };
+            if !slot.has_pending() {
+                return;
+            }
+            let pending = slot.pending();
+            let outcome = update(store, &delta_key(id), attempts, |current| {
+                let mut merged = current.and_then(decode_delta).unwrap_or_default();
+                merged.add(&pending);
+                encode_delta(&merged)
+            });
+            match outcome {
+                Update::Written { retries } => {
+                    stats.cas_retries += u64::from(retries);
+                    slot.clear_pending();
+                }
+                Update::Exhausted => {
+                    stats.cas_retries += u64::from(attempts);
+                    stats.cas_exhausted += 1;
+                }
+                Update::Failed => stats.cas_exhausted += 1,
+            }
+        };
+        for slot in self.local.slots_mut() {
+            merge(slot);
+        }
+        merge(self.local.overflow_mut());
+        self.stats = stats;
+    }
+
+    /// Take a series' merged delta out of shared data, leaving it empty.
+    fn take_delta<S: SharedStore + ?Sized>(&mut self, store: &S, key: &str, empty: &[u8]) -> TickDelta {
+        for _ in 0..self.cfg.cas_retries.max(1) {
+            let Some((bytes, cas)) = store.get(key) else {
+                return TickDelta::default();
+            };
+            if bytes == empty {
+                return TickDelta::default();
+            }
+            match store.set(key, empty, Some(cas)) {
+                Ok(()) => return decode_delta(&bytes).unwrap_or_default(),
+                Err(SetError::CasMismatch) => self.stats.cas_retries += 1,
+                Err(SetError::Host) => break,
+            }
+        }
+        self.stats.cas_exhausted += 1;
+        TickDelta::default()
+    }
+
+    fn score<S, M>(
+        &mut self,
+        now_ms: u64,
+        store: &S,
+        sink: &mut M,
+        log: &mut dyn FnMut(Level, &str),
+    ) where
+        S: SharedStore + ?Sized,
+        M: MetricSink + ?Sized,
+    {
+        let mut scoring = self.scoring.take().unwrap_or_default();
+        if scoring.generation == 0 {
+            log(Level::Info, "vigil: this worker now scores all series (lease acquired)");
+        }
+        scoring.generation += 1;
+        self.stats.scoring_passes += 1;
+        let model = self.cfg.model.clone();
+        let empty = empty_delta();
+        let n = self.registry.len();
+
+        // Observe every series once this tick (empty delta when it had no traffic).
+        for id in 0..n as u32 {
+            let delta = self.take_delta(store, &delta_key(id), &empty);
+            if scoring.series.len() <= id as usize {
+                scoring.series.push(SeriesState::new(&model));
+                scoring.last_state.push(State::InsufficientData);
+            }
+            if let Some(state) = scoring.series.get_mut(id as usize) {
+                state.observe(&delta, &model);
+            }
+        }
+        let mut verdicts: Vec<Verdict> = scoring.series.iter().map(|s| s.score_self(&model)).collect();
+
+        if scoring.pairs_for != n {
+            scoring.pairs = self.pairs();
+            scoring.pairs_for = n;
+        }
+        let mut steered = Vec::new();
+        for pair in &scoring.pairs {
+            let (Some(canary), Some(stable)) = (
+                scoring.series.get(pair.canary_id as usize),
+                scoring.series.get(pair.stable_id as usize),
+            ) else {
+                continue;
+            };
+            let verdict = score_canary(canary, stable, &model);
+            if let Some(v) = verdicts.get_mut(pair.canary_id as usize) {
+                *v = verdict;
+            }
+            let canary_name = self
+                .cfg
+                .canaries
+                .get(pair.canary)
+                .map(|c| c.name.as_str())
+                .unwrap_or("?");
+            let route = String::from_utf8_lossy(&pair.route);
+            let controller = scoring
+                .controllers
+                .entry((pair.canary, pair.route.clone()))
+                .or_insert_with(|| SteerController::new(&self.cfg.steering));
+            let action = if self.cfg.mode == Mode::Steer { "steering" } else { "would steer (shadow mode)" };
+            match controller.update(&verdict, now_ms, &self.cfg.steering) {
+                Some(Transition::Started { hold_ms }) => log(
+                    Level::Warn,
+                    &format!(
+                        "vigil: canary '{canary_name}' critical on route '{route}': {action} to stable for at least {} s: {}",
+                        hold_ms / 1000,
+                        verdict.explain()
+                    ),
+                ),
+                Some(Transition::Released) => log(
+                    Level::Info,
+                    &format!("vigil: canary '{canary_name}' on route '{route}': hold expired, releasing steering to probe the canary"),
+                ),
+                None => {}
+            }
+            if self.cfg.mode == Mode::Steer && controller.is_steering() {
+                steered.push(SteeredRoute {
+                    route: pair.route.clone(),
+                    reason: controller.reason(),
+                });
+            }
+        }
+
+        // Log state changes worth a human's attention.
+        for (id, v) in verdicts.iter().enumerate() {
+            if let Some(last) = scoring.last_state.get_mut(id) {
+                let notable = |s: State| matches!(s, State::Warn | State::Critical);
+                if *last != v.state && (notable(*last) || notable(v.state)) {
+                    let name = self.registry.name(id as u32).unwrap_or_default();
+                    let (route, cluster) = split_name(name);
+                    log(
+                        if v.state == State::Critical { Level::Warn } else { Level::Info },
+                        &format!(
+                            "vigil: series route={} cluster={} {} -> {} (score {}): {}",
+                            String::from_utf8_lossy(route),
+                            String::from_utf8_lossy(cluster),
+                            last.as_str(),
+                            v.state.as_str(),
+                            v.score,
+                            v.explain()
+                        ),
+                    );
+                }
+                *last = v.state;
+            }
+        }
+
+        let table = VerdictTable {
+            generation: scoring.generation,
+            series: verdicts
+                .iter()
+                .map(|v| PublishedVerdict {
+                    state: v.state,
+                    score: v.score.min(1000),
+                })
+                .collect(),
+            steered,
+        };
+        // Only the lease holder writes this key: an unconditional write.
+        if store.set(VERDICTS_KEY, &table.encode(), None).is_err() {
+            self.stats.cas_exhausted += 1;
+        }
+
+        for (id, (v, state)) in verdicts.iter().zip(&scoring.series).enumerate() {
+            let Some(name) = self.registry.name(id as u32) else {
+                continue;
+            };
+            let (route, cluster) = split_name(name);
+            let latency = state.window_latency();
+            let gauges = [
+                (SeriesMetric::Score, u64::from(v.score)),
+                (SeriesMetric::State, u64::from(v.state.code())),
+                (SeriesMetric::P50, ms(latency.quantile_us(0.5))),
+                (SeriesMetric::P95, ms(latency.quantile_us(0.95))),
+                (SeriesMetric::P99, ms(latency.quantile_us(0.99))),
+            ];
+            for (metric, value) in gauges {
+                self.metrics
+                    .set(sink, &series_metric_name(route, cluster, metric), value);
+            }
+        }
+        self.metrics
+            .set(sink, global::SERIES, self.registry.tracked() as u64);
+        self.scoring = Some(scoring);
+    }
+
+    fn pairs(&self) -> Vec<Pair> {
+        let mut sides: HashMap<(usize, Vec<u8>), (Option<u32>, Option<u32>)> = HashMap::new();
+        for (id, name) in self.registry.iter() {
+            let (route, cluster) = split_name(name);
+            for (ci, spec) in self.cfg.canaries.iter().enumerate() {
+                if let Some(side) = match_series(spec, route, cluster) {
+                    let entry = sides.entry((ci, route.to_vec())).or_default();
+                    match side {
+                        Side::Stable => entry.0 = Some(id),
+                        Side::Canary => entry.1 = Some(id),
+                    }
+                }
+            }
+        }
+        let mut pairs: Vec<Pair> = sides
+            .into_iter()
+            .filter_map(|((canary, route), ids)| match ids {
+                (Some(stable_id), Some(canary_id)) => Some(Pair {
+                    canary,
+                    route,
+                    stable_id,
+                    canary_id,
+                }),
+                _ => None,
+            })
+            .collect();
+        pairs.sort_by(|a, b| (a.canary, &a.route).cmp(&(b.canary, &b.route)));
+        pairs
+    }
+
+    fn refresh_verdicts<S: SharedStore + ?Sized>(&mut self, store: &S) {
+        let Some((bytes, cas)) = store.get(VERDICTS_KEY) else {
+            return;
+        };
+        if Some(cas) == self.table_cas {
+            return;
+        }
+        self.table_cas = Some(cas);
+        self.table = VerdictTable::decode(&bytes).unwrap_or_default();
+        self.steered_routes = self
+            .table
+            .steered
+            .iter()
+            .map(|s| (s.route.clone(), s.reason))
+            .collect();
+    }
+
+    fn flush_counters<M: MetricSink + ?Sized>(&mut self, sink: &mut M) {
+        let dropped = self.local.take_dropped();
+        self.metrics.add(sink, global::SERIES_DROPPED, dropped);
+        for (route, counts) in self.steered_counts.iter_mut() {
+            for (code, count) in counts.iter_mut().enumerate() {
+                if *count > 0 {
+                    let reason = signal_name(crate::verdicts::signal_from_code(code as u8));
+                    self.metrics
+                        .add(sink, &steered_metric_name(route, "stable", reason), *count);
+                    *count = 0;
+                }
+            }
+        }
+        let s = self.stats;
+        let f = self.flushed_stats;
+        self.metrics
+            .add(sink, global::CAS_RETRIES, s.cas_retries - f.cas_retries);
+        self.metrics
+            .add(sink, global::CAS_EXHAUSTED, s.cas_exhausted - f.cas_exhausted);
+        self.metrics
+            .add(sink, global::SCORING_PASSES, s.scoring_passes - f.scoring_passes);
+        self.flushed_stats = s;
+    }
+}
+
+fn ms(us: Option<f64>) -> u64 {
+    us.map(|u| (u / 1000.0).round() as u64).unwrap_or(0)
+}

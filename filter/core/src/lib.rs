@@ -1,0 +1,32 @@
+//! # vigil-filter-core
+//!
+//! Everything the Vigil Envoy filter decides, without the proxy: this crate
+//! has no `proxy-wasm` dependency, so all of it is tested on the host. The
+//! `vigil-filter` crate is thin glue that implements two small host traits
+//! ([`shared::SharedStore`] over Envoy shared data, [`metrics::MetricSink`]
+//! over Envoy stats) and forwards callbacks to an [`engine::Worker`].
+//!
+//! Modules, one concern each:
+//! - [`config`]: plugin configuration, validated at plugin start;
+//! - [`request`]: decoding Envoy's per-request properties;
+//! - [`local`]: the worker-local window the request path writes to;
+//! - [`codec`]: compact, versioned, panic-free encoding of shared records;
+//! - [`shared`]: the shared-data trait and its bounded CAS update loop;
+//! - [`registry`]: series names ↔ ids, bounded by `max_series`;
+//! - [`lease`]: which worker scores this period;
+//! - [`verdicts`]: the published verdict table;
+//! - [`steering`]: canary matching and steering hysteresis;
+//! - [`metrics`]: enriched metric names and the host metric cache;
+//! - [`engine`]: one worker's request path and tick, wiring the above.
+
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod lease;
+pub mod local;
+pub mod metrics;
+pub mod registry;
+pub mod request;
+pub mod shared;
+pub mod steering;
+pub mod verdicts;

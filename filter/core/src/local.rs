@@ -1,0 +1,205 @@
+//! The worker-local window: what this worker VM saw since its last tick.
+//!
+//! This is the only state the request path touches (no hostcall, no shared
+//! data): a bounded table from series name to counters plus a latency
+//! histogram. At each tick the engine moves the pending observations into
+//! shared data and the counts into Envoy counters. A series that does not fit
+//! (the table holds at most `max_series` entries, or the shared registry is
+//! full) is recorded in the overflow slot and counted as dropped.
+
+use crate::request::RequestRecord;
+use hashbrown::HashMap;
+use vigil_scorer::histogram::LatencyHistogram;
+use vigil_scorer::window::{Counters, TickDelta};
+
+/// Where a slot's data goes in shared data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Not yet registered.
+    Unregistered,
+    /// Registered under this series id.
+    Registered(u32),
+    /// The registry was full: this series' data goes to the overflow series.
+    Overflow,
+}
+
+/// One series' pending observations on this worker.
+#[derive(Debug)]
+pub struct Slot {
+    /// Series name (`route NUL cluster`).
+    pub name: Vec<u8>,
+    /// Where its data goes.
+    pub placement: Placement,
+    /// Counters not yet merged into shared data.
+    pub counters: Counters,
+    /// Latencies not yet merged into shared data.
+    pub latency: LatencyHistogram,
+    /// Requests not yet added to the Envoy counter.
+    pub unflushed_requests: u64,
+    /// Errors not yet added to the Envoy counter.
+    pub unflushed_errors: u64,
+}
+
+impl Slot {
+    fn new(name: Vec<u8>, placement: Placement) -> Self {
+        Slot {
+            name,
+            placement,
+            counters: Counters::default(),
+            latency: LatencyHistogram::new(),
+            unflushed_requests: 0,
+            unflushed_errors: 0,
+        }
+    }
+
+    fn record(&mut self, rec: &RequestRecord) {
+        rec.count_into(&mut self.counters);
+        self.latency.record_us(rec.latency_us);
+        self.unflushed_requests += 1;
+        if rec.is_error() {
+            self.unflushed_errors += 1;
+        }
+    }
+
+    /// True when there is something to merge into shared data.
+    pub fn has_pending(&self) -> bool {
+        self.counters.requests > 0
+    }
+
+    /// The pending observations as a delta.
+    pub fn pending(&self) -> TickDelta {
+        TickDelta::from_parts(self.counters, &self.latency)
+    }
+
+    /// Forget pending observations after a successful merge.
+    pub fn clear_pending(&mut self) {
+        self.counters = Counters::default();
+        self.latency.clear();
+    }
+}
+
+/// The bounded table.
+#[derive(Debug)]
+pub struct LocalTable {
+    index: HashMap<Vec<u8>, usize>,
+    slots: Vec<Slot>,
+    overflow: Slot,
+    capacity: usize,
+    dropped: u64,
+}
+
+impl LocalTable {
+    /// A table for at most `capacity` series, plus the overflow slot named
+    /// `overflow_name`.
+    pub fn new(capacity: usize, overflow_name: Vec<u8>) -> Self {
+        LocalTable {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            overflow: Slot::new(overflow_name, Placement::Registered(0)),
+            capacity,
+            dropped: 0,
+        }
+    }
+
+    /// Record one request for `name`. Allocates only for a series seen for the
+    /// first time on this worker.
+    pub fn record(&mut self, name: &[u8], rec: &RequestRecord) {
+        let slot_index = match self.index.get(name) {
+            Some(&i) => Some(i),
+            None if self.slots.len() < self.capacity => {
+                self.slots.push(Slot::new(name.to_vec(), Placement::Unregistered));
+                let i = self.slots.len() - 1;
+                self.index.insert(name.to_vec(), i);
+                Some(i)
+            }
+            None => None,
+        };
+        match slot_index.and_then(|i| self.slots.get_mut(i)) {
+            Some(slot) if slot.placement != Placement::Overflow => slot.record(rec),
+            _ => {
+                self.overflow.record(rec);
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// Slots (not the overflow slot).
+    pub fn slots_mut(&mut self) -> &mut [Slot] {
+        &mut self.slots
+    }
+
+    /// Slots (not the overflow slot).
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// The overflow slot.
+    pub fn overflow_mut(&mut self) -> &mut Slot {
+        &mut self.overflow
+    }
+
+    /// Take the count of dropped requests since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Move a slot's pending data into the overflow slot and mark it so its
+    /// future requests go there directly.
+    pub fn demote_to_overflow(&mut self, i: usize) {
+        if let Some(slot) = self.slots.get_mut(i) {
+            slot.placement = Placement::Overflow;
+            let delta = slot.pending();
+            let (req, err) = (slot.unflushed_requests, slot.unflushed_errors);
+            slot.clear_pending();
+            slot.unflushed_requests = 0;
+            slot.unflushed_errors = 0;
+            self.dropped += req;
+            self.overflow.counters.add(&delta.counters);
+            self.overflow.latency.merge_sparse(&delta.latency);
+            self.overflow.unflushed_requests += req;
+            self.overflow.unflushed_errors += err;
+        }
+    }
+
+    /// Approximate heap bytes (benchmarks).
+    pub fn heap_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .chain(std::iter::once(&self.overflow))
+            .map(|s| 2 * s.name.len() + s.latency.heap_bytes() + std::mem::size_of::<Slot>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(us: u64, status: u16) -> RequestRecord {
+        RequestRecord {
+            latency_us: us,
+            status,
+            response_flags: 0,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn bounded_with_overflow() {
+        let mut t = LocalTable::new(2, b"overflow".to_vec());
+        t.record(b"a", &rec(1000, 200));
+        t.record(b"b", &rec(1000, 503));
+        t.record(b"c", &rec(1000, 200));
+        t.record(b"a", &rec(2000, 200));
+        assert_eq!(t.slots().len(), 2);
+        assert_eq!(t.slots()[0].counters.requests, 2);
+        assert_eq!(t.slots()[1].counters.errors, 1);
+        assert_eq!(t.overflow_mut().counters.requests, 1);
+        assert_eq!(t.take_dropped(), 1);
+        t.demote_to_overflow(1);
+        t.record(b"b", &rec(1000, 200));
+        assert_eq!(t.overflow_mut().counters.requests, 3);
+        assert_eq!(t.overflow_mut().unflushed_errors, 1);
+        assert_eq!(t.take_dropped(), 2);
+    }
+}

@@ -1,0 +1,288 @@
+//! Enriched metrics: their names, and a cache of the host's metric ids.
+//!
+//! Envoy custom metrics have no labels of their own; labels come from the
+//! bootstrap's tag-extraction regexes. Vigil uses Istio's in-name convention,
+//! `route=.=checkout;.;cluster=.=v2;.;vigil_anomaly_score`, which the
+//! `stats_tags` in `envoy-config/` (and Istio's `extraStatTags`) turn into
+//! `vigil_anomaly_score{route="checkout",cluster="v2"}`. Tag values are
+//! sanitised so no route or cluster name can break the convention.
+//!
+//! Every distinct name is a permanent Envoy stat; the series bound
+//! (`max_series`) is what keeps them bounded.
+
+use hashbrown::HashMap;
+
+/// Kind of a host metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Monotonic counter (summed across workers by Envoy).
+    Counter,
+    /// Gauge (last writer wins).
+    Gauge,
+}
+
+/// The host's metric API (implemented over proxy-wasm hostcalls in the
+/// filter, in memory in tests).
+pub trait MetricSink {
+    /// Define (or look up) a metric; `None` when the host refuses.
+    fn define(&mut self, kind: Kind, name: &str) -> Option<u32>;
+    /// Add to a counter.
+    fn increment(&mut self, id: u32, by: u64);
+    /// Set a gauge.
+    fn record(&mut self, id: u32, value: u64);
+}
+
+/// Per-series metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeriesMetric {
+    /// `vigil_requests_total` (counter).
+    Requests,
+    /// `vigil_errors_total` (counter).
+    Errors,
+    /// `vigil_anomaly_score` (gauge, 0–1000).
+    Score,
+    /// `vigil_state` (gauge: 0 insufficient_data, 1 ok, 2 warn, 3 critical).
+    State,
+    /// `vigil_latency_p50_ms` (gauge).
+    P50,
+    /// `vigil_latency_p95_ms` (gauge).
+    P95,
+    /// `vigil_latency_p99_ms` (gauge).
+    P99,
+}
+
+impl SeriesMetric {
+    /// Metric name after tag extraction.
+    pub fn name(self) -> &'static str {
+        match self {
+            SeriesMetric::Requests => "vigil_requests_total",
+            SeriesMetric::Errors => "vigil_errors_total",
+            SeriesMetric::Score => "vigil_anomaly_score",
+            SeriesMetric::State => "vigil_state",
+            SeriesMetric::P50 => "vigil_latency_p50_ms",
+            SeriesMetric::P95 => "vigil_latency_p95_ms",
+            SeriesMetric::P99 => "vigil_latency_p99_ms",
+        }
+    }
+
+    /// Counter or gauge.
+    pub fn kind(self) -> Kind {
+        match self {
+            SeriesMetric::Requests | SeriesMetric::Errors => Kind::Counter,
+            _ => Kind::Gauge,
+        }
+    }
+}
+
+/// Process-level metrics.
+pub mod global {
+    /// Requests recorded into the overflow series because the series table was full.
+    pub const SERIES_DROPPED: &str = "vigil_series_dropped_total";
+    /// Series in the table (excluding overflow).
+    pub const SERIES: &str = "vigil_series";
+    /// Shared-data CAS conflicts retried.
+    pub const CAS_RETRIES: &str = "vigil_shared_cas_retries_total";
+    /// Shared-data updates given up after the bounded retries (kept for the next tick).
+    pub const CAS_EXHAUSTED: &str = "vigil_shared_cas_exhausted_total";
+    /// Scoring passes run by the lease holder.
+    pub const SCORING_PASSES: &str = "vigil_scoring_passes_total";
+}
+
+/// Make a route or cluster name safe as an in-name tag value: the separators
+/// of the convention (`;`, `=`), whitespace, control and non-ASCII bytes
+/// become `_`. Empty becomes `unknown`.
+pub fn sanitize(raw: &[u8]) -> String {
+    if raw.is_empty() {
+        return "unknown".to_string();
+    }
+    raw.iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() && b != b';' && b != b'=' {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Full stat name of a per-series metric.
+pub fn series_metric_name(route: &[u8], cluster: &[u8], metric: SeriesMetric) -> String {
+    format!(
+        "route=.={};.;cluster=.={};.;{}",
+        sanitize(route),
+        sanitize(cluster),
+        metric.name()
+    )
+}
+
+/// Full stat name of the steering counter.
+pub fn steered_metric_name(route: &[u8], to: &str, reason: &str) -> String {
+    format!(
+        "route=.={};.;to=.={};.;reason=.={};.;vigil_steered_total",
+        sanitize(route),
+        to,
+        reason
+    )
+}
+
+/// Caches metric ids by name and remembers the last gauge values, so each
+/// tick costs a hostcall only for what changed.
+#[derive(Debug, Default)]
+pub struct MetricCache {
+    ids: HashMap<String, Option<u32>>,
+    last_gauge: HashMap<u32, u64>,
+}
+
+impl MetricCache {
+    fn id<M: MetricSink + ?Sized>(&mut self, sink: &mut M, kind: Kind, name: &str) -> Option<u32> {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = sink.define(kind, name);
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    /// Add `by` to the counter `name` (no hostcall when `by` is 0).
+    pub fn add<M: MetricSink + ?Sized>(&mut self, sink: &mut M, name: &str, by: u64) {
+        if by == 0 {
+            return;
+        }
+        if let Some(id) = self.id(sink, Kind::Counter, name) {
+            sink.increment(id, by);
+        }
+    }
+
+    /// Set the gauge `name` (no hostcall when unchanged).
+    pub fn set<M: MetricSink + ?Sized>(&mut self, sink: &mut M, name: &str, value: u64) {
+        if let Some(id) = self.id(sink, Kind::Gauge, name) {
+            if self.last_gauge.get(&id) != Some(&value) {
+                sink.record(id, value);
+                self.last_gauge.insert(id, value);
+            }
+        }
+    }
+
+    /// Forget remembered gauge values (after losing the lease, another worker
+    /// may have written them).
+    pub fn forget_gauges(&mut self) {
+        self.last_gauge.clear();
+    }
+
+    /// Number of metric names defined.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when nothing is defined.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// In-memory [`MetricSink`] for tests: counters summed, gauges last value.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    names: Vec<(Kind, String)>,
+    values: Vec<u64>,
+}
+
+impl MemorySink {
+    /// Value of a metric by full name.
+    pub fn value(&self, name: &str) -> Option<u64> {
+        let i = self.names.iter().position(|(_, n)| n == name)?;
+        self.values.get(i).copied()
+    }
+
+    /// Sum of every metric whose name ends with `suffix` and contains `part`.
+    pub fn sum(&self, part: &str, suffix: &str) -> u64 {
+        self.names
+            .iter()
+            .zip(&self.values)
+            .filter(|((_, n), _)| n.ends_with(suffix) && n.contains(part))
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// Number of distinct metrics.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when no metric was defined.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+impl MetricSink for MemorySink {
+    fn define(&mut self, kind: Kind, name: &str) -> Option<u32> {
+        if let Some(i) = self.names.iter().position(|(_, n)| n == name) {
+            return Some(i as u32);
+        }
+        self.names.push((kind, name.to_string()));
+        self.values.push(0);
+        Some((self.names.len() - 1) as u32)
+    }
+
+    fn increment(&mut self, id: u32, by: u64) {
+        if let Some(v) = self.values.get_mut(id as usize) {
+            *v += by;
+        }
+    }
+
+    fn record(&mut self, id: u32, value: u64) {
+        if let Some(v) = self.values.get_mut(id as usize) {
+            *v = value;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_istio_in_name_convention() {
+        assert_eq!(
+            series_metric_name(b"checkout", b"outbound|80|v2|svc.ns", SeriesMetric::Score),
+            "route=.=checkout;.;cluster=.=outbound|80|v2|svc.ns;.;vigil_anomaly_score"
+        );
+        assert_eq!(
+            series_metric_name(b"a;.;b=c d\xff", b"", SeriesMetric::Requests),
+            "route=.=a_._b_c_d_;.;cluster=.=unknown;.;vigil_requests_total"
+        );
+        assert_eq!(
+            steered_metric_name(b"checkout", "stable", "latency"),
+            "route=.=checkout;.;to=.=stable;.;reason=.=latency;.;vigil_steered_total"
+        );
+    }
+
+    #[test]
+    fn cache_skips_unchanged_gauges() {
+        struct Counting(MemorySink, usize);
+        impl MetricSink for Counting {
+            fn define(&mut self, kind: Kind, name: &str) -> Option<u32> {
+                self.0.define(kind, name)
+            }
+            fn increment(&mut self, id: u32, by: u64) {
+                self.1 += 1;
+                self.0.increment(id, by)
+            }
+            fn record(&mut self, id: u32, value: u64) {
+                self.1 += 1;
+                self.0.record(id, value)
+            }
+        }
+        let mut sink = Counting(MemorySink::default(), 0);
+        let mut cache = MetricCache::default();
+        cache.set(&mut sink, "g", 5);
+        cache.set(&mut sink, "g", 5);
+        cache.add(&mut sink, "c", 0);
+        cache.add(&mut sink, "c", 2);
+        assert_eq!(sink.1, 2);
+        assert_eq!(sink.0.value("g"), Some(5));
+        assert_eq!(sink.0.value("c"), Some(2));
+    }
+}

@@ -1,0 +1,145 @@
+//! The verdict table: what the lease holder concluded this tick, for every
+//! worker to read once per tick.
+//!
+//! One shared-data key (`vigil.verdicts`), written only by the lease holder:
+//! per series id its state and score, plus the routes currently steered to
+//! stable and why. Workers keep a decoded copy and answer request-time
+//! questions ("steer this route?", "score of this series?") from it without
+//! any hostcall.
+
+use crate::codec::{Reader, Writer};
+use vigil_scorer::verdict::{Signal, State};
+
+/// Shared-data key of the verdict table.
+pub const VERDICTS_KEY: &str = "vigil.verdicts";
+
+/// One series' verdict as published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishedVerdict {
+    /// State.
+    pub state: State,
+    /// Score 0–1000.
+    pub score: u16,
+}
+
+/// A route currently steered to stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SteeredRoute {
+    /// Route name.
+    pub route: Vec<u8>,
+    /// Why (the signal that made the canary critical).
+    pub reason: Signal,
+}
+
+/// The whole table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerdictTable {
+    /// Holder's tick counter when written.
+    pub generation: u64,
+    /// Verdicts by series id.
+    pub series: Vec<PublishedVerdict>,
+    /// Steered routes.
+    pub steered: Vec<SteeredRoute>,
+}
+
+/// Code of a signal on the wire and in metric names.
+pub fn signal_code(s: Signal) -> u8 {
+    match s {
+        Signal::None => 0,
+        Signal::Errors => 1,
+        Signal::Latency => 2,
+        Signal::Resets => 3,
+    }
+}
+
+/// Inverse of [`signal_code`].
+pub fn signal_from_code(c: u8) -> Signal {
+    match c {
+        1 => Signal::Errors,
+        2 => Signal::Latency,
+        3 => Signal::Resets,
+        _ => Signal::None,
+    }
+}
+
+/// Lowercase name of a signal, used as the `reason` metric tag.
+pub fn signal_name(s: Signal) -> &'static str {
+    match s {
+        Signal::None => "none",
+        Signal::Errors => "errors",
+        Signal::Latency => "latency",
+        Signal::Resets => "resets",
+    }
+}
+
+impl VerdictTable {
+    /// Encode.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.uint(self.generation);
+        w.uint(self.series.len() as u64);
+        for v in &self.series {
+            w.byte(v.state.code());
+            w.uint(u64::from(v.score));
+        }
+        w.uint(self.steered.len() as u64);
+        for s in &self.steered {
+            w.bytes(&s.route);
+            w.byte(signal_code(s.reason));
+        }
+        w.finish()
+    }
+
+    /// Decode; `None` when corrupt.
+    pub fn decode(bytes: &[u8]) -> Option<VerdictTable> {
+        let mut r = Reader::new(bytes)?;
+        let generation = r.uint()?;
+        let n = r.count(2)?;
+        let mut series = Vec::with_capacity(n);
+        for _ in 0..n {
+            let state = State::from_code(r.byte()?);
+            let score = u16::try_from(r.uint()?).ok()?.min(1000);
+            series.push(PublishedVerdict { state, score });
+        }
+        let m = r.count(2)?;
+        let mut steered = Vec::with_capacity(m);
+        for _ in 0..m {
+            let route = r.bytes()?.to_vec();
+            let reason = signal_from_code(r.byte()?);
+            steered.push(SteeredRoute { route, reason });
+        }
+        r.is_done().then_some(VerdictTable {
+            generation,
+            series,
+            steered,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let t = VerdictTable {
+            generation: 42,
+            series: vec![
+                PublishedVerdict::default(),
+                PublishedVerdict {
+                    state: State::Critical,
+                    score: 910,
+                },
+            ],
+            steered: vec![SteeredRoute {
+                route: b"checkout".to_vec(),
+                reason: Signal::Latency,
+            }],
+        };
+        let bytes = t.encode();
+        assert_eq!(VerdictTable::decode(&bytes), Some(t));
+        for cut in 0..bytes.len() {
+            assert_eq!(VerdictTable::decode(&bytes[..cut]), None);
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Host tests of the whole worker protocol: two workers sharing one in-memory
+//! store with Envoy's shared-data semantics, ticking in turn, as two Envoy
+//! worker VMs would.
+
+use vigil_filter_core::config::PluginConfig;
+use vigil_filter_core::engine::{Level, Worker};
+use vigil_filter_core::metrics::MemorySink;
+use vigil_filter_core::request::RequestRecord;
+use vigil_filter_core::shared::MemoryStore;
+use vigil_scorer::verdict::Signal;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn req(latency_us: u64, status: u16) -> RequestRecord {
+    RequestRecord {
+        latency_us,
+        status,
+        response_flags: 0,
+        attempts: 1,
+    }
+}
+
+fn config(json: &str) -> PluginConfig {
+    PluginConfig::parse(json.as_bytes()).unwrap()
+}
+
+const CANARY: &str = r#""canaries":[{"name":"checkout","route":"checkout","stable_cluster":"stable","canary_cluster":"canary"}]"#;
+
+struct Cluster {
+    store: MemoryStore,
+    sink: MemorySink,
+    workers: Vec<Worker>,
+    logs: Vec<String>,
+    now_ms: u64,
+}
+
+impl Cluster {
+    fn new(cfg: PluginConfig, n: usize) -> Self {
+        Cluster {
+            store: MemoryStore::new(),
+            sink: MemorySink::default(),
+            workers: (0..n).map(|i| Worker::new(cfg.clone(), 1000 + i as u64)).collect(),
+            logs: Vec::new(),
+            now_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn tick(&mut self) {
+        self.now_ms += 1000;
+        let logs = &mut self.logs;
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            let mut log = |_: Level, m: &str| logs.push(m.to_string());
+            // Workers' ticks are not aligned: stagger them a little.
+            w.on_tick(self.now_ms + i as u64 * 137, &self.store, &mut self.sink, &mut log);
+        }
+    }
+
+    /// One second of traffic: `stable` and `canary` requests spread over the
+    /// workers at random, then a tick.
+    fn second(&mut self, rng: &mut Rng, stable: u64, canary: u64, canary_fault: (u64, u64)) {
+        let (extra_us, error_pct) = canary_fault;
+        for _ in 0..stable {
+            let w = rng.below(self.workers.len() as u64) as usize;
+            let lat = 800 + rng.below(400);
+            self.workers[w].record(Some(b"checkout"), Some(b"stable"), &req(lat, 200));
+        }
+        for _ in 0..canary {
+            let w = rng.below(self.workers.len() as u64) as usize;
+            let lat = 800 + rng.below(400) + extra_us;
+            let status = if rng.below(100) < error_pct { 503 } else { 200 };
+            self.workers[w].record(Some(b"checkout"), Some(b"canary"), &req(lat, status));
+        }
+        self.tick();
+    }
+
+    fn steered_everywhere(&mut self) -> Option<Signal> {
+        let decisions: Vec<Option<Signal>> = self
+            .workers
+            .iter_mut()
+            .map(|w| w.steer_decision(b"checkout"))
+            .collect();
+        if decisions.iter().all(|d| d.is_some()) {
+            decisions[0]
+        } else {
+            None
+        }
+    }
+}
+
+#[test]
+fn counts_are_exact_across_workers() {
+    let mut c = Cluster::new(config(r#"{"mode":"shadow"}"#), 3);
+    let mut rng = Rng(7);
+    let (mut sent, mut errors) = (0u64, 0u64);
+    for _ in 0..20 {
+        for _ in 0..1000 {
+            let w = rng.below(3) as usize;
+            let status = if rng.below(10) == 0 { 503 } else { 200 };
+            errors += u64::from(status == 503);
+            sent += 1;
+            c.workers[w].record(Some(b"checkout"), Some(b"stable"), &req(1000, status));
+        }
+        c.tick();
+    }
+    c.tick();
+    assert_eq!(c.sink.sum("cluster=.=stable;", "vigil_requests_total"), sent);
+    assert_eq!(c.sink.sum("cluster=.=stable;", "vigil_errors_total"), errors);
+    // Exactly one worker scores.
+    assert_eq!(c.workers.iter().filter(|w| w.is_scorer()).count(), 1);
+}
+
+#[test]
+fn slow_canary_is_steered_within_three_ticks_in_steer_mode() {
+    let mut c = Cluster::new(config(&format!(r#"{{"mode":"steer",{CANARY}}}"#)), 2);
+    let mut rng = Rng(11);
+    for _ in 0..15 {
+        c.second(&mut rng, 80, 20, (0, 0));
+        assert_eq!(c.steered_everywhere(), None);
+    }
+    let mut ticks = 0;
+    while c.steered_everywhere().is_none() {
+        c.second(&mut rng, 80, 20, (200_000, 0));
+        ticks += 1;
+        assert!(ticks <= 3, "not steered after {ticks} ticks; logs: {:#?}", c.logs);
+    }
+    assert_eq!(c.steered_everywhere(), Some(Signal::Latency));
+    assert!(
+        c.logs.iter().any(|l| l.contains("critical on route 'checkout'")),
+        "{:#?}",
+        c.logs
+    );
+    assert!(c.sink.sum("reason=.=latency;", "vigil_steered_total") == 0, "counted at the next tick");
+    c.tick();
+    assert!(c.sink.sum("reason=.=latency;", "vigil_steered_total") >= 2);
+}
+
+#[test]
+fn failing_canary_is_steered_and_shadow_mode_never_steers() {
+    for mode in ["steer", "shadow"] {
+        let mut c = Cluster::new(config(&format!(r#"{{"mode":"{mode}",{CANARY}}}"#)), 2);
+        let mut rng = Rng(13);
+        for _ in 0..15 {
+            c.second(&mut rng, 80, 20, (0, 0));
+        }
+        let mut steered_after = None;
+        for t in 1..=8 {
+            c.second(&mut rng, 80, 20, (0, 20));
+            if c.steered_everywhere().is_some() {
+                steered_after = Some(t);
+                break;
+            }
+        }
+        match mode {
+            "steer" => assert!(steered_after.is_some_and(|t| t <= 5), "{steered_after:?} {:#?}", c.logs),
+            _ => {
+                assert_eq!(steered_after, None);
+                assert!(c.logs.iter().any(|l| l.contains("would steer")), "{:#?}", c.logs);
+            }
+        }
+    }
+}
+
+#[test]
+fn healthy_canary_is_never_steered() {
+    let mut c = Cluster::new(config(&format!(r#"{{"mode":"steer",{CANARY}}}"#)), 2);
+    let mut rng = Rng(17);
+    for _ in 0..600 {
+        c.second(&mut rng, 80, 20, (0, 0));
+        assert_eq!(c.steered_everywhere(), None, "{:#?}", c.logs);
+    }
+}
+
+#[test]
+fn low_traffic_canary_never_steers() {
+    let mut c = Cluster::new(config(&format!(r#"{{"mode":"steer",{CANARY}}}"#)), 2);
+    let mut rng = Rng(19);
+    for _ in 0..120 {
+        // One slow, failing canary request every other second.
+        let canary = u64::from(rng.below(2) == 0);
+        c.second(&mut rng, 2, canary, (300_000, 100));
+        assert_eq!(c.steered_everywhere(), None);
+    }
+}
+
+#[test]
+fn series_flood_stays_within_max_series_and_counts_stay_exact() {
+    let mut c = Cluster::new(config(r#"{"max_series":256}"#), 2);
+    let mut sent = 0u64;
+    for round in 0..5u64 {
+        for i in 0..2000u64 {
+            let route = format!("r{}", round * 2000 + i);
+            c.workers[(i % 2) as usize].record(Some(route.as_bytes()), Some(b"stable"), &req(500, 200));
+            sent += 1;
+        }
+        c.tick();
+    }
+    c.tick();
+    let series = c.sink.value("vigil_series").unwrap();
+    assert!(series <= 256, "{series}");
+    assert!(c.sink.value("vigil_series_dropped_total").unwrap() > 0);
+    assert_eq!(c.sink.sum("", "vigil_requests_total"), sent);
+    assert!(c.store.len() <= 256 + 1 + 3, "keys: {}", c.store.len());
+}
+
+#[test]
+fn lease_moves_when_the_scorer_goes_silent() {
+    let mut c = Cluster::new(config(r#"{}"#), 2);
+    c.tick();
+    let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+    let other = 1 - holder;
+    let mut sink = MemorySink::default();
+    let mut now = c.now_ms;
+    let mut moved = false;
+    for _ in 0..5 {
+        now += 1000;
+        c.workers[other].on_tick(now, &c.store, &mut sink, &mut |_, _| {});
+        if c.workers[other].is_scorer() {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "the silent holder's lease was never taken over");
+}
+
+#[test]
+fn missing_properties_are_recorded_not_dropped() {
+    let mut c = Cluster::new(config(r#"{}"#), 1);
+    c.workers[0].record(None, None, &RequestRecord::default());
+    c.tick();
+    assert_eq!(c.sink.sum("route=.=unknown;.;cluster=.=none;", "vigil_requests_total"), 1);
+    assert_eq!(c.sink.sum("route=.=unknown;.;cluster=.=none;", "vigil_errors_total"), 1);
+}

@@ -1,0 +1,148 @@
+//! What one series observed over one window: request counters plus a latency
+//! histogram. The filter produces these (worker-local, merged through shared
+//! data), the scorer consumes them, and the offline tools simulate them.
+
+use crate::histogram::{LatencyHistogram, SparseHistogram};
+
+/// Request counters of one series over one window. All additive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests completed (logged).
+    pub requests: u64,
+    /// Errors as users see them: 5xx responses and requests with no response
+    /// at all (code 0: reset, timeout before headers, ...).
+    pub errors: u64,
+    /// 4xx responses (client errors: tracked, not counted as errors).
+    pub status_4xx: u64,
+    /// Upstream connection resets / connection failures (`UF`, `UC`, `UR`, `LR`).
+    pub resets: u64,
+    /// Upstream overflow (circuit breaker, `UO`).
+    pub overflows: u64,
+    /// Upstream request timeouts (`UT`).
+    pub timeouts: u64,
+    /// Extra upstream attempts (retries): `request_attempt_count - 1`.
+    pub retries: u64,
+    /// Sum of latencies in microseconds (for the mean).
+    pub latency_sum_us: u64,
+}
+
+impl Counters {
+    /// Add another window's counters.
+    pub fn add(&mut self, other: &Counters) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.status_4xx = self.status_4xx.saturating_add(other.status_4xx);
+        self.resets = self.resets.saturating_add(other.resets);
+        self.overflows = self.overflows.saturating_add(other.overflows);
+        self.timeouts = self.timeouts.saturating_add(other.timeouts);
+        self.retries = self.retries.saturating_add(other.retries);
+        self.latency_sum_us = self.latency_sum_us.saturating_add(other.latency_sum_us);
+    }
+
+    /// Remove a window previously added (rolling windows). Saturates at zero.
+    pub fn sub(&mut self, other: &Counters) {
+        self.requests = self.requests.saturating_sub(other.requests);
+        self.errors = self.errors.saturating_sub(other.errors);
+        self.status_4xx = self.status_4xx.saturating_sub(other.status_4xx);
+        self.resets = self.resets.saturating_sub(other.resets);
+        self.overflows = self.overflows.saturating_sub(other.overflows);
+        self.timeouts = self.timeouts.saturating_sub(other.timeouts);
+        self.retries = self.retries.saturating_sub(other.retries);
+        self.latency_sum_us = self.latency_sum_us.saturating_sub(other.latency_sum_us);
+    }
+
+    /// True when nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        *self == Counters::default()
+    }
+}
+
+/// One tick's worth of observations for one series, in the compact form that
+/// travels through shared data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickDelta {
+    /// Counters.
+    pub counters: Counters,
+    /// Latency histogram, sparse.
+    pub latency: SparseHistogram,
+}
+
+impl TickDelta {
+    /// True when nothing was observed.
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty() && self.latency.is_empty()
+    }
+
+    /// Add another delta into this one (sparse merge, stays sorted).
+    pub fn add(&mut self, other: &TickDelta) {
+        self.counters.add(&other.counters);
+        if other.latency.is_empty() {
+            return;
+        }
+        let mut merged = Vec::with_capacity(self.latency.len() + other.latency.len());
+        let (mut a, mut b) = (self.latency.iter().peekable(), other.latency.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(&&(ia, na)), Some(&&(ib, nb))) => {
+                    if ia == ib {
+                        merged.push((ia, na.saturating_add(nb)));
+                        a.next();
+                        b.next();
+                    } else if ia < ib {
+                        merged.push((ia, na));
+                        a.next();
+                    } else {
+                        merged.push((ib, nb));
+                        b.next();
+                    }
+                }
+                (Some(&&x), None) => {
+                    merged.push(x);
+                    a.next();
+                }
+                (None, Some(&&x)) => {
+                    merged.push(x);
+                    b.next();
+                }
+                (None, None) => break,
+            }
+        }
+        self.latency = merged;
+    }
+
+    /// Build from counters and a recording histogram.
+    pub fn from_parts(counters: Counters, latency: &LatencyHistogram) -> Self {
+        TickDelta {
+            counters,
+            latency: latency.to_sparse(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_add_merges_sorted() {
+        let mut a = TickDelta {
+            counters: Counters {
+                requests: 2,
+                ..Default::default()
+            },
+            latency: vec![(3, 1), (10, 1)],
+        };
+        let b = TickDelta {
+            counters: Counters {
+                requests: 3,
+                errors: 1,
+                ..Default::default()
+            },
+            latency: vec![(1, 1), (10, 2)],
+        };
+        a.add(&b);
+        assert_eq!(a.counters.requests, 5);
+        assert_eq!(a.counters.errors, 1);
+        assert_eq!(a.latency, vec![(1, 1), (3, 1), (10, 3)]);
+    }
+}
