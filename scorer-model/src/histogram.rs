@@ -22,7 +22,8 @@
 /// Buckets per octave (and exact buckets below the first octave).
 pub const SUB_BUCKETS: usize = 32;
 const SUB_BITS: u32 = 5;
-/// Largest latency kept apart; larger values are clamped into the last bucket.
+/// Largest latency kept apart; larger values are clamped into this value's
+/// bucket (the highest bucket in use; the few above it stay empty).
 pub const MAX_TRACKED_US: u64 = 600_000_000;
 /// Number of octaves above the exact range needed to reach [`MAX_TRACKED_US`]
 /// (`2^30 > 6e8`, first octave starts at `2^5`).
@@ -72,10 +73,38 @@ pub fn bucket_value_us(index: u16) -> f64 {
     bucket_start_us(index) + bucket_width_us(index) / 2.0
 }
 
+/// Index of the first bucket whose start is strictly above `threshold_us`
+/// ([`BUCKETS`] when there is none; 0 for a negative threshold). Buckets
+/// from this index on hold exactly the values [`LatencyHistogram::count_above_us`]
+/// counts, so callers can compare indices instead of converting every
+/// bucket. A NaN threshold gives [`BUCKETS`] (nothing is above it).
+pub fn first_bucket_above(threshold_us: f64) -> usize {
+    if threshold_us.is_nan() {
+        return BUCKETS;
+    }
+    if threshold_us < 0.0 {
+        return 0;
+    }
+    // Bucket starts are integers, increasing with the index: the bucket
+    // after the one holding floor(threshold) starts above it, except where
+    // values are clamped (walk on, rarely more than a step).
+    let mut first = bucket_index(threshold_us.floor() as u64) as usize + 1;
+    while first < BUCKETS && bucket_start_us(first as u16) <= threshold_us {
+        first += 1;
+    }
+    first
+}
+
 /// A sparse histogram: `(bucket index, count)` pairs, sorted by index, no zero
 /// counts. This is the wire and shared-data form; see [`LatencyHistogram`] for
 /// the recording form.
 pub type SparseHistogram = Vec<(u16, u32)>;
+
+/// Sum of a chunk's counts from sub-bucket `from` on.
+#[inline]
+fn chunk_sum(chunk: &[u32; SUB_BUCKETS], from: usize) -> u64 {
+    chunk.iter().skip(from).map(|&n| n as u64).sum()
+}
 
 /// Recording histogram, chunked per octave.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -198,25 +227,43 @@ impl LatencyHistogram {
         // Rank of the value, 1-based: the smallest value with at least
         // ceil(q * count) values at or below it.
         let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        // Skip whole chunks by their sums (the scorer asks for quantiles of
+        // every series every tick); descend only into the chunk that holds
+        // the rank.
         let mut seen = 0u64;
-        let mut last = 0u16;
-        for (index, n) in self.iter() {
-            seen += n as u64;
-            last = index;
-            if seen >= rank {
-                return Some(bucket_value_us(index));
+        for (ci, slot) in self.chunks.iter().enumerate() {
+            let Some(chunk) = slot else { continue };
+            let total = chunk_sum(chunk, 0);
+            if seen + total < rank {
+                seen += total;
+                continue;
+            }
+            for (si, &n) in chunk.iter().enumerate() {
+                seen += n as u64;
+                if n > 0 && seen >= rank {
+                    return Some(bucket_value_us((ci * SUB_BUCKETS + si) as u16));
+                }
             }
         }
-        Some(bucket_value_us(last))
+        // Only reachable if the count disagrees with the buckets.
+        self.iter().last().map(|(index, _)| bucket_value_us(index))
     }
 
     /// Number of recorded values strictly above `threshold_us` (whole buckets
     /// whose start is above the threshold; the threshold's own bucket is not
     /// counted, so this never overstates).
     pub fn count_above_us(&self, threshold_us: f64) -> u64 {
-        self.iter()
-            .filter(|(index, _)| bucket_start_us(*index) > threshold_us)
-            .map(|(_, n)| n as u64)
+        if threshold_us.is_nan() {
+            return 0;
+        }
+        let first = first_bucket_above(threshold_us);
+        let (first_chunk, first_sub) = (first / SUB_BUCKETS, first % SUB_BUCKETS);
+        self.chunks
+            .iter()
+            .enumerate()
+            .skip(first_chunk)
+            .filter_map(|(ci, slot)| slot.as_ref().map(|c| (ci, c)))
+            .map(|(ci, chunk)| chunk_sum(chunk, if ci == first_chunk { first_sub } else { 0 }))
             .sum()
     }
 
@@ -248,13 +295,22 @@ mod tests {
     #[test]
     fn indices_are_monotonic_and_in_range() {
         let mut prev = 0u16;
-        for v in (0..2_000_000u64).step_by(7).chain([MAX_TRACKED_US, u64::MAX]) {
+        for v in (0..2_000_000u64)
+            .step_by(7)
+            .chain([MAX_TRACKED_US, u64::MAX])
+        {
             let i = bucket_index(v);
             assert!((i as usize) < BUCKETS);
             assert!(i >= prev);
             prev = i;
         }
-        assert_eq!(bucket_index(u64::MAX) as usize, BUCKETS - 1);
+        // Everything above the tracked range lands in the bucket of the
+        // largest tracked value, the highest bucket ever used.
+        assert_eq!(bucket_index(u64::MAX), bucket_index(MAX_TRACKED_US));
+        assert_eq!(
+            bucket_index(MAX_TRACKED_US + 12_345),
+            bucket_index(MAX_TRACKED_US)
+        );
     }
 
     #[test]
@@ -268,7 +324,10 @@ mod tests {
         for q in [0.5, 0.9, 0.95, 0.99, 0.999] {
             let exact = values[((q * values.len() as f64).ceil() as usize).max(1) - 1] as f64;
             let got = h.quantile_us(q).unwrap();
-            assert!((got - exact).abs() / exact <= 0.02, "q{q}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() / exact <= 0.02,
+                "q{q}: {got} vs {exact}"
+            );
         }
     }
 
@@ -293,12 +352,63 @@ mod tests {
     }
 
     #[test]
+    fn fast_quantile_and_count_above_match_the_bucket_walk() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..200 {
+            let mut h = LatencyHistogram::new();
+            let n = next() % 300;
+            for _ in 0..n {
+                let scale = 1u64 << (next() % 34);
+                h.record_us(next() % scale);
+            }
+            if round % 3 == 0 {
+                let sparse = h.to_sparse();
+                h.subtract_sparse(&sparse[..sparse.len() / 2]);
+            }
+            for q in [0.0, 0.01, 0.5, 0.95, 0.99, 1.0, f64::NAN, -1.0, 2.0] {
+                let expected = if h.count() == 0 {
+                    None
+                } else {
+                    let qq = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+                    let rank = ((qq * h.count() as f64).ceil() as u64).max(1);
+                    let mut seen = 0;
+                    h.iter()
+                        .find(|(_, n)| {
+                            seen += *n as u64;
+                            seen >= rank
+                        })
+                        .map(|(i, _)| bucket_value_us(i))
+                };
+                assert_eq!(h.quantile_us(q), expected, "q {q}");
+            }
+            let mut thresholds = vec![-5.0, 0.0, 0.5, 31.0, 31.5, 32.0, 1e12, f64::NAN];
+            thresholds.extend(h.iter().map(|(i, _)| bucket_start_us(i)));
+            thresholds.extend(h.iter().map(|(i, _)| bucket_value_us(i)));
+            thresholds.push(MAX_TRACKED_US as f64);
+            for t in thresholds {
+                let slow: u64 = h
+                    .iter()
+                    .filter(|(i, _)| bucket_start_us(*i) > t)
+                    .map(|(_, n)| n as u64)
+                    .sum();
+                assert_eq!(h.count_above_us(t), slow, "threshold {t}");
+            }
+        }
+    }
+
+    #[test]
     fn count_above_never_overstates() {
         let mut h = LatencyHistogram::new();
         for v in 1..=1000u64 {
             h.record_us(v * 1000);
         }
         let above = h.count_above_us(500_000.0);
-        assert!(above <= 500 && above >= 480, "{above}");
+        assert!((480..=500).contains(&above), "{above}");
     }
 }

@@ -80,7 +80,10 @@ impl TickDelta {
             return;
         }
         let mut merged = Vec::with_capacity(self.latency.len() + other.latency.len());
-        let (mut a, mut b) = (self.latency.iter().peekable(), other.latency.iter().peekable());
+        let (mut a, mut b) = (
+            self.latency.iter().peekable(),
+            other.latency.iter().peekable(),
+        );
         loop {
             match (a.peek(), b.peek()) {
                 (Some(&&(ia, na)), Some(&&(ib, nb))) => {

@@ -214,7 +214,10 @@ mod tests {
             assert_eq!(decode_delta(&good[..cut]), None, "truncated at {cut}");
         }
         assert_eq!(decode_delta(&[9, 1, 2, 3]), None, "foreign version");
-        assert_eq!(decode_delta(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), None);
+        assert_eq!(
+            decode_delta(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            None
+        );
         // A huge claimed count with no bytes behind it.
         let mut w = Writer::new();
         for _ in 0..8 {

@@ -293,8 +293,8 @@ impl PluginConfig {
     /// Parse and validate the plugin configuration bytes. Empty input (no
     /// `configuration` at all) means every default.
     pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| err("", format!("not valid UTF-8 ({e})")))?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| err("", format!("not valid UTF-8 ({e})")))?;
         if text.trim().is_empty() {
             return Ok(PluginConfig::default());
         }
@@ -338,9 +338,7 @@ impl PluginConfig {
                 if !valid || h.starts_with('-') {
                     return Err(err(
                         "subset_header",
-                        format!(
-                            "must be a lowercase header name (a-z, 0-9, '-'), got \"{h}\""
-                        ),
+                        format!("must be a lowercase header name (a-z, 0-9, '-'), got \"{h}\""),
                     ));
                 }
                 h.to_string()
@@ -526,7 +524,10 @@ mod tests {
         assert_eq!(reject(r#"{"bogus":1}"#).field, "bogus");
         assert_eq!(reject(r#"{"mode":"loud"}"#).field, "mode");
         assert_eq!(reject(r#"{"max_series":0}"#).field, "max_series");
-        assert_eq!(reject(r#"{"steering":{"hold_s":-1}}"#).field, "steering.hold_s");
+        assert_eq!(
+            reject(r#"{"steering":{"hold_s":-1}}"#).field,
+            "steering.hold_s"
+        );
         assert_eq!(reject(r#"{"steering":{"x":1}}"#).field, "steering.x");
         assert_eq!(
             reject(r#"{"canaries":[{"name":"c","route":"checkout"}]}"#).field,
@@ -538,8 +539,14 @@ mod tests {
             "canaries[0].canary_cluster"
         );
         assert_eq!(reject(r#"{"canaries":{}}"#).field, "canaries");
-        assert_eq!(reject(r#"{"canaries":[{"route":"r"}]}"#).field, "canaries[0].name");
-        assert_eq!(reject(r#"{"subset_header":"X Bad"}"#).field, "subset_header");
+        assert_eq!(
+            reject(r#"{"canaries":[{"route":"r"}]}"#).field,
+            "canaries[0].name"
+        );
+        assert_eq!(
+            reject(r#"{"subset_header":"X Bad"}"#).field,
+            "subset_header"
+        );
         assert_eq!(reject("[1]").field, "");
         assert!(reject("{nope").to_string().contains("not valid JSON"));
     }

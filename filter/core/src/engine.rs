@@ -27,7 +27,9 @@ use crate::registry::{
 use crate::request::RequestRecord;
 use crate::shared::{update, SetError, SharedStore, Update};
 use crate::steering::{match_series, Side, SteerController, Transition};
-use crate::verdicts::{signal_code, signal_name, PublishedVerdict, SteeredRoute, VerdictTable, VERDICTS_KEY};
+use crate::verdicts::{
+    signal_code, signal_name, PublishedVerdict, SteeredRoute, VerdictTable, VERDICTS_KEY,
+};
 use hashbrown::HashMap;
 use vigil_scorer::peer::score_canary;
 use vigil_scorer::series::SeriesState;
@@ -62,6 +64,9 @@ struct Pair {
     stable_id: u32,
     canary_id: u32,
 }
+
+/// Stable and canary series ids found so far for one (canary, route).
+type PairIds = (Option<u32>, Option<u32>);
 
 /// What the lease holder keeps between ticks.
 #[derive(Debug, Default)]
@@ -303,7 +308,12 @@ impl Worker {
     }
 
     /// Take a series' merged delta out of shared data, leaving it empty.
-    fn take_delta<S: SharedStore + ?Sized>(&mut self, store: &S, key: &str, empty: &[u8]) -> TickDelta {
+    fn take_delta<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        key: &str,
+        empty: &[u8],
+    ) -> TickDelta {
         for _ in 0..self.cfg.cas_retries.max(1) {
             let Some((bytes, cas)) = store.get(key) else {
                 return TickDelta::default();
@@ -333,7 +343,10 @@ impl Worker {
     {
         let mut scoring = self.scoring.take().unwrap_or_default();
         if scoring.generation == 0 {
-            log(Level::Info, "vigil: this worker now scores all series (lease acquired)");
+            log(
+                Level::Info,
+                "vigil: this worker now scores all series (lease acquired)",
+            );
         }
         scoring.generation += 1;
         self.stats.scoring_passes += 1;
@@ -352,7 +365,11 @@ impl Worker {
                 state.observe(&delta, &model);
             }
         }
-        let mut verdicts: Vec<Verdict> = scoring.series.iter().map(|s| s.score_self(&model)).collect();
+        let mut verdicts: Vec<Verdict> = scoring
+            .series
+            .iter()
+            .map(|s| s.score_self(&model))
+            .collect();
 
         if scoring.pairs_for != n {
             scoring.pairs = self.pairs();
@@ -381,7 +398,11 @@ impl Worker {
                 .controllers
                 .entry((pair.canary, pair.route.clone()))
                 .or_insert_with(|| SteerController::new(&self.cfg.steering));
-            let action = if self.cfg.mode == Mode::Steer { "steering" } else { "would steer (shadow mode)" };
+            let action = if self.cfg.mode == Mode::Steer {
+                "steering"
+            } else {
+                "would steer (shadow mode)"
+            };
             match controller.update(&verdict, now_ms, &self.cfg.steering) {
                 Some(Transition::Started { hold_ms }) => log(
                     Level::Warn,
@@ -413,7 +434,11 @@ impl Worker {
                     let name = self.registry.name(id as u32).unwrap_or_default();
                     let (route, cluster) = split_name(name);
                     log(
-                        if v.state == State::Critical { Level::Warn } else { Level::Info },
+                        if v.state == State::Critical {
+                            Level::Warn
+                        } else {
+                            Level::Info
+                        },
                         &format!(
                             "vigil: series route={} cluster={} {} -> {} (score {}): {}",
                             String::from_utf8_lossy(route),
@@ -469,7 +494,7 @@ impl Worker {
     }
 
     fn pairs(&self) -> Vec<Pair> {
-        let mut sides: HashMap<(usize, Vec<u8>), (Option<u32>, Option<u32>)> = HashMap::new();
+        let mut sides: HashMap<(usize, Vec<u8>), PairIds> = HashMap::new();
         for (id, name) in self.registry.iter() {
             let (route, cluster) = split_name(name);
             for (ci, spec) in self.cfg.canaries.iter().enumerate() {
@@ -532,10 +557,16 @@ impl Worker {
         let f = self.flushed_stats;
         self.metrics
             .add(sink, global::CAS_RETRIES, s.cas_retries - f.cas_retries);
-        self.metrics
-            .add(sink, global::CAS_EXHAUSTED, s.cas_exhausted - f.cas_exhausted);
-        self.metrics
-            .add(sink, global::SCORING_PASSES, s.scoring_passes - f.scoring_passes);
+        self.metrics.add(
+            sink,
+            global::CAS_EXHAUSTED,
+            s.cas_exhausted - f.cas_exhausted,
+        );
+        self.metrics.add(
+            sink,
+            global::SCORING_PASSES,
+            s.scoring_passes - f.scoring_passes,
+        );
         self.flushed_stats = s;
     }
 }

@@ -107,7 +107,8 @@ impl LocalTable {
         let slot_index = match self.index.get(name) {
             Some(&i) => Some(i),
             None if self.slots.len() < self.capacity => {
-                self.slots.push(Slot::new(name.to_vec(), Placement::Unregistered));
+                self.slots
+                    .push(Slot::new(name.to_vec(), Placement::Unregistered));
                 let i = self.slots.len() - 1;
                 self.index.insert(name.to_vec(), i);
                 Some(i)

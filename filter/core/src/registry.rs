@@ -121,8 +121,8 @@ impl Registry {
     }
 
     fn adopt(&mut self, names: Vec<Vec<u8>>, cas: Option<u32>) {
-        let append_only = names.len() >= self.names.len()
-            && names.iter().zip(&self.names).all(|(a, b)| a == b);
+        let append_only =
+            names.len() >= self.names.len() && names.iter().zip(&self.names).all(|(a, b)| a == b);
         if !append_only {
             self.ids.clear();
             self.names.clear();
@@ -211,7 +211,10 @@ mod tests {
         assert!(a.refresh(&store));
         assert_eq!(a.id(&n2), Some(2));
         assert_eq!(a.tracked(), 2);
-        assert_eq!(a.name(0), Some(series_name(b"overflow", b"overflow").as_slice()));
+        assert_eq!(
+            a.name(0),
+            Some(series_name(b"overflow", b"overflow").as_slice())
+        );
         assert_eq!(split_name(&n3), (&b"r3"[..], &b"c"[..]));
     }
 

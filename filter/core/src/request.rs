@@ -111,7 +111,9 @@ mod tests {
         let r = RequestRecord::from_properties(
             Some(&le(2_500_000)),
             Some(&le(503)),
-            Some(&le(flags::UPSTREAM_CONNECTION_FAILURE | flags::UPSTREAM_REQUEST_TIMEOUT)),
+            Some(&le(
+                flags::UPSTREAM_CONNECTION_FAILURE | flags::UPSTREAM_REQUEST_TIMEOUT
+            )),
             Some(&le(3)),
         );
         assert_eq!(r.latency_us, 2_500);

@@ -192,7 +192,11 @@ mod tests {
             conflicts: RefCell::new(100),
         };
         assert_eq!(update(&s, "k", 4, add_one), Update::Exhausted);
-        assert_eq!(s.inner.get("k").unwrap().0, vec![4], "only the foreign writes landed");
+        assert_eq!(
+            s.inner.get("k").unwrap().0,
+            vec![4],
+            "only the foreign writes landed"
+        );
     }
 
     #[test]

@@ -202,15 +202,27 @@ mod tests {
             },
         };
         assert_eq!(
-            match_series(&spec, b"any", b"outbound|9080|v2|reviews.default.svc.cluster.local"),
+            match_series(
+                &spec,
+                b"any",
+                b"outbound|9080|v2|reviews.default.svc.cluster.local"
+            ),
             Some(Side::Canary)
         );
         assert_eq!(
-            match_series(&spec, b"any", b"outbound|9080|v1|reviews.default.svc.cluster.local"),
+            match_series(
+                &spec,
+                b"any",
+                b"outbound|9080|v1|reviews.default.svc.cluster.local"
+            ),
             Some(Side::Stable)
         );
         assert_eq!(
-            match_series(&spec, b"any", b"outbound|9080|v3|reviews.default.svc.cluster.local"),
+            match_series(
+                &spec,
+                b"any",
+                b"outbound|9080|v3|reviews.default.svc.cluster.local"
+            ),
             None
         );
     }
@@ -224,7 +236,10 @@ mod tests {
             Some(Transition::Started { hold_ms: 10_000 })
         );
         // No traffic to the canary while steered: insufficient data.
-        assert_eq!(c.update(&verdict(State::InsufficientData), 5_000, &CFG), None);
+        assert_eq!(
+            c.update(&verdict(State::InsufficientData), 5_000, &CFG),
+            None
+        );
         assert!(c.is_steering());
         assert_eq!(
             c.update(&verdict(State::InsufficientData), 11_000, &CFG),

@@ -2,6 +2,9 @@
 //! store with Envoy's shared-data semantics, ticking in turn, as two Envoy
 //! worker VMs would.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
 use vigil_filter_core::config::PluginConfig;
 use vigil_filter_core::engine::{Level, Worker};
 use vigil_filter_core::metrics::MemorySink;
@@ -50,7 +53,9 @@ impl Cluster {
         Cluster {
             store: MemoryStore::new(),
             sink: MemorySink::default(),
-            workers: (0..n).map(|i| Worker::new(cfg.clone(), 1000 + i as u64)).collect(),
+            workers: (0..n)
+                .map(|i| Worker::new(cfg.clone(), 1000 + i as u64))
+                .collect(),
             logs: Vec::new(),
             now_ms: 1_700_000_000_000,
         }
@@ -62,7 +67,12 @@ impl Cluster {
         for (i, w) in self.workers.iter_mut().enumerate() {
             let mut log = |_: Level, m: &str| logs.push(m.to_string());
             // Workers' ticks are not aligned: stagger them a little.
-            w.on_tick(self.now_ms + i as u64 * 137, &self.store, &mut self.sink, &mut log);
+            w.on_tick(
+                self.now_ms + i as u64 * 137,
+                &self.store,
+                &mut self.sink,
+                &mut log,
+            );
         }
     }
 
@@ -114,8 +124,14 @@ fn counts_are_exact_across_workers() {
         c.tick();
     }
     c.tick();
-    assert_eq!(c.sink.sum("cluster=.=stable;", "vigil_requests_total"), sent);
-    assert_eq!(c.sink.sum("cluster=.=stable;", "vigil_errors_total"), errors);
+    assert_eq!(
+        c.sink.sum("cluster=.=stable;", "vigil_requests_total"),
+        sent
+    );
+    assert_eq!(
+        c.sink.sum("cluster=.=stable;", "vigil_errors_total"),
+        errors
+    );
     // Exactly one worker scores.
     assert_eq!(c.workers.iter().filter(|w| w.is_scorer()).count(), 1);
 }
@@ -132,15 +148,24 @@ fn slow_canary_is_steered_within_three_ticks_in_steer_mode() {
     while c.steered_everywhere().is_none() {
         c.second(&mut rng, 80, 20, (200_000, 0));
         ticks += 1;
-        assert!(ticks <= 3, "not steered after {ticks} ticks; logs: {:#?}", c.logs);
+        assert!(
+            ticks <= 3,
+            "not steered after {ticks} ticks; logs: {:#?}",
+            c.logs
+        );
     }
     assert_eq!(c.steered_everywhere(), Some(Signal::Latency));
     assert!(
-        c.logs.iter().any(|l| l.contains("critical on route 'checkout'")),
+        c.logs
+            .iter()
+            .any(|l| l.contains("critical on route 'checkout'")),
         "{:#?}",
         c.logs
     );
-    assert!(c.sink.sum("reason=.=latency;", "vigil_steered_total") == 0, "counted at the next tick");
+    assert!(
+        c.sink.sum("reason=.=latency;", "vigil_steered_total") == 0,
+        "counted at the next tick"
+    );
     c.tick();
     assert!(c.sink.sum("reason=.=latency;", "vigil_steered_total") >= 2);
 }
@@ -162,10 +187,18 @@ fn failing_canary_is_steered_and_shadow_mode_never_steers() {
             }
         }
         match mode {
-            "steer" => assert!(steered_after.is_some_and(|t| t <= 5), "{steered_after:?} {:#?}", c.logs),
+            "steer" => assert!(
+                steered_after.is_some_and(|t| t <= 5),
+                "{steered_after:?} {:#?}",
+                c.logs
+            ),
             _ => {
                 assert_eq!(steered_after, None);
-                assert!(c.logs.iter().any(|l| l.contains("would steer")), "{:#?}", c.logs);
+                assert!(
+                    c.logs.iter().any(|l| l.contains("would steer")),
+                    "{:#?}",
+                    c.logs
+                );
             }
         }
     }
@@ -200,7 +233,11 @@ fn series_flood_stays_within_max_series_and_counts_stay_exact() {
     for round in 0..5u64 {
         for i in 0..2000u64 {
             let route = format!("r{}", round * 2000 + i);
-            c.workers[(i % 2) as usize].record(Some(route.as_bytes()), Some(b"stable"), &req(500, 200));
+            c.workers[(i % 2) as usize].record(
+                Some(route.as_bytes()),
+                Some(b"stable"),
+                &req(500, 200),
+            );
             sent += 1;
         }
         c.tick();
@@ -238,6 +275,14 @@ fn missing_properties_are_recorded_not_dropped() {
     let mut c = Cluster::new(config(r#"{}"#), 1);
     c.workers[0].record(None, None, &RequestRecord::default());
     c.tick();
-    assert_eq!(c.sink.sum("route=.=unknown;.;cluster=.=none;", "vigil_requests_total"), 1);
-    assert_eq!(c.sink.sum("route=.=unknown;.;cluster=.=none;", "vigil_errors_total"), 1);
+    assert_eq!(
+        c.sink
+            .sum("route=.=unknown;.;cluster=.=none;", "vigil_requests_total"),
+        1
+    );
+    assert_eq!(
+        c.sink
+            .sum("route=.=unknown;.;cluster=.=none;", "vigil_errors_total"),
+        1
+    );
 }

@@ -1,0 +1,22 @@
+//! # vigil-scorer
+//!
+//! The judgement at the heart of Vigil, kept free of any proxy dependency so it
+//! runs the same inside the Envoy wasm filter, in the control service and in
+//! the offline tools, and is tested on the host.
+//!
+//! Data in: one [`window::TickDelta`] per series per tick (counters plus a
+//! sparse latency histogram). State: a [`series::SeriesState`] per series
+//! (rolling window and online baseline). Out: a [`verdict::Verdict`] — a score
+//! 0–1000, a state, and the numbers behind it — either from the series against
+//! its own baseline ([`series::SeriesState::score_self`]) or, for a managed
+//! canary, against its stable peer over the same ticks ([`peer::score_canary`]).
+//! Parameters live in a versioned [`model::Model`] (JSON); the small-sample
+//! test statistics both judgements share are in [`stats`].
+
+pub mod histogram;
+pub mod model;
+pub mod peer;
+pub mod series;
+pub mod stats;
+pub mod verdict;
+pub mod window;

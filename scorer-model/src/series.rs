@@ -1,0 +1,812 @@
+//! Per-series state: a rolling window of recent ticks plus an online baseline.
+//!
+//! Why this exists: the scorer runs on one worker per tick for every series
+//! (route × upstream cluster) the sidecar sees, inside a wasm VM on Envoy's
+//! worker thread. It must therefore be cheap and allocation-free in steady
+//! state, yet give the two views the judgements need:
+//!
+//! - a **rolling window** of the last `window_ticks` ticks (the reference a
+//!   stable peer offers) and its **recent** sub-window of the last
+//!   `recent_ticks` ticks (what a canary, or a series against its own
+//!   history, is judged on). Both are kept as running [`Counters`] and a
+//!   running [`LatencyHistogram`], maintained incrementally: a tick adds the
+//!   new delta and subtracts the ones that leave, so a tick costs
+//!   O(sparse delta size), never a recomputation over the window. The ring
+//!   of deltas reuses its buffers.
+//! - an online **self-baseline**: exponentially weighted mean and variance of
+//!   the log of the recent window's latency quantile and of its error ratio.
+//!   It learns only from ticks with enough traffic, and not while the series
+//!   looks anomalous, so a fault is flagged rather than absorbed.
+//!
+//! [`SeriesState::score_self`] judges the recent window against that
+//! baseline; [`crate::peer::score_canary`] judges a canary against its stable
+//! peer's window.
+
+use crate::histogram::LatencyHistogram;
+use crate::model::{Model, MAX_WINDOW_TICKS};
+use crate::stats::{self, Candidate};
+use crate::verdict::{Evidence, Signal, State, Verdict};
+use crate::window::{Counters, TickDelta};
+
+/// Online self-baseline (exponentially weighted, West's incremental form).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Baseline {
+    /// Updates of the error/traffic part (ticks with enough traffic that
+    /// were not anomalous).
+    updates: u64,
+    /// Updates of the latency part (same, and a latency quantile existed).
+    latency_updates: u64,
+    /// Mean of ln(recent latency quantile in µs).
+    log_q_mean: f64,
+    /// Variance of ln(recent latency quantile).
+    log_q_var: f64,
+    /// Mean of the recent error ratio.
+    err_mean: f64,
+    /// Variance of the recent error ratio.
+    err_var: f64,
+    /// Mean requests per tick (recent window requests / recent ticks).
+    requests_per_tick: f64,
+}
+
+/// Weight of the next observation: a plain running mean while young, the
+/// configured EWMA weight once the mean has enough history.
+fn weight(updates: u64, alpha: f64) -> f64 {
+    let plain = 1.0 / (updates as f64 + 1.0);
+    plain.max(alpha).clamp(0.0, 1.0)
+}
+
+/// Update an exponentially weighted mean and variance with `x`.
+fn ewma_update(mean: &mut f64, var: &mut f64, x: f64, w: f64) {
+    let diff = x - *mean;
+    let incr = w * diff;
+    let new_mean = *mean + incr;
+    let new_var = (1.0 - w) * (*var + diff * incr);
+    if new_mean.is_finite() && new_var.is_finite() {
+        *mean = new_mean;
+        *var = new_var.max(0.0);
+    }
+}
+
+/// What the recent window says against the self-baseline.
+#[derive(Debug, Clone, Copy, Default)]
+struct SelfEval {
+    z_latency: f64,
+    latency_evidence: bool,
+    z_errors: f64,
+    errors_evidence: bool,
+    baseline_q_us: f64,
+    n_ref: u64,
+}
+
+/// One series' window and baseline. Create with [`SeriesState::new`], feed
+/// with [`SeriesState::observe`] exactly once per tick.
+#[derive(Debug, Clone)]
+pub struct SeriesState {
+    /// Ring of the last `window_ticks` deltas; slots are reused.
+    ring: Vec<TickDelta>,
+    /// Slot the next tick is written to.
+    head: usize,
+    /// Slots holding a tick (<= ring length).
+    filled: usize,
+    /// Ring length the state was built for.
+    window_ticks: usize,
+    /// Recent sub-window length the state was built for.
+    recent_ticks: usize,
+    window_counters: Counters,
+    window_latency: LatencyHistogram,
+    recent_counters: Counters,
+    recent_latency: LatencyHistogram,
+    ticks: u64,
+    /// Quantile the cached recent quantiles were computed for.
+    cached_q: f64,
+    /// Recent window's `cached_q` quantile, µs.
+    recent_q_us: Option<f64>,
+    /// Recent window's p99, µs.
+    recent_p99_us: Option<f64>,
+    baseline: Baseline,
+    /// Whether the last tick with enough traffic looked anomalous (baseline
+    /// frozen on it).
+    anomalous: bool,
+}
+
+impl SeriesState {
+    /// Empty state sized for `model` (the ring is allocated here, once).
+    pub fn new(model: &Model) -> Self {
+        let (window_ticks, recent_ticks) = sizes(model);
+        SeriesState {
+            ring: vec![TickDelta::default(); window_ticks],
+            head: 0,
+            filled: 0,
+            window_ticks,
+            recent_ticks,
+            window_counters: Counters::default(),
+            window_latency: LatencyHistogram::new(),
+            recent_counters: Counters::default(),
+            recent_latency: LatencyHistogram::new(),
+            ticks: 0,
+            cached_q: model.latency_quantile,
+            recent_q_us: None,
+            recent_p99_us: None,
+            baseline: Baseline::default(),
+            anomalous: false,
+        }
+    }
+
+    /// Record one tick. Call exactly once per tick per series; an empty
+    /// delta means no traffic that tick and still ages the windows.
+    ///
+    /// If the model's window sizes changed since the last call (a model
+    /// reload), the windows restart empty; the baseline is kept.
+    pub fn observe(&mut self, delta: &TickDelta, model: &Model) {
+        let (window_ticks, recent_ticks) = sizes(model);
+        if window_ticks != self.window_ticks || recent_ticks != self.recent_ticks {
+            self.resize(window_ticks, recent_ticks);
+        }
+        self.roll(delta);
+        self.ticks = self.ticks.saturating_add(1);
+        self.refresh_quantiles(model.latency_quantile);
+        self.update_baseline(model);
+    }
+
+    /// Counters over the full window (`window_ticks`).
+    pub fn window_counters(&self) -> &Counters {
+        &self.window_counters
+    }
+
+    /// Latency histogram over the full window.
+    pub fn window_latency(&self) -> &LatencyHistogram {
+        &self.window_latency
+    }
+
+    /// Counters over the recent sub-window (`recent_ticks`).
+    pub fn recent_counters(&self) -> &Counters {
+        &self.recent_counters
+    }
+
+    /// Latency histogram over the recent sub-window.
+    pub fn recent_latency(&self) -> &LatencyHistogram {
+        &self.recent_latency
+    }
+
+    /// Ticks observed since creation.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// The deltas of the last `ticks` ticks (at most the window), newest
+    /// first. Lets a caller look inside the recent window, e.g. to scan its
+    /// suffixes for the onset of a change.
+    pub fn last_ticks(&self, ticks: usize) -> impl Iterator<Item = &TickDelta> + '_ {
+        let w = self.ring.len();
+        let head = self.head;
+        (1..=ticks.min(self.filled)).filter_map(move |i| {
+            (head + w)
+                .checked_sub(i)
+                .and_then(|j| j.checked_rem(w))
+                .and_then(|j| self.ring.get(j))
+        })
+    }
+
+    /// The recent window's latency at quantile `q`, µs (cached for the
+    /// model's quantile and p99). `None` when the window has no latency.
+    pub fn recent_quantile_us(&self, q: f64) -> Option<f64> {
+        if q == self.cached_q {
+            self.recent_q_us
+        } else if q == 0.99 {
+            self.recent_p99_us
+        } else {
+            self.recent_latency.quantile_us(q)
+        }
+    }
+
+    /// Whether the self-baseline has finished its warm-up for `model`.
+    pub fn baseline_ready(&self, model: &Model) -> bool {
+        self.baseline.updates >= u64::from(model.warmup_ticks).max(2)
+    }
+
+    /// Baseline latency quantile in ms, once the baseline has seen latency.
+    pub fn baseline_latency_ms(&self) -> Option<f64> {
+        (self.baseline.latency_updates > 0)
+            .then(|| stats::finite_or_zero(self.baseline.log_q_mean.exp() / 1000.0))
+    }
+
+    /// Baseline error ratio, once the baseline has been updated.
+    pub fn baseline_error_ratio(&self) -> Option<f64> {
+        (self.baseline.updates > 0).then_some(self.baseline.err_mean)
+    }
+
+    /// True when the last tick with enough traffic deviated from the
+    /// baseline by at least `z_warn` (the baseline is frozen meanwhile).
+    pub fn baseline_frozen(&self) -> bool {
+        self.anomalous
+    }
+
+    /// Judge the recent window against the series' own baseline.
+    ///
+    /// `insufficient_data` during warm-up or with fewer than `min_requests`
+    /// recent requests; `warn` when the latency quantile or the error ratio
+    /// deviates upwards by `z >= z_warn`; `critical` only when `z >=
+    /// z_critical` and the minimum-evidence rules hold (as for canaries,
+    /// with the baseline in the role of the stable peer); otherwise `ok`.
+    pub fn score_self(&self, model: &Model) -> Verdict {
+        let c = &self.recent_counters;
+        let error_ratio = stats::ratio(c.errors as f64, c.requests as f64).clamp(0.0, 1.0);
+        let mut evidence = Evidence {
+            signal: Signal::None,
+            n: c.requests,
+            n_ref: 0,
+            error_ratio,
+            error_ratio_ref: self.baseline.err_mean,
+            p95_ms: us_to_ms(self.recent_quantile_us(model.latency_quantile)),
+            p95_ms_ref: self.baseline_latency_ms().unwrap_or(0.0),
+            p99_ms: us_to_ms(self.recent_quantile_us(0.99)),
+            statistic: 0.0,
+        };
+        if c.requests < model.min_requests || !self.baseline_ready(model) {
+            return Verdict {
+                score: 0,
+                state: State::InsufficientData,
+                evidence,
+            };
+        }
+        let eval = self.evaluate(model);
+        evidence.n_ref = eval.n_ref;
+        let decision = stats::decide(
+            &[
+                Candidate {
+                    signal: Signal::Latency,
+                    z: eval.z_latency,
+                    evidence_ok: eval.latency_evidence,
+                },
+                Candidate {
+                    signal: Signal::Errors,
+                    z: eval.z_errors,
+                    evidence_ok: eval.errors_evidence,
+                },
+            ],
+            model,
+        );
+        evidence.signal = decision.signal;
+        evidence.statistic = decision.statistic;
+        Verdict {
+            score: decision.score,
+            state: decision.state,
+            evidence,
+        }
+    }
+
+    /// Rebuild the ring for new window sizes (windows restart empty).
+    fn resize(&mut self, window_ticks: usize, recent_ticks: usize) {
+        self.ring.clear();
+        self.ring.resize_with(window_ticks, TickDelta::default);
+        self.head = 0;
+        self.filled = 0;
+        self.window_ticks = window_ticks;
+        self.recent_ticks = recent_ticks;
+        self.window_counters = Counters::default();
+        self.window_latency.clear();
+        self.recent_counters = Counters::default();
+        self.recent_latency.clear();
+    }
+
+    /// Push `delta` into the ring, updating both running windows.
+    fn roll(&mut self, delta: &TickDelta) {
+        let w = self.ring.len();
+        if w == 0 {
+            return;
+        }
+        let head = self.head % w;
+        // The tick leaving the recent window: written `recent_ticks` ago.
+        if self.filled >= self.recent_ticks {
+            let leaving = (head + w - self.recent_ticks.min(w)) % w;
+            if let Some(old) = self.ring.get(leaving) {
+                self.recent_counters.sub(&old.counters);
+                self.recent_latency.subtract_sparse(&old.latency);
+            }
+        }
+        if let Some(slot) = self.ring.get_mut(head) {
+            // The tick leaving the full window is the one in this slot.
+            if self.filled >= w {
+                self.window_counters.sub(&slot.counters);
+                self.window_latency.subtract_sparse(&slot.latency);
+            }
+            slot.counters = delta.counters;
+            slot.latency.clear();
+            slot.latency.extend_from_slice(&delta.latency);
+        }
+        self.window_counters.add(&delta.counters);
+        self.window_latency.merge_sparse(&delta.latency);
+        self.recent_counters.add(&delta.counters);
+        self.recent_latency.merge_sparse(&delta.latency);
+        self.head = (head + 1) % w;
+        self.filled = (self.filled + 1).min(w);
+    }
+
+    /// Recompute the cached recent quantiles.
+    fn refresh_quantiles(&mut self, q: f64) {
+        self.cached_q = q;
+        self.recent_q_us = self.recent_latency.quantile_us(q);
+        self.recent_p99_us = self.recent_latency.quantile_us(0.99);
+    }
+
+    /// Compare the recent window with the (current) baseline.
+    fn evaluate(&self, model: &Model) -> SelfEval {
+        let b = &self.baseline;
+        let c = &self.recent_counters;
+        let mut eval = SelfEval::default();
+
+        // Effective size of the baseline as a sample of requests: the EWMA
+        // remembers about (2 - a) / a updates, each bringing one tick's worth
+        // of new requests.
+        let alpha = model.baseline_alpha.clamp(1e-6, 1.0);
+        let memory = ((2.0 - alpha) / alpha).min(b.updates as f64);
+        let n_ref = stats::finite_or_zero(memory * b.requests_per_tick).max(0.0);
+        eval.n_ref = n_ref.round() as u64;
+
+        // Latency: z of the log quantile against the baseline's spread.
+        if let Some(q_us) = self.recent_q_us {
+            if b.latency_updates >= 2 {
+                let x = q_us.max(1.0).ln();
+                let floor = model.baseline_min_rel_sd;
+                let sd = (b.log_q_var + floor * floor).sqrt();
+                eval.z_latency = stats::finite_or_zero(stats::ratio(x - b.log_q_mean, sd))
+                    .clamp(0.0, stats::MAX_Z);
+                let base_us = stats::finite_or_zero(b.log_q_mean.exp());
+                eval.baseline_q_us = base_us;
+                if eval.z_latency >= model.z_critical {
+                    let n_lat = self.recent_latency.count();
+                    let k = self.recent_latency.count_above_us(base_us);
+                    let share = stats::ratio(k as f64, n_lat as f64);
+                    eval.latency_evidence = share >= model.min_latency_share
+                        && k >= model.min_bad_events
+                        && q_us >= base_us * (1.0 + model.min_latency_increase)
+                        && q_us >= base_us + model.min_latency_increase_ms * 1000.0;
+                }
+            }
+        }
+
+        // Errors: the recent window against the baseline taken as a sample
+        // of `n_ref` requests, and against the baseline's observed spread;
+        // both must agree (the smaller z counts), so neither rare events nor
+        // bursty error rates read as anomalies.
+        let n = c.requests;
+        let x = c.errors.min(n);
+        let r = stats::ratio(x as f64, n as f64);
+        let ref_n = eval.n_ref.max(1);
+        let ref_x = (b.err_mean.clamp(0.0, 1.0) * ref_n as f64).round() as u64;
+        let z_sample = stats::two_proportion_upper_z(x, n, ref_x, ref_n);
+        let p = b.err_mean.max(stats::ratio(0.5, n as f64)).clamp(0.0, 1.0);
+        let sd = (b.err_var + stats::ratio(p * (1.0 - p), n as f64)).sqrt();
+        let z_spread = stats::ratio(r - b.err_mean, sd).max(0.0);
+        eval.z_errors = stats::finite_or_zero(z_sample.min(z_spread)).clamp(0.0, stats::MAX_Z);
+        eval.errors_evidence = r - b.err_mean >= model.min_error_diff && x >= model.min_bad_events;
+        eval
+    }
+
+    /// Learn from this tick if it has enough traffic and does not look
+    /// anomalous (after warm-up).
+    fn update_baseline(&mut self, model: &Model) {
+        let c = self.recent_counters;
+        if c.requests < model.min_requests {
+            return;
+        }
+        if self.baseline_ready(model) {
+            let eval = self.evaluate(model);
+            self.anomalous = eval.z_latency >= model.z_warn || eval.z_errors >= model.z_warn;
+            if self.anomalous {
+                return;
+            }
+        } else {
+            self.anomalous = false;
+        }
+        let b = &mut self.baseline;
+        let w = weight(b.updates, model.baseline_alpha);
+        let r = stats::ratio(c.errors.min(c.requests) as f64, c.requests as f64);
+        ewma_update(&mut b.err_mean, &mut b.err_var, r, w);
+        let per_tick = stats::ratio(c.requests as f64, self.recent_ticks.max(1) as f64);
+        let mut unused = 0.0;
+        ewma_update(&mut b.requests_per_tick, &mut unused, per_tick, w);
+        b.updates = b.updates.saturating_add(1);
+        if let Some(q_us) = self.recent_q_us {
+            let w = weight(b.latency_updates, model.baseline_alpha);
+            ewma_update(&mut b.log_q_mean, &mut b.log_q_var, q_us.max(1.0).ln(), w);
+            b.latency_updates = b.latency_updates.saturating_add(1);
+        }
+    }
+}
+
+/// Ring sizes for `model`, sanitised (a model that skipped validation must
+/// not make the ring empty or huge).
+fn sizes(model: &Model) -> (usize, usize) {
+    let window = model.window_ticks.clamp(1, MAX_WINDOW_TICKS) as usize;
+    let recent = (model.recent_ticks as usize).clamp(1, window);
+    (window, recent)
+}
+
+fn us_to_ms(us: Option<f64>) -> f64 {
+    us.map_or(0.0, |v| stats::finite_or_zero(v / 1000.0))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Tiny deterministic PRNG for simulations (xorshift64*).
+    pub(crate) struct Rng(u64);
+
+    impl Rng {
+        pub(crate) fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub(crate) fn next_u64(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        /// Uniform in [0, 1).
+        pub(crate) fn uniform(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+        pub(crate) fn chance(&mut self, p: f64) -> bool {
+            self.uniform() < p
+        }
+        /// Standard normal (Box–Muller).
+        pub(crate) fn normal(&mut self) -> f64 {
+            let u1 = self.uniform().max(1e-300);
+            let u2 = self.uniform();
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        }
+        /// Poisson (Knuth; fine for the small means used here).
+        pub(crate) fn poisson(&mut self, mean: f64) -> u64 {
+            let limit = (-mean).exp();
+            let mut k = 0;
+            let mut p = self.uniform();
+            while p > limit {
+                k += 1;
+                p *= self.uniform();
+            }
+            k
+        }
+    }
+
+    /// Builds one tick's delta the way the filter would.
+    #[derive(Default)]
+    pub(crate) struct TickBuilder {
+        counters: Counters,
+        hist: LatencyHistogram,
+    }
+
+    impl TickBuilder {
+        pub(crate) fn request(&mut self, latency_us: u64, status: u16) {
+            self.counters.requests += 1;
+            if status >= 500 || status == 0 {
+                self.counters.errors += 1;
+            }
+            if (400..500).contains(&status) {
+                self.counters.status_4xx += 1;
+            }
+            if status == 0 {
+                self.counters.resets += 1;
+            }
+            self.counters.latency_sum_us += latency_us;
+            self.hist.record_us(latency_us);
+        }
+        pub(crate) fn build(&self) -> TickDelta {
+            TickDelta::from_parts(self.counters, &self.hist)
+        }
+    }
+
+    /// A normal ~1 ms loopback latency with jitter, µs.
+    pub(crate) fn healthy_latency(rng: &mut Rng, tick_factor: f64) -> u64 {
+        let base = 1000.0 * (0.25 * rng.normal()).exp() * tick_factor;
+        // Occasional scheduler hiccup on a loaded 2-core machine.
+        let hiccup = if rng.chance(0.01) {
+            rng.uniform() * 20_000.0
+        } else {
+            0.0
+        };
+        (base + hiccup).max(50.0) as u64
+    }
+
+    fn delta(requests: u64, errors: u64, latencies_us: &[u64]) -> TickDelta {
+        let mut h = LatencyHistogram::new();
+        for &l in latencies_us {
+            h.record_us(l);
+        }
+        TickDelta {
+            counters: Counters {
+                requests,
+                errors,
+                latency_sum_us: latencies_us.iter().sum(),
+                ..Default::default()
+            },
+            latency: h.to_sparse(),
+        }
+    }
+
+    #[test]
+    fn windows_are_maintained_incrementally_and_match_recompute() {
+        let m = Model::default();
+        let mut s = SeriesState::new(&m);
+        let mut history: Vec<TickDelta> = Vec::new();
+        let mut rng = Rng::new(7);
+        for t in 0..57u64 {
+            let n = t % 7;
+            let lats: Vec<u64> = (0..n).map(|_| 100 + rng.next_u64() % 100_000).collect();
+            let d = if t % 5 == 4 {
+                TickDelta::default()
+            } else {
+                delta(n, t % 3, &lats)
+            };
+            s.observe(&d, &m);
+            history.push(d);
+            for (span, counters, hist) in [
+                (
+                    m.window_ticks as usize,
+                    s.window_counters(),
+                    s.window_latency(),
+                ),
+                (
+                    m.recent_ticks as usize,
+                    s.recent_counters(),
+                    s.recent_latency(),
+                ),
+            ] {
+                let mut c = Counters::default();
+                let mut h = LatencyHistogram::new();
+                for d in history.iter().rev().take(span) {
+                    c.add(&d.counters);
+                    h.merge_sparse(&d.latency);
+                }
+                assert_eq!(*counters, c, "tick {t} span {span}");
+                assert_eq!(hist.to_sparse(), h.to_sparse(), "tick {t} span {span}");
+            }
+        }
+        assert_eq!(s.ticks(), 57);
+    }
+
+    #[test]
+    fn recent_equal_to_window_and_resize() {
+        let mut m = Model {
+            window_ticks: 4,
+            recent_ticks: 4,
+            ..Model::default()
+        };
+        let mut s = SeriesState::new(&m);
+        for _ in 0..10 {
+            s.observe(&delta(3, 1, &[1000, 2000, 3000]), &m);
+        }
+        assert_eq!(s.window_counters().requests, 12);
+        assert_eq!(s.recent_counters().requests, 12);
+        assert_eq!(s.recent_latency().count(), 12);
+        // Model reload with other sizes: windows restart, nothing panics.
+        m.window_ticks = 6;
+        m.recent_ticks = 2;
+        s.observe(&delta(3, 0, &[1000, 2000, 3000]), &m);
+        assert_eq!(s.window_counters().requests, 3);
+        for _ in 0..10 {
+            s.observe(&delta(3, 0, &[1000, 2000, 3000]), &m);
+        }
+        assert_eq!(s.window_counters().requests, 18);
+        assert_eq!(s.recent_counters().requests, 6);
+    }
+
+    #[test]
+    fn empty_ticks_age_the_window() {
+        let m = Model::default();
+        let mut s = SeriesState::new(&m);
+        s.observe(&delta(5, 5, &[1000; 5]), &m);
+        for _ in 0..m.recent_ticks {
+            s.observe(&TickDelta::default(), &m);
+        }
+        assert_eq!(s.recent_counters().requests, 0);
+        assert_eq!(s.window_counters().requests, 5);
+        for _ in m.recent_ticks..m.window_ticks {
+            s.observe(&TickDelta::default(), &m);
+        }
+        assert_eq!(s.window_counters().requests, 0);
+        assert!(s.window_latency().is_empty());
+        assert_eq!(s.recent_quantile_us(0.95), None);
+    }
+
+    #[test]
+    fn corrupt_deltas_never_panic() {
+        let m = Model::default();
+        let mut s = SeriesState::new(&m);
+        let bad = TickDelta {
+            counters: Counters {
+                requests: 3,
+                errors: 10,
+                ..Default::default()
+            },
+            latency: vec![(u16::MAX, u32::MAX), (5, u32::MAX), (3, 0)],
+        };
+        for _ in 0..100 {
+            s.observe(&bad, &m);
+            let v = s.score_self(&m);
+            assert!(v.evidence.error_ratio <= 1.0);
+            assert!(v.evidence.statistic.is_finite());
+        }
+        // A model that skipped validation still does not panic.
+        let weird = Model {
+            window_ticks: 0,
+            recent_ticks: 0,
+            baseline_alpha: f64::NAN,
+            latency_quantile: f64::NAN,
+            ..Model::default()
+        };
+        let mut s = SeriesState::new(&weird);
+        s.observe(&bad, &weird);
+        let _ = s.score_self(&weird);
+    }
+
+    /// Drive a series at `rps` healthy requests per tick; return it warm.
+    fn warm_series(rng: &mut Rng, m: &Model, rps: f64, ticks: u64) -> SeriesState {
+        let mut s = SeriesState::new(m);
+        for _ in 0..ticks {
+            let mut b = TickBuilder::default();
+            for _ in 0..rng.poisson(rps) {
+                let l = healthy_latency(rng, 1.0);
+                b.request(l, if rng.chance(0.002) { 503 } else { 200 });
+            }
+            s.observe(&b.build(), m);
+        }
+        s
+    }
+
+    #[test]
+    fn warm_up_is_insufficient_data() {
+        let m = Model::default();
+        let mut rng = Rng::new(11);
+        let s = warm_series(&mut rng, &m, 20.0, u64::from(m.warmup_ticks) - 5);
+        let v = s.score_self(&m);
+        assert_eq!(v.state, State::InsufficientData);
+        assert_eq!(v.score, 0);
+        assert!(!s.baseline_ready(&m));
+        let s = warm_series(&mut rng, &m, 20.0, u64::from(m.warmup_ticks) + 5);
+        assert!(s.baseline_ready(&m));
+        assert_ne!(s.score_self(&m).state, State::InsufficientData);
+    }
+
+    #[test]
+    fn low_traffic_stays_insufficient() {
+        let m = Model::default();
+        let mut rng = Rng::new(5);
+        let mut s = SeriesState::new(&m);
+        for t in 0..2000u64 {
+            let mut b = TickBuilder::default();
+            for _ in 0..(t % 3) {
+                let slow = t > 1000;
+                let l = if slow {
+                    300_000
+                } else {
+                    healthy_latency(&mut rng, 1.0)
+                };
+                b.request(l, if slow { 503 } else { 200 });
+            }
+            s.observe(&b.build(), &m);
+            let v = s.score_self(&m);
+            assert_eq!(v.state, State::InsufficientData, "tick {t}");
+            assert_eq!(v.score, 0);
+        }
+    }
+
+    /// Self-scoring of a steady, jittery series: no critical in 10 000 ticks.
+    #[test]
+    fn self_score_steady_series_is_never_critical() {
+        let m = Model::default();
+        for seed in 1..=3u64 {
+            let mut rng = Rng::new(seed);
+            let mut s = SeriesState::new(&m);
+            let (mut warn, mut judged) = (0u32, 0u32);
+            for t in 0..10_000u64 {
+                // Slow drift of the machine's load plus per-tick noise.
+                let factor = (1.0 + 0.2 * ((t as f64) / 500.0).sin()) * (0.05 * rng.normal()).exp();
+                let mut b = TickBuilder::default();
+                for _ in 0..rng.poisson(80.0) {
+                    let l = healthy_latency(&mut rng, factor);
+                    b.request(l, if rng.chance(0.003) { 503 } else { 200 });
+                }
+                s.observe(&b.build(), &m);
+                let v = s.score_self(&m);
+                assert_ne!(
+                    v.state,
+                    State::Critical,
+                    "seed {seed} tick {t}: {}",
+                    v.explain()
+                );
+                if v.state != State::InsufficientData {
+                    judged += 1;
+                }
+                if v.state == State::Warn {
+                    warn += 1;
+                }
+            }
+            assert!(judged > 9_000);
+            assert!(
+                f64::from(warn) / f64::from(judged) < 0.02,
+                "seed {seed}: {warn} warn of {judged}"
+            );
+        }
+    }
+
+    #[test]
+    fn self_score_detects_latency_step_and_does_not_absorb_it() {
+        let m = Model::default();
+        let mut rng = Rng::new(21);
+        let mut s = warm_series(&mut rng, &m, 80.0, 200);
+        assert_eq!(s.score_self(&m).state, State::Ok);
+        let base = s.baseline_latency_ms().unwrap();
+        let mut first_critical = None;
+        for t in 1..=120u32 {
+            let mut b = TickBuilder::default();
+            for _ in 0..rng.poisson(80.0) {
+                b.request(healthy_latency(&mut rng, 1.0) + 200_000, 200);
+            }
+            s.observe(&b.build(), &m);
+            let v = s.score_self(&m);
+            if v.state == State::Critical && first_critical.is_none() {
+                first_critical = Some(t);
+                assert_eq!(v.evidence.signal, Signal::Latency);
+                assert!(v.score >= 700);
+                assert!(v.explain().starts_with("latency:"), "{}", v.explain());
+            }
+            if first_critical.is_some() {
+                assert_eq!(v.state, State::Critical, "tick {t}: fault absorbed");
+            }
+        }
+        assert!(first_critical.is_some_and(|t| t <= 2), "{first_critical:?}");
+        assert!(s.baseline_frozen());
+        assert!((s.baseline_latency_ms().unwrap() - base).abs() / base < 0.05);
+    }
+
+    #[test]
+    fn self_score_detects_error_step() {
+        let m = Model::default();
+        let mut rng = Rng::new(22);
+        let mut s = warm_series(&mut rng, &m, 20.0, 200);
+        let mut first_critical = None;
+        for t in 1..=60u32 {
+            let mut b = TickBuilder::default();
+            for _ in 0..rng.poisson(20.0) {
+                let status = if rng.chance(0.2) { 503 } else { 200 };
+                b.request(healthy_latency(&mut rng, 1.0), status);
+            }
+            s.observe(&b.build(), &m);
+            let v = s.score_self(&m);
+            if v.state == State::Critical && first_critical.is_none() {
+                first_critical = Some(t);
+                assert_eq!(v.evidence.signal, Signal::Errors);
+            }
+        }
+        assert!(first_critical.is_some_and(|t| t <= 4), "{first_critical:?}");
+    }
+
+    #[test]
+    fn score_is_consistent_with_state() {
+        let m = Model::default();
+        let mut rng = Rng::new(23);
+        let mut s = warm_series(&mut rng, &m, 40.0, 100);
+        for t in 0..300u64 {
+            let mut b = TickBuilder::default();
+            // Ramp the latency so every state is visited.
+            let extra = if t > 100 { (t - 100) * 200 } else { 0 };
+            for _ in 0..rng.poisson(40.0) {
+                b.request(healthy_latency(&mut rng, 1.0) + extra, 200);
+            }
+            s.observe(&b.build(), &m);
+            let v = s.score_self(&m);
+            match v.state {
+                State::InsufficientData => assert_eq!(v.score, 0),
+                State::Ok => assert!(v.score < 400),
+                State::Warn => assert!((400..700).contains(&v.score)),
+                State::Critical => assert!(v.score >= 700 && v.score <= 1000),
+            }
+            assert!(v.evidence.statistic.is_finite());
+            assert!(v.evidence.p95_ms.is_finite() && v.evidence.p95_ms_ref.is_finite());
+        }
+    }
+}
