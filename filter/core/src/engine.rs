@@ -15,14 +15,15 @@
 //! 4. re-read the verdict table into the local cache.
 
 use crate::codec::{decode_delta, encode_delta};
-use crate::config::{Mode, PluginConfig};
+use crate::config::{CanarySpec, CanaryTarget, Mode, PluginConfig};
 use crate::lease;
 use crate::local::{LocalTable, Placement, Slot};
 use crate::metrics::{
     global, series_metric_name, steered_metric_name, MetricCache, MetricSink, SeriesMetric,
 };
 use crate::registry::{
-    delta_key, series_name, split_name, Registration, Registry, OVERFLOW_CLUSTER, OVERFLOW_ROUTE,
+    delta_key, series_name, split_name, Capacity, Registration, Registry, OVERFLOW_CLUSTER,
+    OVERFLOW_ROUTE,
 };
 use crate::request::RequestRecord;
 use crate::shared::{update, SetError, SharedStore, Update};
@@ -83,6 +84,7 @@ struct Scoring {
 #[derive(Debug)]
 pub struct Worker {
     cfg: PluginConfig,
+    capacity: Capacity,
     me: u64,
     local: LocalTable,
     registry: Registry,
@@ -104,12 +106,11 @@ fn empty_delta() -> Vec<u8> {
 impl Worker {
     /// A worker for a validated configuration; `me` is this VM's random id.
     pub fn new(cfg: PluginConfig, me: u64) -> Self {
-        let local = LocalTable::new(
-            cfg.max_series,
-            series_name(OVERFLOW_ROUTE, OVERFLOW_CLUSTER),
-        );
+        let capacity = Capacity::new(cfg.max_series, reserved_places(&cfg.canaries));
+        let local = LocalTable::new(capacity, series_name(OVERFLOW_ROUTE, OVERFLOW_CLUSTER));
         Worker {
             cfg,
+            capacity,
             me,
             local,
             registry: Registry::default(),
@@ -161,7 +162,9 @@ impl Worker {
     /// no route) are recorded under `unknown` / `none`.
     pub fn record(&mut self, route: Option<&[u8]>, cluster: Option<&[u8]>, rec: &RequestRecord) {
         let name = series_name(route.unwrap_or(b"unknown"), cluster.unwrap_or(b"none"));
-        self.local.record(&name, rec);
+        let canaries = &self.cfg.canaries;
+        self.local
+            .record(&name, rec, |name| is_managed(canaries, name));
     }
 
     /// Published score of a series, for the optional response header.
@@ -232,12 +235,14 @@ impl Worker {
         }
         let results = {
             let slots = self.local.slots();
-            let names: Vec<&[u8]> = wanted
+            let canaries = &self.cfg.canaries;
+            let names: Vec<(&[u8], bool)> = wanted
                 .iter()
-                .filter_map(|&i| slots.get(i).map(|s| s.name.as_slice()))
+                .filter_map(|&i| slots.get(i))
+                .map(|s| (s.name.as_slice(), is_managed(canaries, &s.name)))
                 .collect();
             self.registry
-                .register(store, &names, self.cfg.max_series, self.cfg.cas_retries)
+                .register(store, &names, self.capacity, self.cfg.cas_retries)
         };
         for (&i, r) in wanted.iter().zip(results) {
             match r {
@@ -569,6 +574,27 @@ impl Worker {
         );
         self.flushed_stats = s;
     }
+}
+
+/// Places reserved in the series table for managed canaries: a route canary
+/// has exactly two series; an Istio service canary has two per route it is
+/// reached on, so a few routes' worth are kept.
+fn reserved_places(canaries: &[CanarySpec]) -> usize {
+    canaries
+        .iter()
+        .map(|c| match c.target {
+            CanaryTarget::Route { .. } => 2,
+            CanaryTarget::Service { .. } => 8,
+        })
+        .sum()
+}
+
+/// True when a series belongs to a managed canary.
+fn is_managed(canaries: &[CanarySpec], name: &[u8]) -> bool {
+    let (route, cluster) = split_name(name);
+    canaries
+        .iter()
+        .any(|c| match_series(c, route, cluster).is_some())
 }
 
 fn ms(us: Option<f64>) -> u64 {

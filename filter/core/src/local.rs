@@ -7,6 +7,7 @@
 //! (the table holds at most `max_series` entries, or the shared registry is
 //! full) is recorded in the overflow slot and counted as dropped.
 
+use crate::registry::Capacity;
 use crate::request::RequestRecord;
 use hashbrown::HashMap;
 use vigil_scorer::histogram::LatencyHistogram;
@@ -84,14 +85,13 @@ pub struct LocalTable {
     index: HashMap<Vec<u8>, usize>,
     slots: Vec<Slot>,
     overflow: Slot,
-    capacity: usize,
+    capacity: Capacity,
     dropped: u64,
 }
 
 impl LocalTable {
-    /// A table for at most `capacity` series, plus the overflow slot named
-    /// `overflow_name`.
-    pub fn new(capacity: usize, overflow_name: Vec<u8>) -> Self {
+    /// A table within `capacity`, plus the overflow slot named `overflow_name`.
+    pub fn new(capacity: Capacity, overflow_name: Vec<u8>) -> Self {
         LocalTable {
             index: HashMap::new(),
             slots: Vec::new(),
@@ -102,11 +102,16 @@ impl LocalTable {
     }
 
     /// Record one request for `name`. Allocates only for a series seen for the
-    /// first time on this worker.
-    pub fn record(&mut self, name: &[u8], rec: &RequestRecord) {
+    /// first time on this worker; `is_managed` is asked only then.
+    pub fn record(
+        &mut self,
+        name: &[u8],
+        rec: &RequestRecord,
+        is_managed: impl FnOnce(&[u8]) -> bool,
+    ) {
         let slot_index = match self.index.get(name) {
             Some(&i) => Some(i),
-            None if self.slots.len() < self.capacity => {
+            None if self.slots.len() < self.capacity.limit(is_managed(name)) => {
                 self.slots
                     .push(Slot::new(name.to_vec(), Placement::Unregistered));
                 let i = self.slots.len() - 1;
@@ -187,18 +192,25 @@ mod tests {
 
     #[test]
     fn bounded_with_overflow() {
-        let mut t = LocalTable::new(2, b"overflow".to_vec());
-        t.record(b"a", &rec(1000, 200));
-        t.record(b"b", &rec(1000, 503));
-        t.record(b"c", &rec(1000, 200));
-        t.record(b"a", &rec(2000, 200));
+        let mut t = LocalTable::new(Capacity::new(3, 1), b"overflow".to_vec());
+        let managed = |n: &[u8]| n == b"m";
+        t.record(b"a", &rec(1000, 200), managed);
+        t.record(b"b", &rec(1000, 503), managed);
+        t.record(b"c", &rec(1000, 200), managed);
+        t.record(b"a", &rec(2000, 200), managed);
         assert_eq!(t.slots().len(), 2);
         assert_eq!(t.slots()[0].counters.requests, 2);
         assert_eq!(t.slots()[1].counters.errors, 1);
         assert_eq!(t.overflow_mut().counters.requests, 1);
         assert_eq!(t.take_dropped(), 1);
+        t.record(b"m", &rec(1000, 200), managed);
+        assert_eq!(
+            t.slots().len(),
+            3,
+            "the reserved place takes the managed series"
+        );
         t.demote_to_overflow(1);
-        t.record(b"b", &rec(1000, 200));
+        t.record(b"b", &rec(1000, 200), managed);
         assert_eq!(t.overflow_mut().counters.requests, 3);
         assert_eq!(t.overflow_mut().unflushed_errors, 1);
         assert_eq!(t.take_dropped(), 2);

@@ -4,7 +4,9 @@
 //! names; a series' id is its position, so every worker agrees on ids and the
 //! per-series keys (`vigil.d.<id>`) without coordination. The list only grows,
 //! by CAS, and never beyond `max_series` real series: id 0 is the overflow
-//! series that takes whatever does not fit. Workers cache the list and re-read
+//! series that takes whatever does not fit. Part of the bound is reserved for
+//! the series of managed canaries ([`Capacity`]), so a flood of other routes
+//! can never push a canary out of judgement. Workers cache the list and re-read
 //! it only when its CAS token changed.
 
 use crate::codec::{Reader, Writer};
@@ -65,6 +67,37 @@ fn decode(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
         names.push(r.bytes()?.to_vec());
     }
     r.is_done().then_some(names)
+}
+
+/// How many series the table admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bound on all real series (`max_series`).
+    pub total: usize,
+    /// Bound for series that belong to no managed canary; the difference is
+    /// reserved for managed ones.
+    pub unmanaged: usize,
+}
+
+impl Capacity {
+    /// `max_series` with `reserved` places kept for managed series (at most
+    /// half of the table).
+    pub fn new(max_series: usize, reserved: usize) -> Self {
+        let reserved = reserved.min(max_series / 2);
+        Capacity {
+            total: max_series,
+            unmanaged: max_series - reserved,
+        }
+    }
+
+    /// The bound that applies to a series.
+    pub fn limit(&self, managed: bool) -> usize {
+        if managed {
+            self.total
+        } else {
+            self.unmanaged
+        }
+    }
 }
 
 /// A worker's cached view of the registry.
@@ -146,13 +179,13 @@ impl Registry {
         }
     }
 
-    /// Register names not yet known, bounded by `max_series` real series.
-    /// Returns one [`Registration`] per input name, in order.
+    /// Register names not yet known, each `(name, managed)`, within
+    /// `capacity`. Returns one [`Registration`] per input name, in order.
     pub fn register<S: SharedStore + ?Sized>(
         &mut self,
         store: &S,
-        wanted: &[&[u8]],
-        max_series: usize,
+        wanted: &[(&[u8], bool)],
+        capacity: Capacity,
         attempts: u32,
     ) -> Vec<Registration> {
         let mut written: Option<Vec<Vec<u8>>> = None;
@@ -161,11 +194,11 @@ impl Registry {
             if names.is_empty() {
                 names.push(series_name(OVERFLOW_ROUTE, OVERFLOW_CLUSTER));
             }
-            for w in wanted {
-                if names.len() > max_series {
-                    break;
-                }
-                if !names.iter().any(|n| n.as_slice() == *w) {
+            let mut present: hashbrown::HashSet<Vec<u8>> = names.iter().cloned().collect();
+            for &(w, managed) in wanted {
+                let tracked = names.len() - 1;
+                if tracked < capacity.limit(managed) && !present.contains(w) {
+                    present.insert(w.to_vec());
                     names.push(w.to_vec());
                 }
             }
@@ -182,7 +215,7 @@ impl Registry {
         }
         wanted
             .iter()
-            .map(|w| match self.id(w) {
+            .map(|(w, _)| match self.id(w) {
                 Some(id) => Registration::Id(id),
                 None => Registration::Full,
             })
@@ -202,10 +235,14 @@ mod tests {
         let n1 = series_name(b"r1", b"c");
         let n2 = series_name(b"r2", b"c");
         let n3 = series_name(b"r3", b"c");
-        assert_eq!(a.register(&store, &[&n1], 2, 4), vec![Registration::Id(1)]);
+        let cap = Capacity::new(2, 0);
+        assert_eq!(
+            a.register(&store, &[(&n1, false)], cap, 4),
+            vec![Registration::Id(1)]
+        );
         b.refresh(&store);
         assert_eq!(
-            b.register(&store, &[&n2, &n1, &n3], 2, 4),
+            b.register(&store, &[(&n2, false), (&n1, false), (&n3, false)], cap, 4),
             vec![Registration::Id(2), Registration::Id(1), Registration::Full]
         );
         assert!(a.refresh(&store));
@@ -219,6 +256,42 @@ mod tests {
     }
 
     #[test]
+    fn managed_series_keep_their_reserved_places() {
+        let store = MemoryStore::new();
+        let mut r = Registry::default();
+        let cap = Capacity::new(4, 2);
+        let flood: Vec<Vec<u8>> = (0..10)
+            .map(|i| series_name(format!("r{i}").as_bytes(), b"c"))
+            .collect();
+        let wanted: Vec<(&[u8], bool)> = flood.iter().map(|n| (n.as_slice(), false)).collect();
+        let got = r.register(&store, &wanted, cap, 4);
+        assert_eq!(
+            got.iter()
+                .filter(|g| matches!(g, Registration::Id(_)))
+                .count(),
+            2
+        );
+        let canary = series_name(b"checkout", b"canary");
+        let stable = series_name(b"checkout", b"stable");
+        let late = series_name(b"late", b"c");
+        assert_eq!(
+            r.register(
+                &store,
+                &[(&canary, true), (&late, false), (&stable, true)],
+                cap,
+                4
+            ),
+            vec![Registration::Id(3), Registration::Full, Registration::Id(4)]
+        );
+        assert_eq!(r.tracked(), 4);
+        assert_eq!(
+            Capacity::new(4, 100).unmanaged,
+            2,
+            "at most half is reserved"
+        );
+    }
+
+    #[test]
     fn corrupt_registry_is_replaced_not_trusted() {
         let store = MemoryStore::new();
         store.set(REGISTRY_KEY, &[1, 200], None).unwrap();
@@ -226,6 +299,9 @@ mod tests {
         r.refresh(&store);
         assert!(r.is_empty());
         let n = series_name(b"r", b"c");
-        assert_eq!(r.register(&store, &[&n], 10, 4), vec![Registration::Id(1)]);
+        assert_eq!(
+            r.register(&store, &[(&n, false)], Capacity::new(10, 0), 4),
+            vec![Registration::Id(1)]
+        );
     }
 }

@@ -3,7 +3,12 @@
 //! worker VMs would.
 
 // Test code: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use vigil_filter_core::config::PluginConfig;
 use vigil_filter_core::engine::{Level, Worker};
@@ -285,4 +290,33 @@ fn missing_properties_are_recorded_not_dropped() {
             .sum("route=.=unknown;.;cluster=.=none;", "vigil_errors_total"),
         1
     );
+}
+
+#[test]
+fn route_flood_cannot_push_a_managed_canary_out() {
+    let mut c = Cluster::new(
+        config(&format!(r#"{{"mode":"steer","max_series":64,{CANARY}}}"#)),
+        2,
+    );
+    let mut rng = Rng(29);
+    // The flood arrives first and fills every unreserved place.
+    for i in 0..5000u64 {
+        let route = format!("junk{i}");
+        c.workers[(i % 2) as usize].record(Some(route.as_bytes()), Some(b"stable"), &req(500, 200));
+    }
+    c.tick();
+    for _ in 0..15 {
+        c.second(&mut rng, 80, 20, (0, 0));
+    }
+    let mut steered = false;
+    for _ in 0..4 {
+        c.second(&mut rng, 80, 20, (200_000, 0));
+        steered |= c.steered_everywhere().is_some();
+    }
+    assert!(
+        steered,
+        "canary not judged after a route flood: {:#?}",
+        c.logs
+    );
+    assert!(c.sink.value("vigil_series").unwrap() <= 64);
 }
