@@ -80,6 +80,14 @@ pub struct Model {
     /// quantile (standard deviation of its logarithm), so a very steady
     /// series does not turn a small wobble into a large z. Default 0.05.
     pub baseline_min_rel_sd: f64,
+    /// How much latency may rise with traffic before the self-baseline
+    /// calls it anomalous: when the recent request rate is `r` times the
+    /// baseline rate (`r > 1`), the baseline quantile is scaled by
+    /// `r^load_elasticity` first. 0.5 lets a 4x surge double the latency
+    /// (queueing); a latency rise without more traffic is judged as before.
+    /// Canary-vs-stable judgements compare the same ticks and do not need
+    /// it. Default 0.5.
+    pub load_elasticity: f64,
 }
 
 impl Default for Model {
@@ -101,6 +109,7 @@ impl Default for Model {
             baseline_alpha: 0.05,
             warmup_ticks: 30,
             baseline_min_rel_sd: 0.05,
+            load_elasticity: 0.5,
         }
     }
 }
@@ -124,6 +133,7 @@ pub const FIELDS: &[&str] = &[
     "baseline_alpha",
     "warmup_ticks",
     "baseline_min_rel_sd",
+    "load_elasticity",
 ];
 
 /// Why a model document was rejected. Displays as `model.<field>: <reason>`
@@ -291,6 +301,14 @@ impl Model {
             0.0,
             10.0,
             false,
+            true,
+        )?;
+        check_f64(
+            "load_elasticity",
+            self.load_elasticity,
+            0.0,
+            5.0,
+            true,
             true,
         )?;
         Ok(())
@@ -484,6 +502,7 @@ mod tests {
             (r#"{"baseline_alpha": 1.5}"#, "baseline_alpha"),
             (r#"{"warmup_ticks": 0}"#, "warmup_ticks"),
             (r#"{"baseline_min_rel_sd": 0}"#, "baseline_min_rel_sd"),
+            (r#"{"load_elasticity": -1}"#, "load_elasticity"),
         ];
         for (text, field) in cases {
             let err = Model::from_json(text).unwrap_err();

@@ -18,7 +18,9 @@
 //!   histogram counts only whole buckets above the threshold (the real share
 //!   is anywhere in `[0, 1 - q]`), and the two-sample form also carries the
 //!   stable's own sampling noise;
-//! - **resets**: share of resets + timeouts + overflows, like errors.
+//! - **resets**: share of upstream failures (resets, timeouts, overflows
+//!   and retried attempts: errors the retry policy hid from the client),
+//!   tested like errors.
 //!
 //! **Onset scan.** A fault rarely starts on a tick boundary: when it starts
 //! late in the oldest recent tick, diluting it with clean ticks costs a tick
@@ -106,23 +108,16 @@ fn ratio_test(canary: (u64, u64), full: (u64, u64), span: (u64, u64)) -> Proport
     t
 }
 
-/// Resets, timeouts and overflows of a counter set (saturating, at most
-/// the requests).
+/// Upstream failures of a counter set: resets, timeouts, overflows and
+/// retried attempts (saturating, at most the requests). Retries count
+/// because each one is an upstream attempt that failed: a version whose
+/// errors the retry policy hides from the client is still sick.
 fn resets_of(c: &Counters) -> u64 {
     c.resets
         .saturating_add(c.timeouts)
         .saturating_add(c.overflows)
+        .saturating_add(c.retries)
         .min(c.requests)
-}
-
-/// Values of a sparse histogram in buckets from index `first` on (see
-/// [`first_bucket_above`]).
-fn sparse_count_from(sparse: &[(u16, u32)], first: usize) -> u64 {
-    sparse
-        .iter()
-        .filter(|(index, _)| usize::from(*index) >= first)
-        .map(|(_, n)| u64::from(*n))
-        .sum()
 }
 
 /// Tallies of one series over a span of ticks.
@@ -146,14 +141,22 @@ impl Tally {
         self.requests = self.requests.saturating_add(c.requests);
         self.errors = self.errors.saturating_add(c.errors.min(c.requests));
         self.resets = self.resets.saturating_add(resets_of(c));
-        let count: u64 = d.latency.iter().map(|(_, n)| u64::from(*n)).sum();
+        // One pass over the sparse buckets (sorted by index) for all three
+        // latency tallies.
+        let (mut count, mut slow, mut slow_now) = (0u64, 0u64, 0u64);
+        for &(index, n) in &d.latency {
+            let (index, n) = (usize::from(index), u64::from(n));
+            count += n;
+            if index >= slow_from {
+                slow += n;
+            }
+            if index >= slow_now_from {
+                slow_now += n;
+            }
+        }
         self.latency_count = self.latency_count.saturating_add(count);
-        self.slow = self
-            .slow
-            .saturating_add(sparse_count_from(&d.latency, slow_from));
-        self.slow_now = self
-            .slow_now
-            .saturating_add(sparse_count_from(&d.latency, slow_now_from));
+        self.slow = self.slow.saturating_add(slow);
+        self.slow_now = self.slow_now.saturating_add(slow_now);
     }
 }
 
@@ -780,10 +783,47 @@ mod tests {
         assert_eq!(v.evidence.signal, Signal::Resets);
         assert!((v.evidence.error_ratio - 0.3).abs() < 1e-9, "{v:?}");
         assert!(
-            v.explain().starts_with("resets/timeouts: 30.00%"),
+            v.explain().starts_with("resets/timeouts/retries: 30.00%"),
             "{}",
             v.explain()
         );
+    }
+
+    /// Errors hidden by retries: the client sees success, the upstream
+    /// attempts fail. Retried attempts count as upstream failures.
+    #[test]
+    fn retries_hidden_from_the_client_are_upstream_failures() {
+        let m = Model::default();
+        let mut canary = SeriesState::new(&m);
+        let mut stable = SeriesState::new(&m);
+        let tick = |requests: u64, retries: u64| {
+            let mut h = crate::histogram::LatencyHistogram::new();
+            for _ in 0..requests {
+                h.record_us(1_000);
+            }
+            TickDelta {
+                counters: Counters {
+                    requests,
+                    retries,
+                    latency_sum_us: requests * 1_000,
+                    ..Default::default()
+                },
+                latency: h.to_sparse(),
+            }
+        };
+        for _ in 0..10 {
+            canary.observe(&tick(20, 0), &m);
+            stable.observe(&tick(80, 0), &m);
+        }
+        let mut v = Verdict::default();
+        for _ in 0..3 {
+            canary.observe(&tick(20, 4), &m);
+            stable.observe(&tick(80, 0), &m);
+            v = score_canary(&canary, &stable, &m);
+        }
+        assert_eq!(v.state, State::Critical, "{v:?}");
+        assert_eq!(v.evidence.signal, Signal::Resets);
+        assert_eq!(v.evidence.error_ratio, 0.2);
     }
 
     #[test]

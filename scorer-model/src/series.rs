@@ -16,7 +16,10 @@
 //! - an online **self-baseline**: exponentially weighted mean and variance of
 //!   the log of the recent window's latency quantile and of its error ratio.
 //!   It learns only from ticks with enough traffic, and not while the series
-//!   looks anomalous, so a fault is flagged rather than absorbed.
+//!   looks anomalous, so a fault is flagged rather than absorbed. Latency
+//!   that rises with traffic (a surge queueing up) is allowed for: above the
+//!   baseline rate, the expected quantile scales with the rate ratio to the
+//!   power `load_elasticity`.
 //!
 //! [`SeriesState::score_self`] judges the recent window against that
 //! baseline; [`crate::peer::score_canary`] judges a canary against its stable
@@ -349,9 +352,19 @@ impl SeriesState {
                 let x = q_us.max(1.0).ln();
                 let floor = model.baseline_min_rel_sd;
                 let sd = (b.log_q_var + floor * floor).sqrt();
-                eval.z_latency = stats::finite_or_zero(stats::ratio(x - b.log_q_mean, sd))
-                    .clamp(0.0, stats::MAX_Z);
-                let base_us = stats::finite_or_zero(b.log_q_mean.exp());
+                // Load allowance: more traffic than usual may raise latency
+                // by up to (rate ratio)^load_elasticity (see the model).
+                let rate_now = stats::ratio(c.requests as f64, self.recent_ticks.max(1) as f64);
+                let rate_ratio = stats::ratio(rate_now, b.requests_per_tick);
+                let allowance = if rate_ratio > 1.0 {
+                    stats::finite_or_zero(model.load_elasticity * rate_ratio.ln()).max(0.0)
+                } else {
+                    0.0
+                };
+                let expected = b.log_q_mean + allowance;
+                eval.z_latency =
+                    stats::finite_or_zero(stats::ratio(x - expected, sd)).clamp(0.0, stats::MAX_Z);
+                let base_us = stats::finite_or_zero(expected.exp());
                 eval.baseline_q_us = base_us;
                 if eval.z_latency >= model.z_critical {
                     let n_lat = self.recent_latency.count();
@@ -783,6 +796,64 @@ pub(crate) mod tests {
             }
         }
         assert!(first_critical.is_some_and(|t| t <= 4), "{first_critical:?}");
+    }
+
+    /// Traffic x4 with latency +50 % (queueing) is not an anomaly; the same
+    /// latency rise at the usual traffic still is.
+    #[test]
+    fn surge_latency_is_allowed_for_but_not_a_rise_without_traffic() {
+        let m = Model::default();
+        // A 40 ms service at 80 rps, warm.
+        let warm = |rng: &mut Rng| {
+            let mut s = SeriesState::new(&m);
+            for _ in 0..200 {
+                let mut b = TickBuilder::default();
+                for _ in 0..rng.poisson(80.0) {
+                    b.request((40_000.0 * (0.3 * rng.normal()).exp()) as u64, 200);
+                }
+                s.observe(&b.build(), &m);
+            }
+            s
+        };
+        for (factor, expect_critical) in [(4.0, false), (1.0, true)] {
+            let mut rng = Rng::new(41);
+            let mut s = warm(&mut rng);
+            let mut critical = false;
+            for _ in 0..60 {
+                let mut b = TickBuilder::default();
+                for _ in 0..rng.poisson(80.0 * factor) {
+                    let l = 40_000.0 * 1.5 * (0.3 * rng.normal()).exp();
+                    b.request(l as u64, 200);
+                }
+                s.observe(&b.build(), &m);
+                critical |= s.score_self(&m).state == State::Critical;
+            }
+            assert_eq!(critical, expect_critical, "traffic x{factor}");
+        }
+        // Without the allowance the surge would be critical.
+        let strict = Model {
+            load_elasticity: 0.0,
+            ..Model::default()
+        };
+        let mut rng = Rng::new(41);
+        let mut s = SeriesState::new(&strict);
+        for _ in 0..200 {
+            let mut b = TickBuilder::default();
+            for _ in 0..rng.poisson(80.0) {
+                b.request((40_000.0 * (0.3 * rng.normal()).exp()) as u64, 200);
+            }
+            s.observe(&b.build(), &strict);
+        }
+        let mut critical = false;
+        for _ in 0..60 {
+            let mut b = TickBuilder::default();
+            for _ in 0..rng.poisson(320.0) {
+                b.request((60_000.0 * (0.3 * rng.normal()).exp()) as u64, 200);
+            }
+            s.observe(&b.build(), &strict);
+            critical |= s.score_self(&strict).state == State::Critical;
+        }
+        assert!(critical);
     }
 
     #[test]

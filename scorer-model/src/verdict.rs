@@ -59,7 +59,7 @@ pub enum Signal {
     Errors,
     /// Latency.
     Latency,
-    /// Resets, overflows and timeouts.
+    /// Upstream failures: resets, overflows, timeouts and retried attempts.
     Resets,
 }
 
@@ -129,7 +129,7 @@ impl Verdict {
                 e.statistic
             ),
             Signal::Resets => format!(
-                "resets/timeouts: {:.2}% of requests vs reference {:.2}%, n={}/{}, stat={:.1}",
+                "resets/timeouts/retries: {:.2}% of requests vs reference {:.2}%, n={}/{}, stat={:.1}",
                 e.error_ratio * 100.0,
                 e.error_ratio_ref * 100.0,
                 e.n,
