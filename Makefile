@@ -9,7 +9,7 @@ E2E_THREADS ?= 2
 STEP := scripts/step.sh
 LOGS := target/test-logs
 
-.PHONY: all setup wasm lint unit e2e test demo clean distclean
+.PHONY: all setup wasm lint unit eval e2e test demo clean distclean
 
 all: test
 
@@ -30,15 +30,19 @@ unit:
 	@mkdir -p $(LOGS)
 	@$(STEP) unit bash -o pipefail -c '(cargo test --workspace --exclude vigil-filter --exclude vigil-e2e && cargo test -p vigil-e2e --lib --bins) 2>&1 | tee $(LOGS)/unit.log'
 
+## eval: the scorer against the incumbents on held-out seeds; fails if a Vigil goal is missed
+eval:
+	@$(STEP) eval cargo run --release --quiet -p vigil-scorer --bin vigil-model -- eval --check
+
 ## e2e: end-to-end tests with real Envoy (needs setup and wasm)
 e2e: wasm
 	@mkdir -p $(LOGS)
 	@$(STEP) e2e bash -o pipefail -c "cargo test --no-fail-fast -p vigil-e2e --test '*' -- --test-threads=$(E2E_THREADS) --nocapture 2>&1 | tee $(LOGS)/e2e.log"
 
-## test: everything, in order: setup, lint, wasm, unit, e2e
+## test: everything, in order: setup, lint, wasm, unit, eval, e2e
 test:
 	@rm -rf target/make-test-times.tsv $(LOGS)
-	@$(MAKE) --no-print-directory setup lint wasm unit e2e
+	@$(MAKE) --no-print-directory setup lint wasm unit eval e2e
 	@echo; echo "make test: all steps passed; seconds per step:"; cat target/make-test-times.tsv
 	@scripts/test-summary.sh $(LOGS)/unit.log $(LOGS)/e2e.log
 
