@@ -14,14 +14,17 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use vigil_filter_core::config::PluginConfig;
-use vigil_filter_core::engine::{Level, Worker};
+use vigil_filter_core::engine::{ControlKind, Decision, Level, Worker};
 use vigil_filter_core::request::RequestRecord;
 
 /// Value of the routing header that sends a request to the stable version.
 const STABLE: &[u8] = b"stable";
+/// Value of the routing header that sends a request to the canary version.
+const CANARY: &[u8] = b"canary";
 /// Response header carrying the series' score, when enabled.
 const SCORE_HEADER: &str = "x-vigil-score";
 
@@ -41,6 +44,8 @@ type SharedWorker = Rc<RefCell<Option<Worker>>>;
 struct VigilRoot {
     worker: SharedWorker,
     me: u64,
+    /// Control-service calls in flight, by token.
+    in_flight: HashMap<u32, ControlKind>,
 }
 
 impl VigilRoot {
@@ -48,11 +53,87 @@ impl VigilRoot {
         VigilRoot {
             worker: Rc::new(RefCell::new(None)),
             me: random_vm_id(),
+            in_flight: HashMap::new(),
         }
     }
 }
 
-impl Context for VigilRoot {}
+fn engine_log(level: Level, msg: &str) {
+    match level {
+        Level::Info => log::info!("{msg}"),
+        Level::Warn => log::warn!("{msg}"),
+    }
+}
+
+impl VigilRoot {
+    /// Dispatch the calls the scorer queued for the control service.
+    fn dispatch_control_calls(&mut self, worker: &mut Worker) {
+        let calls = worker.take_control_calls();
+        let Some(control) = worker.config().control.clone() else {
+            return;
+        };
+        let auth = control.token.as_ref().map(|t| format!("Bearer {t}"));
+        for call in calls {
+            let mut headers = vec![
+                (":method", call.method),
+                (":path", call.path.as_str()),
+                (":authority", control.authority.as_str()),
+            ];
+            if call.body.is_some() {
+                headers.push(("content-type", "application/json"));
+                if let Some(a) = &auth {
+                    headers.push(("authorization", a.as_str()));
+                }
+            }
+            match hostcalls::dispatch_http_call(
+                &control.cluster,
+                headers,
+                call.body.as_deref(),
+                vec![],
+                Duration::from_millis(control.timeout_ms),
+            ) {
+                Ok(token) => {
+                    self.in_flight.insert(token, call.kind);
+                }
+                Err(_) => {
+                    worker.on_control_response(call.kind, None, b"", now_ms(), &mut engine_log)
+                }
+            }
+        }
+        // Calls the host never answers must not accumulate.
+        if self.in_flight.len() > 64 {
+            self.in_flight.clear();
+        }
+    }
+}
+
+impl Context for VigilRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(kind) = self.in_flight.remove(&token_id) else {
+            return;
+        };
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u16>().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let Ok(mut slot) = self.worker.try_borrow_mut() else {
+            return;
+        };
+        if let Some(worker) = slot.as_mut() {
+            worker.on_control_response(kind, status, &body, now_ms(), &mut engine_log);
+        }
+    }
+}
 
 impl RootContext for VigilRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -84,17 +165,15 @@ impl RootContext for VigilRoot {
     }
 
     fn on_tick(&mut self) {
-        let Ok(mut slot) = self.worker.try_borrow_mut() else {
+        let worker = Rc::clone(&self.worker);
+        let Ok(mut slot) = worker.try_borrow_mut() else {
             return;
         };
         let Some(worker) = slot.as_mut() else {
             return;
         };
-        let mut log = |level: Level, msg: &str| match level {
-            Level::Info => log::info!("{msg}"),
-            Level::Warn => log::warn!("{msg}"),
-        };
-        worker.on_tick(now_ms(), &EnvoyShared, &mut EnvoyMetrics, &mut log);
+        worker.on_tick(now_ms(), &EnvoyShared, &mut EnvoyMetrics, &mut engine_log);
+        self.dispatch_control_calls(worker);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -133,17 +212,22 @@ impl HttpContext for VigilHttp {
         }
         // Read the route before touching headers: changing a header clears
         // Envoy's route cache.
-        let steer = if worker.wants_route_at_request() {
-            property(&["xds", "route_name"]).and_then(|route| worker.steer_decision(&route))
+        let decision = if worker.wants_route_at_request() {
+            property(&["xds", "route_name"]).and_then(|route| worker.route_decision(&route))
         } else {
             None
         };
-        if steer.is_some() {
-            if client_value.as_deref() != Some(STABLE) {
+        let subset = match decision {
+            Some(Decision::Steer(_)) | Some(Decision::Weighted { canary: false }) => Some(STABLE),
+            Some(Decision::Weighted { canary: true }) => Some(CANARY),
+            None => None,
+        };
+        if let Some(subset) = subset {
+            if client_value.as_deref() != Some(subset) {
                 let _ = hostcalls::set_map_value_bytes(
                     MapType::HttpRequestHeaders,
                     &header,
-                    Some(STABLE),
+                    Some(subset),
                 );
             }
         } else if client_value.is_some() {

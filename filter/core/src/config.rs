@@ -63,6 +63,26 @@ pub struct SteeringConfig {
     pub max_hold_ms: u64,
 }
 
+/// Where the companion control service is, and how the scorer talks to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Envoy cluster that reaches the control service.
+    pub cluster: String,
+    /// `:authority` of calls to it.
+    pub authority: String,
+    /// Path reports are POSTed to.
+    pub reports_path: String,
+    /// Path routing weights are read from.
+    pub routing_path: String,
+    /// Per-call timeout.
+    pub timeout_ms: u64,
+    /// How long the last weights are kept when the service cannot be reached;
+    /// then the filter falls back to the static routes.
+    pub weights_ttl_ms: u64,
+    /// Bearer token for the report writes (never logged).
+    pub token: Option<String>,
+}
+
 /// The validated plugin configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginConfig {
@@ -88,6 +108,8 @@ pub struct PluginConfig {
     pub steering: SteeringConfig,
     /// Scorer model (the compiled-in default unless overridden).
     pub model: Model,
+    /// The control service, when one is used.
+    pub control: Option<ControlConfig>,
 }
 
 impl Default for PluginConfig {
@@ -107,6 +129,7 @@ impl Default for PluginConfig {
                 max_hold_ms: 300_000,
             },
             model: Model::default(),
+            control: None,
         }
     }
 }
@@ -274,6 +297,16 @@ const TOP_FIELDS: &[&str] = &[
     "canaries",
     "steering",
     "model",
+    "control",
+];
+const CONTROL_FIELDS: &[&str] = &[
+    "cluster",
+    "authority",
+    "reports_path",
+    "routing_path",
+    "timeout_ms",
+    "weights_ttl_s",
+    "token",
 ];
 const CANARY_FIELDS: &[&str] = &[
     "name",
@@ -413,7 +446,13 @@ impl PluginConfig {
             })?,
         };
 
+        let control = match f.get("control") {
+            None => None,
+            Some(v) => Some(parse_control(v)?),
+        };
+
         Ok(PluginConfig {
+            control,
             mode,
             tick_ms,
             max_series,
@@ -427,6 +466,39 @@ impl PluginConfig {
             model,
         })
     }
+}
+
+fn parse_control(v: &Value) -> Result<ControlConfig, ConfigError> {
+    let c = Fields::new("control", v, CONTROL_FIELDS)?;
+    let cluster = c.required_string("cluster")?.to_string();
+    let path = |key: &str, default: &str| -> Result<String, ConfigError> {
+        let p = c.string(key)?.unwrap_or(default);
+        if !p.starts_with('/') || p.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(err(
+                c.path(key),
+                format!("must be an absolute URL path like \"{default}\", got \"{p}\""),
+            ));
+        }
+        Ok(p.to_string())
+    };
+    let token = c.string("token")?.map(str::to_string);
+    if let Some(t) = &token {
+        if t.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(err(
+                "control.token",
+                "must be printable ASCII without spaces",
+            ));
+        }
+    }
+    Ok(ControlConfig {
+        authority: c.string("authority")?.unwrap_or(&cluster).to_string(),
+        reports_path: path("reports_path", "/v1/reports")?,
+        routing_path: path("routing_path", "/v1/routing")?,
+        timeout_ms: c.uint("timeout_ms", 500, 10, 60_000)?,
+        weights_ttl_ms: c.uint("weights_ttl_s", 30, 1, 86_400)? * 1000,
+        token,
+        cluster,
+    })
 }
 
 fn parse_canary(path: &str, item: &Value) -> Result<CanarySpec, ConfigError> {
@@ -549,6 +621,29 @@ mod tests {
         );
         assert_eq!(reject("[1]").field, "");
         assert!(reject("{nope").to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn control_section() {
+        let c = PluginConfig::parse(br#"{"control":{"cluster":"vigil-control","token":"s3cret"}}"#)
+            .unwrap()
+            .control
+            .unwrap();
+        assert_eq!(c.authority, "vigil-control");
+        assert_eq!(c.routing_path, "/v1/routing");
+        assert_eq!(c.weights_ttl_ms, 30_000);
+        assert_eq!(reject(r#"{"control":{}}"#).field, "control.cluster");
+        assert_eq!(
+            reject(r#"{"control":{"cluster":"c","routing_path":"v1"}}"#).field,
+            "control.routing_path"
+        );
+        assert_eq!(
+            reject(r#"{"control":{"cluster":"c","weights_ttl_s":0}}"#).field,
+            "control.weights_ttl_s"
+        );
+        let e = reject(r#"{"control":{"cluster":"c","token":"a b"}}"#);
+        assert_eq!(e.field, "control.token");
+        assert!(!e.to_string().contains("a b"), "the token is never echoed");
     }
 
     #[test]

@@ -16,6 +16,9 @@
 
 use crate::codec::{decode_delta, encode_delta};
 use crate::config::{CanarySpec, CanaryTarget, Mode, PluginConfig};
+use crate::control::{
+    encode_report, parse_routing, CanaryReport, ReportMeta, Routing, SeriesReport, Split,
+};
 use crate::lease;
 use crate::local::{LocalTable, Placement, Slot};
 use crate::metrics::{
@@ -29,7 +32,8 @@ use crate::request::RequestRecord;
 use crate::shared::{update, SetError, SharedStore, Update};
 use crate::steering::{match_series, Side, SteerController, Transition};
 use crate::verdicts::{
-    signal_code, signal_name, PublishedVerdict, SteeredRoute, VerdictTable, VERDICTS_KEY,
+    signal_code, signal_name, PublishedVerdict, SteeredRoute, VerdictTable, WeightedRoute,
+    VERDICTS_KEY,
 };
 use hashbrown::HashMap;
 use vigil_scorer::peer::score_canary;
@@ -66,6 +70,40 @@ struct Pair {
     canary_id: u32,
 }
 
+/// Which control-service call a response belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlKind {
+    /// `POST` of this tick's report.
+    Report,
+    /// `GET` of the routing weights.
+    Routing,
+}
+
+/// A call the glue must dispatch to the control service's cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlCall {
+    /// What it is.
+    pub kind: ControlKind,
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// URL path.
+    pub path: String,
+    /// JSON body, for a `POST`.
+    pub body: Option<Vec<u8>>,
+}
+
+/// How a request on a managed route should be routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The canary is critical: send to stable.
+    Steer(Signal),
+    /// Split by the control service's weights.
+    Weighted {
+        /// True for the canary version, false for stable.
+        canary: bool,
+    },
+}
+
 /// Stable and canary series ids found so far for one (canary, route).
 type PairIds = (Option<u32>, Option<u32>);
 
@@ -93,6 +131,11 @@ pub struct Worker {
     steered_routes: HashMap<Vec<u8>, Signal>,
     steered_counts: HashMap<Vec<u8>, [u64; 4]>,
     scoring: Option<Scoring>,
+    weighted_routes: HashMap<Vec<u8>, (u8, Split)>,
+    routing: Option<(Routing, u64)>,
+    control_seq: u64,
+    control_failing: [bool; 2],
+    outbox: Vec<ControlCall>,
     metrics: MetricCache,
     stats: ProtocolStats,
     flushed_stats: ProtocolStats,
@@ -119,6 +162,11 @@ impl Worker {
             steered_routes: HashMap::new(),
             steered_counts: HashMap::new(),
             scoring: None,
+            weighted_routes: HashMap::new(),
+            routing: None,
+            control_seq: 0,
+            control_failing: [false; 2],
+            outbox: Vec::new(),
             metrics: MetricCache::default(),
             stats: ProtocolStats::default(),
             flushed_stats: ProtocolStats::default(),
@@ -156,6 +204,82 @@ impl Worker {
             self.steered_counts.insert(route.to_vec(), counts);
         }
         Some(reason)
+    }
+
+    /// How a request on `route` should be routed, if Vigil routes it at all:
+    /// steering to stable while the canary is critical, else the control
+    /// service's weights while they are fresh, else `None` (static routes).
+    pub fn route_decision(&mut self, route: &[u8]) -> Option<Decision> {
+        if let Some(reason) = self.steer_decision(route) {
+            return Some(Decision::Steer(reason));
+        }
+        if self.cfg.mode != Mode::Steer {
+            return None;
+        }
+        let (percent, split) = self.weighted_routes.get_mut(route)?;
+        Some(Decision::Weighted {
+            canary: split.to_canary(*percent),
+        })
+    }
+
+    /// Calls to dispatch to the control service (the scorer produces a report
+    /// and a routing fetch each tick when a control service is configured).
+    pub fn take_control_calls(&mut self) -> Vec<ControlCall> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// A control-service call finished: `status` is the HTTP status (`None`
+    /// when the call failed or timed out).
+    pub fn on_control_response(
+        &mut self,
+        kind: ControlKind,
+        status: Option<u16>,
+        body: &[u8],
+        now_ms: u64,
+        log: &mut dyn FnMut(Level, &str),
+    ) {
+        let ok = matches!(status, Some(200..=299));
+        let outcome = match (kind, ok) {
+            (ControlKind::Report, true) => Ok(()),
+            (ControlKind::Routing, true) => parse_routing(body).map(|routing| {
+                let changed = self.routing.as_ref().map(|(r, _)| r) != Some(&routing);
+                if changed {
+                    log(
+                        Level::Info,
+                        &format!(
+                            "vigil: routing weights version {}: {:?}",
+                            routing.version, routing.weights
+                        ),
+                    );
+                }
+                self.routing = Some((routing, now_ms));
+            }),
+            (_, false) => Err(match status {
+                Some(code) => format!(
+                    "HTTP {code}: {}",
+                    String::from_utf8_lossy(body.get(..body.len().min(200)).unwrap_or_default())
+                ),
+                None => "no answer (unreachable or timed out)".to_string(),
+            }),
+        };
+        let index = usize::from(kind == ControlKind::Routing);
+        let what = match kind {
+            ControlKind::Report => "report to the control service",
+            ControlKind::Routing => "routing fetch from the control service",
+        };
+        if let Some(failing) = self.control_failing.get_mut(index) {
+            match outcome {
+                Err(e) if !*failing => {
+                    *failing = true;
+                    log(Level::Warn, &format!("vigil: {what} failed: {e}; keeping the last weights for their TTL, then static routes"));
+                }
+                Ok(()) if *failing => {
+                    *failing = false;
+                    log(Level::Info, &format!("vigil: {what} works again"));
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Record a finished request. Missing route or cluster (direct responses,
@@ -360,6 +484,7 @@ impl Worker {
         let n = self.registry.len();
 
         // Observe every series once this tick (empty delta when it had no traffic).
+        let mut tick_deltas: Vec<(u32, TickDelta)> = Vec::new();
         for id in 0..n as u32 {
             let delta = self.take_delta(store, &delta_key(id), &empty);
             if scoring.series.len() <= id as usize {
@@ -368,6 +493,9 @@ impl Worker {
             }
             if let Some(state) = scoring.series.get_mut(id as usize) {
                 state.observe(&delta, &model);
+            }
+            if self.cfg.control.is_some() && delta.counters.requests > 0 {
+                tick_deltas.push((id, delta));
             }
         }
         let mut verdicts: Vec<Verdict> = scoring
@@ -381,6 +509,12 @@ impl Worker {
             scoring.pairs_for = n;
         }
         let mut steered = Vec::new();
+        let mut weighted = Vec::new();
+        let mut canary_verdicts: Vec<(usize, Vec<u8>, Verdict, bool)> = Vec::new();
+        let fresh_routing = self.routing.as_ref().and_then(|(r, fetched)| {
+            let ttl = self.cfg.control.as_ref().map_or(0, |c| c.weights_ttl_ms);
+            (now_ms.saturating_sub(*fetched) <= ttl).then_some(r)
+        });
         for pair in &scoring.pairs {
             let (Some(canary), Some(stable)) = (
                 scoring.series.get(pair.canary_id as usize),
@@ -429,6 +563,18 @@ impl Worker {
                     reason: controller.reason(),
                 });
             }
+            if let Some(percent) = fresh_routing.and_then(|r| r.weight(canary_name)) {
+                weighted.push(WeightedRoute {
+                    route: pair.route.clone(),
+                    canary_percent: percent,
+                });
+            }
+            canary_verdicts.push((
+                pair.canary,
+                pair.route.clone(),
+                verdict,
+                controller.is_steering(),
+            ));
         }
 
         // Log state changes worth a human's attention.
@@ -469,6 +615,7 @@ impl Worker {
                 })
                 .collect(),
             steered,
+            weighted,
         };
         // Only the lease holder writes this key: an unconditional write.
         if store.set(VERDICTS_KEY, &table.encode(), None).is_err() {
@@ -495,7 +642,71 @@ impl Worker {
         }
         self.metrics
             .set(sink, global::SERIES, self.registry.tracked() as u64);
+        self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
+    }
+
+    /// Queue this tick's report and routing fetch for the glue to dispatch.
+    fn queue_control_calls(
+        &mut self,
+        now_ms: u64,
+        tick_deltas: &[(u32, TickDelta)],
+        verdicts: &[Verdict],
+        canary_verdicts: &[(usize, Vec<u8>, Verdict, bool)],
+    ) {
+        let Some(control) = &self.cfg.control else {
+            return;
+        };
+        self.control_seq += 1;
+        let fallback = Verdict::default();
+        let series: Vec<SeriesReport<'_>> = tick_deltas
+            .iter()
+            .filter_map(|(id, delta)| {
+                let (route, cluster) = split_name(self.registry.name(*id)?);
+                Some(SeriesReport {
+                    route,
+                    cluster,
+                    delta,
+                    verdict: verdicts.get(*id as usize).unwrap_or(&fallback),
+                })
+            })
+            .collect();
+        let canaries: Vec<CanaryReport<'_>> = canary_verdicts
+            .iter()
+            .filter_map(|(ci, route, verdict, steering)| {
+                Some(CanaryReport {
+                    name: self.cfg.canaries.get(*ci)?.name.as_str(),
+                    route,
+                    verdict,
+                    steering: *steering,
+                })
+            })
+            .collect();
+        let sidecar = format!("{:016x}", self.me);
+        let body = encode_report(
+            ReportMeta {
+                sidecar: &sidecar,
+                seq: self.control_seq,
+                sent_at_ms: now_ms,
+                tick_ms: self.cfg.tick_ms,
+            },
+            &series,
+            &canaries,
+        );
+        self.outbox = vec![
+            ControlCall {
+                kind: ControlKind::Report,
+                method: "POST",
+                path: control.reports_path.clone(),
+                body: Some(body),
+            },
+            ControlCall {
+                kind: ControlKind::Routing,
+                method: "GET",
+                path: control.routing_path.clone(),
+                body: None,
+            },
+        ];
     }
 
     fn pairs(&self) -> Vec<Pair> {
@@ -543,6 +754,13 @@ impl Worker {
             .iter()
             .map(|s| (s.route.clone(), s.reason))
             .collect();
+        let previous = std::mem::take(&mut self.weighted_routes);
+        for w in &self.table.weighted {
+            // Keep the split's position so proportions stay exact across ticks.
+            let split = previous.get(&w.route).map(|(_, s)| *s).unwrap_or_default();
+            self.weighted_routes
+                .insert(w.route.clone(), (w.canary_percent, split));
+        }
     }
 
     fn flush_counters<M: MetricSink + ?Sized>(&mut self, sink: &mut M) {

@@ -16,11 +16,13 @@
 //! - [`lease`]: which worker scores this period;
 //! - [`verdicts`]: the published verdict table;
 //! - [`steering`]: canary matching and steering hysteresis;
+//! - [`control`]: reports to and routing weights from the control service;
 //! - [`metrics`]: enriched metric names and the host metric cache;
 //! - [`engine`]: one worker's request path and tick, wiring the above.
 
 pub mod codec;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod lease;
 pub mod local;

@@ -31,6 +31,15 @@ pub struct SteeredRoute {
     pub reason: Signal,
 }
 
+/// A managed route split by the control service's weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedRoute {
+    /// Route name.
+    pub route: Vec<u8>,
+    /// Percent of the route's traffic sent to the canary.
+    pub canary_percent: u8,
+}
+
 /// The whole table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerdictTable {
@@ -40,6 +49,8 @@ pub struct VerdictTable {
     pub series: Vec<PublishedVerdict>,
     /// Steered routes.
     pub steered: Vec<SteeredRoute>,
+    /// Routes split by fresh control-service weights (steering takes precedence).
+    pub weighted: Vec<WeightedRoute>,
 }
 
 /// Code of a signal on the wire and in metric names.
@@ -87,6 +98,11 @@ impl VerdictTable {
             w.bytes(&s.route);
             w.byte(signal_code(s.reason));
         }
+        w.uint(self.weighted.len() as u64);
+        for r in &self.weighted {
+            w.bytes(&r.route);
+            w.byte(r.canary_percent);
+        }
         w.finish()
     }
 
@@ -108,10 +124,21 @@ impl VerdictTable {
             let reason = signal_from_code(r.byte()?);
             steered.push(SteeredRoute { route, reason });
         }
+        let k = r.count(2)?;
+        let mut weighted = Vec::with_capacity(k);
+        for _ in 0..k {
+            let route = r.bytes()?.to_vec();
+            let canary_percent = r.byte()?.min(100);
+            weighted.push(WeightedRoute {
+                route,
+                canary_percent,
+            });
+        }
         r.is_done().then_some(VerdictTable {
             generation,
             series,
             steered,
+            weighted,
         })
     }
 }
@@ -134,6 +161,10 @@ mod tests {
             steered: vec![SteeredRoute {
                 route: b"checkout".to_vec(),
                 reason: Signal::Latency,
+            }],
+            weighted: vec![WeightedRoute {
+                route: b"checkout".to_vec(),
+                canary_percent: 25,
             }],
         };
         let bytes = t.encode();

@@ -320,3 +320,167 @@ fn route_flood_cannot_push_a_managed_canary_out() {
     );
     assert!(c.sink.value("vigil_series").unwrap() <= 64);
 }
+
+mod control {
+    use super::*;
+    use vigil_filter_core::engine::{ControlKind, Decision};
+
+    const CONTROL: &str = r#""control":{"cluster":"vigil-control","weights_ttl_s":5}"#;
+
+    fn routing(c: &mut Cluster, weight: u8, version: u64) {
+        let body = format!(
+            r#"{{"version":{version},"canaries":[{{"name":"checkout","canary_weight":{weight}}}]}}"#
+        );
+        let now = c.now_ms;
+        for w in c.workers.iter_mut().filter(|w| w.is_scorer()) {
+            let calls = w.take_control_calls();
+            assert!(calls
+                .iter()
+                .any(|k| k.kind == ControlKind::Routing && k.method == "GET"));
+            w.on_control_response(
+                ControlKind::Routing,
+                Some(200),
+                body.as_bytes(),
+                now,
+                &mut |_, _| {},
+            );
+        }
+    }
+
+    fn canary_share(c: &mut Cluster, n: usize) -> f64 {
+        let mut canary = 0;
+        for i in 0..n {
+            let w = i % c.workers.len();
+            match c.workers[w].route_decision(b"checkout") {
+                Some(Decision::Weighted { canary: true }) => canary += 1,
+                Some(Decision::Weighted { canary: false }) => {}
+                other => panic!("unexpected decision {other:?}"),
+            }
+        }
+        canary as f64 / n as f64
+    }
+
+    #[test]
+    fn reports_carry_every_request_exactly_once() {
+        let mut c = Cluster::new(
+            config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
+            2,
+        );
+        let mut rng = Rng(31);
+        let mut total = 0u64;
+        let mut seqs = Vec::new();
+        for second in 0..5 {
+            // Three seconds of traffic, then quiet ticks so the last merges are reported.
+            let (stable, canary) = if second < 3 { (80, 20) } else { (0, 0) };
+            c.second(&mut rng, stable, canary, (0, 0));
+            let scorer = c.workers.iter_mut().find(|w| w.is_scorer()).unwrap();
+            let calls = scorer.take_control_calls();
+            assert!(scorer.take_control_calls().is_empty(), "taken once");
+            let report = calls
+                .iter()
+                .find(|k| k.kind == ControlKind::Report)
+                .unwrap();
+            assert_eq!(
+                (report.method, report.path.as_str()),
+                ("POST", "/v1/reports")
+            );
+            let v: serde_json::Value =
+                serde_json::from_slice(report.body.as_ref().unwrap()).unwrap();
+            seqs.push(v["seq"].as_u64().unwrap());
+            total += v["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["requests"].as_u64().unwrap())
+                .sum::<u64>();
+        }
+        assert_eq!(total, 300);
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    }
+
+    #[test]
+    fn weights_are_applied_by_every_worker_then_expire() {
+        let mut c = Cluster::new(
+            config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
+            2,
+        );
+        let mut rng = Rng(37);
+        c.second(&mut rng, 80, 20, (0, 0));
+        assert_eq!(
+            c.workers[0].route_decision(b"checkout"),
+            None,
+            "no weights yet: static routes"
+        );
+        routing(&mut c, 25, 1);
+        c.second(&mut rng, 80, 20, (0, 0));
+        assert!((canary_share(&mut c, 400) - 0.25).abs() < 0.01);
+        routing(&mut c, 0, 2);
+        c.second(&mut rng, 80, 20, (0, 0));
+        assert_eq!(canary_share(&mut c, 100), 0.0, "rollback: weight 0");
+        // The service goes away: weights are kept for the TTL (5 s), then dropped.
+        for _ in 0..4 {
+            c.second(&mut rng, 80, 20, (0, 0));
+            assert!(c.workers[1].route_decision(b"checkout").is_some());
+        }
+        for _ in 0..3 {
+            c.second(&mut rng, 80, 20, (0, 0));
+        }
+        assert_eq!(
+            c.workers[1].route_decision(b"checkout"),
+            None,
+            "fell back to static routes"
+        );
+    }
+
+    #[test]
+    fn critical_steering_overrides_weights() {
+        let mut c = Cluster::new(
+            config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
+            2,
+        );
+        let mut rng = Rng(41);
+        for _ in 0..15 {
+            routing(&mut c, 50, 1);
+            c.second(&mut rng, 80, 20, (0, 0));
+        }
+        for _ in 0..3 {
+            routing(&mut c, 50, 1);
+            c.second(&mut rng, 80, 20, (200_000, 0));
+        }
+        assert!(matches!(
+            c.workers[0].route_decision(b"checkout"),
+            Some(Decision::Steer(_))
+        ));
+    }
+
+    #[test]
+    fn failures_are_logged_once_and_bad_answers_refused() {
+        let mut c = Cluster::new(
+            config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
+            1,
+        );
+        let mut logs = Vec::new();
+        let w = &mut c.workers[0];
+        for _ in 0..3 {
+            w.on_control_response(ControlKind::Routing, None, b"", 0, &mut |_, m| {
+                logs.push(m.to_string())
+            });
+        }
+        w.on_control_response(
+            ControlKind::Routing,
+            Some(200),
+            b"{\"version\":1,\"canaries\":[{\"name\":\"checkout\",\"canary_weight\":900}]}",
+            0,
+            &mut |_, m| logs.push(m.to_string()),
+        );
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        w.on_control_response(
+            ControlKind::Routing,
+            Some(200),
+            br#"{"version":1,"canaries":[]}"#,
+            0,
+            &mut |_, m| logs.push(m.to_string()),
+        );
+        assert!(logs.iter().any(|l| l.contains("works again")), "{logs:?}");
+    }
+}
