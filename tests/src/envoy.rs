@@ -216,6 +216,30 @@ fn set_cluster_port(bootstrap: &mut Value, cluster: &str, port: u16) -> Result<(
 
 /// A loopback port that is bound (so nobody else gets it) but not listening: connecting
 /// to it is refused at once.
+/// Adds a STATIC HTTP/1.1 cluster `name` whose one endpoint is 127.0.0.1:`port`
+/// (e.g. the control service the filter reports to).
+pub fn add_cluster(bootstrap: &mut Value, name: &str, port: u16) -> Result<()> {
+    let clusters = bootstrap
+        .pointer_mut("/static_resources/clusters")
+        .and_then(Value::as_array_mut)
+        .ok_or("bootstrap has no static_resources.clusters")?;
+    clusters.push(serde_json::json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.5s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]
+        }
+    }));
+    Ok(())
+}
+
+/// A loopback port nothing listens on (bound, never listening) and its guard.
+pub fn unused_port() -> Result<(TcpSocket, u16)> {
+    closed_port()
+}
+
 fn closed_port() -> Result<(TcpSocket, u16)> {
     let socket = TcpSocket::new_v4()?;
     socket.bind("127.0.0.1:0".parse()?)?;
