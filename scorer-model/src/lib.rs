@@ -9,13 +9,17 @@
 //! (rolling window and online baseline). Out: a [`verdict::Verdict`] — a score
 //! 0–1000, a state, and the numbers behind it — either from the series against
 //! its own baseline ([`series::SeriesState::score_self`]) or, for a managed
-//! canary, against its stable peer over the same ticks ([`peer::score_canary`]).
+//! canary, against its stable peer over the same ticks: sequentially, with
+//! an anytime-valid e-detector kept between ticks
+//! ([`sequential::CanaryMonitor`], what the filter and `eval` use), or with
+//! the stateless fixed-window tests of [`peer::score_canary`].
 //! Parameters live in a versioned [`model::Model`] (JSON); the small-sample
 //! test statistics both judgements share are in [`stats`].
 
 pub mod histogram;
 pub mod model;
 pub mod peer;
+pub mod sequential;
 pub mod series;
 pub mod stats;
 pub mod verdict;

@@ -88,6 +88,27 @@ pub struct Model {
     /// Canary-vs-stable judgements compare the same ticks and do not need
     /// it. Default 0.5.
     pub load_elasticity: f64,
+    /// False-alarm level of the sequential canary test
+    /// ([`crate::sequential::CanaryMonitor`]): it turns `critical` when its
+    /// e-value reaches `1 / alpha`, which bounds the expected number of ticks
+    /// before a false `critical` of a canary that is no worse than its stable
+    /// from below by `1 / alpha` (see the crate README for the assumptions).
+    /// `warn` starts at an e-value of `1 / sqrt(alpha)`. In (0, 0.5).
+    /// Default 1e-6: at 1 s ticks, at least 11.6 days on average between
+    /// false alarms, 11x the "1 per 24 h" budget.
+    pub alpha: f64,
+    /// Margin of the sequential error and reset tests: the null hypothesis
+    /// is "the canary's error (or reset) ratio is at most the stable's
+    /// measured ratio plus this", 0–0.5. Default 0.0005 (0.05 percentage
+    /// points: the stable's ratio is measured on its window, and the
+    /// alternatives tested are far above it, see the README).
+    pub error_margin: f64,
+    /// Margin of the sequential latency test: the null hypothesis is "the
+    /// canary's share of requests above the stable's `latency_quantile`
+    /// quantile is at most the stable's own measured share plus this",
+    /// 0–0.5. It absorbs the noise of the stable's share measured in the
+    /// same tick (the common-mode guard). Default 0.1.
+    pub latency_margin: f64,
 }
 
 impl Default for Model {
@@ -110,6 +131,9 @@ impl Default for Model {
             warmup_ticks: 30,
             baseline_min_rel_sd: 0.05,
             load_elasticity: 0.5,
+            alpha: 1e-6,
+            error_margin: 0.0005,
+            latency_margin: 0.1,
         }
     }
 }
@@ -134,6 +158,9 @@ pub const FIELDS: &[&str] = &[
     "warmup_ticks",
     "baseline_min_rel_sd",
     "load_elasticity",
+    "alpha",
+    "error_margin",
+    "latency_margin",
 ];
 
 /// Why a model document was rejected. Displays as `model.<field>: <reason>`
@@ -311,6 +338,9 @@ impl Model {
             true,
             true,
         )?;
+        check_f64("alpha", self.alpha, 0.0, 0.5, false, false)?;
+        check_f64("error_margin", self.error_margin, 0.0, 0.5, true, true)?;
+        check_f64("latency_margin", self.latency_margin, 0.0, 0.5, true, true)?;
         Ok(())
     }
 }
@@ -394,6 +424,9 @@ mod tests {
         assert_eq!(m.min_latency_increase_ms, 5.0);
         assert_eq!(m.baseline_alpha, 0.05);
         assert_eq!(m.warmup_ticks, 30);
+        assert_eq!(m.alpha, 1e-6);
+        assert_eq!(m.error_margin, 0.0005);
+        assert_eq!(m.latency_margin, 0.1);
     }
 
     #[test]
@@ -503,6 +536,10 @@ mod tests {
             (r#"{"warmup_ticks": 0}"#, "warmup_ticks"),
             (r#"{"baseline_min_rel_sd": 0}"#, "baseline_min_rel_sd"),
             (r#"{"load_elasticity": -1}"#, "load_elasticity"),
+            (r#"{"alpha": 0}"#, "alpha"),
+            (r#"{"alpha": 0.5}"#, "alpha"),
+            (r#"{"error_margin": -0.1}"#, "error_margin"),
+            (r#"{"latency_margin": 0.7}"#, "latency_margin"),
         ];
         for (text, field) in cases {
             let err = Model::from_json(text).unwrap_err();

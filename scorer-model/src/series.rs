@@ -171,6 +171,21 @@ impl SeriesState {
         &self.recent_latency
     }
 
+    /// Approximate bytes of state held: the struct plus its heap (ring
+    /// slots and their sparse histograms, running histograms). For memory
+    /// accounting in benchmarks.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.ring.capacity() * std::mem::size_of::<TickDelta>()
+            + self
+                .ring
+                .iter()
+                .map(|d| d.latency.capacity() * std::mem::size_of::<(u16, u32)>())
+                .sum::<usize>()
+            + self.window_latency.heap_bytes()
+            + self.recent_latency.heap_bytes()
+    }
+
     /// Ticks observed since creation.
     pub fn ticks(&self) -> u64 {
         self.ticks
@@ -366,6 +381,15 @@ impl SeriesState {
                     stats::finite_or_zero(stats::ratio(x - expected, sd)).clamp(0.0, stats::MAX_Z);
                 let base_us = stats::finite_or_zero(expected.exp());
                 eval.baseline_q_us = base_us;
+                // A rise below the relative and absolute floors
+                // (`min_latency_increase`, `min_latency_increase_ms`) is
+                // never even `warn`: on a 1 ms service a p99 moving 4 -> 7 ms
+                // under machine load is statistically clear and irrelevant.
+                let material = q_us >= base_us * (1.0 + model.min_latency_increase)
+                    && q_us >= base_us + model.min_latency_increase_ms * 1000.0;
+                if !material {
+                    eval.z_latency = eval.z_latency.min(model.z_warn * 0.99);
+                }
                 if eval.z_latency >= model.z_critical {
                     let n_lat = self.recent_latency.count();
                     let k = self.recent_latency.count_above_us(base_us);
@@ -854,6 +878,38 @@ pub(crate) mod tests {
             critical |= s.score_self(&strict).state == State::Critical;
         }
         assert!(critical);
+    }
+
+    /// A 1 ms service whose tail wobbles by a few ms under machine load
+    /// (p95 about x3, +3 ms): below the absolute floor, never `warn`. The
+    /// same relative rise on a 40 ms service still is (warn or critical).
+    #[test]
+    fn small_absolute_latency_wobble_never_warns() {
+        let m = Model::default();
+        for (base_us, expect_warn) in [(1_000.0, false), (40_000.0, true)] {
+            let mut rng = Rng::new(61);
+            let mut s = SeriesState::new(&m);
+            let tick = |s: &mut SeriesState, rng: &mut Rng, factor: f64| {
+                let mut b = TickBuilder::default();
+                for _ in 0..rng.poisson(80.0) {
+                    b.request((base_us * factor * (0.25 * rng.normal()).exp()) as u64, 200);
+                }
+                s.observe(&b.build(), &m);
+                s.score_self(&m)
+            };
+            for _ in 0..200 {
+                tick(&mut s, &mut rng, 1.0);
+            }
+            let mut warned = false;
+            for t in 0..60 {
+                let v = tick(&mut s, &mut rng, 3.0);
+                warned |= matches!(v.state, State::Warn | State::Critical);
+                if !expect_warn {
+                    assert!(v.score < 400, "tick {t}: {} {}", v.score, v.explain());
+                }
+            }
+            assert_eq!(warned, expect_warn, "base {base_us} us");
+        }
     }
 
     #[test]

@@ -112,19 +112,27 @@ pub fn two_proportion_upper_z(x1: u64, n1: u64, x2: u64, n2: u64) -> f64 {
 /// to 400 at `z_warn`, linear to 700 at `z_critical`, then approaching 1000
 /// (exponentially, with the warn→critical distance as scale). Monotone.
 pub fn score_from_z(z: f64, model: &Model) -> u16 {
-    if z.is_nan() || z <= 0.0 {
+    score_from_thresholds(z, model.z_warn, model.z_critical)
+}
+
+/// [`score_from_z`] for any statistic with its own thresholds: 0 at `stat
+/// <= 0`, 400 at `warn`, 700 at `critical`, approaching 1000 above. Used with
+/// a log e-value by [`crate::sequential::CanaryMonitor`]. Monotone in `stat`.
+pub fn score_from_thresholds(stat: f64, warn: f64, critical: f64) -> u16 {
+    if stat.is_nan() || stat <= 0.0 {
         return 0;
     }
-    let zw = if model.z_warn > 0.0 {
-        model.z_warn
+    let zw = if warn > 0.0 && warn.is_finite() {
+        warn
     } else {
         3.0
     };
-    let zc = if model.z_critical > zw {
-        model.z_critical
+    let zc = if critical > zw && critical.is_finite() {
+        critical
     } else {
         zw + 2.0
     };
+    let z = stat;
     let s = if z < zw {
         400.0 * z / zw
     } else if z < zc {
@@ -160,12 +168,17 @@ pub(crate) struct Decision {
 /// evidence (score 700–1000); else `warn` when the strongest `z >= z_warn`
 /// (score 400–699); else `ok` (score below 400, signal `None`).
 pub(crate) fn decide(candidates: &[Candidate], model: &Model) -> Decision {
+    decide_with(candidates, model.z_warn, model.z_critical)
+}
+
+/// [`decide`] with explicit warn and critical thresholds on the statistic.
+pub(crate) fn decide_with(candidates: &[Candidate], z_warn: f64, z_critical: f64) -> Decision {
     let mut critical: Option<Candidate> = None;
     let mut strongest: Option<Candidate> = None;
     for c in candidates {
         let z = finite_or_zero(c.z).max(0.0);
         let c = Candidate { z, ..*c };
-        if z >= model.z_critical && c.evidence_ok && critical.is_none_or(|b| z > b.z) {
+        if z >= z_critical && c.evidence_ok && critical.is_none_or(|b| z > b.z) {
             critical = Some(c);
         }
         if strongest.is_none_or(|b| z > b.z) {
@@ -175,15 +188,15 @@ pub(crate) fn decide(candidates: &[Candidate], model: &Model) -> Decision {
     if let Some(c) = critical {
         return Decision {
             state: State::Critical,
-            score: score_from_z(c.z, model).max(700),
+            score: score_from_thresholds(c.z, z_warn, z_critical).max(700),
             signal: c.signal,
             statistic: c.z,
         };
     }
     match strongest {
-        Some(c) if c.z >= model.z_warn => Decision {
+        Some(c) if c.z >= z_warn => Decision {
             state: State::Warn,
-            score: score_from_z(c.z, model).clamp(400, 699),
+            score: score_from_thresholds(c.z, z_warn, z_critical).clamp(400, 699),
             signal: c.signal,
             statistic: c.z,
         },
@@ -191,7 +204,7 @@ pub(crate) fn decide(candidates: &[Candidate], model: &Model) -> Decision {
             let z = strongest.map_or(0.0, |c| c.z);
             Decision {
                 state: State::Ok,
-                score: score_from_z(z, model).min(399),
+                score: score_from_thresholds(z, z_warn, z_critical).min(399),
                 signal: Signal::None,
                 statistic: z,
             }

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Instant;
 use vigil_scorer::histogram::LatencyHistogram;
 use vigil_scorer::model::Model;
-use vigil_scorer::peer::score_canary;
+use vigil_scorer::sequential::CanaryMonitor;
 use vigil_scorer::series::SeriesState;
 use vigil_scorer::window::TickDelta;
 
@@ -59,6 +59,7 @@ pub fn run(ticks: usize, pairs: usize, model: &Model) -> Vec<Measure> {
     let baseline = start.elapsed().as_nanos() as f64 / series;
 
     let mut states: Vec<SeriesState> = (0..2 * pairs).map(|_| SeriesState::new(model)).collect();
+    let mut monitors: Vec<CanaryMonitor> = (0..pairs).map(|_| CanaryMonitor::new(model)).collect();
     // Observe only.
     let start = Instant::now();
     for t in 0..ticks {
@@ -83,12 +84,17 @@ pub fn run(ticks: usize, pairs: usize, model: &Model) -> Vec<Measure> {
                 sc.observe(c, model);
                 ss.observe(s, model);
                 sum += u64::from(ss.score_self(model).score);
-                sum += u64::from(score_canary(sc, ss, model).score);
+                if let Some(m) = monitors.get_mut(p) {
+                    sum += u64::from(m.update(sc, ss, model).score);
+                }
             }
         }
     }
     black_box(sum);
     let full = start.elapsed().as_nanos() as f64 / series;
+    let bytes = (states.iter().map(SeriesState::state_bytes).sum::<usize>()
+        + monitors.len() * std::mem::size_of::<CanaryMonitor>()) as f64
+        / states.len().max(1) as f64;
     vec![
         Measure {
             name: "baseline (histogram merge + p95)",
@@ -102,7 +108,27 @@ pub fn run(ticks: usize, pairs: usize, model: &Model) -> Vec<Measure> {
             name: "observe + score (per series per tick)",
             ns: full,
         },
+        Measure {
+            name: "bytes of state per series",
+            ns: bytes,
+        },
     ]
+}
+
+/// Series counts of the scale sweep (`bench` without `--pairs`).
+pub const SCALES: [usize; 4] = [1, 100, 1_000, 10_000];
+
+/// The sweep: every scale of [`SCALES`] with about the same total work
+/// (`ticks` ticks at 100 series), so each run takes about as long.
+pub fn sweep(ticks: usize, model: &Model) -> Vec<(usize, usize, Vec<Measure>)> {
+    SCALES
+        .iter()
+        .map(|&series| {
+            let pairs = series.div_ceil(2);
+            let t = (ticks * 100 / series.max(1)).clamp(20, 1_000_000);
+            (series, t, run(t, pairs, model))
+        })
+        .collect()
 }
 
 /// Text table.
@@ -111,9 +137,14 @@ pub fn table(measures: &[Measure], ticks: usize, pairs: usize) -> String {
         "vigil-model bench: {ticks} ticks x {pairs} canary/stable pairs (A/A deltas, 20 + 80 rps)\n"
     );
     for m in measures {
-        out.push_str(&format!("{:<40} {:>9.1} ns\n", m.name, m.ns));
+        let unit = if m.name.starts_with("bytes") {
+            "B"
+        } else {
+            "ns"
+        };
+        out.push_str(&format!("{:<40} {:>9.1} {unit}\n", m.name, m.ns));
     }
-    if let (Some(b), Some(f)) = (measures.first(), measures.last()) {
+    if let (Some(b), Some(f)) = (measures.first(), measures.get(2)) {
         out.push_str(&format!(
             "scoring costs {:.1}x the baseline; budget 1000 ns per series per tick: {}\n",
             f.ns / b.ns.max(1e-9),
@@ -128,7 +159,8 @@ pub fn to_json(measures: &[Measure], ticks: usize, pairs: usize) -> Value {
     json!({
         "ticks": ticks,
         "pairs": pairs,
-        "results": measures.iter().map(|m| json!({"name": m.name, "ns_per_series_tick": m.ns})).collect::<Vec<_>>(),
+        "results": measures.iter().take(3).map(|m| json!({"name": m.name, "ns_per_series_tick": m.ns})).collect::<Vec<_>>(),
+        "bytes_per_series": measures.get(3).map(|m| m.ns),
         "budget_ns": 1000,
     })
 }

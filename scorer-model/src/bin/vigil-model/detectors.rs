@@ -14,7 +14,7 @@
 use crate::sim::{Tick, STABLE_HOSTS};
 use vigil_scorer::histogram::LatencyHistogram;
 use vigil_scorer::model::Model;
-use vigil_scorer::peer::score_canary;
+use vigil_scorer::sequential::CanaryMonitor;
 use vigil_scorer::series::SeriesState;
 use vigil_scorer::verdict::State;
 use vigil_scorer::window::{Counters, TickDelta};
@@ -72,13 +72,15 @@ pub fn make(name: &str, model: &Model) -> Option<Box<dyn Detector>> {
 // ---------------------------------------------------------------- Vigil
 
 /// Vigil as the filter runs it: every tick, the canary is judged against
-/// its stable peer ([`score_canary`]) and the stable against its own
+/// its stable peer by the sequential monitor ([`CanaryMonitor`]) and the
+/// stable against its own
 /// baseline ([`SeriesState::score_self`]); a series turning `critical` is an
 /// alarm (rising edge: a critical state that persists is one alarm).
 pub struct Vigil {
     model: Model,
     canary: SeriesState,
     stable: SeriesState,
+    monitor: CanaryMonitor,
     canary_critical: bool,
     stable_critical: bool,
     judged: u64,
@@ -90,6 +92,7 @@ impl Vigil {
         Vigil {
             canary: SeriesState::new(&model),
             stable: SeriesState::new(&model),
+            monitor: CanaryMonitor::new(&model),
             model,
             canary_critical: false,
             stable_critical: false,
@@ -102,7 +105,7 @@ impl Detector for Vigil {
     fn step(&mut self, tick: &Tick, alarms: &mut Vec<Alarm>) {
         self.canary.observe(&tick.canary, &self.model);
         self.stable.observe(&tick.stable, &self.model);
-        let v = score_canary(&self.canary, &self.stable, &self.model);
+        let v = self.monitor.update(&self.canary, &self.stable, &self.model);
         let s = self.stable.score_self(&self.model);
         if v.state != State::InsufficientData || s.state != State::InsufficientData {
             self.judged += 1;

@@ -402,8 +402,36 @@ fn cmd_score(args: &Args) -> Result<u8, Failure> {
 fn cmd_bench(args: &Args) -> Result<u8, Failure> {
     args.check_known(&["--ticks", "--pairs", "--model", "--out"])?;
     let ticks = args.num("--ticks", 20_000)? as usize;
-    let pairs = args.num("--pairs", 50)? as usize;
     let model = load_model(args)?;
+    if !args.has("--pairs") {
+        // Scale sweep: 1, 100, 1000 and 10 000 series.
+        let runs = bench::sweep(ticks, &model);
+        let text = if args.has("--json") {
+            let all: Vec<serde_json::Value> = runs
+                .iter()
+                .map(|(series, t, m)| {
+                    let mut v = bench::to_json(m, *t, series.div_ceil(2));
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("series".into(), serde_json::json!(series));
+                    }
+                    v
+                })
+                .collect();
+            format!("{}\n", serde_json::json!({ "scales": all }))
+        } else {
+            runs.iter()
+                .map(|(series, t, m)| {
+                    format!(
+                        "--- {series} series\n{}",
+                        bench::table(m, *t, series.div_ceil(2))
+                    )
+                })
+                .collect::<String>()
+        };
+        write_out(args, &text)?;
+        return Ok(0);
+    }
+    let pairs = args.num("--pairs", 50)? as usize;
     let m = bench::run(ticks, pairs, &model);
     let text = if args.has("--json") {
         format!("{}\n", bench::to_json(&m, ticks, pairs))

@@ -1,0 +1,409 @@
+//! Anytime-valid canary-vs-stable tests: an e-detector per signal.
+//!
+//! Why this exists: a canary is looked at every tick, forever. A test that is
+//! valid for one look (like [`crate::peer::score_canary`]'s fixed-window
+//! tests) is no longer valid when repeated every second: its false-alarm
+//! rate is per look, and only a very strict level keeps a day of looks
+//! honest. An e-detector is built for continuous monitoring: its false-alarm
+//! guarantee is about the whole (unbounded) sequence of looks, and evidence
+//! accumulates across ticks instead of being re-tested on a fixed window.
+//!
+//! **Method.** Three signals, each a per-request Bernoulli "bad event":
+//! errors (5xx and no response), upstream failures (resets, timeouts,
+//! overflows and retried attempts), and latency (the request is slower than
+//! the stable's `latency_quantile` quantile over its window). Each tick `t`,
+//! each signal has a null share `p0` fixed before the canary's tick is
+//! looked at: the stable's measured share (the larger of its window's and
+//! its same tick's, so a disturbance both versions see is not blamed on the
+//! canary) plus a margin (`error_margin`, `latency_margin`). For each of
+//! [`GAINS`] alternatives `p1 = p0 + g (1 - p0)`, the canary's `k` bad events
+//! out of `n` requests of the tick give the likelihood ratio
+//! `L = (p1/p0)^k ((1-p1)/(1-p0))^(n-k)`, and a CUSUM keeps
+//! `C_t = max(C_{t-1}, 0) + ln L_t` (the log of the best product of `L` over
+//! the ticks since any onset). The monitor's e-value is
+//! `E_t = max over signals and alternatives of exp(C_t) / (3 |GAINS|)`.
+//!
+//! **Guarantee.** Null hypothesis H0: at every tick, given the past and the
+//! stable's data, the canary's requests of that tick are independent and
+//! each is bad with probability at most `p0` (for every signal). Then every
+//! `L_t` has conditional expectation at most 1, so each Shiryaev–Roberts
+//! statistic `R_t = (R_{t-1} + 1) L_t` makes `R_t - t` a supermartingale;
+//! every CUSUM is at most its `R_t`, so `E_t` is at most the average of the
+//! `3 |GAINS|` statistics `R_t`, and optional stopping gives, for the first
+//! tick `τ` with `E_τ >= 1/alpha`: `E[τ] >= 1/alpha` ticks (the average run
+//! length to a false `critical` is at least `1/alpha` ticks, whatever the
+//! traffic does). Capping `C` from above (so a canary recovers in bounded
+//! time) only lowers it and keeps the bound.
+//!
+//! `critical` needs `E_t >= 1/alpha` *and* the signal's minimum evidence over
+//! the recent window (as in [`crate::peer`]); `warn` needs `E_t >=
+//! 1/sqrt(alpha)`. Below `min_requests` canary requests in the recent
+//! window (or `min_requests_ref` stable requests in its window) the verdict
+//! is `insufficient_data`; the e-process still accumulates whatever the
+//! ticks carry (a low-traffic tick is weak evidence, never invalid).
+
+use crate::histogram::first_bucket_above;
+use crate::model::Model;
+use crate::series::SeriesState;
+use crate::stats::{self, Candidate};
+use crate::verdict::{Evidence, Signal, State, Verdict};
+use crate::window::{Counters, TickDelta};
+
+/// Alternatives of every test, as the share `g` of the distance from the
+/// null share `p0` to 1: `p1 = p0 + g (1 - p0)`. Four cover small (5 %
+/// errors over a clean stable) to gross (every request slow) faults; each
+/// costs `ln 4` of threshold, and the CUSUM adapts to the onset.
+pub const GAINS: [f64; 4] = [0.05, 0.15, 0.4, 0.8];
+
+/// Signals, in [`CanaryMonitor`]'s order.
+const SIGNALS: [Signal; 3] = [Signal::Errors, Signal::Resets, Signal::Latency];
+
+/// Headroom of each CUSUM above the critical threshold, in nats: a canary
+/// that recovers falls back below critical within a few ticks of clean
+/// traffic, however long the fault lasted.
+pub const CUSUM_HEADROOM: f64 = 10.0;
+
+/// Stateful sequential canary test; one per canary/stable pair, kept
+/// between ticks. Call [`CanaryMonitor::update`] once per tick, after both
+/// series observed that tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryMonitor {
+    /// Log-CUSUM per signal ([`SIGNALS`] order) and alternative ([`GAINS`]).
+    cusum: [[f64; GAINS.len()]; 3],
+    /// `ln(1 - g)` per alternative (cached).
+    ln_one_minus_g: [f64; GAINS.len()],
+    /// Ticks fed.
+    ticks: u64,
+    /// Last tick's log e-value per signal (after the multiplicity charge).
+    log_e: [f64; 3],
+    /// The stable's long-run requests, errors and upstream failures
+    /// (exponentially weighted over about [`LONG_MEMORY_TICKS`] ticks).
+    stable_long: [f64; 3],
+}
+
+/// Memory of the stable's long-run error and reset ratios, in ticks. Its
+/// window (`window_ticks`) alone often holds no error at all although the
+/// stable's rate is not zero; the null share must not be that optimistic.
+pub const LONG_MEMORY_TICKS: f64 = 600.0;
+
+impl CanaryMonitor {
+    /// A fresh monitor (no evidence yet). `model` is accepted for symmetry
+    /// with [`SeriesState::new`]; thresholds are read at every update.
+    pub fn new(_model: &Model) -> Self {
+        let mut ln_one_minus_g = [0.0; GAINS.len()];
+        for (out, g) in ln_one_minus_g.iter_mut().zip(GAINS) {
+            *out = (1.0 - g).ln();
+        }
+        CanaryMonitor {
+            cusum: [[0.0; GAINS.len()]; 3],
+            ln_one_minus_g,
+            ticks: 0,
+            log_e: [0.0; 3],
+            stable_long: [0.0; 3],
+        }
+    }
+
+    /// Ticks fed so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// Current log e-value (nats) of the strongest signal, after the
+    /// multiplicity charge `ln(3 |GAINS|)`; `critical` needs `>= ln(1/alpha)`.
+    pub fn log_e_value(&self) -> f64 {
+        self.log_e.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// Forget all evidence (e.g. a new canary version was deployed).
+    pub fn reset(&mut self) {
+        self.cusum = [[0.0; GAINS.len()]; 3];
+        self.log_e = [0.0; 3];
+    }
+
+    /// Feed the newest tick of both series (each observed exactly once
+    /// this tick, with the same model) and judge the canary.
+    pub fn update(&mut self, canary: &SeriesState, stable: &SeriesState, model: &Model) -> Verdict {
+        self.ticks = self.ticks.saturating_add(1);
+        let q = if model.latency_quantile > 0.0 && model.latency_quantile < 1.0 {
+            model.latency_quantile
+        } else {
+            0.95
+        };
+        let alpha = if model.alpha > 0.0 && model.alpha < 1.0 {
+            model.alpha
+        } else {
+            1e-6
+        };
+        let critical = -alpha.ln();
+        let warn = critical / 2.0;
+        let charge = ((SIGNALS.len() * GAINS.len()) as f64).ln();
+        let cap = critical + charge + CUSUM_HEADROOM;
+
+        let sw = stable.window_counters();
+        let stable_lat = stable.window_latency();
+        let stable_q_us = stable_lat.quantile_us(q);
+        let slow_from = stable_q_us.map_or(usize::MAX, first_bucket_above);
+        let empty = TickDelta::default();
+        let ct = canary.last_ticks(1).next().unwrap_or(&empty);
+        let st = stable.last_ticks(1).next().unwrap_or(&empty);
+
+        // Null shares (before looking at the canary's tick).
+        let st_c = &st.counters;
+        let keep = 1.0 - 1.0 / LONG_MEMORY_TICKS;
+        let now = [
+            st_c.requests as f64,
+            st_c.errors.min(st_c.requests) as f64,
+            resets_of(st_c) as f64,
+        ];
+        for (long, x) in self.stable_long.iter_mut().zip(now) {
+            *long = stats::finite_or_zero(*long * keep + x);
+        }
+        let reference_ok = sw.requests >= model.min_requests_ref;
+        if reference_ok {
+            // The stable's share: the highest of its window's, its long-run
+            // one (one pseudo-event added: never zero) and this tick's.
+            let [long_n, long_err, long_res] = self.stable_long;
+            let err_ref = share(sw.errors, sw.requests)
+                .max(stats::ratio(long_err + 1.0, long_n + 1.0))
+                .max(share(st_c.errors, st_c.requests));
+            let res_ref = share(resets_of(sw), sw.requests)
+                .max(stats::ratio(long_res + 1.0, long_n + 1.0))
+                .max(share(resets_of(st_c), st_c.requests));
+            let margin = model.error_margin.clamp(0.0, 0.5);
+            // Latency: "slow" is above the stable's quantile over its window,
+            // or over this tick when higher (a load spike both versions see
+            // raises the bar instead of counting as the canary's fault); the
+            // null share is the stable's own share above that bar, over its
+            // window or this tick, whichever is higher.
+            let (ct_slow, ct_n, lat_ref) = match stable_q_us {
+                Some(window_q) => {
+                    let bar =
+                        sparse_quantile_us(&st.latency, q).map_or(window_q, |t| t.max(window_q));
+                    let from = first_bucket_above(bar);
+                    let (c_slow, c_n) = slow_count(ct, from);
+                    let (s_slow, s_n) = slow_count(st, from);
+                    let window_share = share(stable_lat.count_above_us(bar), stable_lat.count());
+                    (c_slow, c_n, Some(window_share.max(share(s_slow, s_n))))
+                }
+                None => (0, 0, None),
+            };
+            let c = &ct.counters;
+            let obs = [
+                Some((c.errors.min(c.requests), c.requests, err_ref + margin)),
+                Some((resets_of(c), c.requests, res_ref + margin)),
+                lat_ref.map(|r| (ct_slow, ct_n, r + model.latency_margin.clamp(0.0, 0.5))),
+            ];
+            for (s, o) in obs.iter().enumerate() {
+                let Some((k, n, p0)) = *o else { continue };
+                if let Some(row) = self.cusum.get_mut(s) {
+                    update_cusums(row, &self.ln_one_minus_g, k, n, p0, cap);
+                }
+            }
+        }
+        for (out, row) in self.log_e.iter_mut().zip(&self.cusum) {
+            let best = row.iter().copied().fold(0.0, f64::max);
+            *out = stats::finite_or_zero(best - charge).max(0.0);
+        }
+
+        // Verdict on the recent window.
+        let c = canary.recent_counters();
+        let canary_q_us = canary.recent_quantile_us(q);
+        let mut evidence = Evidence {
+            signal: Signal::None,
+            n: c.requests,
+            n_ref: sw.requests,
+            error_ratio: share(c.errors, c.requests),
+            error_ratio_ref: share(sw.errors, sw.requests),
+            p95_ms: us_to_ms(canary_q_us),
+            p95_ms_ref: us_to_ms(stable_q_us),
+            p99_ms: us_to_ms(canary.recent_quantile_us(0.99)),
+            statistic: 0.0,
+        };
+        if c.requests < model.min_requests || !reference_ok {
+            return Verdict {
+                score: 0,
+                state: State::InsufficientData,
+                evidence,
+            };
+        }
+
+        // Minimum evidence, on the newest suffix of the recent window (the
+        // last tick, the last two, ...) with at least `min_requests` canary
+        // requests, or the whole recent window: a fault starting mid-window
+        // is not diluted by the clean ticks before it.
+        let (s_err, s_res) = (
+            share(sw.errors, sw.requests),
+            share(resets_of(sw), sw.requests),
+        );
+        let recent = (model.recent_ticks.max(1)) as usize;
+        let quantile_high = match (canary_q_us, stable_q_us) {
+            (Some(cq), Some(sq)) => {
+                cq >= (sq * (1.0 + model.min_latency_increase))
+                    .max(sq + model.min_latency_increase_ms * 1000.0)
+            }
+            _ => false,
+        };
+        let mut span = SpanTally::default();
+        let mut oks = [false; 3];
+        let mut decided_ratio = [(0.0, 0.0); 2];
+        for (i, d) in canary.last_ticks(recent).enumerate() {
+            span.add(d, slow_from);
+            if span.requests < model.min_requests && i + 1 < recent {
+                continue;
+            }
+            let (e, r) = (
+                share(span.errors, span.requests),
+                share(span.resets, span.requests),
+            );
+            if span.errors >= model.min_bad_events && e - s_err >= model.min_error_diff && !oks[0] {
+                oks[0] = true;
+                decided_ratio[0] = (e, s_err);
+            }
+            if span.resets >= model.min_bad_events && r - s_res >= model.min_error_diff && !oks[1] {
+                oks[1] = true;
+                decided_ratio[1] = (r, s_res);
+            }
+            // Latency: suffixes of at least half the recent window, and the
+            // canary's quantile over the whole recent window must reach the
+            // required increase (a scheduler stall of a few requests cannot).
+            oks[2] |= i + 1 >= recent.div_ceil(2)
+                && quantile_high
+                && span.slow >= model.min_bad_events
+                && share(span.slow, span.latency) >= model.min_latency_share;
+        }
+        let candidates: [Candidate; 3] = std::array::from_fn(|i| Candidate {
+            signal: SIGNALS.get(i).copied().unwrap_or(Signal::None),
+            z: self.log_e.get(i).copied().unwrap_or(0.0),
+            evidence_ok: oks.get(i).copied().unwrap_or(false),
+        });
+        let decision = stats::decide_with(&candidates, warn, critical);
+        evidence.signal = decision.signal;
+        evidence.statistic = decision.statistic;
+        match decision.signal {
+            Signal::Errors if oks[0] => {
+                (evidence.error_ratio, evidence.error_ratio_ref) = decided_ratio[0];
+            }
+            Signal::Resets => {
+                (evidence.error_ratio, evidence.error_ratio_ref) = if oks[1] {
+                    decided_ratio[1]
+                } else {
+                    (share(resets_of(c), c.requests), s_res)
+                };
+            }
+            _ => {}
+        }
+        Verdict {
+            score: decision.score,
+            state: decision.state,
+            evidence,
+        }
+    }
+}
+
+/// Canary tallies over a suffix of the recent window.
+#[derive(Debug, Clone, Copy, Default)]
+struct SpanTally {
+    requests: u64,
+    errors: u64,
+    resets: u64,
+    latency: u64,
+    slow: u64,
+}
+
+impl SpanTally {
+    fn add(&mut self, d: &TickDelta, slow_from: usize) {
+        let c = &d.counters;
+        self.requests = self.requests.saturating_add(c.requests);
+        self.errors = self.errors.saturating_add(c.errors.min(c.requests));
+        self.resets = self.resets.saturating_add(resets_of(c));
+        for &(index, n) in &d.latency {
+            let (index, n) = (usize::from(index), u64::from(n));
+            self.latency = self.latency.saturating_add(n);
+            if index >= slow_from {
+                self.slow = self.slow.saturating_add(n);
+            }
+        }
+    }
+}
+
+/// Update one signal's CUSUMs with `k` bad events of `n` at null share `p0`.
+fn update_cusums(
+    row: &mut [f64; GAINS.len()],
+    ln_one_minus_g: &[f64; GAINS.len()],
+    k: u64,
+    n: u64,
+    p0: f64,
+    cap: f64,
+) {
+    if n == 0 || !p0.is_finite() {
+        return;
+    }
+    let p0 = p0.clamp(1e-9, 0.999);
+    let k = k.min(n) as f64;
+    let good = n as f64 - k;
+    let ln_p0 = p0.ln();
+    for ((c, g), ln_1mg) in row.iter_mut().zip(GAINS).zip(ln_one_minus_g) {
+        // ln(p1/p0) for p1 = p0 + g (1 - p0); (1-p1)/(1-p0) = 1 - g.
+        let ln_up = (p0 + g * (1.0 - p0)).ln() - ln_p0;
+        let step = k * ln_up + good * ln_1mg;
+        let next = c.max(0.0) + step;
+        *c = if next.is_finite() {
+            next.clamp(-1.0, cap)
+        } else {
+            0.0
+        };
+    }
+}
+
+/// Bad share `k / n` (0 when `n` is 0), clamped to `[0, 1]`.
+fn share(k: u64, n: u64) -> f64 {
+    stats::ratio(k.min(n) as f64, n as f64)
+}
+
+/// Upstream failures (as in [`crate::peer`]): resets, timeouts, overflows and
+/// retried attempts, at most the requests.
+fn resets_of(c: &Counters) -> u64 {
+    c.resets
+        .saturating_add(c.timeouts)
+        .saturating_add(c.overflows)
+        .saturating_add(c.retries)
+        .min(c.requests)
+}
+
+/// Latencies of a tick at or above bucket `slow_from`, and all latencies.
+fn slow_count(d: &TickDelta, slow_from: usize) -> (u64, u64) {
+    let (mut slow, mut n) = (0u64, 0u64);
+    for &(index, count) in &d.latency {
+        n = n.saturating_add(u64::from(count));
+        if usize::from(index) >= slow_from {
+            slow = slow.saturating_add(u64::from(count));
+        }
+    }
+    (slow, n)
+}
+
+/// Quantile `q` of a sparse histogram (sorted by bucket), µs; walks from the
+/// top, so high quantiles cost a few entries. `None` when empty.
+fn sparse_quantile_us(sparse: &[(u16, u32)], q: f64) -> Option<f64> {
+    let total: u64 = sparse.iter().map(|&(_, n)| u64::from(n)).sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    // Values at or above the answer: total - rank + 1.
+    let from_top = total - rank.min(total) + 1;
+    let mut seen = 0u64;
+    for &(index, n) in sparse.iter().rev() {
+        seen += u64::from(n);
+        if seen >= from_top {
+            return Some(crate::histogram::bucket_value_us(index));
+        }
+    }
+    sparse
+        .first()
+        .map(|&(index, _)| crate::histogram::bucket_value_us(index))
+}
+
+fn us_to_ms(us: Option<f64>) -> f64 {
+    us.map_or(0.0, |v| stats::finite_or_zero(v / 1000.0))
+}
