@@ -36,7 +36,7 @@ use crate::verdicts::{
     VERDICTS_KEY,
 };
 use hashbrown::HashMap;
-use vigil_scorer::peer::score_canary;
+use vigil_scorer::sequential::CanaryMonitor;
 use vigil_scorer::series::SeriesState;
 use vigil_scorer::verdict::{Signal, State, Verdict};
 use vigil_scorer::window::TickDelta;
@@ -116,6 +116,8 @@ struct Scoring {
     pairs: Vec<Pair>,
     pairs_for: usize,
     controllers: HashMap<(usize, Vec<u8>), SteerController>,
+    /// Anytime-valid canary-vs-stable test per (canary, route), fed once per tick.
+    monitors: HashMap<(usize, Vec<u8>), CanaryMonitor>,
 }
 
 /// The worker.
@@ -522,7 +524,11 @@ impl Worker {
             ) else {
                 continue;
             };
-            let verdict = score_canary(canary, stable, &model);
+            let verdict = scoring
+                .monitors
+                .entry((pair.canary, pair.route.clone()))
+                .or_insert_with(|| CanaryMonitor::new(&model))
+                .update(canary, stable, &model);
             if let Some(v) = verdicts.get_mut(pair.canary_id as usize) {
                 *v = verdict;
             }
