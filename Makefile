@@ -46,6 +46,11 @@ test:
 	@echo; echo "make test: all steps passed; seconds per step:"; cat target/make-test-times.tsv
 	@scripts/test-summary.sh $(LOGS)/unit.log $(LOGS)/e2e.log
 
+## oci: OCI image layout of the filter for Istio oci:// URLs: dist/oci/ + dist/vigil-filter-oci.tar
+.PHONY: oci
+oci: wasm
+	@$(STEP) oci scripts/oci.sh
+
 ## demo: Envoy + filter + stable/canary upstreams, canary fault, live timeline
 demo: wasm
 	cargo run --quiet -p vigil-e2e --bin vigil-demo
@@ -57,3 +62,4 @@ clean:
 ## distclean: also the installed toolchain stamps and Envoy's virtualenv
 distclean: clean
 	rm -rf .tools .venv
+

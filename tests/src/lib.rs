@@ -6,7 +6,9 @@
 //! - [`load`]: an open-loop generator (fixed arrival rate) and a closed-loop
 //!   "exactly N requests over C connections" helper;
 //! - [`prom`]: a tiny Prometheus text-format parser;
-//! - [`scenario`]: the canary-fault scenario shared by the steering tests and the demo.
+//! - [`scenario`]: the canary-fault scenario shared by the steering tests and the demo;
+//! - [`schema`]: manifests validated against the mesh CRDs in `../shared/schemas`;
+//! - [`mesh`]: Istio / Kong Mesh manifests translated into the local Envoy bootstrap.
 //!
 //! Everything a harness value starts is stopped when the value is dropped, also when a
 //! test panics. Every wait is bounded in time.
@@ -14,8 +16,10 @@
 pub mod envoy;
 pub mod http;
 pub mod load;
+pub mod mesh;
 pub mod prom;
 pub mod scenario;
+pub mod schema;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
