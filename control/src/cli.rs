@@ -1,0 +1,659 @@
+//! The command line: argument parsing (pure) and the commands.
+//!
+//! Why this exists: one binary is the service (`serve`), the operator's
+//! client (`canary list|show|approve|reject|pause|resume`), the offline
+//! tools (`audit verify`, `render`) and the benchmark (`bench`). Parsing is
+//! a small hand-written `--flag value` scheme so the binary stays light;
+//! [`parse`] is pure and tested.
+
+use crate::client::HttpClient;
+use crate::http;
+use crate::log;
+use crate::metrics::Metrics;
+use crate::service::{self, Options, Service};
+use crate::spec::ServiceConfig;
+use crate::store;
+use crate::webhook::{Delivery, Webhooks};
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Environment variable holding the bearer token (when no `--token-file`).
+pub const TOKEN_ENV: &str = "VIGIL_CONTROL_TOKEN";
+/// Environment variable holding the server URL for client commands.
+pub const SERVER_ENV: &str = "VIGIL_CONTROL_SERVER";
+
+/// Usage text.
+pub const USAGE: &str = "\
+vigil-control — Vigil's control service
+
+USAGE:
+  vigil-control serve --listen ADDR --data DIR [--config FILE] [--token-file FILE]
+                      [--out DIR] [--tick-ms N] [--webhook-timeout-ms N] [--webhook-retries N]
+  vigil-control canary list [--server URL]
+  vigil-control canary show NAME [--server URL]
+  vigil-control canary approve|reject|pause|resume NAME [--by WHO] [--comment TEXT]
+                      [--server URL] [--token-file FILE]
+  vigil-control audit verify --data DIR
+  vigil-control render --data DIR [--out DIR]
+  vigil-control bench [--seconds N] [--series N] [--clients N] [--json FILE]
+                      [--server URL --token-file FILE]
+
+The bearer token comes from --token-file FILE or the VIGIL_CONTROL_TOKEN
+environment variable; it is never logged. --server defaults to
+$VIGIL_CONTROL_SERVER or http://127.0.0.1:8080. --out defaults to DATA/gitops.
+";
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Print usage.
+    Help,
+    /// Run the service.
+    Serve {
+        /// Listen address.
+        listen: String,
+        /// Data directory.
+        data: PathBuf,
+        /// Config file.
+        config: Option<PathBuf>,
+        /// Token file.
+        token_file: Option<PathBuf>,
+        /// GitOps output directory.
+        out: Option<PathBuf>,
+        /// Analysis tick, ms.
+        tick_ms: u64,
+        /// Webhook attempt timeout, ms.
+        webhook_timeout_ms: u64,
+        /// Webhook retries.
+        webhook_retries: u32,
+    },
+    /// `canary list|show|approve|reject|pause|resume`.
+    Canary {
+        /// Sub-action.
+        action: String,
+        /// Canary name (not for list).
+        name: Option<String>,
+        /// Server URL.
+        server: String,
+        /// Token file.
+        token_file: Option<PathBuf>,
+        /// Who.
+        by: String,
+        /// Comment.
+        comment: String,
+    },
+    /// `audit verify`.
+    AuditVerify {
+        /// Data directory.
+        data: PathBuf,
+    },
+    /// `render`.
+    Render {
+        /// Data directory.
+        data: PathBuf,
+        /// Output directory.
+        out: Option<PathBuf>,
+    },
+    /// `bench`.
+    Bench(crate::bench::BenchArgs),
+}
+
+struct Flags {
+    positional: Vec<String>,
+    named: HashMap<String, String>,
+}
+
+fn split_flags(args: &[String], known: &[&str]) -> Result<Flags, String> {
+    let mut positional = Vec::new();
+    let mut named = HashMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(flag) = a.strip_prefix("--") {
+            let (key, value) = match flag.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => {
+                    let v = it.next().ok_or_else(|| format!("--{flag} needs a value"))?;
+                    (flag.to_string(), v.clone())
+                }
+            };
+            if !known.contains(&key.as_str()) {
+                return Err(format!("unknown option --{key}"));
+            }
+            named.insert(key, value);
+        } else {
+            positional.push(a.clone());
+        }
+    }
+    Ok(Flags { positional, named })
+}
+
+fn num<T: std::str::FromStr>(flags: &Flags, key: &str, default: T) -> Result<T, String> {
+    match flags.named.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("--{key}: not a valid number: {v:?}")),
+    }
+}
+
+fn required(flags: &Flags, key: &str) -> Result<String, String> {
+    flags
+        .named
+        .get(key)
+        .cloned()
+        .ok_or_else(|| format!("--{key} is required"))
+}
+
+fn server(flags: &Flags) -> String {
+    flags
+        .named
+        .get("server")
+        .cloned()
+        .or_else(|| std::env::var(SERVER_ENV).ok())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Parse the arguments (without the program name).
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((cmd, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    match cmd.as_str() {
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        "serve" => {
+            let f = split_flags(
+                rest,
+                &[
+                    "listen",
+                    "data",
+                    "config",
+                    "token-file",
+                    "out",
+                    "tick-ms",
+                    "webhook-timeout-ms",
+                    "webhook-retries",
+                ],
+            )?;
+            if let Some(p) = f.positional.first() {
+                return Err(format!("serve: unexpected argument {p:?}"));
+            }
+            let tick_ms = num(&f, "tick-ms", 1000u64)?;
+            if !(50..=60_000).contains(&tick_ms) {
+                return Err("--tick-ms must be in 50..=60000".into());
+            }
+            Ok(Command::Serve {
+                listen: required(&f, "listen")?,
+                data: PathBuf::from(required(&f, "data")?),
+                config: f.named.get("config").map(PathBuf::from),
+                token_file: f.named.get("token-file").map(PathBuf::from),
+                out: f.named.get("out").map(PathBuf::from),
+                tick_ms,
+                webhook_timeout_ms: num(&f, "webhook-timeout-ms", 5000u64)?.clamp(100, 60_000),
+                webhook_retries: num(&f, "webhook-retries", 3u32)?.min(10),
+            })
+        }
+        "canary" => {
+            let f = split_flags(rest, &["server", "token-file", "by", "comment"])?;
+            let mut pos = f.positional.iter();
+            let action = pos
+                .next()
+                .cloned()
+                .ok_or("canary: list, show, approve, reject, pause or resume")?;
+            let name = pos.next().cloned();
+            match action.as_str() {
+                "list" => {}
+                "show" | "approve" | "reject" | "pause" | "resume" => {
+                    if name.is_none() {
+                        return Err(format!("canary {action}: the canary NAME is required"));
+                    }
+                }
+                other => return Err(format!("canary: unknown action {other:?}")),
+            }
+            let by = f
+                .named
+                .get("by")
+                .cloned()
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "cli".to_string());
+            Ok(Command::Canary {
+                action,
+                name,
+                server: server(&f),
+                token_file: f.named.get("token-file").map(PathBuf::from),
+                by,
+                comment: f.named.get("comment").cloned().unwrap_or_default(),
+            })
+        }
+        "audit" => {
+            let f = split_flags(rest, &["data"])?;
+            match f.positional.first().map(String::as_str) {
+                Some("verify") => Ok(Command::AuditVerify {
+                    data: PathBuf::from(required(&f, "data")?),
+                }),
+                _ => Err("audit: only `audit verify --data DIR`".into()),
+            }
+        }
+        "render" => {
+            let f = split_flags(rest, &["data", "out"])?;
+            Ok(Command::Render {
+                data: PathBuf::from(required(&f, "data")?),
+                out: f.named.get("out").map(PathBuf::from),
+            })
+        }
+        "bench" => {
+            let f = split_flags(
+                rest,
+                &[
+                    "seconds",
+                    "series",
+                    "clients",
+                    "json",
+                    "server",
+                    "token-file",
+                ],
+            )?;
+            Ok(Command::Bench(crate::bench::BenchArgs {
+                seconds: num(&f, "seconds", 5u64)?.clamp(1, 600),
+                series: num(&f, "series", 1000usize)?.clamp(1, crate::report::MAX_SERIES),
+                clients: num(&f, "clients", 4usize)?.clamp(1, 256),
+                json: f.named.get("json").map(PathBuf::from),
+                server: f.named.get("server").cloned(),
+                token_file: f.named.get("token-file").map(PathBuf::from),
+            }))
+        }
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// The bearer token: `--token-file` or `$VIGIL_CONTROL_TOKEN`, trimmed.
+pub fn load_token(file: Option<&Path>) -> Result<String, String> {
+    let token = match file {
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|e| format!("token file {}: {e}", p.display()))?
+        }
+        None => std::env::var(TOKEN_ENV)
+            .map_err(|_| format!("no token: give --token-file FILE or set {TOKEN_ENV}"))?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err("the bearer token is empty".into());
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the bearer token must not contain whitespace".into());
+    }
+    Ok(token)
+}
+
+/// Run the command line; returns the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    let cmd = match parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vigil-control: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    match cmd {
+        Command::Help => {
+            print!("{USAGE}");
+            0
+        }
+        Command::AuditVerify { data } => audit_verify(&data),
+        Command::Render { data, out } => {
+            let out = out.unwrap_or_else(|| data.join("gitops"));
+            match service::render_all(&data, &out) {
+                Ok(names) => {
+                    println!(
+                        "rendered {} canaries into {}: {}",
+                        names.len(),
+                        out.display(),
+                        names.join(", ")
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("vigil-control render: {e}");
+                    1
+                }
+            }
+        }
+        other => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("vigil-control: cannot start the runtime: {e}");
+                    return 1;
+                }
+            };
+            rt.block_on(async move {
+                match other {
+                    Command::Serve { .. } => serve(other).await,
+                    Command::Canary { .. } => canary(other).await,
+                    Command::Bench(args) => crate::bench::run(args).await,
+                    _ => 2,
+                }
+            })
+        }
+    }
+}
+
+fn audit_verify(data: &Path) -> i32 {
+    match store::verify_audit(data) {
+        Ok(Ok(n)) => {
+            println!("audit chain intact: {n} rows");
+            0
+        }
+        Ok(Err(e)) => {
+            println!("audit chain BROKEN at row {}: {}", e.seq, e.message);
+            1
+        }
+        Err(e) => {
+            eprintln!("vigil-control audit verify: {e}");
+            2
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    log::info("shutting down", Value::Null);
+}
+
+async fn serve(cmd: Command) -> i32 {
+    let Command::Serve {
+        listen,
+        data,
+        config,
+        token_file,
+        out,
+        tick_ms,
+        webhook_timeout_ms,
+        webhook_retries,
+    } = cmd
+    else {
+        return 2;
+    };
+    let fail = |msg: String| {
+        log::error("cannot start", json!({"error": msg}));
+        2
+    };
+    let token = match load_token(token_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let config = match &config {
+        None => ServiceConfig::default(),
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => return fail(format!("config {}: {e}", path.display())),
+            };
+            let json = path.extension().is_some_and(|e| e == "json");
+            match ServiceConfig::parse(&text, json) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("config {}: {e}", path.display())),
+            }
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let hooks = Webhooks::start(
+        Delivery {
+            timeout: Duration::from_millis(webhook_timeout_ms),
+            retries: webhook_retries,
+            backoff: Duration::from_millis(500),
+        },
+        metrics.clone(),
+    );
+    let opts = Options {
+        out: out.unwrap_or_else(|| data.join("gitops")),
+        data,
+        webhooks: config.webhooks.clone(),
+        model: config.model.clone(),
+    };
+    let svc = match Service::open(opts, &config.canaries, Some(hooks), metrics) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fail(e.to_string()),
+    };
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
+    };
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| listen.clone(), |a| a.to_string());
+    log::info("listening", json!({"addr": addr, "tick_ms": tick_ms}));
+    let ticker = http::spawn_ticker(svc.clone(), Duration::from_millis(tick_ms));
+    let result = http::serve(listener, svc, &token, shutdown_signal()).await;
+    ticker.abort();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error("server failed", json!({"error": e.to_string()}));
+            1
+        }
+    }
+}
+
+async fn canary(cmd: Command) -> i32 {
+    let Command::Canary {
+        action,
+        name,
+        server,
+        token_file,
+        by,
+        comment,
+    } = cmd
+    else {
+        return 2;
+    };
+    let client = HttpClient::new();
+    let timeout = Duration::from_secs(10);
+    let name = name.unwrap_or_default();
+    let result = match action.as_str() {
+        "list" => {
+            client
+                .request(
+                    Method::GET,
+                    &format!("{server}/v1/canaries"),
+                    &[],
+                    None,
+                    timeout,
+                )
+                .await
+        }
+        "show" => {
+            client
+                .request(
+                    Method::GET,
+                    &format!("{server}/v1/canaries/{name}"),
+                    &[],
+                    None,
+                    timeout,
+                )
+                .await
+        }
+        _ => {
+            let token = match load_token(token_file.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("vigil-control canary {action}: {e}");
+                    return 2;
+                }
+            };
+            let auth = format!("Bearer {token}");
+            let body = json!({"by": by, "comment": comment}).to_string();
+            client
+                .request(
+                    Method::POST,
+                    &format!("{server}/v1/canaries/{name}/{action}"),
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    Some(Bytes::from(body)),
+                    timeout,
+                )
+                .await
+        }
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vigil-control canary {action}: {e}");
+            return 1;
+        }
+    };
+    let body: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    if !(200..300).contains(&resp.status) {
+        eprintln!(
+            "vigil-control canary {action}: HTTP {}: {}",
+            resp.status,
+            body.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("(no error message)")
+        );
+        return 1;
+    }
+    match action.as_str() {
+        "list" => print!("{}", list_table(&body)),
+        "show" => println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        ),
+        _ => println!(
+            "{}",
+            body.get("explanation")
+                .and_then(Value::as_str)
+                .unwrap_or("done")
+        ),
+    }
+    0
+}
+
+/// The `canary list` table (pure).
+pub fn list_table(body: &Value) -> String {
+    let mut out = format!(
+        "{:<24} {:<10} {:<17} {:>6} {:>6}  {}\n",
+        "NAME", "MODE", "PHASE", "WEIGHT", "STEP", "REASON"
+    );
+    let empty = Vec::new();
+    for c in body
+        .get("canaries")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+    {
+        let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+        out.push_str(&format!(
+            "{:<24} {:<10} {:<17} {:>5}% {:>3}/{:<2}  {}\n",
+            s("name"),
+            s("mode"),
+            s("phase"),
+            n("canary_weight"),
+            n("step"),
+            n("step_count"),
+            s("reason")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse(&[]).unwrap(), Command::Help);
+        match parse(&args(
+            "serve --listen 127.0.0.1:0 --data /tmp/x --tick-ms 200",
+        ))
+        .unwrap()
+        {
+            Command::Serve {
+                listen, tick_ms, ..
+            } => assert_eq!((listen.as_str(), tick_ms), ("127.0.0.1:0", 200)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&args("serve --data /tmp/x"))
+            .unwrap_err()
+            .contains("--listen"));
+        assert!(parse(&args("serve --listen a --data b --bogus 1"))
+            .unwrap_err()
+            .contains("bogus"));
+        match parse(&args(
+            "canary approve checkout --by alice --server=http://h:1/",
+        ))
+        .unwrap()
+        {
+            Command::Canary {
+                action,
+                name,
+                by,
+                server,
+                ..
+            } => {
+                assert_eq!(
+                    (
+                        action.as_str(),
+                        name.as_deref(),
+                        by.as_str(),
+                        server.as_str()
+                    ),
+                    ("approve", Some("checkout"), "alice", "http://h:1")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&args("canary approve")).is_err());
+        assert_eq!(
+            parse(&args("audit verify --data d")).unwrap(),
+            Command::AuditVerify { data: "d".into() }
+        );
+        assert!(
+            matches!(parse(&args("bench --series 500")).unwrap(), Command::Bench(b) if b.series == 500)
+        );
+    }
+
+    #[test]
+    fn table_lists_canaries() {
+        let t = list_table(
+            &json!({"canaries":[{"name":"checkout","mode":"enforce","phase":"progressing","canary_weight":10,"step":2,"step_count":5,"reason":"step 2/5"}]}),
+        );
+        assert!(
+            t.contains("checkout") && t.contains("10%") && t.contains("2/5"),
+            "{t}"
+        );
+    }
+}

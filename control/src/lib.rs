@@ -1,0 +1,35 @@
+//! # vigil-control
+//!
+//! The companion control service of Vigil. The filters in the Envoy
+//! sidecars judge every series each tick and report to it; it merges the
+//! reports of every sidecar per canary, runs the canary analysis with the
+//! scorer's statistics (`vigil-scorer`), walks each rollout through its
+//! steps (holding on thin evidence, rolling back at once on a critical
+//! verdict or an SLO breach, waiting at approval gates), serves the weights
+//! back to the filters, and keeps every decision explainable (plain English
+//! with the numbers), persisted (SQLite), auditable (a hash-chained log) and
+//! reviewable (GitOps YAML for Istio and Kong Mesh, webhooks).
+//!
+//! Pure logic — [`spec`], [`report`], [`evidence`], [`analysis`],
+//! [`machine`], [`audit`], [`render`], [`metrics`] — is separate from the
+//! I/O glue — [`store`] (SQLite), [`service`] (locks, ticks), [`http`]
+//! (axum), [`webhook`] and [`client`] (hyper), [`cli`] and [`bench`].
+
+pub mod analysis;
+pub mod audit;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod evidence;
+pub mod http;
+pub mod log;
+pub mod machine;
+pub mod metrics;
+pub mod render;
+pub mod report;
+#[cfg(feature = "schema")]
+pub mod schema;
+pub mod service;
+pub mod spec;
+pub mod store;
+pub mod webhook;

@@ -1,0 +1,846 @@
+//! The service core: live canaries, ingest, the analysis tick, operator
+//! actions, and the routing document — glue between the pure modules and
+//! the store, with no HTTP in it.
+//!
+//! Why this exists: the HTTP layer, the CLI, the tests and the benchmark all
+//! drive the same core. Concurrency is two locks, always taken in this
+//! order: `inner` (live state; ingest holds it only to add deltas) then
+//! `store` (SQLite). The routing document is pre-serialised behind its own
+//! `RwLock` so `GET /v1/routing` never touches either.
+//!
+//! Time: every analysis tick (`tick_ms`, default 1 s) each canary's reports
+//! since the last tick are merged into one tick of evidence, fed to the live
+//! monitor and added to the step's evidence; a step is judged when its
+//! duration has passed. Decisions are persisted (with the audit rows and the
+//! routing version) before the new routing document is served; GitOps files
+//! and webhooks follow, outside the locks.
+
+use crate::analysis::{self, Monitor};
+use crate::evidence::{PairTally, SidecarCritical};
+use crate::log;
+use crate::machine::{CanaryState, Conflict, Decision, Phase};
+use crate::metrics::{Metrics, Reject};
+use crate::render;
+use crate::report::Report;
+use crate::spec::{istio_subset_host, CanarySpec, Mode, Selector, Side};
+use crate::store::{AuditEntry, Batch, CanaryRecord, DecisionRow, Store, StoreError};
+use crate::webhook::{self, Webhooks};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use vigil_scorer::model::Model;
+use vigil_scorer::verdict::State;
+
+/// Most canaries the service manages.
+pub const MAX_CANARIES: usize = 1_000;
+/// Most distinct sidecars remembered.
+pub const MAX_SIDECARS: usize = 100_000;
+/// Decisions returned by `GET /v1/canaries/{name}`.
+pub const SHOWN_DECISIONS: usize = 100;
+
+/// Service settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Data directory (SQLite file).
+    pub data: PathBuf,
+    /// GitOps output directory.
+    pub out: PathBuf,
+    /// Global webhook URLs.
+    pub webhooks: Vec<String>,
+    /// Scorer model.
+    pub model: Model,
+}
+
+struct Live {
+    spec: CanarySpec,
+    state: CanaryState,
+    /// Evidence of the step in force.
+    step: PairTally,
+    /// Evidence since the last analysis tick.
+    tick: PairTally,
+    monitor: Monitor,
+}
+
+impl Live {
+    fn record(&self) -> CanaryRecord {
+        CanaryRecord {
+            spec: self.spec.clone(),
+            state: self.state.clone(),
+            evidence: self.step.clone(),
+        }
+    }
+}
+
+/// Series → canaries lookup, rebuilt when canaries change.
+#[derive(Default)]
+struct Index {
+    /// route → cluster → (canary, side).
+    route: HashMap<String, HashMap<String, Vec<(String, Side)>>>,
+    /// service host → subset → (canary, side).
+    service: HashMap<String, HashMap<String, Vec<(String, Side)>>>,
+}
+
+impl Index {
+    fn build<'a>(specs: impl Iterator<Item = &'a CanarySpec>) -> Index {
+        let mut idx = Index::default();
+        for spec in specs {
+            let (map, key, stable, canary) = match spec.selector() {
+                Selector::Route {
+                    route,
+                    stable,
+                    canary,
+                } => (&mut idx.route, route, stable, canary),
+                Selector::Service {
+                    service,
+                    stable,
+                    canary,
+                } => (&mut idx.service, service, stable, canary),
+            };
+            let inner = map.entry(key.to_string()).or_default();
+            inner
+                .entry(stable.to_string())
+                .or_default()
+                .push((spec.name.clone(), Side::Stable));
+            inner
+                .entry(canary.to_string())
+                .or_default()
+                .push((spec.name.clone(), Side::Canary));
+        }
+        idx
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        route: &str,
+        cluster: &str,
+    ) -> impl Iterator<Item = &'a (String, Side)> + 'a {
+        let by_route = self.route.get(route).and_then(|m| m.get(cluster));
+        let by_service = if self.service.is_empty() {
+            None
+        } else {
+            istio_subset_host(cluster)
+                .and_then(|(subset, host)| self.service.get(host).and_then(|m| m.get(subset)))
+        };
+        by_route
+            .into_iter()
+            .flatten()
+            .chain(by_service.into_iter().flatten())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SidecarSeq {
+    seq: u64,
+    sent_at_ms: u64,
+}
+
+struct Inner {
+    canaries: BTreeMap<String, Live>,
+    index: Index,
+    sidecars: HashMap<String, SidecarSeq>,
+    dirty_sidecars: HashSet<String>,
+    routing_version: u64,
+    /// The routing document's canaries (without the version).
+    routing_canaries: Value,
+}
+
+/// The routing document served to the filters.
+#[derive(Debug, Clone)]
+pub struct RoutingDoc {
+    /// Version.
+    pub version: u64,
+    /// Serialised JSON.
+    pub body: Bytes,
+}
+
+/// Why an ingest was refused (after validation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestError {
+    /// `seq` not above the sidecar's last one.
+    OutOfOrder {
+        /// The last accepted seq.
+        last: u64,
+    },
+    /// Too many distinct sidecars.
+    TooManySidecars,
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// No such canary.
+    NotFound,
+    /// Not allowed in the current phase.
+    Conflict(String),
+    /// Invalid input.
+    Invalid {
+        /// Field.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// Storage failed; nothing changed.
+    Storage(String),
+}
+
+/// An operator action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Approve the gate.
+    Approve,
+    /// Reject (abort) the rollout.
+    Reject,
+    /// Pause.
+    Pause,
+    /// Resume.
+    Resume,
+}
+
+impl Op {
+    /// Parse a URL action.
+    pub fn parse(s: &str) -> Option<Op> {
+        match s {
+            "approve" => Some(Op::Approve),
+            "reject" => Some(Op::Reject),
+            "pause" => Some(Op::Pause),
+            "resume" => Some(Op::Resume),
+            _ => None,
+        }
+    }
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// New canary.
+    Created,
+    /// Spec changed.
+    Updated,
+    /// Finished rollout restarted with the (new) spec.
+    Restarted,
+    /// Identical spec: nothing changed.
+    Unchanged,
+}
+
+/// Work to do outside the locks after a state change.
+struct Followup {
+    spec: CanarySpec,
+    state: CanaryState,
+    decisions: Vec<Decision>,
+}
+
+/// The service.
+pub struct Service {
+    inner: Mutex<Inner>,
+    store: Mutex<Store>,
+    routing: RwLock<RoutingDoc>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    webhooks: Option<Webhooks>,
+    opts: Options,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("data", &self.opts.data)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Value {
+    Value::Array(
+        canaries
+            .values()
+            .filter(|l| l.spec.mode == Mode::Enforce)
+            .map(|l| json!({"name": l.spec.name, "canary_weight": l.state.weight, "phase": l.state.phase.as_str()}))
+            .collect(),
+    )
+}
+
+fn routing_doc(version: u64, canaries: &Value) -> RoutingDoc {
+    RoutingDoc {
+        version,
+        body: Bytes::from(json!({"version": version, "canaries": canaries}).to_string()),
+    }
+}
+
+impl Service {
+    /// Open the data directory, restore every canary, apply the declared
+    /// ones (`config`: from the config file, attributed to `config-file`).
+    /// `webhooks` is `None` outside a tokio runtime (offline commands).
+    pub fn open(
+        opts: Options,
+        config: &[CanarySpec],
+        webhooks: Option<Webhooks>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Service, StoreError> {
+        let store = Store::open(&opts.data)?;
+        let routing_version = store.routing_version()?;
+        let mut canaries = BTreeMap::new();
+        for rec in store.load_canaries()? {
+            canaries.insert(
+                rec.spec.name.clone(),
+                Live {
+                    monitor: Monitor::new(&opts.model),
+                    spec: rec.spec,
+                    state: rec.state,
+                    step: rec.evidence,
+                    tick: PairTally::default(),
+                },
+            );
+        }
+        let sidecars = store
+            .sidecars()?
+            .into_iter()
+            .map(|(s, seq, sent_at_ms)| (s, SidecarSeq { seq, sent_at_ms }))
+            .collect();
+        let routing_canaries = routing_canaries(&canaries);
+        let index = Index::build(canaries.values().map(|l| &l.spec));
+        let service = Service {
+            routing: RwLock::new(routing_doc(routing_version, &routing_canaries)),
+            inner: Mutex::new(Inner {
+                canaries,
+                index,
+                sidecars,
+                dirty_sidecars: HashSet::new(),
+                routing_version,
+                routing_canaries,
+            }),
+            store: Mutex::new(store),
+            metrics,
+            webhooks,
+            opts,
+        };
+        let now = log::now_ms();
+        for spec in config {
+            match service.upsert(spec.clone(), "config-file", now) {
+                Ok(outcome) => log::info(
+                    "declared canary applied",
+                    json!({"canary": spec.name, "outcome": format!("{outcome:?}").to_lowercase()}),
+                ),
+                Err(OpError::Storage(e)) => return Err(StoreError(e)),
+                Err(e) => return Err(StoreError(format!("config canary {}: {e:?}", spec.name))),
+            }
+        }
+        Ok(service)
+    }
+
+    /// The scorer model in use.
+    pub fn model(&self) -> &Model {
+        &self.opts.model
+    }
+
+    /// The routing document (cheap: a clone of pre-serialised bytes).
+    pub fn routing(&self) -> RoutingDoc {
+        Metrics::add(&self.metrics.routing_requests, 1);
+        self.routing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Recompute the routing document; bump the version when it changed.
+    /// Returns the new version to persist, if any.
+    fn refresh_routing(inner: &mut Inner) -> Option<u64> {
+        let now = routing_canaries(&inner.canaries);
+        if now == inner.routing_canaries {
+            return None;
+        }
+        inner.routing_canaries = now;
+        inner.routing_version = inner.routing_version.saturating_add(1);
+        Some(inner.routing_version)
+    }
+
+    fn publish_routing(&self, inner: &Inner) {
+        let doc = routing_doc(inner.routing_version, &inner.routing_canaries);
+        *self
+            .routing
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = doc;
+    }
+
+    /// Ingest a validated report. Returns the number of series accepted.
+    pub fn ingest(&self, report: &Report) -> Result<usize, IngestError> {
+        let mut inner = lock(&self.inner);
+        let inner = &mut *inner;
+        match inner.sidecars.get(&report.sidecar) {
+            Some(last) => {
+                // A restarted sidecar starts again from 0 or 1 with a newer clock.
+                let restarted = report.seq <= 1 && report.sent_at_ms > last.sent_at_ms;
+                if report.seq <= last.seq && !restarted {
+                    return Err(IngestError::OutOfOrder { last: last.seq });
+                }
+            }
+            None if inner.sidecars.len() >= MAX_SIDECARS => {
+                return Err(IngestError::TooManySidecars)
+            }
+            None => {}
+        }
+        inner.sidecars.insert(
+            report.sidecar.clone(),
+            SidecarSeq {
+                seq: report.seq,
+                sent_at_ms: report.sent_at_ms,
+            },
+        );
+        if !inner.dirty_sidecars.contains(&report.sidecar) {
+            inner.dirty_sidecars.insert(report.sidecar.clone());
+        }
+        let mut matched = 0u64;
+        let mut touched: Vec<&str> = Vec::new();
+        for s in &report.series {
+            for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
+                if let Some(live) = inner.canaries.get_mut(name) {
+                    live.tick.add(*side, &s.delta);
+                    matched += 1;
+                    if !touched.contains(&name.as_str()) {
+                        touched.push(name);
+                    }
+                }
+            }
+        }
+        for name in touched {
+            if let Some(live) = inner.canaries.get_mut(name) {
+                live.tick.reports += 1;
+            }
+        }
+        for c in &report.canaries {
+            if c.state != State::Critical {
+                continue;
+            }
+            if let Some(live) = inner.canaries.get_mut(&c.name) {
+                if live.tick.critical.is_none() {
+                    live.tick.critical = Some(SidecarCritical {
+                        sidecar: report.sidecar.clone(),
+                        score: c.score,
+                        reason: c.reason.clone(),
+                    });
+                }
+            }
+        }
+        Metrics::add(&self.metrics.reports_accepted, 1);
+        Metrics::add(&self.metrics.series_updates, report.series.len() as u64);
+        Metrics::add(&self.metrics.series_matched, matched);
+        Ok(report.series.len())
+    }
+
+    /// One analysis tick at `now_ms`.
+    pub fn tick(&self, now_ms: u64) {
+        Metrics::add(&self.metrics.ticks, 1);
+        let model = &self.opts.model;
+        let mut followups = Vec::new();
+        {
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            let mut batch = Batch::default();
+            for live in inner.canaries.values_mut() {
+                let tick = std::mem::take(&mut live.tick);
+                let mut decisions: Vec<Decision> = Vec::new();
+                if live.state.phase == Phase::Pending {
+                    decisions.extend(live.state.start(&live.spec, now_ms));
+                } else if live.state.phase.is_active() {
+                    let verdict = live.monitor.observe(&tick, model);
+                    live.step.merge(&tick);
+                    let rollback = tick
+                        .critical
+                        .as_ref()
+                        .map(analysis::judge_sidecar)
+                        .or_else(|| analysis::judge_live(&verdict, model));
+                    if let Some(j) = rollback {
+                        decisions.extend(live.state.rollback(&j, now_ms));
+                    } else if live.state.step_due(&live.spec, now_ms) {
+                        let j =
+                            analysis::judge_step(&live.spec, &live.step, live.state.weight, model);
+                        decisions.extend(live.state.on_step_judgement(&live.spec, &j, now_ms));
+                    }
+                } else {
+                    continue;
+                }
+                for d in &decisions {
+                    if d.new_step {
+                        // A new step's evidence starts empty; the live
+                        // monitor keeps its windows (it compares shares,
+                        // which a weight change does not move).
+                        live.step = PairTally::default();
+                    }
+                }
+                batch.canaries.push(live.record());
+                if !decisions.is_empty() {
+                    for d in &decisions {
+                        self.metrics.decision(d.kind);
+                        log::info(
+                            "decision",
+                            json!({"canary": live.spec.name, "kind": d.kind.as_str(), "from": d.from.as_str(),
+                                   "to": d.to.as_str(), "weight": d.weight_after, "explanation": d.explanation}),
+                        );
+                        batch.decisions.push((live.spec.name.clone(), d.clone()));
+                        batch
+                            .audit
+                            .push(AuditEntry::of_decision(&live.spec.name, d));
+                    }
+                    followups.push(Followup {
+                        spec: live.spec.clone(),
+                        state: live.state.clone(),
+                        decisions,
+                    });
+                }
+            }
+            for sidecar in inner.dirty_sidecars.drain() {
+                if let Some(s) = inner.sidecars.get(&sidecar) {
+                    batch.sidecars.push((sidecar, s.seq, s.sent_at_ms));
+                }
+            }
+            batch.routing_version = Self::refresh_routing(inner);
+            if let Err(e) = lock(&self.store).apply(&batch) {
+                Metrics::add(&self.metrics.storage_errors, 1);
+                log::error(
+                    "could not persist the analysis tick",
+                    json!({"error": e.to_string()}),
+                );
+            }
+            self.publish_routing(inner);
+        }
+        self.follow_up(followups);
+    }
+
+    fn follow_up(&self, followups: Vec<Followup>) {
+        if followups.is_empty() {
+            return;
+        }
+        let version = lock(&self.inner).routing_version;
+        for f in followups {
+            if f.spec.mode == Mode::Observe {
+                continue;
+            }
+            let files = render::render(&f.spec, &f.state, version);
+            if let Err(e) = render::write(&self.opts.out, &f.spec.name, &files) {
+                Metrics::add(&self.metrics.render_errors, 1);
+                log::error(
+                    "could not write GitOps files",
+                    json!({"canary": f.spec.name, "error": e.to_string()}),
+                );
+            }
+            if let Some(hooks) = &self.webhooks {
+                let mut urls = self.opts.webhooks.clone();
+                urls.extend(f.spec.webhooks.iter().cloned());
+                for d in &f.decisions {
+                    hooks.send(urls.clone(), &webhook::payload(&f.spec, d));
+                }
+            }
+        }
+    }
+
+    /// Declare or update a canary (validated spec).
+    pub fn upsert(&self, spec: CanarySpec, actor: &str, now_ms: u64) -> Result<Upsert, OpError> {
+        if let Err(e) = spec.validate() {
+            return Err(OpError::Invalid {
+                field: e.field,
+                message: e.message,
+            });
+        }
+        let mut followups = Vec::new();
+        let outcome;
+        {
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            let mut batch = Batch::default();
+            let spec_json = serde_json::to_value(&spec).unwrap_or(Value::Null);
+            let previous = inner
+                .canaries
+                .get(&spec.name)
+                .map(|l| (l.spec.clone(), l.state.clone(), l.step.clone()));
+            let (live, action, detail, evidence) = match previous {
+                None => {
+                    if inner.canaries.len() >= MAX_CANARIES {
+                        return Err(OpError::Conflict(format!(
+                            "at most {MAX_CANARIES} canaries"
+                        )));
+                    }
+                    outcome = Upsert::Created;
+                    (
+                        Live {
+                            spec: spec.clone(),
+                            state: CanaryState::new(now_ms),
+                            step: PairTally::default(),
+                            tick: PairTally::default(),
+                            monitor: Monitor::new(&self.opts.model),
+                        },
+                        "config:create",
+                        format!(
+                            "canary {} declared by {actor} ({} mode, steps {:?})",
+                            spec.name,
+                            spec.mode.as_str(),
+                            spec.steps
+                        ),
+                        json!({"spec": spec_json}),
+                    )
+                }
+                Some((old, _, _)) if old == spec => return Ok(Upsert::Unchanged),
+                Some((old, mut state, step)) => {
+                    let mut decisions = Vec::new();
+                    if state.phase.is_terminal() {
+                        outcome = Upsert::Restarted;
+                        decisions.extend(state.restart(actor, now_ms));
+                    } else {
+                        outcome = Upsert::Updated;
+                        if state.step >= spec.steps.len() {
+                            state.step = spec.steps.len().saturating_sub(1);
+                        }
+                    }
+                    for d in &decisions {
+                        self.metrics.decision(d.kind);
+                        batch.decisions.push((spec.name.clone(), d.clone()));
+                        batch.audit.push(AuditEntry::of_decision(&spec.name, d));
+                    }
+                    if !decisions.is_empty() {
+                        followups.push(Followup {
+                            spec: spec.clone(),
+                            state: state.clone(),
+                            decisions,
+                        });
+                    }
+                    let restarted = outcome == Upsert::Restarted;
+                    (
+                        Live {
+                            spec: spec.clone(),
+                            state,
+                            step: if restarted {
+                                PairTally::default()
+                            } else {
+                                step
+                            },
+                            tick: PairTally::default(),
+                            monitor: Monitor::new(&self.opts.model),
+                        },
+                        "config:update",
+                        format!("canary {} updated by {actor}", spec.name),
+                        json!({"spec": spec_json, "previous": serde_json::to_value(&old).unwrap_or(Value::Null)}),
+                    )
+                }
+            };
+            batch.audit.push(AuditEntry {
+                ts_ms: now_ms,
+                actor: actor.to_string(),
+                action: action.to_string(),
+                canary: spec.name.clone(),
+                detail,
+                evidence: evidence.to_string(),
+            });
+            batch.canaries.push(live.record());
+            let old = inner.canaries.insert(spec.name.clone(), live);
+            let old_version = (inner.routing_version, inner.routing_canaries.clone());
+            batch.routing_version = Self::refresh_routing(inner);
+            if let Err(e) = lock(&self.store).apply(&batch) {
+                // Nothing was written: undo in memory too.
+                match old {
+                    Some(o) => {
+                        inner.canaries.insert(spec.name.clone(), o);
+                    }
+                    None => {
+                        inner.canaries.remove(&spec.name);
+                    }
+                }
+                (inner.routing_version, inner.routing_canaries) = old_version;
+                Metrics::add(&self.metrics.storage_errors, 1);
+                return Err(OpError::Storage(e.to_string()));
+            }
+            inner.index = Index::build(inner.canaries.values().map(|l| &l.spec));
+            self.publish_routing(inner);
+            log::info(
+                "canary declared",
+                json!({"canary": spec.name, "actor": actor, "action": action}),
+            );
+        }
+        self.follow_up(followups);
+        Ok(outcome)
+    }
+
+    /// Approve, reject, pause or resume. `by` is who (1–128 bytes).
+    pub fn operate(
+        &self,
+        name: &str,
+        op: Op,
+        by: &str,
+        comment: &str,
+        now_ms: u64,
+    ) -> Result<Decision, OpError> {
+        if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
+            return Err(OpError::Invalid {
+                field: "by".into(),
+                message: "must be 1 to 128 bytes naming who acts".into(),
+            });
+        }
+        if comment.len() > 4096 {
+            return Err(OpError::Invalid {
+                field: "comment".into(),
+                message: "at most 4096 bytes".into(),
+            });
+        }
+        let followup;
+        let decision;
+        {
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            let live = inner.canaries.get_mut(name).ok_or(OpError::NotFound)?;
+            let saved = (live.state.clone(), live.step.clone());
+            let result: Result<Decision, Conflict> = match op {
+                Op::Approve => live.state.approve(&live.spec, by, comment, now_ms),
+                Op::Reject => live.state.reject(by, comment, now_ms),
+                Op::Pause => live.state.pause(by, comment, now_ms),
+                Op::Resume => live.state.resume(by, comment, now_ms),
+            };
+            let d = result.map_err(|Conflict(m)| OpError::Conflict(m))?;
+            if d.new_step {
+                live.step = PairTally::default();
+            }
+            let mut batch = Batch {
+                canaries: vec![live.record()],
+                decisions: vec![(name.to_string(), d.clone())],
+                audit: vec![AuditEntry::of_decision(name, &d)],
+                ..Batch::default()
+            };
+            followup = Followup {
+                spec: live.spec.clone(),
+                state: live.state.clone(),
+                decisions: vec![d.clone()],
+            };
+            let old_version = (inner.routing_version, inner.routing_canaries.clone());
+            batch.routing_version = Self::refresh_routing(inner);
+            if let Err(e) = lock(&self.store).apply(&batch) {
+                if let Some(live) = inner.canaries.get_mut(name) {
+                    (live.state, live.step) = saved;
+                }
+                (inner.routing_version, inner.routing_canaries) = old_version;
+                Metrics::add(&self.metrics.storage_errors, 1);
+                return Err(OpError::Storage(e.to_string()));
+            }
+            self.metrics.decision(d.kind);
+            self.publish_routing(inner);
+            log::info(
+                "operator decision",
+                json!({"canary": name, "kind": d.kind.as_str(), "actor": by, "weight": d.weight_after, "explanation": d.explanation}),
+            );
+            decision = d;
+        }
+        self.follow_up(vec![followup]);
+        Ok(decision)
+    }
+
+    fn view(live: &Live, model: &Model) -> Value {
+        let s = &live.state;
+        let steps = live.spec.steps.len();
+        let v = &live.monitor.last;
+        json!({
+            "name": live.spec.name,
+            "mode": live.spec.mode.as_str(),
+            "phase": s.phase.as_str(),
+            "canary_weight": s.weight,
+            "step": s.step + 1,
+            "steps": live.spec.steps,
+            "step_count": steps,
+            "step_started_ms": s.step_started_ms,
+            "step_ends_ms": (s.phase == Phase::Progressing)
+                .then(|| s.step_started_ms.saturating_add(live.spec.step_duration_s.saturating_mul(1000))),
+            "gate": s.gate,
+            "holding": s.holding,
+            "rollout": s.rollout,
+            "reason": s.reason,
+            "updated_ms": s.updated_ms,
+            "spec": serde_json::to_value(&live.spec).unwrap_or(Value::Null),
+            "evidence": {
+                "summary": analysis::describe(&live.step),
+                "reports": live.step.reports,
+                "canary": analysis::tally_json(&live.step.canary),
+                "stable": analysis::tally_json(&live.step.stable),
+                "min_requests": model.min_requests,
+                "min_requests_ref": model.min_requests_ref,
+            },
+            "live_verdict": {"state": v.state.as_str(), "score": v.score, "explanation": v.explain()},
+        })
+    }
+
+    /// Every canary, as the API shows it.
+    pub fn list(&self) -> Value {
+        let inner = lock(&self.inner);
+        Value::Array(
+            inner
+                .canaries
+                .values()
+                .map(|l| Self::view(l, &self.opts.model))
+                .collect(),
+        )
+    }
+
+    /// One canary with its recent decisions.
+    pub fn show(&self, name: &str) -> Result<Value, OpError> {
+        let mut view = {
+            let inner = lock(&self.inner);
+            let live = inner.canaries.get(name).ok_or(OpError::NotFound)?;
+            Self::view(live, &self.opts.model)
+        };
+        let decisions: Vec<DecisionRow> = lock(&self.store)
+            .decisions(name, SHOWN_DECISIONS)
+            .map_err(|e| OpError::Storage(e.to_string()))?;
+        if let Some(o) = view.as_object_mut() {
+            o.insert(
+                "decisions".into(),
+                Value::Array(decisions.iter().map(DecisionRow::to_json).collect()),
+            );
+        }
+        Ok(view)
+    }
+
+    /// Metrics text.
+    pub fn metrics_text(&self) -> String {
+        let (version, count, phases) = {
+            let inner = lock(&self.inner);
+            let mut phases: BTreeMap<&str, usize> = BTreeMap::new();
+            for p in [
+                Phase::Pending,
+                Phase::Progressing,
+                Phase::WaitingApproval,
+                Phase::Paused,
+                Phase::Promoted,
+                Phase::RolledBack,
+            ] {
+                phases.insert(p.as_str(), 0);
+            }
+            for l in inner.canaries.values() {
+                *phases.entry(l.state.phase.as_str()).or_default() += 1;
+            }
+            (inner.routing_version, inner.canaries.len(), phases)
+        };
+        let phases: Vec<(&str, usize)> = phases.into_iter().collect();
+        self.metrics.render(version, count, &phases)
+    }
+
+    /// Count a refusal made by the HTTP layer.
+    pub fn rejected(&self, why: Reject) {
+        self.metrics.reject(why);
+    }
+}
+
+/// Render every stored canary of `data` into `out` (the offline `render`
+/// command). Returns the canaries rendered.
+pub fn render_all(data: &std::path::Path, out: &std::path::Path) -> Result<Vec<String>, String> {
+    let store = Store::open_existing(data).map_err(|e| e.to_string())?;
+    let version = store.routing_version().map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    for rec in store.load_canaries().map_err(|e| e.to_string())? {
+        if rec.spec.mode == Mode::Observe {
+            continue;
+        }
+        let files = render::render(&rec.spec, &rec.state, version);
+        render::write(out, &rec.spec.name, &files)
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        names.push(rec.spec.name);
+    }
+    Ok(names)
+}

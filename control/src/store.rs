@@ -1,0 +1,514 @@
+//! SQLite persistence: everything the service has decided.
+//!
+//! Why this exists: a restart (or a `kill -9`) must not lose a rollout's
+//! phase, step, step start, pending approval, decisions, audit chain or the
+//! routing version, and there must be nothing to install: one SQLite file,
+//! `DATA/vigil.db`, in WAL mode. Every state change is written in one
+//! transaction together with its decision rows, its audit rows (sealed into
+//! the hash chain, see [`crate::audit`]) and the routing version, so the
+//! file is always a consistent snapshot. Reports themselves are not stored:
+//! only the per-step evidence sum of each canary (refreshed every analysis
+//! tick) and each sidecar's last sequence number (refreshed every tick, so
+//! after a crash up to one tick of replayed reports could be accepted).
+
+use crate::audit::{self, AuditRow, GENESIS};
+use crate::evidence::PairTally;
+use crate::machine::{CanaryState, Decision};
+use crate::spec::CanarySpec;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::Value;
+use std::fmt;
+use std::path::Path;
+
+/// A storage failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError(format!("corrupt JSON: {e}"))
+    }
+}
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "vigil.db";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS canaries (
+  name TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
+  evidence TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, canary TEXT NOT NULL, at_ms INTEGER NOT NULL,
+  kind TEXT NOT NULL, actor TEXT NOT NULL, from_phase TEXT NOT NULL, to_phase TEXT NOT NULL,
+  weight_before INTEGER NOT NULL, weight_after INTEGER NOT NULL, step INTEGER NOT NULL,
+  explanation TEXT NOT NULL, evidence TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_canary ON decisions (canary, id);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+  canary TEXT NOT NULL, detail TEXT NOT NULL, evidence TEXT NOT NULL,
+  prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sidecars (
+  sidecar TEXT PRIMARY KEY, seq INTEGER NOT NULL, sent_at_ms INTEGER NOT NULL);
+";
+
+/// A canary as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryRecord {
+    /// Declaration.
+    pub spec: CanarySpec,
+    /// Rollout state.
+    pub state: CanaryState,
+    /// Evidence of the current step so far.
+    pub evidence: PairTally,
+}
+
+/// A stored decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRow {
+    /// Row id (global order).
+    pub id: i64,
+    /// Canary.
+    pub canary: String,
+    /// When.
+    pub at_ms: u64,
+    /// Kind.
+    pub kind: String,
+    /// Who.
+    pub actor: String,
+    /// Phase before.
+    pub from: String,
+    /// Phase after.
+    pub to: String,
+    /// Weight before.
+    pub weight_before: u8,
+    /// Weight after.
+    pub weight_after: u8,
+    /// Step index after.
+    pub step: u64,
+    /// Plain English.
+    pub explanation: String,
+    /// Numbers.
+    pub evidence: Value,
+}
+
+impl DecisionRow {
+    /// JSON form for the API.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id, "canary": self.canary, "at_ms": self.at_ms, "kind": self.kind,
+            "actor": self.actor, "from": self.from, "to": self.to,
+            "weight_before": self.weight_before, "weight_after": self.weight_after,
+            "step": self.step, "explanation": self.explanation, "evidence": self.evidence,
+        })
+    }
+}
+
+/// An audit entry to append (sealed into the chain by the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When.
+    pub ts_ms: u64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Which canary.
+    pub canary: String,
+    /// Why.
+    pub detail: String,
+    /// Numbers (JSON text).
+    pub evidence: String,
+}
+
+impl AuditEntry {
+    /// The audit entry of a decision.
+    pub fn of_decision(canary: &str, d: &Decision) -> AuditEntry {
+        AuditEntry {
+            ts_ms: d.at_ms,
+            actor: d.actor.clone(),
+            action: format!("decision:{}", d.kind.as_str()),
+            canary: canary.to_string(),
+            detail: d.explanation.clone(),
+            evidence: serde_json::json!({
+                "from": d.from.as_str(), "to": d.to.as_str(),
+                "weight_before": d.weight_before, "weight_after": d.weight_after,
+                "step": d.step, "evidence": d.evidence,
+            })
+            .to_string(),
+        }
+    }
+}
+
+/// Everything one state change writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Canaries to upsert (spec, state, step evidence).
+    pub canaries: Vec<CanaryRecord>,
+    /// Decisions to append.
+    pub decisions: Vec<(String, Decision)>,
+    /// Audit entries to append.
+    pub audit: Vec<AuditEntry>,
+    /// New routing version.
+    pub routing_version: Option<u64>,
+    /// Sidecar sequence numbers `(sidecar, seq, sent_at_ms)`.
+    pub sidecars: Vec<(String, u64, u64)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.canaries.is_empty()
+            && self.decisions.is_empty()
+            && self.audit.is_empty()
+            && self.routing_version.is_none()
+            && self.sidecars.is_empty()
+    }
+}
+
+/// The database.
+pub struct Store {
+    conn: Connection,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Open (creating) `DIR/vigil.db`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        Self::open_file(&dir.join(DB_FILE))
+    }
+
+    /// Open an existing database file without creating anything (the
+    /// offline `audit verify` / `render` commands).
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(StoreError(format!("no database at {}", path.display())));
+        }
+        Self::open_file(&path)
+    }
+
+    fn open_file(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The routing version (0 when never set).
+    pub fn routing_version(&self) -> Result<u64, StoreError> {
+        Ok(Self::meta(&self.conn, "routing_version")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Every stored canary, by name.
+    pub fn load_canaries(&self) -> Result<Vec<CanaryRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT spec, state, evidence FROM canaries ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (spec, state, evidence) = row?;
+            let evidence: Value = serde_json::from_str(&evidence).unwrap_or(Value::Null);
+            out.push(CanaryRecord {
+                spec: serde_json::from_str(&spec)?,
+                state: serde_json::from_str(&state)?,
+                evidence: PairTally::from_json(&evidence),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Last sequence number of every sidecar: `(sidecar, seq, sent_at_ms)`.
+    pub fn sidecars(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT sidecar, seq, sent_at_ms FROM sidecars")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, to_u64(r.get(1)?), to_u64(r.get(2)?)))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The newest `limit` decisions of a canary, oldest first.
+    pub fn decisions(&self, canary: &str, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, canary, at_ms, kind, actor, from_phase, to_phase, weight_before, weight_after,
+                    step, explanation, evidence
+             FROM decisions WHERE canary = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![canary, to_i64(limit as u64)], |r| {
+            let evidence: String = r.get(11)?;
+            Ok(DecisionRow {
+                id: r.get(0)?,
+                canary: r.get(1)?,
+                at_ms: to_u64(r.get(2)?),
+                kind: r.get(3)?,
+                actor: r.get(4)?,
+                from: r.get(5)?,
+                to: r.get(6)?,
+                weight_before: u8::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+                weight_after: u8::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+                step: to_u64(r.get(9)?),
+                explanation: r.get(10)?,
+                evidence: serde_json::from_str(&evidence).unwrap_or(Value::Null),
+            })
+        })?;
+        let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Number of stored decisions (all canaries).
+    pub fn decision_count(&self) -> Result<u64, StoreError> {
+        Ok(to_u64(self.conn.query_row(
+            "SELECT COUNT(*) FROM decisions",
+            [],
+            |r| r.get(0),
+        )?))
+    }
+
+    /// Every audit row, in storage (seq) order.
+    pub fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, ts_ms, actor, action, canary, detail, evidence, prev_hash, hash
+             FROM audit ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AuditRow {
+                seq: to_u64(r.get(0)?),
+                ts_ms: to_u64(r.get(1)?),
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                canary: r.get(4)?,
+                detail: r.get(5)?,
+                evidence: r.get(6)?,
+                prev_hash: r.get(7)?,
+                hash: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The recorded chain head `(seq, hash)`, if any row was ever written.
+    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(Self::meta(&self.conn, "audit_head")?.and_then(|v| parse_head(&v)))
+    }
+
+    /// Write a batch in one transaction.
+    pub fn apply(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        write_batch(&tx, batch)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn parse_head(v: &str) -> Option<(u64, String)> {
+    let (seq, hash) = v.split_once(':')?;
+    Some((seq.parse().ok()?, hash.to_string()))
+}
+
+fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+    for rec in &batch.canaries {
+        tx.execute(
+            "INSERT INTO canaries (name, spec, state, evidence, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, state = excluded.state,
+               evidence = excluded.evidence, updated_ms = excluded.updated_ms",
+            params![
+                rec.spec.name,
+                serde_json::to_string(&rec.spec)?,
+                serde_json::to_string(&rec.state)?,
+                rec.evidence.to_json().to_string(),
+                to_i64(rec.state.updated_ms)
+            ],
+        )?;
+    }
+    for (canary, d) in &batch.decisions {
+        tx.execute(
+            "INSERT INTO decisions (canary, at_ms, kind, actor, from_phase, to_phase, weight_before,
+               weight_after, step, explanation, evidence) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+            params![
+                canary,
+                to_i64(d.at_ms),
+                d.kind.as_str(),
+                d.actor,
+                d.from.as_str(),
+                d.to.as_str(),
+                d.weight_before,
+                d.weight_after,
+                to_i64(d.step as u64),
+                d.explanation,
+                d.evidence.to_string()
+            ],
+        )?;
+    }
+    if !batch.audit.is_empty() {
+        let mut head = Store::meta(tx, "audit_head")?
+            .and_then(|v| parse_head(&v))
+            .unwrap_or((0, GENESIS.to_string()));
+        for e in &batch.audit {
+            let row = audit::seal(
+                AuditRow {
+                    seq: 0,
+                    ts_ms: e.ts_ms,
+                    actor: e.actor.clone(),
+                    action: e.action.clone(),
+                    canary: e.canary.clone(),
+                    detail: e.detail.clone(),
+                    evidence: e.evidence.clone(),
+                    prev_hash: String::new(),
+                    hash: String::new(),
+                },
+                (head.0, &head.1),
+            );
+            tx.execute(
+                "INSERT INTO audit (seq, ts_ms, actor, action, canary, detail, evidence, prev_hash, hash)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                params![
+                    to_i64(row.seq),
+                    to_i64(row.ts_ms),
+                    row.actor,
+                    row.action,
+                    row.canary,
+                    row.detail,
+                    row.evidence,
+                    row.prev_hash,
+                    row.hash
+                ],
+            )?;
+            head = (row.seq, row.hash);
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('audit_head', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [format!("{}:{}", head.0, head.1)],
+        )?;
+    }
+    if let Some(v) = batch.routing_version {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('routing_version', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [v.to_string()],
+        )?;
+    }
+    for (sidecar, seq, sent) in &batch.sidecars {
+        tx.execute(
+            "INSERT INTO sidecars (sidecar, seq, sent_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(sidecar) DO UPDATE SET seq = excluded.seq, sent_at_ms = excluded.sent_at_ms",
+            params![sidecar, to_i64(*seq), to_i64(*sent)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Verify the audit chain of the database in `dir`: `Ok(rows)` or the first
+/// bad row.
+pub fn verify_audit(dir: &Path) -> Result<Result<u64, audit::ChainError>, StoreError> {
+    let store = Store::open_existing(dir)?;
+    let rows = store.audit_rows()?;
+    let head = store.audit_head()?;
+    Ok(audit::verify(&rows, head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::CanaryState;
+
+    #[test]
+    fn batch_round_trip_and_chain() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = CanarySpec::from_json_value(serde_json::json!({"name":"c","route":"r",
+            "stable_cluster":"s","canary_cluster":"k","steps":[10,100]}))
+        .unwrap();
+        let mut state = CanaryState::new(5);
+        let d = state.start(&spec, 10).unwrap();
+        {
+            let mut store = Store::open(&dir).unwrap();
+            let batch = Batch {
+                canaries: vec![CanaryRecord {
+                    spec: spec.clone(),
+                    state: state.clone(),
+                    evidence: PairTally::default(),
+                }],
+                audit: vec![AuditEntry::of_decision("c", &d)],
+                decisions: vec![("c".into(), d)],
+                routing_version: Some(7),
+                sidecars: vec![("sc".into(), 3, 99)],
+            };
+            store.apply(&batch).unwrap();
+            store
+                .apply(&Batch {
+                    audit: vec![AuditEntry {
+                        ts_ms: 11,
+                        actor: "alice".into(),
+                        action: "approve".into(),
+                        canary: "c".into(),
+                        detail: "ok".into(),
+                        evidence: "{}".into(),
+                    }],
+                    ..Batch::default()
+                })
+                .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let recs = store.load_canaries().unwrap();
+        assert_eq!(recs[0].state, state);
+        assert_eq!(recs[0].spec, spec);
+        assert_eq!(store.routing_version().unwrap(), 7);
+        assert_eq!(store.sidecars().unwrap(), vec![("sc".to_string(), 3, 99)]);
+        assert_eq!(store.decisions("c", 10).unwrap().len(), 1);
+        assert_eq!(verify_audit(&dir).unwrap(), Ok(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
