@@ -37,7 +37,7 @@ eval:
 ## e2e: end-to-end tests with real Envoy (needs setup and wasm)
 e2e: wasm
 	@mkdir -p $(LOGS)
-	@$(STEP) e2e bash -o pipefail -c "cargo test --no-fail-fast -p vigil-e2e --test '*' -- --test-threads=$(E2E_THREADS) --nocapture 2>&1 | tee $(LOGS)/e2e.log"
+	@$(STEP) e2e bash -o pipefail -c "cargo build -p vigil-control 2>&1 && cargo test --no-fail-fast -p vigil-e2e --test '*' -- --test-threads=$(E2E_THREADS) --nocapture 2>&1 | tee $(LOGS)/e2e.log"
 
 ## test: everything, in order: setup, lint, wasm, unit, eval, e2e
 test:

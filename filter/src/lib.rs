@@ -95,9 +95,14 @@ impl VigilRoot {
                 Ok(token) => {
                     self.in_flight.insert(token, call.kind);
                 }
-                Err(_) => {
-                    worker.on_control_response(call.kind, None, b"", now_ms(), &mut engine_log)
-                }
+                Err(_) => worker.on_control_response(
+                    call.kind,
+                    None,
+                    b"",
+                    now_ms(),
+                    &EnvoyShared,
+                    &mut engine_log,
+                ),
             }
         }
         // Calls the host never answers must not accumulate.
@@ -130,7 +135,14 @@ impl Context for VigilRoot {
             return;
         };
         if let Some(worker) = slot.as_mut() {
-            worker.on_control_response(kind, status, &body, now_ms(), &mut engine_log);
+            worker.on_control_response(
+                kind,
+                status,
+                &body,
+                now_ms(),
+                &EnvoyShared,
+                &mut engine_log,
+            );
         }
     }
 }

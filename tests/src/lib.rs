@@ -3,6 +3,7 @@
 //!
 //! - [`envoy`]: find, configure, start and stop Envoy with the Vigil filter;
 //! - [`upstream`]: small HTTP servers ("stable", "canary") with switchable faults;
+//! - [`control`]: the real `vigil-control` service as a child process;
 //! - [`load`]: an open-loop generator (fixed arrival rate) and a closed-loop
 //!   "exactly N requests over C connections" helper;
 //! - [`prom`]: a tiny Prometheus text-format parser;
@@ -13,6 +14,7 @@
 //! Everything a harness value starts is stopped when the value is dropped, also when a
 //! test panics. Every wait is bounded in time.
 
+pub mod control;
 pub mod envoy;
 pub mod http;
 pub mod load;

@@ -232,19 +232,26 @@ impl Worker {
 
     /// A control-service call finished: `status` is the HTTP status (`None`
     /// when the call failed or timed out).
-    pub fn on_control_response(
+    ///
+    /// New weights are republished to every worker at once (not at the next
+    /// tick), so a weight change reaches all workers within two ticks of the
+    /// control service making it: one to fetch, one for each worker to read.
+    pub fn on_control_response<S: SharedStore + ?Sized>(
         &mut self,
         kind: ControlKind,
         status: Option<u16>,
         body: &[u8],
         now_ms: u64,
+        store: &S,
         log: &mut dyn FnMut(Level, &str),
     ) {
         let ok = matches!(status, Some(200..=299));
+        let mut republish = false;
         let outcome = match (kind, ok) {
             (ControlKind::Report, true) => Ok(()),
             (ControlKind::Routing, true) => parse_routing(body).map(|routing| {
                 let changed = self.routing.as_ref().map(|(r, _)| r) != Some(&routing);
+                republish = changed;
                 if changed {
                     log(
                         Level::Info,
@@ -264,6 +271,9 @@ impl Worker {
                 None => "no answer (unreachable or timed out)".to_string(),
             }),
         };
+        if republish {
+            self.republish_weights(now_ms, store);
+        }
         let index = usize::from(kind == ControlKind::Routing);
         let what = match kind {
             ControlKind::Report => "report to the control service",
@@ -511,12 +521,8 @@ impl Worker {
             scoring.pairs_for = n;
         }
         let mut steered = Vec::new();
-        let mut weighted = Vec::new();
         let mut canary_verdicts: Vec<(usize, Vec<u8>, Verdict, bool)> = Vec::new();
-        let fresh_routing = self.routing.as_ref().and_then(|(r, fetched)| {
-            let ttl = self.cfg.control.as_ref().map_or(0, |c| c.weights_ttl_ms);
-            (now_ms.saturating_sub(*fetched) <= ttl).then_some(r)
-        });
+        let weighted = self.weighted_routes(&scoring.pairs, now_ms);
         for pair in &scoring.pairs {
             let (Some(canary), Some(stable)) = (
                 scoring.series.get(pair.canary_id as usize),
@@ -567,12 +573,6 @@ impl Worker {
                 steered.push(SteeredRoute {
                     route: pair.route.clone(),
                     reason: controller.reason(),
-                });
-            }
-            if let Some(percent) = fresh_routing.and_then(|r| r.weight(canary_name)) {
-                weighted.push(WeightedRoute {
-                    route: pair.route.clone(),
-                    canary_percent: percent,
                 });
             }
             canary_verdicts.push((
@@ -650,6 +650,39 @@ impl Worker {
             .set(sink, global::SERIES, self.registry.tracked() as u64);
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
+    }
+
+    /// The routes split by fresh weights, for the canary pairs known now.
+    fn weighted_routes(&self, pairs: &[Pair], now_ms: u64) -> Vec<WeightedRoute> {
+        let Some((routing, fetched)) = &self.routing else {
+            return Vec::new();
+        };
+        let ttl = self.cfg.control.as_ref().map_or(0, |c| c.weights_ttl_ms);
+        if now_ms.saturating_sub(*fetched) > ttl {
+            return Vec::new();
+        }
+        pairs
+            .iter()
+            .filter_map(|pair| {
+                let name = &self.cfg.canaries.get(pair.canary)?.name;
+                Some(WeightedRoute {
+                    route: pair.route.clone(),
+                    canary_percent: routing.weight(name)?,
+                })
+            })
+            .collect()
+    }
+
+    /// As the lease holder, publish new weights now in the current verdict table.
+    fn republish_weights<S: SharedStore + ?Sized>(&mut self, now_ms: u64, store: &S) {
+        let Some(scoring) = &self.scoring else {
+            return;
+        };
+        let mut table = self.table.clone();
+        table.weighted = self.weighted_routes(&scoring.pairs, now_ms);
+        if store.set(VERDICTS_KEY, &table.encode(), None).is_ok() {
+            self.refresh_verdicts(store);
+        }
     }
 
     /// Queue this tick's report and routing fetch for the glue to dispatch.

@@ -342,6 +342,7 @@ mod control {
                 Some(200),
                 body.as_bytes(),
                 now,
+                &c.store,
                 &mut |_, _| {},
             );
         }
@@ -433,6 +434,34 @@ mod control {
     }
 
     #[test]
+    fn new_weights_reach_other_workers_at_their_next_tick() {
+        let mut c = Cluster::new(
+            config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
+            2,
+        );
+        let mut rng = Rng(43);
+        c.second(&mut rng, 80, 20, (0, 0));
+        let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+        let other = 1 - holder;
+        let body = br#"{"version":9,"canaries":[{"name":"checkout","canary_weight":30}]}"#;
+        let now = c.now_ms;
+        c.workers[holder].on_control_response(
+            ControlKind::Routing,
+            Some(200),
+            body,
+            now,
+            &c.store,
+            &mut |_, _| {},
+        );
+        // The holder applies at once; the other worker at its own next tick,
+        // without waiting for the holder's next scoring pass.
+        assert!(c.workers[holder].route_decision(b"checkout").is_some());
+        let mut sink = MemorySink::default();
+        c.workers[other].on_tick(now + 10, &c.store, &mut sink, &mut |_, _| {});
+        assert!(c.workers[other].route_decision(b"checkout").is_some());
+    }
+
+    #[test]
     fn critical_steering_overrides_weights() {
         let mut c = Cluster::new(
             config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
@@ -462,7 +491,7 @@ mod control {
         let mut logs = Vec::new();
         let w = &mut c.workers[0];
         for _ in 0..3 {
-            w.on_control_response(ControlKind::Routing, None, b"", 0, &mut |_, m| {
+            w.on_control_response(ControlKind::Routing, None, b"", 0, &c.store, &mut |_, m| {
                 logs.push(m.to_string())
             });
         }
@@ -471,6 +500,7 @@ mod control {
             Some(200),
             b"{\"version\":1,\"canaries\":[{\"name\":\"checkout\",\"canary_weight\":900}]}",
             0,
+            &c.store,
             &mut |_, m| logs.push(m.to_string()),
         );
         assert_eq!(logs.len(), 1, "{logs:?}");
@@ -479,6 +509,7 @@ mod control {
             Some(200),
             br#"{"version":1,"canaries":[]}"#,
             0,
+            &c.store,
             &mut |_, m| logs.push(m.to_string()),
         );
         assert!(logs.iter().any(|l| l.contains("works again")), "{logs:?}");
