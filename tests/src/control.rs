@@ -174,9 +174,15 @@ impl ControlService {
 
     /// `POST path` with the token and a JSON body → status.
     pub async fn post(&self, path: &str, body: &Value) -> Result<u16> {
+        self.post_as(path, body, Some(TOKEN)).await
+    }
+
+    /// `POST path` with `token` (or no `authorization` header at all) → status.
+    pub async fn post_as(&self, path: &str, body: &Value, token: Option<&str>) -> Result<u16> {
         let body = body.to_string();
+        let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
         let request = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nhost: {}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             self.addr,
             body.len()
         );

@@ -4,6 +4,7 @@
 //! - a healthy canary walks its steps and is promoted, the client sees the weights;
 //! - a canary fault mid-rollout gives a rollback decision and the canary's traffic
 //!   stays at 0 after the filter's own steering hold has expired (the weights did it);
+//! - an approval gate holds the weight until approved, refusing bad tokens;
 //! - an operator's reject reaches every worker within two ticks;
 //! - the service killed (-9) for 30 s: zero failed requests, the last weights kept,
 //!   and after the restart on the same data the rollout carries on to promotion.
@@ -21,9 +22,9 @@ use vigil_e2e::upstream::Upstream;
 
 const TICK_MS: u64 = 500;
 
-fn control_yaml(steps: &[u32], step_duration_s: u64) -> String {
+fn control_yaml(steps: &[u32], step_duration_s: u64, gates: &str) -> String {
     format!(
-        "canaries:\n  - name: checkout\n    route: checkout\n    stable_cluster: stable\n    canary_cluster: canary\n    steps: {steps:?}\n    step_duration_s: {step_duration_s}\n    slo: {{max_error_ratio: 0.01, max_p99_ms: 800}}\n    mode: enforce\n"
+        "canaries:\n  - name: checkout\n    route: checkout\n    stable_cluster: stable\n    canary_cluster: canary\n    steps: {steps:?}\n    step_duration_s: {step_duration_s}\n    slo: {{max_error_ratio: 0.01, max_p99_ms: 800}}\n    mode: enforce\n{gates}"
     )
 }
 
@@ -37,11 +38,22 @@ struct Loop {
 
 impl Loop {
     async fn start(name: &str, steps: &[u32], step_duration_s: u64, hold_s: u64) -> Loop {
+        Self::start_gated(name, steps, step_duration_s, hold_s, "").await
+    }
+
+    async fn start_gated(
+        name: &str,
+        steps: &[u32],
+        step_duration_s: u64,
+        hold_s: u64,
+        gates: &str,
+    ) -> Loop {
         let stable = Upstream::start("stable").await.unwrap();
         let canary = Upstream::start("canary").await.unwrap();
-        let control = ControlService::start(name, &control_yaml(steps, step_duration_s), TICK_MS)
-            .await
-            .unwrap();
+        let control =
+            ControlService::start(name, &control_yaml(steps, step_duration_s, gates), TICK_MS)
+                .await
+                .unwrap();
         let port = control.port();
         let config = plugin_config(
             "steer",
@@ -333,4 +345,84 @@ async fn control_service_down_30s_no_failures_then_rollout_continues() {
         String::from_utf8_lossy(&audit.stdout)
     );
     let _ = (&l.stable, &l.canary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_gate_holds_the_weight_until_approved() {
+    let l = Loop::start_gated(
+        "loop-gate",
+        &[20, 50],
+        4,
+        30,
+        "    approve_before_steps: [50]\n",
+    )
+    .await;
+    let load = l.load(20);
+    let waiting = l
+        .wait_for("the approval gate", Duration::from_secs(15), |c| {
+            phase(c) == "waiting_approval"
+        })
+        .await;
+    let before = l.control.canary("checkout").await.unwrap();
+    let body = json!({"by": "mallory", "comment": "let me in"});
+    for token in [None, Some("wrong-token")] {
+        let status = l
+            .control
+            .post_as("/v1/canaries/checkout/approve", &body, token)
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "approve with token {token:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = l.control.canary("checkout").await.unwrap();
+    assert_eq!(phase(&still), "waiting_approval", "{still:#}");
+    assert_eq!(
+        weight(&still),
+        weight(&before),
+        "the refused approvals changed the weight"
+    );
+    assert_eq!(
+        still["decisions"].as_array().map(Vec::len),
+        before["decisions"].as_array().map(Vec::len),
+        "the refused approvals added decisions"
+    );
+    let approved_status = l
+        .control
+        .post(
+            "/v1/canaries/checkout/approve",
+            &json!({"by": "alice", "comment": "looks good"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved_status, 200);
+    let approved = l.since();
+    let at50 = l
+        .wait_for("the 50% step", Duration::from_secs(5), |c| {
+            weight(c) == 50.0
+        })
+        .await;
+    let outcomes = load.await.unwrap();
+    let held = share(&outcomes, waiting + Duration::from_millis(1500), approved);
+    // The 50% step lasts 4 s, then the rollout is promoted.
+    let after = share(
+        &outcomes,
+        at50 + Duration::from_millis(1500),
+        at50 + Duration::from_millis(3500),
+    );
+    println!(
+        "gate: waiting at {waiting:?}, approved at {approved:?}; canary share while held {:.1}% of {}, after approval {:.1}% of {}",
+        held.canary_share() * 100.0,
+        held.total,
+        after.canary_share() * 100.0,
+        after.total
+    );
+    assert!(
+        (0.12..=0.28).contains(&held.canary_share()),
+        "held at 20%: {held:?}"
+    );
+    assert!(
+        (0.40..=0.60).contains(&after.canary_share()),
+        "50% after approval: {after:?}"
+    );
+    assert_eq!(Tally::of(&outcomes).failed, 0);
 }
