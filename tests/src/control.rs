@@ -98,8 +98,8 @@ impl ControlService {
             if let Ok(f) = File::open(&log) {
                 for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
                     if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if v["msg"] == "listening" {
-                            if let Some(a) = v["addr"].as_str() {
+                        if v.get("msg").and_then(Value::as_str) == Some("listening") {
+                            if let Some(a) = v.get("addr").and_then(Value::as_str) {
                                 self.addr = a.parse()?;
                                 return Ok(());
                             }
