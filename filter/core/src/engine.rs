@@ -522,7 +522,7 @@ impl Worker {
         }
         let mut steered = Vec::new();
         let mut canary_verdicts: Vec<(usize, Vec<u8>, Verdict, bool)> = Vec::new();
-        let weighted = self.weighted_routes(&scoring.pairs, now_ms);
+        let weighted = self.weighted_routes(now_ms);
         for pair in &scoring.pairs {
             let (Some(canary), Some(stable)) = (
                 scoring.series.get(pair.canary_id as usize),
@@ -652,8 +652,32 @@ impl Worker {
         self.scoring = Some(scoring);
     }
 
-    /// The routes split by fresh weights, for the canary pairs known now.
-    fn weighted_routes(&self, pairs: &[Pair], now_ms: u64) -> Vec<WeightedRoute> {
+    /// The routes each canary is reached on: a route canary's configured
+    /// route (known before any traffic, so weights apply even while the
+    /// static split sends nothing to the canary); an Istio service canary's
+    /// routes as soon as either of its subsets has been seen on them.
+    fn managed_routes(&self) -> Vec<(usize, Vec<u8>)> {
+        let mut out: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (ci, spec) in self.cfg.canaries.iter().enumerate() {
+            match &spec.target {
+                CanaryTarget::Route { route, .. } => out.push((ci, route.as_bytes().to_vec())),
+                CanaryTarget::Service { .. } => {
+                    for (_, name) in self.registry.iter() {
+                        let (route, cluster) = split_name(name);
+                        if match_series(spec, route, cluster).is_some()
+                            && !out.iter().any(|(c, r)| *c == ci && r.as_slice() == route)
+                        {
+                            out.push((ci, route.to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The routes split by fresh weights.
+    fn weighted_routes(&self, now_ms: u64) -> Vec<WeightedRoute> {
         let Some((routing, fetched)) = &self.routing else {
             return Vec::new();
         };
@@ -661,12 +685,12 @@ impl Worker {
         if now_ms.saturating_sub(*fetched) > ttl {
             return Vec::new();
         }
-        pairs
-            .iter()
-            .filter_map(|pair| {
-                let name = &self.cfg.canaries.get(pair.canary)?.name;
+        self.managed_routes()
+            .into_iter()
+            .filter_map(|(ci, route)| {
+                let name = &self.cfg.canaries.get(ci)?.name;
                 Some(WeightedRoute {
-                    route: pair.route.clone(),
+                    route,
                     canary_percent: routing.weight(name)?,
                 })
             })
@@ -675,11 +699,11 @@ impl Worker {
 
     /// As the lease holder, publish new weights now in the current verdict table.
     fn republish_weights<S: SharedStore + ?Sized>(&mut self, now_ms: u64, store: &S) {
-        let Some(scoring) = &self.scoring else {
+        if self.scoring.is_none() {
             return;
-        };
+        }
         let mut table = self.table.clone();
-        table.weighted = self.weighted_routes(&scoring.pairs, now_ms);
+        table.weighted = self.weighted_routes(now_ms);
         if store.set(VERDICTS_KEY, &table.encode(), None).is_ok() {
             self.refresh_verdicts(store);
         }

@@ -462,6 +462,20 @@ mod control {
     }
 
     #[test]
+    fn weights_apply_before_the_canary_has_any_traffic() {
+        // The static route sends nothing to the canary yet: only stable series exist.
+        let mut c = Cluster::new(
+            config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
+            2,
+        );
+        let mut rng = Rng(47);
+        c.second(&mut rng, 100, 0, (0, 0));
+        routing(&mut c, 10, 1);
+        c.second(&mut rng, 100, 0, (0, 0));
+        assert!((canary_share(&mut c, 1000) - 0.10).abs() < 0.01);
+    }
+
+    #[test]
     fn critical_steering_overrides_weights() {
         let mut c = Cluster::new(
             config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
