@@ -28,7 +28,7 @@ lint: setup
 ## unit: host unit tests of every crate but the wasm glue and the e2e tests
 unit:
 	@mkdir -p $(LOGS)
-	@$(STEP) unit bash -o pipefail -c '(cargo test --workspace --exclude vigil-filter --exclude vigil-e2e && cargo test -p vigil-e2e --lib --bins) 2>&1 | tee $(LOGS)/unit.log'
+	@$(STEP) unit bash -o pipefail -c '(cargo test --workspace --exclude vigil-filter --exclude vigil-e2e --exclude vigil-demo && cargo test -p vigil-e2e -p vigil-demo --lib --bins) 2>&1 | tee $(LOGS)/unit.log'
 
 ## eval: the scorer against the incumbents on held-out seeds; fails if a Vigil goal is missed
 eval:
@@ -37,7 +37,7 @@ eval:
 ## e2e: end-to-end tests with real Envoy (needs setup and wasm)
 e2e: wasm
 	@mkdir -p $(LOGS)
-	@$(STEP) e2e bash -o pipefail -c "cargo build -p vigil-control 2>&1 && cargo test --no-fail-fast -p vigil-e2e --test '*' -- --test-threads=$(E2E_THREADS) --nocapture 2>&1 | tee $(LOGS)/e2e.log"
+	@$(STEP) e2e bash -o pipefail -c "cargo build -p vigil-control 2>&1 && (cargo test --no-fail-fast -p vigil-e2e --test '*' -- --test-threads=$(E2E_THREADS) --nocapture && cargo test --no-fail-fast -p vigil-demo --test '*' -- --test-threads=$(E2E_THREADS) --nocapture) 2>&1 | tee $(LOGS)/e2e.log"
 
 ## test: everything, in order: setup, lint, wasm, unit, eval, e2e
 test:
@@ -51,9 +51,11 @@ test:
 oci: wasm
 	@$(STEP) oci scripts/oci.sh
 
-## demo: Envoy + filter + stable/canary upstreams, canary fault, live timeline
+## demo: the whole loop: Envoy + filter (steer) + vigil-control (enforce) + stable/canary upstreams, canary fault, live timeline, target/demo/report.json
+## (DEMO_SCENARIO=latency|errors|healthy|low-traffic; ports DEMO_LISTEN_PORT, DEMO_ADMIN_PORT, DEMO_CONTROL_PORT, DEMO_STABLE_PORT, DEMO_CANARY_PORT)
 demo: wasm
-	cargo run --quiet -p vigil-e2e --bin vigil-demo
+	cargo build --quiet -p vigil-control -p vigil-demo
+	cargo run --quiet -p vigil-demo --bin vigil-demo
 
 clean:
 	cargo clean
@@ -62,4 +64,3 @@ clean:
 ## distclean: also the installed toolchain stamps and Envoy's virtualenv
 distclean: clean
 	rm -rf .tools .venv
-

