@@ -15,9 +15,10 @@
 //! `2^(m-5) / 2 / 2^m = 1/64 ≈ 1.6 %` — inside the 2 % budget from 0.1 ms up
 //! to [`MAX_TRACKED_US`] (10 minutes, clamped above).
 //!
-//! Storage is chunked per octave and allocated on first use, so a series
-//! whose latencies span a few octaves costs a few hundred bytes, not the
-//! whole dense table.
+//! Storage is chunked per octave, in one contiguous vector of slots found
+//! through a 26-byte directory; a slot is taken on first use and given back
+//! when its chunk empties, so a series whose latencies span a few octaves
+//! costs a few hundred bytes, not the whole dense table.
 
 /// Buckets per octave (and exact buckets below the first octave).
 pub const SUB_BUCKETS: usize = 32;
@@ -100,18 +101,68 @@ pub fn first_bucket_above(threshold_us: f64) -> usize {
 /// the recording form.
 pub type SparseHistogram = Vec<(u16, u32)>;
 
+/// Number of chunks (octaves, plus the exact range) in the full table.
+const CHUNKS: usize = BUCKETS / SUB_BUCKETS;
+/// Directory entry of a chunk without a slot (and owner of a free slot).
+const NO_SLOT: u8 = u8::MAX;
+
 /// Sum of a chunk's counts from sub-bucket `from` on.
 #[inline]
 fn chunk_sum(chunk: &[u32; SUB_BUCKETS], from: usize) -> u64 {
     chunk.iter().skip(from).map(|&n| n as u64).sum()
 }
 
+/// One chunk's storage: its counts, their total and the chunk it holds.
+#[derive(Debug, Clone)]
+struct Slot {
+    counts: [u32; SUB_BUCKETS],
+    /// Sum of `counts` (lets quantile walks skip whole chunks).
+    total: u64,
+    /// Chunk held, or [`NO_SLOT`] when the slot is free.
+    chunk: u8,
+}
+
+impl Slot {
+    const FREE: Slot = Slot {
+        counts: [0; SUB_BUCKETS],
+        total: 0,
+        chunk: NO_SLOT,
+    };
+}
+
 /// Recording histogram, chunked per octave.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Chunks live in one contiguous `Vec` of slots, found through a 26-byte
+/// directory; a chunk that empties (a rolling window moved on) gives its
+/// slot back for reuse, so a window whose latencies drift keeps the
+/// footprint of the octaves it currently spans, and a walk touches one
+/// allocation.
+#[derive(Debug, Clone)]
 pub struct LatencyHistogram {
-    chunks: Vec<Option<Box<[u32; SUB_BUCKETS]>>>,
+    /// Slot of each chunk, or [`NO_SLOT`].
+    dir: [u8; CHUNKS],
+    slots: Vec<Slot>,
     count: u64,
 }
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            dir: [NO_SLOT; CHUNKS],
+            slots: Vec::new(),
+            count: 0,
+        }
+    }
+}
+
+/// Equal when they hold the same values (however their slots are laid out).
+impl PartialEq for LatencyHistogram {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for LatencyHistogram {}
 
 impl LatencyHistogram {
     /// An empty histogram (allocates nothing until the first record).
@@ -129,12 +180,35 @@ impl LatencyHistogram {
         self.count == 0
     }
 
-    /// Forget every value, keeping allocated chunks for reuse.
+    /// Forget every value, keeping allocated slots for reuse.
     pub fn clear(&mut self) {
-        for chunk in self.chunks.iter_mut().flatten() {
-            chunk.fill(0);
-        }
+        self.slots.fill(Slot::FREE);
+        self.dir = [NO_SLOT; CHUNKS];
         self.count = 0;
+    }
+
+    /// The slot holding chunk `chunk_i`, taking a free one (or a new one)
+    /// when it has none. `None` only for an out-of-range chunk.
+    #[inline]
+    fn slot_or_insert(&mut self, chunk_i: usize) -> Option<&mut Slot> {
+        let entry = self.dir.get_mut(chunk_i)?;
+        if *entry == NO_SLOT {
+            let free = match self.slots.iter().position(|s| s.chunk == NO_SLOT) {
+                Some(i) => i,
+                None => {
+                    // Exact growth: slots are big and few (at most 26).
+                    self.slots.reserve_exact(1);
+                    self.slots.push(Slot::FREE);
+                    self.slots.len() - 1
+                }
+            };
+            *entry = free as u8;
+            if let Some(slot) = self.slots.get_mut(free) {
+                slot.chunk = chunk_i as u8;
+            }
+        }
+        let s = usize::from(*entry);
+        self.slots.get_mut(s)
     }
 
     /// Record one latency in microseconds.
@@ -143,36 +217,47 @@ impl LatencyHistogram {
         self.add_to_bucket(bucket_index(us), 1);
     }
 
-    /// Add `n` to a bucket by index; out-of-range indices are ignored (they
-    /// can only come from corrupt input, which must never panic).
+    /// Add `n` to a bucket by index (saturating); out-of-range indices are
+    /// ignored (they can only come from corrupt input, which must never
+    /// panic).
+    #[inline]
     pub fn add_to_bucket(&mut self, index: u16, n: u32) {
         let index = index as usize;
         if index >= BUCKETS || n == 0 {
             return;
         }
         let (chunk_i, sub) = (index / SUB_BUCKETS, index % SUB_BUCKETS);
-        if self.chunks.len() <= chunk_i {
-            self.chunks.resize_with(chunk_i + 1, || None);
-        }
-        if let Some(slot) = self.chunks.get_mut(chunk_i) {
-            let chunk = slot.get_or_insert_with(|| Box::new([0; SUB_BUCKETS]));
-            if let Some(cell) = chunk.get_mut(sub) {
-                *cell = cell.saturating_add(n);
-                self.count = self.count.saturating_add(n as u64);
+        if let Some(slot) = self.slot_or_insert(chunk_i) {
+            if let Some(cell) = slot.counts.get_mut(sub) {
+                let old = *cell;
+                *cell = old.saturating_add(n);
+                let added = u64::from(*cell - old);
+                slot.total += added;
+                self.count += added;
             }
         }
     }
 
     /// Subtract `n` from a bucket (used when a value leaves a rolling window).
-    /// Never goes below zero.
+    /// Never goes below zero; a chunk that empties frees its slot.
+    #[inline]
     pub fn sub_from_bucket(&mut self, index: u16, n: u32) {
         let index = index as usize;
         let (chunk_i, sub) = (index / SUB_BUCKETS, index % SUB_BUCKETS);
-        if let Some(Some(chunk)) = self.chunks.get_mut(chunk_i) {
-            if let Some(cell) = chunk.get_mut(sub) {
-                let taken = (*cell).min(n);
-                *cell -= taken;
-                self.count -= taken as u64;
+        let Some(entry) = self.dir.get_mut(chunk_i) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(usize::from(*entry)) else {
+            return;
+        };
+        if let Some(cell) = slot.counts.get_mut(sub) {
+            let taken = (*cell).min(n);
+            *cell -= taken;
+            slot.total -= u64::from(taken);
+            self.count -= u64::from(taken);
+            if slot.total == 0 {
+                slot.chunk = NO_SLOT;
+                *entry = NO_SLOT;
             }
         }
     }
@@ -198,19 +283,23 @@ impl LatencyHistogram {
         }
     }
 
-    /// Non-zero buckets in index order.
-    pub fn iter(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
-        self.chunks
+    /// Chunks in use, in index order, with their slots.
+    fn chunks(&self) -> impl Iterator<Item = (usize, &Slot)> + '_ {
+        self.dir
             .iter()
             .enumerate()
-            .filter_map(|(ci, c)| c.as_ref().map(|c| (ci, c)))
-            .flat_map(|(ci, chunk)| {
-                chunk
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n > 0)
-                    .map(move |(si, n)| ((ci * SUB_BUCKETS + si) as u16, *n))
-            })
+            .filter_map(|(ci, &s)| self.slots.get(usize::from(s)).map(|slot| (ci, slot)))
+    }
+
+    /// Non-zero buckets in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        self.chunks().flat_map(|(ci, slot)| {
+            slot.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(move |(si, n)| ((ci * SUB_BUCKETS + si) as u16, *n))
+        })
     }
 
     /// The sparse form (sorted, no zeros).
@@ -227,18 +316,16 @@ impl LatencyHistogram {
         // Rank of the value, 1-based: the smallest value with at least
         // ceil(q * count) values at or below it.
         let rank = ((q * self.count as f64).ceil() as u64).max(1);
-        // Skip whole chunks by their sums (the scorer asks for quantiles of
-        // every series every tick); descend only into the chunk that holds
-        // the rank.
+        // Skip whole chunks by their totals (the scorer asks for quantiles
+        // of every series every tick); descend only into the chunk that
+        // holds the rank.
         let mut seen = 0u64;
-        for (ci, slot) in self.chunks.iter().enumerate() {
-            let Some(chunk) = slot else { continue };
-            let total = chunk_sum(chunk, 0);
-            if seen + total < rank {
-                seen += total;
+        for (ci, slot) in self.chunks() {
+            if seen + slot.total < rank {
+                seen += slot.total;
                 continue;
             }
-            for (si, &n) in chunk.iter().enumerate() {
+            for (si, &n) in slot.counts.iter().enumerate() {
                 seen += n as u64;
                 if n > 0 && seen >= rank {
                     return Some(bucket_value_us((ci * SUB_BUCKETS + si) as u16));
@@ -258,19 +345,21 @@ impl LatencyHistogram {
         }
         let first = first_bucket_above(threshold_us);
         let (first_chunk, first_sub) = (first / SUB_BUCKETS, first % SUB_BUCKETS);
-        self.chunks
-            .iter()
-            .enumerate()
-            .skip(first_chunk)
-            .filter_map(|(ci, slot)| slot.as_ref().map(|c| (ci, c)))
-            .map(|(ci, chunk)| chunk_sum(chunk, if ci == first_chunk { first_sub } else { 0 }))
+        self.chunks()
+            .filter(|&(ci, _)| ci >= first_chunk)
+            .map(|(ci, slot)| {
+                if ci == first_chunk {
+                    chunk_sum(&slot.counts, first_sub)
+                } else {
+                    slot.total
+                }
+            })
             .sum()
     }
 
     /// Approximate heap bytes held (for memory accounting in benchmarks).
     pub fn heap_bytes(&self) -> usize {
-        self.chunks.capacity() * std::mem::size_of::<Option<Box<[u32; SUB_BUCKETS]>>>()
-            + self.chunks.iter().flatten().count() * SUB_BUCKETS * 4
+        self.slots.capacity() * std::mem::size_of::<Slot>()
     }
 }
 
@@ -400,6 +489,54 @@ mod tests {
                 assert_eq!(h.count_above_us(t), slow, "threshold {t}");
             }
         }
+    }
+
+    #[test]
+    fn emptied_chunks_give_their_slot_back() {
+        let mut h = LatencyHistogram::new();
+        // A window drifting across octaves: never more than two in use.
+        for octave in 5..30u32 {
+            let us = 1u64 << octave;
+            h.record_us(us);
+            h.record_us(us + us / 3);
+            if octave > 5 {
+                let prev = 1u64 << (octave - 1);
+                h.sub_from_bucket(bucket_index(prev), 1);
+                h.sub_from_bucket(bucket_index(prev + prev / 3), 1);
+            }
+            assert_eq!(h.count(), 2);
+            assert!(
+                h.heap_bytes() <= 2 * std::mem::size_of::<Slot>(),
+                "{octave}"
+            );
+        }
+        assert_eq!(
+            h.to_sparse(),
+            vec![
+                (bucket_index(1 << 29), 1),
+                (bucket_index((1 << 29) + (1 << 29) / 3), 1)
+            ]
+        );
+        // Equality is by content, not slot layout.
+        let mut other = LatencyHistogram::new();
+        other.merge(&h);
+        assert_eq!(other, h);
+        h.clear();
+        assert!(h.is_empty() && h.iter().next().is_none());
+        assert_ne!(other, h);
+    }
+
+    #[test]
+    fn saturated_cells_keep_count_consistent() {
+        let mut h = LatencyHistogram::new();
+        h.add_to_bucket(40, u32::MAX);
+        h.add_to_bucket(40, 5);
+        h.add_to_bucket(41, 7);
+        assert_eq!(h.count(), u64::from(u32::MAX) + 7);
+        assert_eq!(h.quantile_us(1.0), Some(bucket_value_us(41)));
+        h.sub_from_bucket(40, u32::MAX);
+        assert_eq!(h.count(), 7);
+        assert_eq!(h.quantile_us(0.0), Some(bucket_value_us(41)));
     }
 
     #[test]

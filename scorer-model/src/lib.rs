@@ -19,6 +19,7 @@
 pub mod histogram;
 pub mod model;
 pub mod peer;
+pub mod ring;
 pub mod sequential;
 pub mod series;
 pub mod stats;

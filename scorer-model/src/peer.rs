@@ -54,10 +54,11 @@
 
 use crate::histogram::first_bucket_above;
 use crate::model::Model;
+use crate::ring::TickView;
 use crate::series::SeriesState;
 use crate::stats::{self, Candidate};
 use crate::verdict::{Evidence, Signal, State, Verdict};
-use crate::window::{Counters, TickDelta};
+use crate::window::Counters;
 
 /// Statistic from which the stable's error (or reset) ratio over the
 /// scanned ticks counts as worse than over the older rest of its window (a
@@ -136,25 +137,28 @@ struct Tally {
 impl Tally {
     /// Add one tick; `slow_from` / `slow_now_from` are the first bucket
     /// indices above the two thresholds.
-    fn add(&mut self, d: &TickDelta, slow_from: usize, slow_now_from: usize) {
+    fn add(&mut self, d: &TickView<'_>, slow_from: usize, slow_now_from: usize) {
         let c = &d.counters;
         self.requests = self.requests.saturating_add(c.requests);
         self.errors = self.errors.saturating_add(c.errors.min(c.requests));
         self.resets = self.resets.saturating_add(resets_of(c));
-        // One pass over the sparse buckets (sorted by index) for all three
-        // latency tallies.
-        let (mut count, mut slow, mut slow_now) = (0u64, 0u64, 0u64);
-        for &(index, n) in &d.latency {
+        // One pass down from the top bucket (entries are sorted by index)
+        // for both slow tallies; the count is the tick's own.
+        let lowest = slow_from.min(slow_now_from);
+        let (mut slow, mut slow_now) = (0u64, 0u64);
+        for (index, n) in d.latency().rev() {
             let (index, n) = (usize::from(index), u64::from(n));
-            count += n;
+            if index < lowest {
+                break;
+            }
             if index >= slow_from {
-                slow += n;
+                slow = slow.saturating_add(n);
             }
             if index >= slow_now_from {
-                slow_now += n;
+                slow_now = slow_now.saturating_add(n);
             }
         }
-        self.latency_count = self.latency_count.saturating_add(count);
+        self.latency_count = self.latency_count.saturating_add(d.latency_count);
         self.slow = self.slow.saturating_add(slow);
         self.slow_now = self.slow_now.saturating_add(slow_now);
     }
@@ -265,10 +269,10 @@ pub fn score_canary(canary: &SeriesState, stable: &SeriesState, model: &Model) -
     let (mut errors, mut resets, mut latency) = (Best::default(), Best::default(), Best::default());
     for span in 1..=recent_ticks {
         if let Some(d) = canary_ticks.next() {
-            ct.add(d, slow_from, slow_now_from);
+            ct.add(&d, slow_from, slow_now_from);
         }
         if let Some(d) = stable_ticks.next() {
-            st.add(d, slow_from, slow_now_from);
+            st.add(&d, slow_from, slow_now_from);
         }
         if span < recent_ticks && ct.requests < model.min_requests {
             continue;

@@ -44,10 +44,11 @@
 
 use crate::histogram::first_bucket_above;
 use crate::model::Model;
+use crate::ring::TickView;
 use crate::series::SeriesState;
 use crate::stats::{self, Candidate};
 use crate::verdict::{Evidence, Signal, State, Verdict};
-use crate::window::{Counters, TickDelta};
+use crate::window::Counters;
 
 /// Alternatives of every test, as the share `g` of the distance from the
 /// null share `p0` to 1: `p1 = p0 + g (1 - p0)`. Four cover small (5 %
@@ -143,9 +144,8 @@ impl CanaryMonitor {
         let stable_lat = stable.window_latency();
         let stable_q_us = stable_lat.quantile_us(q);
         let slow_from = stable_q_us.map_or(usize::MAX, first_bucket_above);
-        let empty = TickDelta::default();
-        let ct = canary.last_ticks(1).next().unwrap_or(&empty);
-        let st = stable.last_ticks(1).next().unwrap_or(&empty);
+        let ct = canary.last_ticks(1).next().unwrap_or(TickView::EMPTY);
+        let st = stable.last_ticks(1).next().unwrap_or(TickView::EMPTY);
 
         // Null shares (before looking at the canary's tick).
         let st_c = &st.counters;
@@ -177,11 +177,10 @@ impl CanaryMonitor {
             // window or this tick, whichever is higher.
             let (ct_slow, ct_n, lat_ref) = match stable_q_us {
                 Some(window_q) => {
-                    let bar =
-                        sparse_quantile_us(&st.latency, q).map_or(window_q, |t| t.max(window_q));
+                    let bar = tick_quantile_us(&st, q).map_or(window_q, |t| t.max(window_q));
                     let from = first_bucket_above(bar);
-                    let (c_slow, c_n) = slow_count(ct, from);
-                    let (s_slow, s_n) = slow_count(st, from);
+                    let (c_slow, c_n) = slow_count(&ct, from);
+                    let (s_slow, s_n) = slow_count(&st, from);
                     let window_share = share(stable_lat.count_above_us(bar), stable_lat.count());
                     (c_slow, c_n, Some(window_share.max(share(s_slow, s_n))))
                 }
@@ -247,7 +246,7 @@ impl CanaryMonitor {
         let mut oks = [false; 3];
         let mut decided_ratio = [(0.0, 0.0); 2];
         for (i, d) in canary.last_ticks(recent).enumerate() {
-            span.add(d, slow_from);
+            span.add(&d, slow_from);
             if span.requests < model.min_requests && i + 1 < recent {
                 continue;
             }
@@ -311,18 +310,14 @@ struct SpanTally {
 }
 
 impl SpanTally {
-    fn add(&mut self, d: &TickDelta, slow_from: usize) {
+    fn add(&mut self, d: &TickView<'_>, slow_from: usize) {
         let c = &d.counters;
         self.requests = self.requests.saturating_add(c.requests);
         self.errors = self.errors.saturating_add(c.errors.min(c.requests));
         self.resets = self.resets.saturating_add(resets_of(c));
-        for &(index, n) in &d.latency {
-            let (index, n) = (usize::from(index), u64::from(n));
-            self.latency = self.latency.saturating_add(n);
-            if index >= slow_from {
-                self.slow = self.slow.saturating_add(n);
-            }
-        }
+        let (slow, n) = slow_count(d, slow_from);
+        self.latency = self.latency.saturating_add(n);
+        self.slow = self.slow.saturating_add(slow);
     }
 }
 
@@ -370,22 +365,23 @@ fn resets_of(c: &Counters) -> u64 {
         .min(c.requests)
 }
 
-/// Latencies of a tick at or above bucket `slow_from`, and all latencies.
-fn slow_count(d: &TickDelta, slow_from: usize) -> (u64, u64) {
-    let (mut slow, mut n) = (0u64, 0u64);
-    for &(index, count) in &d.latency {
-        n = n.saturating_add(u64::from(count));
-        if usize::from(index) >= slow_from {
-            slow = slow.saturating_add(u64::from(count));
+/// Latencies of a tick at or above bucket `slow_from`, and all latencies
+/// (walks down from the top entry, so a high bar costs a few entries).
+fn slow_count(d: &TickView<'_>, slow_from: usize) -> (u64, u64) {
+    let mut slow = 0u64;
+    for (index, count) in d.latency().rev() {
+        if usize::from(index) < slow_from {
+            break;
         }
+        slow = slow.saturating_add(u64::from(count));
     }
-    (slow, n)
+    (slow, d.latency_count)
 }
 
-/// Quantile `q` of a sparse histogram (sorted by bucket), µs; walks from the
-/// top, so high quantiles cost a few entries. `None` when empty.
-fn sparse_quantile_us(sparse: &[(u16, u32)], q: f64) -> Option<f64> {
-    let total: u64 = sparse.iter().map(|&(_, n)| u64::from(n)).sum();
+/// Quantile `q` of one tick's latencies (sorted by bucket), µs; walks from
+/// the top, so high quantiles cost a few entries. `None` when empty.
+fn tick_quantile_us(d: &TickView<'_>, q: f64) -> Option<f64> {
+    let total = d.latency_count;
     if total == 0 {
         return None;
     }
@@ -393,15 +389,15 @@ fn sparse_quantile_us(sparse: &[(u16, u32)], q: f64) -> Option<f64> {
     // Values at or above the answer: total - rank + 1.
     let from_top = total - rank.min(total) + 1;
     let mut seen = 0u64;
-    for &(index, n) in sparse.iter().rev() {
-        seen += u64::from(n);
+    for (index, n) in d.latency().rev() {
+        seen = seen.saturating_add(u64::from(n));
         if seen >= from_top {
             return Some(crate::histogram::bucket_value_us(index));
         }
     }
-    sparse
-        .first()
-        .map(|&(index, _)| crate::histogram::bucket_value_us(index))
+    d.latency()
+        .next()
+        .map(|(index, _)| crate::histogram::bucket_value_us(index))
 }
 
 fn us_to_ms(us: Option<f64>) -> f64 {

@@ -8,11 +8,18 @@
 //! - a **rolling window** of the last `window_ticks` ticks (the reference a
 //!   stable peer offers) and its **recent** sub-window of the last
 //!   `recent_ticks` ticks (what a canary, or a series against its own
-//!   history, is judged on). Both are kept as running [`Counters`] and a
-//!   running [`LatencyHistogram`], maintained incrementally: a tick adds the
-//!   new delta and subtracts the ones that leave, so a tick costs
-//!   O(sparse delta size), never a recomputation over the window. The ring
-//!   of deltas reuses its buffers.
+//!   history, is judged on). The ticks themselves live packed in one flat
+//!   [`TickRing`] (a few bytes per latency bucket, one buffer per series).
+//!   The full window is kept as running [`Counters`] and one running
+//!   [`LatencyHistogram`], maintained incrementally: a tick adds the new
+//!   delta and subtracts the one that leaves, so a tick costs O(sparse
+//!   delta size), never a recomputation over the window. The recent window
+//!   keeps running counters too; its latency quantiles are read from the
+//!   ring's newest ticks (a merge from the top of their sorted entries,
+//!   which for p95/p99 stops after a few entries), so no second histogram
+//!   is kept unless the recent window is longer than [`MERGE_MAX_TICKS`].
+//!   Nothing is allocated per tick in steady state; a series at 20–80 rps
+//!   holds about 2–3 KB.
 //! - an online **self-baseline**: exponentially weighted mean and variance of
 //!   the log of the recent window's latency quantile and of its error ratio.
 //!   It learns only from ticks with enough traffic, and not while the series
@@ -25,8 +32,9 @@
 //! baseline; [`crate::peer::score_canary`] judges a canary against its stable
 //! peer's window.
 
-use crate::histogram::LatencyHistogram;
+use crate::histogram::{bucket_value_us, first_bucket_above, LatencyHistogram};
 use crate::model::{Model, MAX_WINDOW_TICKS};
+use crate::ring::{Entries, TickRing, TickView};
 use crate::stats::{self, Candidate};
 use crate::verdict::{Evidence, Signal, State, Verdict};
 use crate::window::{Counters, TickDelta};
@@ -81,16 +89,16 @@ struct SelfEval {
     n_ref: u64,
 }
 
+/// Recent windows of up to this many ticks are read from the ring (a merge
+/// of their entries); a longer one keeps its own running histogram.
+pub const MERGE_MAX_TICKS: usize = 8;
+
 /// One series' window and baseline. Create with [`SeriesState::new`], feed
 /// with [`SeriesState::observe`] exactly once per tick.
 #[derive(Debug, Clone)]
 pub struct SeriesState {
-    /// Ring of the last `window_ticks` deltas; slots are reused.
-    ring: Vec<TickDelta>,
-    /// Slot the next tick is written to.
-    head: usize,
-    /// Slots holding a tick (<= ring length).
-    filled: usize,
+    /// The last `window_ticks` deltas, packed.
+    ring: TickRing,
     /// Ring length the state was built for.
     window_ticks: usize,
     /// Recent sub-window length the state was built for.
@@ -98,7 +106,11 @@ pub struct SeriesState {
     window_counters: Counters,
     window_latency: LatencyHistogram,
     recent_counters: Counters,
-    recent_latency: LatencyHistogram,
+    /// Latencies recorded in the recent window.
+    recent_latency_count: u64,
+    /// Running recent-window histogram, only when the recent window is
+    /// longer than [`MERGE_MAX_TICKS`].
+    recent_hist: Option<Box<LatencyHistogram>>,
     ticks: u64,
     /// Quantile the cached recent quantiles were computed for.
     cached_q: f64,
@@ -117,15 +129,14 @@ impl SeriesState {
     pub fn new(model: &Model) -> Self {
         let (window_ticks, recent_ticks) = sizes(model);
         SeriesState {
-            ring: vec![TickDelta::default(); window_ticks],
-            head: 0,
-            filled: 0,
+            ring: TickRing::new(window_ticks),
             window_ticks,
             recent_ticks,
             window_counters: Counters::default(),
             window_latency: LatencyHistogram::new(),
             recent_counters: Counters::default(),
-            recent_latency: LatencyHistogram::new(),
+            recent_latency_count: 0,
+            recent_hist: (recent_ticks > MERGE_MAX_TICKS).then(Box::default),
             ticks: 0,
             cached_q: model.latency_quantile,
             recent_q_us: None,
@@ -166,24 +177,37 @@ impl SeriesState {
         &self.recent_counters
     }
 
-    /// Latency histogram over the recent sub-window.
-    pub fn recent_latency(&self) -> &LatencyHistogram {
-        &self.recent_latency
+    /// Latency histogram over the recent sub-window, built on demand from
+    /// the ring (allocates; for tools and tests; the scorer itself uses
+    /// [`SeriesState::recent_quantile_us`] and the counts it caches).
+    pub fn recent_latency(&self) -> LatencyHistogram {
+        if let Some(h) = &self.recent_hist {
+            return (**h).clone();
+        }
+        let mut h = LatencyHistogram::new();
+        for t in self.last_ticks(self.recent_ticks) {
+            for (index, n) in t.latency() {
+                h.add_to_bucket(index, n);
+            }
+        }
+        h
     }
 
-    /// Approximate bytes of state held: the struct plus its heap (ring
-    /// slots and their sparse histograms, running histograms). For memory
+    /// Number of latencies in the recent sub-window.
+    pub fn recent_latency_count(&self) -> u64 {
+        self.recent_latency_count
+    }
+
+    /// Approximate bytes of state held: the struct plus its heap (the packed
+    /// ring, the window histogram, the recent histogram if any). For memory
     /// accounting in benchmarks.
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.ring.capacity() * std::mem::size_of::<TickDelta>()
-            + self
-                .ring
-                .iter()
-                .map(|d| d.latency.capacity() * std::mem::size_of::<(u16, u32)>())
-                .sum::<usize>()
+            + self.ring.heap_bytes()
             + self.window_latency.heap_bytes()
-            + self.recent_latency.heap_bytes()
+            + self.recent_hist.as_ref().map_or(0, |h| {
+                std::mem::size_of::<LatencyHistogram>() + h.heap_bytes()
+            })
     }
 
     /// Ticks observed since creation.
@@ -191,18 +215,13 @@ impl SeriesState {
         self.ticks
     }
 
-    /// The deltas of the last `ticks` ticks (at most the window), newest
-    /// first. Lets a caller look inside the recent window, e.g. to scan its
-    /// suffixes for the onset of a change.
-    pub fn last_ticks(&self, ticks: usize) -> impl Iterator<Item = &TickDelta> + '_ {
-        let w = self.ring.len();
-        let head = self.head;
-        (1..=ticks.min(self.filled)).filter_map(move |i| {
-            (head + w)
-                .checked_sub(i)
-                .and_then(|j| j.checked_rem(w))
-                .and_then(|j| self.ring.get(j))
-        })
+    /// The last `ticks` ticks (at most the window), newest first, as views
+    /// of the packed ring (decoded counters, entries iterable from either
+    /// end; [`TickView::to_delta`] gives an owned delta). Lets a caller
+    /// look inside the recent window, e.g. to scan its suffixes for the
+    /// onset of a change.
+    pub fn last_ticks(&self, ticks: usize) -> impl Iterator<Item = TickView<'_>> + '_ {
+        self.ring.newest(ticks)
     }
 
     /// The recent window's latency at quantile `q`, µs (cached for the
@@ -213,8 +232,31 @@ impl SeriesState {
         } else if q == 0.99 {
             self.recent_p99_us
         } else {
-            self.recent_latency.quantile_us(q)
+            let [v, _] = self.compute_recent_quantiles([q, q]);
+            v
         }
+    }
+
+    /// Recent-window latencies strictly above `threshold_us` (as
+    /// [`LatencyHistogram::count_above_us`] on the recent window).
+    pub fn recent_count_above_us(&self, threshold_us: f64) -> u64 {
+        if let Some(h) = &self.recent_hist {
+            return h.count_above_us(threshold_us);
+        }
+        if threshold_us.is_nan() {
+            return 0;
+        }
+        let from = first_bucket_above(threshold_us);
+        let mut above = 0u64;
+        for t in self.last_ticks(self.recent_ticks) {
+            for (index, n) in t.latency().rev() {
+                if usize::from(index) < from {
+                    break;
+                }
+                above = above.saturating_add(u64::from(n));
+            }
+        }
+        above
     }
 
     /// Whether the self-baseline has finished its warm-up for `model`.
@@ -295,56 +337,125 @@ impl SeriesState {
 
     /// Rebuild the ring for new window sizes (windows restart empty).
     fn resize(&mut self, window_ticks: usize, recent_ticks: usize) {
-        self.ring.clear();
-        self.ring.resize_with(window_ticks, TickDelta::default);
-        self.head = 0;
-        self.filled = 0;
+        self.ring = TickRing::new(window_ticks);
         self.window_ticks = window_ticks;
         self.recent_ticks = recent_ticks;
         self.window_counters = Counters::default();
         self.window_latency.clear();
         self.recent_counters = Counters::default();
-        self.recent_latency.clear();
+        self.recent_latency_count = 0;
+        self.recent_hist = (recent_ticks > MERGE_MAX_TICKS).then(Box::default);
     }
 
-    /// Push `delta` into the ring, updating both running windows.
+    /// Push `delta` into the ring, updating the running windows.
     fn roll(&mut self, delta: &TickDelta) {
-        let w = self.ring.len();
-        if w == 0 {
-            return;
-        }
-        let head = self.head % w;
-        // The tick leaving the recent window: written `recent_ticks` ago.
-        if self.filled >= self.recent_ticks {
-            let leaving = (head + w - self.recent_ticks.min(w)) % w;
-            if let Some(old) = self.ring.get(leaving) {
+        let w = self.ring.capacity();
+        // The tick leaving the recent window: pushed `recent_ticks` ago.
+        if self.ring.len() >= self.recent_ticks {
+            if let Some(old) = self.ring.get(self.recent_ticks.min(w) - 1) {
                 self.recent_counters.sub(&old.counters);
-                self.recent_latency.subtract_sparse(&old.latency);
+                self.recent_latency_count =
+                    self.recent_latency_count.saturating_sub(old.latency_count);
+                if let Some(h) = self.recent_hist.as_deref_mut() {
+                    for (index, n) in old.latency() {
+                        h.sub_from_bucket(index, n);
+                    }
+                }
             }
         }
-        if let Some(slot) = self.ring.get_mut(head) {
-            // The tick leaving the full window is the one in this slot.
-            if self.filled >= w {
-                self.window_counters.sub(&slot.counters);
-                self.window_latency.subtract_sparse(&slot.latency);
+        // The tick leaving the full window: the oldest, once full.
+        if self.ring.len() >= w {
+            if let Some(old) = self.ring.get(w - 1) {
+                self.window_counters.sub(&old.counters);
+                for (index, n) in old.latency() {
+                    self.window_latency.sub_from_bucket(index, n);
+                }
             }
-            slot.counters = delta.counters;
-            slot.latency.clear();
-            slot.latency.extend_from_slice(&delta.latency);
         }
+        let latency_count = self.ring.push(delta);
         self.window_counters.add(&delta.counters);
         self.window_latency.merge_sparse(&delta.latency);
         self.recent_counters.add(&delta.counters);
-        self.recent_latency.merge_sparse(&delta.latency);
-        self.head = (head + 1) % w;
-        self.filled = (self.filled + 1).min(w);
+        self.recent_latency_count = self.recent_latency_count.saturating_add(latency_count);
+        if let Some(h) = self.recent_hist.as_deref_mut() {
+            h.merge_sparse(&delta.latency);
+        }
     }
 
     /// Recompute the cached recent quantiles.
     fn refresh_quantiles(&mut self, q: f64) {
         self.cached_q = q;
-        self.recent_q_us = self.recent_latency.quantile_us(q);
-        self.recent_p99_us = self.recent_latency.quantile_us(0.99);
+        [self.recent_q_us, self.recent_p99_us] = self.compute_recent_quantiles([q, 0.99]);
+    }
+
+    /// The recent window's quantiles `qs`, µs (as
+    /// [`LatencyHistogram::quantile_us`] on the recent window). Short
+    /// recent windows merge the ring's newest ticks from the top: each
+    /// tick's entries are sorted, so walking down from the highest bucket
+    /// finds p99 and p95 after a few entries.
+    fn compute_recent_quantiles(&self, qs: [f64; 2]) -> [Option<f64>; 2] {
+        if let Some(h) = &self.recent_hist {
+            return qs.map(|q| h.quantile_us(q));
+        }
+        let total = self.recent_latency_count;
+        if total == 0 {
+            return [None, None];
+        }
+        // Values at or above the answer: total - rank + 1, with the rank as
+        // the histogram computes it.
+        let targets = qs.map(|q| {
+            let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+            let rank = ((q * total as f64).ceil() as u64).max(1);
+            total - rank.min(total) + 1
+        });
+        // One cursor per tick, walking down; `tops` holds each cursor's
+        // current entry as (bucket, count), bucket -1 once exhausted.
+        let mut cursors: [Entries<'_>; MERGE_MAX_TICKS] =
+            std::array::from_fn(|_| TickView::EMPTY.latency());
+        let mut tops = [(-1i32, 0u32); MERGE_MAX_TICKS];
+        let mut k = 0;
+        for ((cursor, top), age) in cursors
+            .iter_mut()
+            .zip(tops.iter_mut())
+            .zip(0..self.recent_ticks)
+        {
+            let Some(entries) = self.ring.latency(age) else {
+                break;
+            };
+            *cursor = entries;
+            *top = next_down(cursor);
+            k += 1;
+        }
+        let (cursors, tops) = (
+            cursors.get_mut(..k).unwrap_or_default(),
+            tops.get_mut(..k).unwrap_or_default(),
+        );
+        let mut out = [None; 2];
+        let mut seen = 0u64;
+        loop {
+            let index = tops.iter().map(|&(i, _)| i).max().unwrap_or(-1);
+            if index < 0 {
+                break;
+            }
+            for (cursor, top) in cursors.iter_mut().zip(tops.iter_mut()) {
+                if top.0 == index {
+                    seen = seen.saturating_add(u64::from(top.1));
+                    *top = next_down(cursor);
+                }
+            }
+            let [a, b] = &mut out;
+            let [ta, tb] = targets;
+            if a.is_none() && seen >= ta {
+                *a = Some(bucket_value_us(index as u16));
+            }
+            if b.is_none() && seen >= tb {
+                *b = Some(bucket_value_us(index as u16));
+            }
+            if a.is_some() && b.is_some() {
+                break;
+            }
+        }
+        out
     }
 
     /// Compare the recent window with the (current) baseline.
@@ -391,8 +502,8 @@ impl SeriesState {
                     eval.z_latency = eval.z_latency.min(model.z_warn * 0.99);
                 }
                 if eval.z_latency >= model.z_critical {
-                    let n_lat = self.recent_latency.count();
-                    let k = self.recent_latency.count_above_us(base_us);
+                    let n_lat = self.recent_latency_count;
+                    let k = self.recent_count_above_us(base_us);
                     let share = stats::ratio(k as f64, n_lat as f64);
                     eval.latency_evidence = share >= model.min_latency_share
                         && k >= model.min_bad_events
@@ -458,6 +569,15 @@ fn sizes(model: &Model) -> (usize, usize) {
     let window = model.window_ticks.clamp(1, MAX_WINDOW_TICKS) as usize;
     let recent = (model.recent_ticks as usize).clamp(1, window);
     (window, recent)
+}
+
+/// The next entry of `cursor` from the top as (bucket, count); bucket -1
+/// when exhausted.
+#[inline]
+fn next_down(cursor: &mut Entries<'_>) -> (i32, u32) {
+    cursor
+        .next_back()
+        .map_or((-1, 0), |(i, n)| (i32::from(i), n))
 }
 
 fn us_to_ms(us: Option<f64>) -> f64 {
@@ -589,7 +709,7 @@ pub(crate) mod tests {
                 (
                     m.recent_ticks as usize,
                     s.recent_counters(),
-                    s.recent_latency(),
+                    &s.recent_latency(),
                 ),
             ] {
                 let mut c = Counters::default();
@@ -603,6 +723,72 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(s.ticks(), 57);
+    }
+
+    /// Every recent-window read (quantiles, counts above, histogram)
+    /// matches a recomputation, for recent windows read from the ring and
+    /// for long ones that keep their own histogram.
+    #[test]
+    fn recent_reads_match_recompute_for_every_window_shape() {
+        for (window, recent) in [(10, 3), (10, 1), (8, 8), (30, 12), (12, 9)] {
+            let m = Model {
+                window_ticks: window,
+                recent_ticks: recent,
+                ..Model::default()
+            };
+            let mut s = SeriesState::new(&m);
+            let mut history: Vec<TickDelta> = Vec::new();
+            let mut rng = Rng::new(u64::from(window * 100 + recent));
+            for t in 0..80u64 {
+                let n = rng.next_u64() % 40;
+                let lats: Vec<u64> = (0..n)
+                    .map(|_| 50 + rng.next_u64() % (1 << (rng.next_u64() % 24)))
+                    .collect();
+                let mut d = delta(n, t % 2, &lats);
+                if t % 11 == 0 {
+                    // A huge count: escapes in the packed ring.
+                    d.latency.push((800, u32::MAX / 3));
+                }
+                s.observe(&d, &m);
+                history.push(d);
+                let mut h = LatencyHistogram::new();
+                for d in history.iter().rev().take(recent as usize) {
+                    h.merge_sparse(&d.latency);
+                }
+                assert_eq!(s.recent_latency().to_sparse(), h.to_sparse(), "t {t}");
+                assert_eq!(s.recent_latency_count(), h.count(), "t {t}");
+                for q in [
+                    0.0,
+                    0.01,
+                    0.5,
+                    0.95,
+                    0.99,
+                    1.0,
+                    m.latency_quantile,
+                    f64::NAN,
+                ] {
+                    assert_eq!(s.recent_quantile_us(q), h.quantile_us(q), "t {t} q {q}");
+                }
+                for threshold in [-1.0, 0.0, 1_000.0, 40_000.5, 1e7, f64::NAN] {
+                    assert_eq!(
+                        s.recent_count_above_us(threshold),
+                        h.count_above_us(threshold),
+                        "t {t} threshold {threshold}"
+                    );
+                }
+                let views: Vec<TickDelta> = s
+                    .last_ticks(recent as usize)
+                    .map(|v| v.to_delta())
+                    .collect();
+                let expected: Vec<TickDelta> = history
+                    .iter()
+                    .rev()
+                    .take(recent as usize)
+                    .cloned()
+                    .collect();
+                assert_eq!(views, expected, "t {t}");
+            }
+        }
     }
 
     #[test]
