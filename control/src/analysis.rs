@@ -282,6 +282,22 @@ pub fn judge_step(spec: &CanarySpec, step: &PairTally, weight: u8, model: &Model
                 evidence: with(evidence, "slo_breach", json!({"slo": "max_p99_ms", "max": max_ms, "above": above, "z": round(z, 2)})),
             };
         }
+        if n == 0 {
+            // Prometheus evidence has no histogram, only the filter's p99 gauge
+            // (over its rolling window): a threshold check, no significance test.
+            if let Some(g) = step.canary_p99_gauge_us {
+                let g_ms = g as f64 / 1000.0;
+                if g_ms > max_ms {
+                    return Judgement {
+                        outcome: Outcome::Rollback,
+                        explanation: format!(
+                            "SLO breach at {weight}%: canary p99 gauge {g_ms:.1} ms > max {max_ms:.1} ms (Prometheus, no histogram) ({summary})"
+                        ),
+                        evidence: with(evidence, "slo_breach", json!({"slo": "max_p99_ms", "max": max_ms, "p99_gauge_ms": round(g_ms, 2)})),
+                    };
+                }
+            }
+        }
     }
     Judgement {
         outcome: Outcome::Pass,
@@ -329,6 +345,30 @@ mod tests {
         p.add(Side::Canary, &c);
         p.add(Side::Stable, &s);
         p
+    }
+
+    #[test]
+    fn prometheus_p99_gauge_supports_the_slo_check_only() {
+        let counters = |requests, errors| TickDelta {
+            counters: Counters {
+                requests,
+                errors,
+                ..Default::default()
+            },
+            latency: Vec::new(),
+        };
+        let mut p = pair(counters(200, 0), counters(2000, 0));
+        p.prometheus = true;
+        let j = judge_step(&spec(), &p, 10, &Model::default());
+        assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
+        p.canary_p99_gauge_us = Some(650_000);
+        let j = judge_step(&spec(), &p, 10, &Model::default());
+        assert_eq!(j.outcome, Outcome::Rollback, "{}", j.explanation);
+        assert!(
+            j.explanation.contains("p99 gauge 650.0 ms > max 500.0 ms"),
+            "{}",
+            j.explanation
+        );
     }
 
     #[test]

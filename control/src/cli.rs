@@ -33,6 +33,7 @@ vigil-control — Vigil's control service
 
 USAGE:
   vigil-control serve --listen ADDR --data DIR [--config FILE] [--token-file FILE]
+                      [--prometheus http://HOST:PORT [--prometheus-timeout-ms 2000]]
                       [--out DIR] [--tick-ms N] [--webhook-timeout-ms N] [--webhook-retries N]
   vigil-control canary list [--server URL]
   vigil-control canary show NAME [--server URL]
@@ -71,6 +72,11 @@ pub enum Command {
         webhook_timeout_ms: u64,
         /// Webhook retries.
         webhook_retries: u32,
+        /// Prometheus base URL (`--prometheus`): also read the filters'
+        /// metrics from it every tick.
+        prometheus: Option<String>,
+        /// Timeout of each Prometheus query, ms.
+        prometheus_timeout_ms: u64,
     },
     /// `canary list|show|approve|reject|pause|resume`.
     Canary {
@@ -179,6 +185,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "tick-ms",
                     "webhook-timeout-ms",
                     "webhook-retries",
+                    "prometheus",
+                    "prometheus-timeout-ms",
                 ],
             )?;
             if let Some(p) = f.positional.first() {
@@ -197,6 +205,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 tick_ms,
                 webhook_timeout_ms: num(&f, "webhook-timeout-ms", 5000u64)?.clamp(100, 60_000),
                 webhook_retries: num(&f, "webhook-retries", 3u32)?.min(10),
+                prometheus: f.named.get("prometheus").cloned(),
+                prometheus_timeout_ms: num(&f, "prometheus-timeout-ms", 2000u64)?
+                    .clamp(100, 60_000),
             })
         }
         "canary" => {
@@ -396,6 +407,8 @@ async fn serve(cmd: Command) -> i32 {
         tick_ms,
         webhook_timeout_ms,
         webhook_retries,
+        prometheus,
+        prometheus_timeout_ms,
     } = cmd
     else {
         return 2;
@@ -421,6 +434,13 @@ async fn serve(cmd: Command) -> i32 {
                 Err(e) => return fail(format!("config {}: {e}", path.display())),
             }
         }
+    };
+    let prometheus = match prometheus.as_deref().map(|u| {
+        crate::prometheus::PromSource::new(u, Duration::from_millis(prometheus_timeout_ms))
+    }) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return fail(e),
     };
     let metrics = Arc::new(Metrics::default());
     let hooks = Webhooks::start(
@@ -450,8 +470,13 @@ async fn serve(cmd: Command) -> i32 {
         .map_or_else(|_| listen.clone(), |a| a.to_string());
     log::info("listening", json!({"addr": addr, "tick_ms": tick_ms}));
     let ticker = http::spawn_ticker(svc.clone(), Duration::from_millis(tick_ms));
+    let poller = prometheus
+        .map(|p| crate::prometheus::spawn_poller(svc.clone(), p, Duration::from_millis(tick_ms)));
     let result = http::serve(listener, svc, &token, shutdown_signal()).await;
     ticker.abort();
+    if let Some(p) = poller {
+        p.abort();
+    }
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -612,6 +637,21 @@ mod tests {
         assert!(parse(&args("serve --listen a --data b --bogus 1"))
             .unwrap_err()
             .contains("bogus"));
+        match parse(&args(
+            "serve --listen a --data b --prometheus http://127.0.0.1:9090 --prometheus-timeout-ms 10",
+        ))
+        .unwrap()
+        {
+            Command::Serve {
+                prometheus,
+                prometheus_timeout_ms,
+                ..
+            } => assert_eq!(
+                (prometheus.as_deref(), prometheus_timeout_ms),
+                (Some("http://127.0.0.1:9090"), 100)
+            ),
+            other => panic!("{other:?}"),
+        }
         match parse(&args(
             "canary approve checkout --by alice --server=http://h:1/",
         ))

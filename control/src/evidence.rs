@@ -116,6 +116,11 @@ pub struct PairTally {
     pub reports: u64,
     /// A sidecar verdict of `critical` for this canary, if any.
     pub critical: Option<SidecarCritical>,
+    /// Some of the evidence came from Prometheus (`serve --prometheus`).
+    pub prometheus: bool,
+    /// The highest p99 gauge Prometheus showed for the canary, µs (it has no
+    /// histogram: the gauge supports the p99 SLO check only).
+    pub canary_p99_gauge_us: Option<u64>,
 }
 
 impl PairTally {
@@ -135,6 +140,8 @@ impl PairTally {
         if self.critical.is_none() {
             self.critical.clone_from(&other.critical);
         }
+        self.prometheus |= other.prometheus;
+        self.canary_p99_gauge_us = self.canary_p99_gauge_us.max(other.canary_p99_gauge_us);
     }
 
     /// JSON form (the sidecar verdict is not persisted: it acts at once).
@@ -149,6 +156,8 @@ impl PairTally {
             canary: v.get("canary").map(Tally::from_json).unwrap_or_default(),
             reports: v.get("reports").and_then(Value::as_u64).unwrap_or(0),
             critical: None,
+            prometheus: false,
+            canary_p99_gauge_us: None,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod http;
 pub mod log;
 pub mod machine;
 pub mod metrics;
+pub mod prometheus;
 pub mod render;
 pub mod report;
 #[cfg(feature = "schema")]

@@ -20,6 +20,7 @@ use crate::evidence::{PairTally, SidecarCritical};
 use crate::log;
 use crate::machine::{CanaryState, Conflict, Decision, Phase};
 use crate::metrics::{Metrics, Reject};
+use crate::prometheus::PromSeries;
 use crate::render;
 use crate::report::Report;
 use crate::spec::{istio_subset_host, CanarySpec, Mode, Selector, Side};
@@ -431,6 +432,43 @@ impl Service {
         Ok(report.series.len())
     }
 
+    /// Ingest one Prometheus poll (see [`crate::prometheus`]): each series'
+    /// counters go into the canaries' tick evidence like a report's, marked
+    /// as from Prometheus. Returns the series matched.
+    pub fn ingest_prometheus(&self, series: &[PromSeries]) -> usize {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let mut matched = 0usize;
+        let mut touched: Vec<&str> = Vec::new();
+        for s in series {
+            for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
+                if let Some(live) = inner.canaries.get_mut(name) {
+                    live.tick.add(*side, &s.delta);
+                    live.tick.prometheus = true;
+                    if *side == Side::Canary {
+                        if let Some(p99) = s.p99_ms.filter(|v| v.is_finite() && *v >= 0.0) {
+                            let us = (p99 * 1000.0).min(u64::MAX as f64) as u64;
+                            live.tick.canary_p99_gauge_us =
+                                live.tick.canary_p99_gauge_us.max(Some(us));
+                        }
+                    }
+                    matched += 1;
+                    if !touched.contains(&name.as_str()) {
+                        touched.push(name);
+                    }
+                }
+            }
+        }
+        for name in touched {
+            if let Some(live) = inner.canaries.get_mut(name) {
+                live.tick.reports += 1;
+            }
+        }
+        Metrics::add(&self.metrics.series_updates, series.len() as u64);
+        Metrics::add(&self.metrics.series_matched, matched as u64);
+        matched
+    }
+
     /// One analysis tick at `now_ms`.
     pub fn tick(&self, now_ms: u64) {
         Metrics::add(&self.metrics.ticks, 1);
@@ -443,9 +481,11 @@ impl Service {
             for live in inner.canaries.values_mut() {
                 let tick = std::mem::take(&mut live.tick);
                 let mut decisions: Vec<Decision> = Vec::new();
+                let mut from_prometheus = false;
                 if live.state.phase == Phase::Pending {
                     decisions.extend(live.state.start(&live.spec, now_ms));
                 } else if live.state.phase.is_active() {
+                    from_prometheus = tick.prometheus || live.step.prometheus;
                     let verdict = live.monitor.observe(&tick, model);
                     live.step.merge(&tick);
                     let rollback = tick
@@ -462,6 +502,19 @@ impl Service {
                     }
                 } else {
                     continue;
+                }
+                if from_prometheus {
+                    for d in &mut decisions {
+                        // Which data the judgement saw (the evidence's
+                        // "source" says which judgement it was).
+                        if let Some(o) = d.evidence.as_object_mut() {
+                            o.insert("data_source".into(), json!("prometheus"));
+                        } else {
+                            d.evidence =
+                                json!({"data_source": "prometheus", "evidence": d.evidence});
+                        }
+                        d.explanation.push_str(" [data source: prometheus]");
+                    }
                 }
                 for d in &decisions {
                     if d.new_step {

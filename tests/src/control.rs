@@ -55,11 +55,23 @@ pub struct ControlService {
     tick_ms: u64,
     starts: u32,
     client: HttpClient,
+    extra_args: Vec<String>,
 }
 
 impl ControlService {
     /// Start with `config_yaml` as its `--config` and an analysis tick of `tick_ms`.
     pub async fn start(name: &str, config_yaml: &str, tick_ms: u64) -> Result<Self> {
+        Self::start_with_args(name, config_yaml, tick_ms, &[]).await
+    }
+
+    /// [`ControlService::start`] with extra `serve` arguments (e.g.
+    /// `--prometheus URL`), kept across restarts.
+    pub async fn start_with_args(
+        name: &str,
+        config_yaml: &str,
+        tick_ms: u64,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let dir = ScratchDir::new(&format!("control-{name}"))?;
         std::fs::write(dir.path().join("config.yaml"), config_yaml)?;
         let mut s = ControlService {
@@ -69,6 +81,7 @@ impl ControlService {
             tick_ms,
             starts: 0,
             client: HttpClient::new(),
+            extra_args: extra_args.iter().map(|a| (*a).to_string()).collect(),
         };
         s.spawn(None).await?;
         Ok(s)
@@ -88,6 +101,7 @@ impl ControlService {
             .arg(self.dir.path().join("config.yaml"))
             .arg("--tick-ms")
             .arg(self.tick_ms.to_string())
+            .args(&self.extra_args)
             .env("VIGIL_CONTROL_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(File::create(&log)?)
