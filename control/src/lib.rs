@@ -28,8 +28,6 @@ pub mod metrics;
 pub mod prometheus;
 pub mod render;
 pub mod report;
-#[cfg(feature = "schema")]
-pub mod schema;
 pub mod service;
 pub mod spec;
 pub mod store;

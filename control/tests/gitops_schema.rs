@@ -12,11 +12,11 @@
 use serde_json::json;
 use vigil_control::machine::{CanaryState, Phase};
 use vigil_control::render;
-use vigil_control::schema::CrdSchemas;
 use vigil_control::spec::CanarySpec;
+use vigil_e2e::schema::Catalog;
 
-fn schemas() -> CrdSchemas {
-    match CrdSchemas::load_default() {
+fn schemas() -> Catalog {
+    match Catalog::load_shared() {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     }
@@ -54,14 +54,14 @@ fn rendered_objects_validate_at_every_weight() {
             state.reason =
                 "errors: 20.00% vs stable 0.50%, n=200/2000: \"quoted\" & unicode ✓".into();
             for f in render::render(&spec, &state, 42) {
-                if let Err(errors) = schemas.validate(&f.object) {
+                if let Err(errors) = schemas.validate_value(&f.object) {
                     panic!(
                         "{} {} at {weight}%: {errors:#?}\n{}",
                         spec.name, f.name, f.yaml
                     );
                 }
                 // The YAML text (what lands in Git) parses back to the same object.
-                assert_eq!(schemas.validate_yaml(&f.yaml), Ok(1), "{}", f.yaml);
+                assert_eq!(schemas.validate_str(&f.yaml, &f.name), Ok(1), "{}", f.yaml);
             }
         }
     }
@@ -75,15 +75,15 @@ fn the_validator_rejects_what_the_api_server_would() {
     state.weight = 10;
     let mut vs = render::virtual_service(spec, &state, 1);
     vs["spec"]["http"][2]["route"][0]["weight"] = json!("ninety");
-    assert!(schemas.validate(&vs).is_err());
+    assert!(schemas.validate_value(&vs).is_err());
     let mut vs = render::virtual_service(spec, &state, 1);
     vs["spec"]["htpp"] = json!([]);
-    let errs = schemas.validate(&vs).unwrap_err();
+    let errs = schemas.validate_value(&vs).unwrap_err();
     assert!(errs.iter().any(|e| e.contains("htpp")), "{errs:?}");
     let mut route = render::mesh_http_route(spec, &state, 1);
     route["spec"]["to"][0]["rules"][0]["default"]["backendRefs"][0]["kind"] = json!("Pod");
-    assert!(schemas.validate(&route).is_err());
+    assert!(schemas.validate_value(&route).is_err());
     let mut vs = render::virtual_service(spec, &state, 1);
     vs["apiVersion"] = json!("networking.istio.io/v9");
-    assert!(schemas.validate(&vs).is_err());
+    assert!(schemas.validate_value(&vs).is_err());
 }
