@@ -64,3 +64,8 @@ clean:
 ## distclean: also the installed toolchain stamps and Envoy's virtualenv
 distclean: clean
 	rm -rf .tools .venv
+
+## bench: Vigil's data-plane cost in real Envoy against a no-op wasm filter and no filter, scale, scorer, control → target/bench/results.json
+.PHONY: bench
+bench: wasm
+	@$(STEP) bench scripts/bench.sh
