@@ -22,7 +22,7 @@ use crate::control::{
 use crate::lease;
 use crate::local::{LocalTable, Placement, Slot};
 use crate::metrics::{
-    global, series_metric_name, steered_metric_name, MetricCache, MetricSink, SeriesMetric,
+    global, series_metric_name, steered_metric_name, Kind, MetricCache, MetricSink, SeriesMetric,
 };
 use crate::registry::{
     delta_key, series_name, split_name, Capacity, Registration, Registry, OVERFLOW_CLUSTER,
@@ -118,6 +118,8 @@ struct Scoring {
     controllers: HashMap<(usize, Vec<u8>), SteerController>,
     /// Anytime-valid canary-vs-stable test per (canary, route), fed once per tick.
     monitors: HashMap<(usize, Vec<u8>), CanaryMonitor>,
+    /// Host ids of each series' gauges, by series id, once defined.
+    gauge_ids: Vec<Option<[Option<u32>; 5]>>,
 }
 
 /// The worker.
@@ -403,17 +405,24 @@ impl Worker {
         let metrics = &mut self.metrics;
         let mut merge = |slot: &mut Slot| {
             if slot.unflushed_requests > 0 || slot.unflushed_errors > 0 {
-                let (route, cluster) = split_name(&slot.name);
-                metrics.add(
-                    sink,
-                    &series_metric_name(route, cluster, SeriesMetric::Requests),
-                    slot.unflushed_requests,
-                );
-                metrics.add(
-                    sink,
-                    &series_metric_name(route, cluster, SeriesMetric::Errors),
-                    slot.unflushed_errors,
-                );
+                let [requests_id, errors_id] = match slot.counter_ids {
+                    Some(ids) => ids,
+                    None => {
+                        let (route, cluster) = split_name(&slot.name);
+                        let mut define = |m: SeriesMetric| {
+                            metrics.define(
+                                sink,
+                                Kind::Counter,
+                                &series_metric_name(route, cluster, m),
+                            )
+                        };
+                        let ids = [define(SeriesMetric::Requests), define(SeriesMetric::Errors)];
+                        slot.counter_ids = Some(ids);
+                        ids
+                    }
+                };
+                metrics.add_id(sink, requests_id, slot.unflushed_requests);
+                metrics.add_id(sink, errors_id, slot.unflushed_errors);
                 slot.unflushed_requests = 0;
                 slot.unflushed_errors = 0;
             }
@@ -628,22 +637,48 @@ impl Worker {
             self.stats.cas_exhausted += 1;
         }
 
-        for (id, (v, state)) in verdicts.iter().zip(&scoring.series).enumerate() {
-            let Some(name) = self.registry.name(id as u32) else {
-                continue;
+        const GAUGES: [SeriesMetric; 5] = [
+            SeriesMetric::Score,
+            SeriesMetric::State,
+            SeriesMetric::P50,
+            SeriesMetric::P95,
+            SeriesMetric::P99,
+        ];
+        scoring.gauge_ids.resize(scoring.series.len(), None);
+        for (id, ((v, state), ids)) in verdicts
+            .iter()
+            .zip(&scoring.series)
+            .zip(scoring.gauge_ids.iter_mut())
+            .enumerate()
+        {
+            let ids = match ids {
+                Some(ids) => *ids,
+                None => {
+                    let Some(name) = self.registry.name(id as u32) else {
+                        continue;
+                    };
+                    let (route, cluster) = split_name(name);
+                    let defined = GAUGES.map(|m| {
+                        self.metrics.define(
+                            sink,
+                            Kind::Gauge,
+                            &series_metric_name(route, cluster, m),
+                        )
+                    });
+                    *ids = Some(defined);
+                    defined
+                }
             };
-            let (route, cluster) = split_name(name);
             let latency = state.window_latency();
-            let gauges = [
-                (SeriesMetric::Score, u64::from(v.score)),
-                (SeriesMetric::State, u64::from(v.state.code())),
-                (SeriesMetric::P50, ms(latency.quantile_us(0.5))),
-                (SeriesMetric::P95, ms(latency.quantile_us(0.95))),
-                (SeriesMetric::P99, ms(latency.quantile_us(0.99))),
+            let values = [
+                u64::from(v.score),
+                u64::from(v.state.code()),
+                ms(latency.quantile_us(0.5)),
+                ms(latency.quantile_us(0.95)),
+                ms(latency.quantile_us(0.99)),
             ];
-            for (metric, value) in gauges {
-                self.metrics
-                    .set(sink, &series_metric_name(route, cluster, metric), value);
+            for (gauge_id, value) in ids.into_iter().zip(values) {
+                self.metrics.set_id(sink, gauge_id, value);
             }
         }
         self.metrics

@@ -39,6 +39,8 @@ pub struct Slot {
     pub unflushed_requests: u64,
     /// Errors not yet added to the Envoy counter.
     pub unflushed_errors: u64,
+    /// Host ids of this series' request and error counters, once defined.
+    pub counter_ids: Option<[Option<u32>; 2]>,
 }
 
 impl Slot {
@@ -50,6 +52,7 @@ impl Slot {
             latency: LatencyHistogram::new(),
             unflushed_requests: 0,
             unflushed_errors: 0,
+            counter_ids: None,
         }
     }
 

@@ -135,7 +135,15 @@ pub struct MetricCache {
 }
 
 impl MetricCache {
-    fn id<M: MetricSink + ?Sized>(&mut self, sink: &mut M, kind: Kind, name: &str) -> Option<u32> {
+    /// The host id of metric `name`, defined on first use. Callers that touch
+    /// the same metric every tick keep the id and use [`MetricCache::add_id`] /
+    /// [`MetricCache::set_id`], so no name is formatted or hashed per tick.
+    pub fn define<M: MetricSink + ?Sized>(
+        &mut self,
+        sink: &mut M,
+        kind: Kind,
+        name: &str,
+    ) -> Option<u32> {
         if let Some(id) = self.ids.get(name) {
             return *id;
         }
@@ -149,14 +157,26 @@ impl MetricCache {
         if by == 0 {
             return;
         }
-        if let Some(id) = self.id(sink, Kind::Counter, name) {
+        let id = self.define(sink, Kind::Counter, name);
+        self.add_id(sink, id, by);
+    }
+
+    /// Add `by` to a counter by id (no hostcall when `by` is 0).
+    pub fn add_id<M: MetricSink + ?Sized>(&mut self, sink: &mut M, id: Option<u32>, by: u64) {
+        if let (Some(id), true) = (id, by > 0) {
             sink.increment(id, by);
         }
     }
 
     /// Set the gauge `name` (no hostcall when unchanged).
     pub fn set<M: MetricSink + ?Sized>(&mut self, sink: &mut M, name: &str, value: u64) {
-        if let Some(id) = self.id(sink, Kind::Gauge, name) {
+        let id = self.define(sink, Kind::Gauge, name);
+        self.set_id(sink, id, value);
+    }
+
+    /// Set a gauge by id (no hostcall when unchanged).
+    pub fn set_id<M: MetricSink + ?Sized>(&mut self, sink: &mut M, id: Option<u32>, value: u64) {
+        if let Some(id) = id {
             if self.last_gauge.get(&id) != Some(&value) {
                 sink.record(id, value);
                 self.last_gauge.insert(id, value);
