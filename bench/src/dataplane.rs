@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vigil_e2e::envoy::{hcm_mut, routes_mut, Envoy, EnvoyOptions};
+use vigil_e2e::envoy::{hcm_mut, prepend_flood_routes, Envoy, EnvoyOptions};
 use vigil_e2e::scenario::plugin_config;
 use vigil_e2e::Result;
 
@@ -93,18 +93,7 @@ pub async fn start(
     .transform(move |b| {
         transform(b, variant, &noop)?;
         if routes > 0 {
-            let rs = routes_mut(b)?;
-            let mut flood: Vec<Value> = (0..routes)
-                .map(|i| {
-                    json!({
-                        "name": format!("r{i}"),
-                        "match": { "prefix": format!("/r{i}/") },
-                        "route": { "cluster": "stable" }
-                    })
-                })
-                .collect();
-            flood.append(rs);
-            *rs = flood;
+            prepend_flood_routes(b, routes, "stable")?;
         }
         Ok(())
     });

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Result;
+use vigil_e2e::envoy::die_with_parent;
 
 /// A running child with its log file.
 #[derive(Debug)]
@@ -52,20 +53,6 @@ pub fn sibling_binary(name: &str, env_var: &str) -> Result<PathBuf> {
         }
     )
     .into())
-}
-
-#[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: runs between fork and exec; prctl(2) is async-signal-safe and allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 impl Proc {

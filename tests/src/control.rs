@@ -91,7 +91,9 @@ impl ControlService {
         self.starts += 1;
         let log = self.dir.path().join(format!("control-{}.log", self.starts));
         let listen = listen.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
-        let child = Command::new(control_binary()?)
+        let mut command = Command::new(control_binary()?);
+        crate::envoy::die_with_parent(&mut command);
+        let child = command
             .arg("serve")
             .arg("--listen")
             .arg(&listen)

@@ -216,6 +216,24 @@ fn set_cluster_port(bootstrap: &mut Value, cluster: &str, port: u16) -> Result<(
 
 /// A loopback port that is bound (so nobody else gets it) but not listening: connecting
 /// to it is refused at once.
+/// Puts `n` routes named `r<i>` (prefix `/r<i>/`, to `cluster`) ahead of the
+/// bootstrap's routes: a flood of distinct series for scale and robustness runs.
+pub fn prepend_flood_routes(bootstrap: &mut Value, n: usize, cluster: &str) -> Result<()> {
+    let routes = routes_mut(bootstrap)?;
+    let mut flood: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("r{i}"),
+                "match": { "prefix": format!("/r{i}/") },
+                "route": { "cluster": cluster }
+            })
+        })
+        .collect();
+    flood.append(routes);
+    *routes = flood;
+    Ok(())
+}
+
 /// Adds a STATIC HTTP/1.1 cluster `name` whose one endpoint is 127.0.0.1:`port`
 /// (e.g. the control service the filter reports to).
 pub fn add_cluster(bootstrap: &mut Value, name: &str, port: u16) -> Result<()> {
@@ -348,9 +366,10 @@ fn prepare(opts: EnvoyOptions) -> Result<Prepared> {
 }
 
 /// Makes the kernel kill the child if the thread that spawned it dies (test harness
-/// killed, Ctrl-C), so no Envoy outlives its test.
+/// killed, Ctrl-C), so no child process (Envoy, the control service, the demo's
+/// upstreams) outlives whoever started it.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec; it only calls prctl(2), which is
     // async-signal-safe, and allocates nothing.

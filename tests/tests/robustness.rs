@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use vigil_e2e::envoy::{routes_mut, tail, Envoy, EnvoyOptions};
+use serde_json::json;
+use vigil_e2e::envoy::{prepend_flood_routes, tail, Envoy, EnvoyOptions};
 use vigil_e2e::http::raw_request;
 use vigil_e2e::load::fixed_requests;
 use vigil_e2e::scenario::plugin_config;
@@ -164,21 +164,7 @@ async fn ten_thousand_routes_stay_within_the_series_bound() {
     let config = plugin_config("steer", &json!({ "max_series": MAX_SERIES as u64 }));
     let opts = EnvoyOptions::new("flood", config)
         .upstreams(stable.port(), canary.port())
-        .transform(|b| {
-            let routes = routes_mut(b)?;
-            let mut flood: Vec<Value> = (0..ROUTES)
-                .map(|i| {
-                    json!({
-                        "name": format!("r{i}"),
-                        "match": { "prefix": format!("/r{i}/") },
-                        "route": { "cluster": "stable" }
-                    })
-                })
-                .collect();
-            flood.append(routes);
-            *routes = flood;
-            Ok(())
-        });
+        .transform(|b| prepend_flood_routes(b, ROUTES, "stable"));
     let envoy = Envoy::start(opts).await.unwrap();
     let started = std::time::Instant::now();
     let outcomes = fixed_requests(
