@@ -20,13 +20,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+use vigil_e2e::upstream::serve_http1;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -89,7 +87,7 @@ impl InferenceUpstream {
             ratio_seq: AtomicU64::new(0),
             served: AtomicU64::new(0),
         });
-        let task = tokio::spawn(serve(listener, state.clone()));
+        let task = tokio::spawn(serve_http1(listener, state.clone(), handle));
         Ok(Self { state, addr, task })
     }
 
@@ -127,26 +125,6 @@ impl State {
         self.latency_milli.store(m, Ordering::SeqCst);
         self.ratio_seq.store(0, Ordering::SeqCst);
         self.error_ppm.store(ppm, Ordering::SeqCst);
-    }
-}
-
-async fn serve(listener: TcpListener, state: Arc<State>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
     }
 }
 

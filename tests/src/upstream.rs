@@ -8,6 +8,7 @@
 //! The server stops when the [`Upstream`] is dropped.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,7 +64,7 @@ impl Upstream {
             failed: AtomicU64::new(0),
             seen_subset: AtomicU64::new(0),
         });
-        let task = tokio::spawn(serve(listener, state.clone()));
+        let task = tokio::spawn(serve_http1(listener, state.clone(), handle));
         Ok(Self { state, addr, task })
     }
 
@@ -124,7 +125,19 @@ impl Drop for Upstream {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<State>) {
+/// Serves HTTP/1.1 on `listener` until this future is dropped or aborted: one task
+/// per connection, every request answered by `handle(state, request)`. Dropping it
+/// drops the set of connection tasks, which aborts them all. Shared by the test
+/// upstream here and the demo's inference-like upstream.
+pub async fn serve_http1<S, F, Fut, B>(listener: TcpListener, state: Arc<S>, handle: F)
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
