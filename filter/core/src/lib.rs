@@ -8,6 +8,8 @@
 //!
 //! Modules, one concern each:
 //! - [`config`]: plugin configuration, validated at plugin start;
+//! - [`naming`]: Envoy cluster names each mesh derives from a canary's service and versions;
+//! - [`resolve`]: which routes and clusters of an Envoy config dump each canary resolves to;
 //! - [`request`]: decoding Envoy's per-request properties;
 //! - [`local`]: the worker-local window the request path writes to;
 //! - [`codec`]: compact, versioned, panic-free encoding of shared records;
@@ -27,8 +29,10 @@ pub mod engine;
 pub mod lease;
 pub mod local;
 pub mod metrics;
+pub mod naming;
 pub mod registry;
 pub mod request;
+pub mod resolve;
 pub mod shared;
 pub mod steering;
 pub mod verdicts;
