@@ -88,14 +88,20 @@ impl Dump {
         }
         let mut seen: Vec<&Value> = Vec::new();
         collect_route_configs(doc, &mut seen);
+        // A listener's inline route configuration also appears in the
+        // RoutesConfigDump (with an `@type`): keep each distinct one once.
+        let mut configs: Vec<Vec<DumpRoute>> = Vec::new();
         for rc in seen {
             let rc_name = str_at(rc, "name").unwrap_or("").to_string();
-            for vh in items(rc, "virtual_hosts") {
-                for r in items(vh, "routes") {
-                    dump.routes.push(route_of(&rc_name, r));
-                }
+            let routes: Vec<DumpRoute> = items(rc, "virtual_hosts")
+                .flat_map(|vh| items(vh, "routes"))
+                .map(|r| route_of(&rc_name, r))
+                .collect();
+            if !configs.contains(&routes) {
+                configs.push(routes);
             }
         }
+        dump.routes = configs.into_iter().flatten().collect();
         if dump.clusters.is_empty() && dump.routes.is_empty() {
             return Err("the config dump holds no clusters and no routes".into());
         }
