@@ -246,6 +246,59 @@ async fn steers_503_canary(
     (after, envoy)
 }
 
+/// Runs the real `vigil-control inspect`; (exit code, stdout).
+fn inspect(config_dump: &str, plugin_config: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(vigil_e2e::control::control_binary().unwrap())
+        .args(["inspect", "--config-dump", config_dump, "--plugin-config"])
+        .arg(plugin_config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!(
+        "$ vigil-control inspect --config-dump {config_dump} --plugin-config {}\n{text}{}",
+        plugin_config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn inspect_prints_resolved_names_and_nearest_candidates() {
+    let dump = kuma_reference_dir().join("client-config_dump.json");
+    let dump = dump.to_str().unwrap();
+    let shipped = kong_universal_dir().join("10-meshproxypatch.yaml");
+    let (code, text) = inspect(dump, &shipped);
+    assert_eq!(code, 0, "{text}");
+    for needle in [
+        &format!("stable cluster: {KRI_STABLE}"),
+        &format!("canary cluster: {KRI_CANARY}"),
+        &format!("route {KRI_ROUTE} [route config {KRI_LISTENER}] -> stable + canary"),
+        &format!("steering: `x-vigil-subset: stable` -> route {KRI_ROUTE}"),
+    ] {
+        assert!(
+            text.contains(needle.as_str()),
+            "missing {needle:?} in:\n{text}"
+        );
+    }
+    // A misnamed canary (what the old manifests shipped): nothing, nearest candidates.
+    let dir = vigil_e2e::ScratchDir::new("inspect").unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"canaries":[{"name":"llm-gateway","stable_cluster":"default_llm-gateway-v1_ml_default_msvc_8080","canary_cluster":"default_llm-gateway-v2_ml_default_msvc_8080"}]}"#).unwrap();
+    let (code, text) = inspect(dump, &bad);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("canary llm-gateway (naming envoy)") && text.contains("resolves to nothing"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("nearest cluster names: {KRI_STABLE}")),
+        "{text}"
+    );
+    // Bad input: a clear error, exit 2.
+    let (code, _) = inspect("/nonexistent/dump.json", &shipped);
+    assert_eq!(code, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_kuma_dump_in_envoy_steers_with_the_shipped_config() {
     let (_, envoy) = steers_503_canary(
@@ -261,6 +314,14 @@ async fn real_kuma_dump_in_envoy_steers_with_the_shipped_config() {
     // The shipped MeshMetric include rules, applied to the names /stats/prometheus
     // prints without Kuma tag extraction: each rule selects Vigil metrics, and every
     // Vigil metric is selected.
+    // inspect against the live proxy's admin endpoint.
+    let url = format!("http://{}/config_dump", envoy.admin_addr());
+    let (code, text) = inspect(&url, &kong_universal_dir().join("10-meshproxypatch.yaml"));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("canary cluster: {KRI_CANARY}")),
+        "{text}"
+    );
     let prom = envoy.prometheus().await.unwrap();
     let names: std::collections::BTreeSet<&str> = prom
         .lines()
@@ -335,4 +396,52 @@ async fn istio_names_steer_with_the_shipped_wasmplugin_config() {
         true,
     )
     .await;
+}
+
+/// A canary whose names match nothing (the old shipped names) in real Envoy on the real
+/// dump: after `unmatched_after_s` of traffic, one warning and the gauge at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misnamed_canary_is_logged_once_and_gauged() {
+    let stable = Upstream::start("stable").await.unwrap();
+    let canary = Upstream::start("canary").await.unwrap();
+    let (sp, cp) = (stable.port(), canary.port());
+    let port_of = move |c: &str| match c {
+        KRI_STABLE => Some(sp),
+        KRI_CANARY => Some(cp),
+        _ => None,
+    };
+    let config = r#"{"mode":"steer","unmatched_after_s":2,"canaries":[{"name":"llm-gateway","stable_cluster":"default_llm-gateway-v1_ml_default_msvc_8080","canary_cluster":"default_llm-gateway-v2_ml_default_msvc_8080"}]}"#;
+    let bootstrap = bootstrap_from_dump(
+        &real_kuma_dump().unwrap(),
+        KRI_LISTENER,
+        &port_of,
+        config,
+        &wasm_path().unwrap(),
+    )
+    .unwrap();
+    let envoy = Envoy::start(EnvoyOptions::new("misnamed", config).transform(move |b| {
+        *b = bootstrap;
+        Ok(())
+    }))
+    .await
+    .unwrap();
+    OpenLoop::new(100.0, Duration::from_secs(5))
+        .run(envoy.listener_addr(), Instant::now(), None)
+        .await
+        .unwrap();
+    let gauge = envoy
+        .wait_metrics(Duration::from_secs(5), |m| {
+            m.value("vigil_canary_unmatched", &[("canary", "llm-gateway")])
+                .filter(|v| *v == 1.0)
+        })
+        .await
+        .unwrap();
+    let log = envoy.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("matched no cluster"))
+        .collect();
+    println!("vigil_canary_unmatched{{canary=\"llm-gateway\"}} {gauge}; warnings: {warnings:#?}");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("default_llm-gateway-v1_ml_default_msvc_8080"));
 }
