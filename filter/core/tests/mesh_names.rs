@@ -27,7 +27,6 @@ fn req(latency_us: u64, status: u16) -> RequestRecord {
 }
 
 fn run(
-    cfg: &str,
     seconds: u64,
     canary_status: u16,
     w: &mut Worker,
@@ -50,7 +49,6 @@ fn run(
             logs.push(m.to_string())
         });
     }
-    let _ = cfg;
     sink
 }
 
@@ -61,7 +59,7 @@ fn steers_by_selected_cluster_whatever_the_route_name() {
     let mut w = Worker::new(PluginConfig::parse(cfg.as_bytes()).unwrap(), 1);
     let store = MemoryStore::new();
     let (mut now, mut logs) = (1_700_000_000_000u64, Vec::new());
-    run(cfg, 15, 200, &mut w, &store, &mut now, &mut logs);
+    run(15, 200, &mut w, &store, &mut now, &mut logs);
     assert_eq!(
         w.route_decision(DEFAULT_ROUTE, Some(CANARY)),
         None,
@@ -69,7 +67,7 @@ fn steers_by_selected_cluster_whatever_the_route_name() {
     );
     let mut steered = false;
     for _ in 0..5 {
-        run(cfg, 1, 503, &mut w, &store, &mut now, &mut logs);
+        run(1, 503, &mut w, &store, &mut now, &mut logs);
         if w.route_decision(DEFAULT_ROUTE, Some(CANARY)).is_some() {
             steered = true;
             break;
@@ -97,7 +95,7 @@ fn a_misnamed_canary_is_reported_once_with_a_gauge() {
     let mut w = Worker::new(PluginConfig::parse(cfg.as_bytes()).unwrap(), 1);
     let store = MemoryStore::new();
     let (mut now, mut logs) = (1_700_000_000_000u64, Vec::new());
-    let sink = run(cfg, 10, 200, &mut w, &store, &mut now, &mut logs);
+    let sink = run(10, 200, &mut w, &store, &mut now, &mut logs);
     let warnings: Vec<&String> = logs
         .iter()
         .filter(|l| l.contains("matched no cluster"))
@@ -112,4 +110,37 @@ fn a_misnamed_canary_is_reported_once_with_a_gauge() {
         sink.value("canary=.=llm-gateway;.;vigil_canary_unmatched"),
         Some(1)
     );
+}
+
+#[test]
+fn control_weights_apply_by_cluster_too() {
+    use vigil_filter_core::engine::ControlKind;
+    let cfg = r#"{"mode":"steer","control":{"cluster":"vigil-control","weights_ttl_s":30},"canaries":[{"name":"llm-gateway","naming":"kuma-legacy",
+        "zone":"zone-1","service":"llm-gateway","stable_version":"v1","canary_version":"v2","port":8080}]}"#;
+    let mut w = Worker::new(PluginConfig::parse(cfg.as_bytes()).unwrap(), 1);
+    let store = MemoryStore::new();
+    let (mut now, mut logs) = (1_700_000_000_000u64, Vec::new());
+    run(3, 200, &mut w, &store, &mut now, &mut logs);
+    let body = br#"{"version":1,"canaries":[{"name":"llm-gateway","canary_weight":50}]}"#;
+    let _ = w.take_control_calls();
+    w.on_control_response(
+        ControlKind::Routing,
+        Some(200),
+        body,
+        now,
+        &store,
+        &mut |_, _| {},
+    );
+    run(1, 200, &mut w, &store, &mut now, &mut logs);
+    let mut canary = 0;
+    for _ in 0..100 {
+        // The canary header rule's route has its own name: weighted by the cluster.
+        match w.route_decision(CANARY_HEADER_ROUTE, Some(CANARY)) {
+            Some(Decision::Weighted { canary: true }) => canary += 1,
+            Some(Decision::Weighted { canary: false }) => {}
+            other => panic!("{other:?}; {logs:#?}"),
+        }
+    }
+    assert_eq!(canary, 50);
+    assert_eq!(w.route_decision(b"other", Some(b"other_cluster")), None);
 }
