@@ -242,6 +242,16 @@ async fn steers_503_canary(
         tail(&envoy.log(), 40)
     );
     assert!(stable_share >= 0.99, "[{name}] {stable_share}");
+    // Steered through the mesh's header rule: stable saw the routing header.
+    let via_header = tail_window
+        .iter()
+        .filter(|o| o.seen_subset_is("stable"))
+        .count() as f64
+        / tail_window.len().max(1) as f64;
+    assert!(
+        via_header >= 0.99,
+        "[{name}] only {via_header} of steered requests carried x-vigil-subset: stable"
+    );
     assert!(envoy.wasm_failures().await.unwrap().is_empty());
     (after, envoy)
 }
