@@ -228,7 +228,11 @@ impl HttpContext for VigilHttp {
         // the route is named.
         let decision = if worker.wants_route_at_request() {
             let route = property(&["xds", "route_name"]).unwrap_or_default();
-            let cluster = property(&["xds", "cluster_name"]);
+            let cluster = if worker.wants_cluster_at_request() {
+                property(&["xds", "cluster_name"])
+            } else {
+                None
+            };
             worker.route_decision(&route, cluster.as_deref())
         } else {
             None

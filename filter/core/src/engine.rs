@@ -207,6 +207,14 @@ impl Worker {
         self.cfg.mode == Mode::Steer && !self.cfg.canaries.is_empty()
     }
 
+    /// True when a request's selected cluster can change its routing (some
+    /// canary is steered or weighted): only then does the glue read
+    /// `xds.cluster_name` at request time.
+    pub fn wants_cluster_at_request(&self) -> bool {
+        self.steered_canaries.iter().any(Option::is_some)
+            || self.weighted_canaries.iter().any(Option::is_some)
+    }
+
     /// Should this request on `route` be steered to stable? Returns the reason
     /// when yes, and counts it.
     pub fn steer_decision(&mut self, route: &[u8]) -> Option<Signal> {

@@ -74,6 +74,7 @@ fn steers_by_selected_cluster_whatever_the_route_name() {
         }
     }
     assert!(steered, "never steered: {logs:#?}");
+    assert!(w.wants_cluster_at_request());
     // A request whose route has another name (a client-sent canary header
     // selected the canary rule) still belongs to the canary by its cluster.
     assert!(matches!(
