@@ -112,6 +112,8 @@ struct Unmatched {
     first_traffic_ms: Option<u64>,
     /// Per canary: a warning was logged and not yet cleared.
     warned: Vec<bool>,
+    /// Per canary: its clusters have been seen (gauge set to 0 once).
+    matched: Vec<bool>,
 }
 
 /// Stable and canary series ids found so far for one (canary, route).
@@ -443,17 +445,25 @@ impl Worker {
             return;
         }
         let scorer = self.scoring.is_some();
-        self.unmatched.warned.resize(self.cfg.canaries.len(), false);
-        for (spec, warned) in self
+        let n = self.cfg.canaries.len();
+        self.unmatched.warned.resize(n, false);
+        self.unmatched.matched.resize(n, false);
+        for ((spec, warned), done) in self
             .cfg
             .canaries
             .iter()
             .zip(self.unmatched.warned.iter_mut())
+            .zip(self.unmatched.matched.iter_mut())
         {
+            // Series are never forgotten: once matched, nothing more to watch.
+            if *done {
+                continue;
+            }
             let matched = self.registry.iter().any(|(_, name)| {
                 let (r, c) = split_name(name);
                 match_series(spec, r, c).is_some()
             });
+            *done = matched;
             self.metrics.set(
                 sink,
                 &canary_unmatched_metric_name(&spec.name),
