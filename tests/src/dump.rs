@@ -94,6 +94,14 @@ fn rename(
             _ => {}
         }
     }
+    fn edit(routes: &mut Vec<Value>, route_name: &dyn Fn(usize, &Value) -> String) {
+        for (i, r) in routes.iter_mut().enumerate() {
+            let name = route_name(i, r);
+            if let Some(o) = r.as_object_mut() {
+                o.insert("name".into(), Value::from(name));
+            }
+        }
+    }
     let mut dump = real.clone();
     let mut map: Vec<(&str, String)> = clusters.to_vec();
     map.push((listener_name, new_listener.to_string()));
@@ -115,10 +123,7 @@ fn rename(
             if listener.get("name").and_then(Value::as_str) != Some(new_listener) {
                 continue;
             }
-            for (i, r) in routes_of(listener)?.iter_mut().enumerate() {
-                let name = route_name(i, r);
-                r["name"] = Value::from(name);
-            }
+            edit(routes_of(listener)?, &route_name);
         }
         // The same route configuration also appears in the RoutesConfigDump.
         for rc in c
@@ -134,10 +139,7 @@ fn rename(
                 .pointer_mut("/route_config/virtual_hosts/0/routes")
                 .and_then(Value::as_array_mut)
             {
-                for (i, r) in routes.iter_mut().enumerate() {
-                    let name = route_name(i, r);
-                    r["name"] = Value::from(name);
-                }
+                edit(routes, &route_name);
             }
         }
     }
@@ -214,9 +216,12 @@ pub fn kuma_legacy_dump() -> Result<Value> {
 pub const ISTIO_HOST: &str = "llm-gateway.ml.svc.cluster.local";
 
 /// The real topology under Istio naming: subsets v1/v2 of [`ISTIO_HOST`], listener
-/// `0.0.0.0_8080`, routes named like the VirtualService's HTTP routes.
+/// `0.0.0.0_8080`, routes named like the VirtualService's HTTP routes, plus a second
+/// weighted rule (`/b`, route `weighted-b`) like a VirtualService with one HTTP route
+/// per path: its weighted pick belongs to the canary whatever the route is named.
 pub fn istio_dump() -> Result<Value> {
-    let real = real_kuma_dump()?;
+    let mut real = real_kuma_dump()?;
+    add_weighted_copy(&mut real, KRI_LISTENER, "/b")?;
     rename(
         &real,
         KRI_LISTENER,
@@ -226,12 +231,58 @@ pub fn istio_dump() -> Result<Value> {
             (KRI_CANARY, naming::istio_cluster(8080, "v2", ISTIO_HOST)),
         ],
         |i, _| {
-            ["vigil-stable", "vigil-canary", "weighted"]
+            ["vigil-stable", "vigil-canary", "weighted-b", "weighted"]
                 .get(i)
                 .unwrap_or(&"extra")
                 .to_string()
         },
     )
+}
+
+/// Inserts, before the last route (the weighted default) of `listener_name`'s routes
+/// (inline and in the RoutesConfigDump), a copy of it matching `prefix`.
+fn add_weighted_copy(dump: &mut Value, listener_name: &str, prefix: &str) -> Result<()> {
+    fn insert(routes: &mut Vec<Value>, prefix: &str) -> Result<()> {
+        let mut copy = routes.last().cloned().ok_or("no routes")?;
+        put(&mut copy, "/match", json!({"prefix": prefix}))?;
+        let at = routes.len().saturating_sub(1);
+        routes.insert(at, copy);
+        Ok(())
+    }
+    let configs = dump
+        .pointer_mut("/configs")
+        .and_then(Value::as_array_mut)
+        .ok_or("dump without configs")?;
+    for c in configs {
+        for l in c
+            .get_mut("dynamic_listeners")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(listener) = l.pointer_mut("/active_state/listener") {
+                if listener.get("name").and_then(Value::as_str) == Some(listener_name) {
+                    insert(routes_of(listener)?, prefix)?;
+                }
+            }
+        }
+        for rc in c
+            .get_mut("static_route_configs")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if rc.pointer("/route_config/name").and_then(Value::as_str) == Some(listener_name) {
+                if let Some(routes) = rc
+                    .pointer_mut("/route_config/virtual_hosts/0/routes")
+                    .and_then(Value::as_array_mut)
+                {
+                    insert(routes, prefix)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The clusters a route configuration sends to.

@@ -124,7 +124,9 @@ fn shipped_configs_resolve_against_real_and_generated_dumps() {
     assert_eq!(c, vec![format!("outbound|8080|v2|{ISTIO_HOST}")]);
     assert_eq!(
         routes,
-        vec!["vigil-canary".to_string(), "weighted".to_string()]
+        ["vigil-canary", "weighted-b", "weighted"]
+            .map(String::from)
+            .to_vec()
     );
     assert_eq!(header, vec!["vigil-stable".to_string()]);
 }
@@ -190,10 +192,32 @@ async fn steers_503_canary(
         l.run(addr, t0 + healthy + Duration::from_secs(5), None)
             .await
     });
+    // Requests on another path: on the Istio dump a second weighted rule with its own
+    // route name (`weighted-b`), whose pick (xds.cluster_name at request time) says
+    // whether the request is the canary's; elsewhere the default rule.
+    let other_path = tokio::spawn(async move {
+        let mut l = OpenLoop::new(50.0, Duration::from_secs(4));
+        l.path = "/b".into();
+        l.run(addr, t0 + healthy + Duration::from_secs(5), None)
+            .await
+    });
     tokio::time::sleep_until((t0 + healthy).into()).await;
     canary.set_error_ratio(1.0);
     let outcomes = load.await.unwrap().unwrap();
     let pinned = pinned.await.unwrap().unwrap();
+    let other_path = other_path.await.unwrap().unwrap();
+    let other_canary = other_path
+        .iter()
+        .filter(|o| !o.served_by_is("stable"))
+        .count();
+    println!(
+        "[{name}] {} requests on /b after fault+5 s: {other_canary} not served by stable",
+        other_path.len()
+    );
+    assert_eq!(
+        other_canary, 0,
+        "[{name}] /b requests reached the sick canary"
+    );
     let pinned_canary = pinned.iter().filter(|o| !o.served_by_is("stable")).count();
     println!(
         "[{name}] {} requests with a client x-vigil-subset: canary after fault+5 s: {pinned_canary} not served by stable",
