@@ -94,7 +94,7 @@ fn rename(
             _ => {}
         }
     }
-    fn edit(routes: &mut Vec<Value>, route_name: &dyn Fn(usize, &Value) -> String) {
+    fn edit(routes: &mut [Value], route_name: &dyn Fn(usize, &Value) -> String) {
         for (i, r) in routes.iter_mut().enumerate() {
             let name = route_name(i, r);
             if let Some(o) = r.as_object_mut() {
