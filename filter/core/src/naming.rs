@@ -60,8 +60,8 @@ pub fn istio_subset_host(cluster: &[u8]) -> Option<(&[u8], &[u8])> {
     (direction == b"outbound" && parts.next().is_none()).then_some((subset, host))
 }
 
-/// Kuma unified naming (KRI; the default on Kuma main / 2.12+ with
-/// `unifiedResourceNaming`): a MeshService port's cluster is
+/// Kuma unified naming (KRI; Kuma with unified resource naming enabled, as
+/// on the main line recorded in `../shared/reference/kuma-main-universal/`): a MeshService port's cluster is
 /// `kri_msvc_<mesh>_<zone>_<namespace>_<name>_<section>` where `section` is the
 /// port's name, or its number when unnamed. Universal mode has an empty
 /// namespace (`kri_msvc_default_default__llm-gateway-v1_8080`, as recorded
@@ -89,8 +89,8 @@ pub fn kuma_kri_route(
     format!("kri_mhttpr_{mesh}_{zone}_{namespace}_{route}_rule_{index}")
 }
 
-/// Kuma 2.x legacy naming (the default in Kuma / Kong Mesh 2.9–2.11 for
-/// MeshService destinations, `destinationname.ResolveLegacyFromKRI`):
+/// Kuma 2.x legacy naming (Kuma / Kong Mesh 2.x without unified resource
+/// naming, MeshService destinations, `destinationname.ResolveLegacyFromKRI`):
 /// `<mesh>_<name>_<namespace>_<zone>_msvc_<port>` with the port *number*; the
 /// zone is the real zone name and an empty namespace (universal) leaves two
 /// underscores. Its routes are named per rule by a hash of the rule's matches,
