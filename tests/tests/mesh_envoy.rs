@@ -315,3 +315,51 @@ fn every_envoy_config_file_validates() {
     }
     assert!(n >= 2, "expected vigil-local.yaml and vigil-compose.yaml");
 }
+
+/// The Kubernetes MeshProxyPatch as shipped — its `vigil-wasm-artifacts` cluster and
+/// its filter value with the fetched (`remote` + `sha256`) module, nothing replaced —
+/// is a configuration Envoy 1.40 accepts (`envoy --mode validate`).
+#[test]
+fn kubernetes_meshproxypatch_as_shipped_validates_in_envoy() {
+    let patch = document(&kong_dir(), "10-meshproxypatch.yaml", "MeshProxyPatch").unwrap();
+    let mods = patch["spec"]["default"]["appendModifications"]
+        .as_array()
+        .unwrap();
+    let value = |kind: &str| -> Value {
+        let m = mods.iter().find_map(|m| m.get(kind)).unwrap();
+        serde_yaml::from_str(m["value"].as_str().unwrap()).unwrap()
+    };
+    let (cluster, filter) = (value("cluster"), value("httpFilter"));
+    assert!(filter
+        .pointer("/typed_config/config/vm_config/code/remote/sha256")
+        .is_some());
+    let bootstrap = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "clusters": [cluster],
+            "listeners": [{"name": "outbound", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "outbound",
+                    "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                    "http_filters": [filter, {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                }}]}]}]
+        }
+    });
+    let dir = vigil_e2e::ScratchDir::new("k8s-patch-validate").unwrap();
+    let path = dir.path().join("bootstrap.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&bootstrap).unwrap()).unwrap();
+    let out = Command::new(envoy_binary().unwrap())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("OK"),
+        "{}",
+        tail(&text, 20)
+    );
+    println!("envoy --mode validate (kubernetes/10-meshproxypatch.yaml as shipped): OK");
+}
