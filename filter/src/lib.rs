@@ -191,6 +191,7 @@ impl RootContext for VigilRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(VigilHttp {
             worker: Rc::clone(&self.worker),
+            is_grpc: false,
         }))
     }
 
@@ -202,6 +203,16 @@ impl RootContext for VigilRoot {
 /// Per-request context.
 struct VigilHttp {
     worker: SharedWorker,
+    /// The response is gRPC (`content-type: application/grpc…`): one that
+    /// ends without a gRPC status is a truncated stream.
+    is_grpc: bool,
+}
+
+/// True for a gRPC content type (`application/grpc`, `application/grpc+proto`, ...).
+fn is_grpc_content_type(value: &[u8]) -> bool {
+    value
+        .get(..16)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
 }
 
 impl Context for VigilHttp {}
@@ -249,6 +260,10 @@ impl HttpContext for VigilHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+        self.is_grpc = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-type")
+            .ok()
+            .flatten()
+            .is_some_and(|v| is_grpc_content_type(&v));
         let Ok(slot) = self.worker.try_borrow() else {
             return Action::Continue;
         };
@@ -277,11 +292,25 @@ impl HttpContext for VigilHttp {
         let Some(worker) = slot.as_mut() else {
             return;
         };
-        let record = RequestRecord::from_properties(
+        let mut record = RequestRecord::from_properties(
             property(&["request", "duration"]).as_deref(),
             property(&["response", "code"]).as_deref(),
             property(&["response", "flags"]).as_deref(),
             property(&["upstream", "request_attempt_count"]).as_deref(),
+        );
+        // gRPC status (trailers, or headers of a trailers-only response);
+        // the code details only when they can change the class.
+        let grpc_status = property(&["response", "grpc_status"]);
+        let details = if record.needs_details() {
+            property(&["response", "code_details"])
+        } else {
+            None
+        };
+        record.classify(
+            grpc_status.as_deref(),
+            self.is_grpc,
+            details.as_deref(),
+            &worker.config().grpc,
         );
         let route = property(&["xds", "route_name"]);
         let cluster = property(&["xds", "cluster_name"]);

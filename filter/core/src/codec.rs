@@ -144,13 +144,17 @@ fn write_delta(w: &mut Writer, d: &TickDelta) {
         w.uint(u64::from(n));
         prev = index;
     }
+    // Outcome classes, appended so records of the previous layout still decode.
+    for v in [c.server_errors, c.throttled, c.client_gone, c.grpc_unknown] {
+        w.uint(v);
+    }
 }
 
 /// Decode a delta record; `None` when corrupt.
 pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
     let mut r = Reader::new(bytes)?;
     let mut next = || r.uint();
-    let counters = Counters {
+    let mut counters = Counters {
         requests: next()?,
         errors: next()?,
         status_4xx: next()?,
@@ -159,6 +163,7 @@ pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
         timeouts: next()?,
         retries: next()?,
         latency_sum_us: next()?,
+        ..Counters::default()
     };
     let n = r.count(2)?;
     let mut latency = Vec::with_capacity(n);
@@ -172,12 +177,30 @@ pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
         let count = u32::try_from(r.uint()?).ok()?;
         latency.push((index, count));
     }
+    if !r.is_done() {
+        counters.server_errors = r.uint()?;
+        counters.throttled = r.uint()?;
+        counters.client_gone = r.uint()?;
+        counters.grpc_unknown = r.uint()?;
+    }
     r.is_done().then_some(TickDelta { counters, latency })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previous_layout_without_outcome_classes_still_decodes() {
+        let mut w = Writer::new();
+        for v in [3u64, 1, 0, 0, 0, 0, 0, 900, 1, 4, 3] {
+            w.uint(v);
+        }
+        let d = decode_delta(&w.finish()).unwrap_or_default();
+        assert_eq!((d.counters.requests, d.counters.errors), (3, 1));
+        assert_eq!(d.latency, vec![(4, 3)]);
+        assert_eq!(d.counters.throttled, 0);
+    }
 
     #[test]
     fn delta_round_trip() {
@@ -191,6 +214,10 @@ mod tests {
                 timeouts: 4,
                 retries: 5,
                 latency_sum_us: u64::MAX,
+                server_errors: 6,
+                throttled: 8,
+                client_gone: 9,
+                grpc_unknown: 10,
             },
             latency: vec![(0, 1), (5, 300), (831, u32::MAX)],
         };
@@ -210,8 +237,16 @@ mod tests {
             },
             latency: vec![(1, 1), (2, 2)],
         });
+        // The four outcome-class counters (one byte each here) are an
+        // optional tail: a record cut right before them is the previous layout.
+        let previous_layout = good.len() - 4;
         for cut in 0..good.len() {
-            assert_eq!(decode_delta(&good[..cut]), None, "truncated at {cut}");
+            let decoded = decode_delta(&good[..cut]);
+            if cut == previous_layout {
+                assert!(decoded.is_some(), "previous layout at {cut}");
+            } else {
+                assert_eq!(decoded, None, "truncated at {cut}");
+            }
         }
         assert_eq!(decode_delta(&[9, 1, 2, 3]), None, "foreign version");
         assert_eq!(

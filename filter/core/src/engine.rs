@@ -22,8 +22,10 @@ use crate::control::{
 use crate::lease;
 use crate::local::{LocalTable, Placement, Slot};
 use crate::metrics::{
-    global, series_metric_name, steered_metric_name, Kind, MetricCache, MetricSink, SeriesMetric,
+    failures_metric_name, global, series_metric_name, steered_metric_name, Kind, MetricCache,
+    MetricSink, SeriesMetric,
 };
+use crate::outcome::Outcome;
 use crate::registry::{
     delta_key, series_name, split_name, Capacity, Registration, Registry, OVERFLOW_CLUSTER,
     OVERFLOW_ROUTE,
@@ -133,7 +135,7 @@ pub struct Worker {
     table: VerdictTable,
     table_cas: Option<u32>,
     steered_routes: HashMap<Vec<u8>, Signal>,
-    steered_counts: HashMap<Vec<u8>, [u64; 4]>,
+    steered_counts: HashMap<Vec<u8>, [u64; 5]>,
     scoring: Option<Scoring>,
     weighted_routes: HashMap<Vec<u8>, (u8, Split)>,
     routing: Option<(Routing, u64)>,
@@ -201,7 +203,7 @@ impl Worker {
                 *c += 1;
             }
         } else {
-            let mut counts = [0u64; 4];
+            let mut counts = [0u64; 5];
             if let Some(c) = counts.get_mut(code) {
                 *c = 1;
             }
@@ -425,6 +427,7 @@ impl Worker {
                 metrics.add_id(sink, errors_id, slot.unflushed_errors);
                 slot.unflushed_requests = 0;
                 slot.unflushed_errors = 0;
+                flush_classes(slot, metrics, sink);
             }
             let Placement::Registered(id) = slot.placement else {
                 return;
@@ -542,7 +545,9 @@ impl Worker {
             let verdict = scoring
                 .monitors
                 .entry((pair.canary, pair.route.clone()))
-                .or_insert_with(|| CanaryMonitor::new(&model))
+                .or_insert_with(|| {
+                    CanaryMonitor::new(&model).with_steer_on_throttle(self.cfg.steer_on_throttle)
+                })
                 .update(canary, stable, &model);
             if let Some(v) = verdicts.get_mut(pair.canary_id as usize) {
                 *v = verdict;
@@ -889,6 +894,45 @@ impl Worker {
             s.scoring_passes - f.scoring_passes,
         );
         self.flushed_stats = s;
+    }
+}
+
+/// Add a slot's per-class counts to `vigil_failures_total{class}` and its
+/// throttled count to `vigil_throttled_total`; each counter is defined the
+/// first time its class is seen (a healthy series defines none).
+fn flush_classes<M: MetricSink + ?Sized>(slot: &mut Slot, metrics: &mut MetricCache, sink: &mut M) {
+    let classes = std::mem::take(&mut slot.unflushed_classes);
+    let throttled = classes
+        .get(Outcome::Throttled.index())
+        .copied()
+        .unwrap_or(0);
+    let (route, cluster) = split_name(&slot.name);
+    for (i, (n, outcome)) in classes.iter().zip(Outcome::ALL).enumerate() {
+        if *n == 0 || outcome == Outcome::Ok {
+            continue;
+        }
+        if let Some(id) = slot.class_ids.get_mut(i) {
+            let id = *id.get_or_insert_with(|| {
+                metrics.define(
+                    sink,
+                    Kind::Counter,
+                    &failures_metric_name(route, cluster, outcome.as_str()),
+                )
+            });
+            metrics.add_id(sink, id, *n);
+        }
+    }
+    if throttled > 0 {
+        if let Some(id) = slot.class_ids.last_mut() {
+            let id = *id.get_or_insert_with(|| {
+                metrics.define(
+                    sink,
+                    Kind::Counter,
+                    &series_metric_name(route, cluster, SeriesMetric::Throttled),
+                )
+            });
+            metrics.add_id(sink, id, throttled);
+        }
     }
 }
 

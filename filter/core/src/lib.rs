@@ -9,6 +9,8 @@
 //! Modules, one concern each:
 //! - [`config`]: plugin configuration, validated at plugin start;
 //! - [`request`]: decoding Envoy's per-request properties;
+//! - [`outcome`]: each request's outcome class (gRPC status, cut streams,
+//!   throttling, clients gone);
 //! - [`local`]: the worker-local window the request path writes to;
 //! - [`codec`]: compact, versioned, panic-free encoding of shared records;
 //! - [`shared`]: the shared-data trait and its bounded CAS update loop;
@@ -27,6 +29,7 @@ pub mod engine;
 pub mod lease;
 pub mod local;
 pub mod metrics;
+pub mod outcome;
 pub mod registry;
 pub mod request;
 pub mod shared;

@@ -7,6 +7,7 @@
 //! (the table holds at most `max_series` entries, or the shared registry is
 //! full) is recorded in the overflow slot and counted as dropped.
 
+use crate::outcome::Outcome;
 use crate::registry::Capacity;
 use crate::request::RequestRecord;
 use hashbrown::HashMap;
@@ -41,7 +42,16 @@ pub struct Slot {
     pub unflushed_errors: u64,
     /// Host ids of this series' request and error counters, once defined.
     pub counter_ids: Option<[Option<u32>; 2]>,
+    /// Requests per outcome class ([`Outcome::ALL`] order) not yet added to
+    /// `vigil_failures_total`.
+    pub unflushed_classes: [u64; CLASSES],
+    /// Host ids of the class counters (and `vigil_throttled_total` last), each
+    /// defined on its first use.
+    pub class_ids: [Option<Option<u32>>; CLASSES + 1],
 }
+
+/// Outcome classes.
+pub const CLASSES: usize = Outcome::ALL.len();
 
 impl Slot {
     fn new(name: Vec<u8>, placement: Placement) -> Self {
@@ -53,15 +63,22 @@ impl Slot {
             unflushed_requests: 0,
             unflushed_errors: 0,
             counter_ids: None,
+            unflushed_classes: [0; CLASSES],
+            class_ids: [None; CLASSES + 1],
         }
     }
 
     fn record(&mut self, rec: &RequestRecord) {
         rec.count_into(&mut self.counters);
-        self.latency.record_us(rec.latency_us);
+        if rec.counts_latency() {
+            self.latency.record_us(rec.latency_us);
+        }
         self.unflushed_requests += 1;
         if rec.is_error() {
             self.unflushed_errors += 1;
+        }
+        if let Some(n) = self.unflushed_classes.get_mut(rec.outcome.index()) {
+            *n += 1;
         }
     }
 
@@ -159,9 +176,13 @@ impl LocalTable {
             slot.placement = Placement::Overflow;
             let delta = slot.pending();
             let (req, err) = (slot.unflushed_requests, slot.unflushed_errors);
+            let classes = std::mem::take(&mut slot.unflushed_classes);
             slot.clear_pending();
             slot.unflushed_requests = 0;
             slot.unflushed_errors = 0;
+            for (total, n) in self.overflow.unflushed_classes.iter_mut().zip(classes) {
+                *total += n;
+            }
             self.dropped += req;
             self.overflow.counters.add(&delta.counters);
             self.overflow.latency.merge_sparse(&delta.latency);
@@ -185,12 +206,7 @@ mod tests {
     use super::*;
 
     fn rec(us: u64, status: u16) -> RequestRecord {
-        RequestRecord {
-            latency_us: us,
-            status,
-            response_flags: 0,
-            attempts: 1,
-        }
+        RequestRecord::new(us, status, 0, 1)
     }
 
     #[test]

@@ -31,12 +31,7 @@ impl Rng {
 }
 
 fn req(latency_us: u64, status: u16) -> RequestRecord {
-    RequestRecord {
-        latency_us,
-        status,
-        response_flags: 0,
-        attempts: 1,
-    }
+    RequestRecord::new(latency_us, status, 0, 1)
 }
 
 fn config(json: &str) -> PluginConfig {
@@ -220,15 +215,30 @@ fn healthy_canary_is_never_steered() {
 }
 
 #[test]
-fn low_traffic_canary_never_steers() {
+fn low_traffic_healthy_canary_never_steers_and_a_dead_one_does() {
+    // Healthy at 0-2 rps on each side for two minutes: never steered.
     let mut c = Cluster::new(config(&format!(r#"{{"mode":"steer",{CANARY}}}"#)), 2);
     let mut rng = Rng(19);
     for _ in 0..120 {
-        // One slow, failing canary request every other second.
-        let canary = u64::from(rng.below(2) == 0);
-        c.second(&mut rng, 2, canary, (300_000, 100));
-        assert_eq!(c.steered_everywhere(), None);
+        let (stable, canary) = (rng.below(3), rng.below(3));
+        c.second(&mut rng, stable, canary, (0, 0));
+        assert_eq!(c.steered_everywhere(), None, "{:#?}", c.logs);
     }
+    // Then the canary fails every request at 1 rps (stable 1 rps): the
+    // low-traffic rule steers it within 15 s.
+    let mut steered_after = None;
+    for s in 1..=30 {
+        c.second(&mut rng, 1, 1, (0, 100));
+        if steered_after.is_none() && c.steered_everywhere().is_some() {
+            steered_after = Some(s);
+        }
+    }
+    assert!(
+        steered_after.is_some_and(|s| s <= 15),
+        "steered after {steered_after:?} s: {:#?}",
+        c.logs
+    );
+    assert_eq!(c.steered_everywhere(), Some(Signal::Errors));
 }
 
 #[test]
