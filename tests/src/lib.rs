@@ -20,6 +20,7 @@ pub mod http;
 pub mod load;
 pub mod mesh;
 pub mod prom;
+pub mod resets;
 pub mod scenario;
 pub mod schema;
 pub mod upstream;

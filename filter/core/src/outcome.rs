@@ -22,7 +22,8 @@
 //!    `UH`, `LR`, `UPE`, `URX`, `upstream_reset_*` details, no response at
 //!    all, or a gRPC response that ended without a status (no last frame);
 //! 4. throttled: HTTP 429, gRPC `RESOURCE_EXHAUSTED`, `UO`, `RL`;
-//! 5. gRPC status, when present: 0 ok, a configured server-fault code
+//! 5. gRPC status, when present on a gRPC response (Envoy maps any other
+//!    response's HTTP status to one, which is ignored): 0 ok, a configured server-fault code
 //!    server error, a code above 16 its own class (`grpc_unknown`), any
 //!    other code client error;
 //! 6. HTTP: 5xx server error, other 4xx client error, else ok.
@@ -262,6 +263,11 @@ fn starts_with(details: Option<&[u8]>, prefix: &[u8]) -> bool {
 /// The outcome class of one request (rules in the module docs).
 pub fn classify(r: &ResponseFacts<'_>, policy: &GrpcPolicy) -> Outcome {
     let details = r.details;
+    // Envoy answers `response.grpc_status` for any response, mapping the
+    // HTTP status when there is no `grpc-status` (200 → UNKNOWN): it means
+    // something only for a gRPC response.
+    let grpc_status = r.grpc_status.filter(|_| r.is_grpc);
+    let r = &ResponseFacts { grpc_status, ..*r };
     if r.flags & flag::CLIENT_GONE != 0
         || starts_with(details, b"downstream_remote_")
         || starts_with(details, b"downstream_reset")
@@ -362,6 +368,19 @@ mod tests {
                 "status {status} grpc {grpc:?} flags {flags:#x}"
             );
         }
+    }
+
+    #[test]
+    fn grpc_status_of_a_plain_http_response_is_ignored() {
+        // Envoy maps HTTP 200 to UNKNOWN when the response is not gRPC.
+        let f = ResponseFacts {
+            status: 200,
+            grpc_status: Some(2),
+            is_grpc: false,
+            flags: 0,
+            details: None,
+        };
+        assert_eq!(classify(&f, &GrpcPolicy::default()), Outcome::Ok);
     }
 
     #[test]
