@@ -16,6 +16,7 @@
 
 pub mod control;
 pub mod envoy;
+pub mod grpc;
 pub mod http;
 pub mod load;
 pub mod mesh;
