@@ -47,7 +47,7 @@ pub fn python() -> Result<PathBuf> {
     }
 }
 
-/// One gRPC server process.
+/// One upstream server process (gRPC, or the SSE server).
 pub struct GrpcUpstream {
     child: Child,
     stdin: ChildStdin,
@@ -58,9 +58,19 @@ pub struct GrpcUpstream {
 impl GrpcUpstream {
     /// Starts `grpc_infer.py serve <name>` and waits for its port.
     pub fn start(name: &str) -> Result<Self> {
+        Self::start_script(script(), name)
+    }
+
+    /// Starts the streaming (SSE) upstream `tests/upstreams/sse_infer.py serve <name>`,
+    /// which takes the same kind of stdin commands ([`GrpcUpstream::command`]).
+    pub fn start_sse(name: &str) -> Result<Self> {
+        Self::start_script(repo_root().join("tests/upstreams/sse_infer.py"), name)
+    }
+
+    fn start_script(script: PathBuf, name: &str) -> Result<Self> {
         let mut command = Command::new(python()?);
         command
-            .arg(script())
+            .arg(script)
             .args(["serve", name])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -97,7 +107,8 @@ impl GrpcUpstream {
         self.port
     }
 
-    fn command(&mut self, line: &str) -> Result<String> {
+    /// Sends one stdin command and returns the server's one-line answer.
+    pub fn command(&mut self, line: &str) -> Result<String> {
         writeln!(self.stdin, "{line}")?;
         self.stdin.flush()?;
         Ok(self
