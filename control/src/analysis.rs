@@ -115,6 +115,7 @@ fn signal_name(s: Signal) -> &'static str {
         Signal::Latency => "latency",
         Signal::Resets => "resets",
         Signal::Throttled => "throttled",
+        Signal::Ttft => "ttft",
     }
 }
 

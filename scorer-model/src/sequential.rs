@@ -42,11 +42,12 @@
 //! is `insufficient_data`; the e-process still accumulates whatever the
 //! ticks carry (a low-traffic tick is weak evidence, never invalid).
 
-use crate::histogram::first_bucket_above;
+use crate::histogram::{first_bucket_above, LatencyHistogram};
 use crate::model::Model;
 use crate::ring::TickView;
 use crate::series::SeriesState;
 use crate::stats::{self, Candidate};
+use crate::ttft::TtftWindow;
 use crate::verdict::{Evidence, Signal, State, Verdict};
 use crate::window::Counters;
 
@@ -57,11 +58,12 @@ use crate::window::Counters;
 pub const GAINS: [f64; 4] = [0.05, 0.15, 0.4, 0.8];
 
 /// Signals, in [`CanaryMonitor`]'s order.
-const SIGNALS: [Signal; 4] = [
+const SIGNALS: [Signal; 5] = [
     Signal::Errors,
     Signal::Resets,
     Signal::Latency,
     Signal::Throttled,
+    Signal::Ttft,
 ];
 /// Number of signals.
 const NS: usize = SIGNALS.len();
@@ -97,6 +99,26 @@ pub struct CanaryMonitor {
     /// Throttling may make the canary `critical` (and steer it); by default
     /// it only warns.
     steer_on_throttle: bool,
+    /// This tick's TTFT observation ([`CanaryMonitor::observe_ttft`]),
+    /// consumed by the next [`CanaryMonitor::update`].
+    ttft: Option<TtftTick>,
+}
+
+/// One tick of the TTFT test, prepared from both series' TTFT windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TtftTick {
+    /// Canary first bytes of the tick slower than the bar, and all of them.
+    slow: u64,
+    n: u64,
+    /// Null share: the stable's own share above the bar plus `latency_margin`.
+    p0: f64,
+    /// Minimum evidence on the recent window holds.
+    evidence_ok: bool,
+    /// Recent canary p95, window stable p95 (ms), canary recent count.
+    p95_ms: f64,
+    p95_ms_ref: f64,
+    recent_n: u64,
+    ref_n: u64,
 }
 
 /// Memory of the stable's long-run error and reset ratios, in ticks. Its
@@ -119,7 +141,63 @@ impl CanaryMonitor {
             log_e: [0.0; NS],
             stable_long: [0.0; NS],
             steer_on_throttle: false,
+            ttft: None,
         }
+    }
+
+    /// Prepare this tick's TTFT test from both series' TTFT windows (each
+    /// observed this tick). Call before [`CanaryMonitor::update`]; without
+    /// it the TTFT signal gathers no evidence that tick. The test is the
+    /// latency test's: "slow" is above the stable's `latency_quantile` TTFT
+    /// over its window (or this tick, when higher), the null share is the
+    /// stable's own share above that bar plus `latency_margin`; minimum
+    /// evidence: `min_requests_ref` stable and `min_requests` canary first
+    /// bytes, the canary's recent p95 at least `min_latency_increase` and
+    /// `min_latency_increase_ms` above the stable's, and `min_bad_events` slow
+    /// first bytes making at least `min_latency_share` of the recent ones.
+    pub fn observe_ttft(&mut self, canary: &TtftWindow, stable: &TtftWindow, model: &Model) {
+        self.ttft = None;
+        let q = if model.latency_quantile > 0.0 && model.latency_quantile < 1.0 {
+            model.latency_quantile
+        } else {
+            0.95
+        };
+        let sw = stable.window();
+        if sw.count() < model.min_requests_ref {
+            return;
+        }
+        let Some(window_q) = sw.quantile_us(q) else {
+            return;
+        };
+        let mut st = LatencyHistogram::new();
+        st.merge_sparse(stable.last_tick());
+        let bar = st.quantile_us(q).map_or(window_q, |t| t.max(window_q));
+        let mut ct = LatencyHistogram::new();
+        ct.merge_sparse(canary.last_tick());
+        let p0 = share(sw.count_above_us(bar), sw.count())
+            .max(share(st.count_above_us(bar), st.count()))
+            + model.latency_margin.clamp(0.0, 0.5);
+        let recent = canary.recent();
+        let recent_q = recent.quantile_us(q);
+        let high = recent_q.is_some_and(|cq| {
+            cq >= (window_q * (1.0 + model.min_latency_increase))
+                .max(window_q + model.min_latency_increase_ms * 1000.0)
+        });
+        let recent_slow = recent.count_above_us(window_q);
+        let evidence_ok = recent.count() >= model.min_requests
+            && high
+            && recent_slow >= model.min_bad_events
+            && share(recent_slow, recent.count()) >= model.min_latency_share;
+        self.ttft = Some(TtftTick {
+            slow: ct.count_above_us(bar),
+            n: ct.count(),
+            p0,
+            evidence_ok,
+            p95_ms: us_to_ms(recent_q),
+            p95_ms_ref: us_to_ms(Some(window_q)),
+            recent_n: recent.count(),
+            ref_n: sw.count(),
+        });
     }
 
     /// Let throttling alone make the canary `critical` (the filter's
@@ -193,7 +271,7 @@ impl CanaryMonitor {
         if counts_ref_ok {
             // The stable's share: the highest of its window's, its long-run
             // one (one pseudo-event added: never zero) and this tick's.
-            let [long_n, long_err, long_res, long_thr] = self.stable_long;
+            let [long_n, long_err, long_res, long_thr, _] = self.stable_long;
             let err_ref = share(sw.errors, sw.requests)
                 .max(stats::ratio(long_err + 1.0, long_n + 1.0))
                 .max(share(st_c.errors, st_c.requests));
@@ -226,6 +304,7 @@ impl CanaryMonitor {
                 Some((resets_of(c), c.requests, res_ref + margin)),
                 lat_ref.map(|r| (ct_slow, ct_n, r + model.latency_margin.clamp(0.0, 0.5))),
                 Some((c.throttled.min(c.requests), c.requests, thr_ref + margin)),
+                None,
             ];
             for (s, o) in obs.iter().enumerate() {
                 let Some((k, n, p0)) = *o else { continue };
@@ -233,6 +312,10 @@ impl CanaryMonitor {
                     update_cusums(row, &self.ln_one_minus_g, k, n, p0, cap);
                 }
             }
+        }
+        let ttft = self.ttft.take();
+        if let (Some(t), Some(row)) = (ttft, self.cusum.get_mut(4)) {
+            update_cusums(row, &self.ln_one_minus_g, t.slow, t.n, t.p0, cap);
         }
         for (out, row) in self.log_e.iter_mut().zip(&self.cusum) {
             let best = row.iter().copied().fold(0.0, f64::max);
@@ -323,6 +406,9 @@ impl CanaryMonitor {
             // recent window, and the canary's quantile over the whole recent
             // window must reach the required increase (a scheduler stall of
             // a few requests cannot).
+            if let (Some(t), Some(ok)) = (ttft, oks.get_mut(4)) {
+                *ok = full_evidence && t.evidence_ok;
+            }
             oks[2] |= full_evidence
                 && i + 1 >= recent.div_ceil(2)
                 && quantile_high
@@ -362,6 +448,10 @@ impl CanaryMonitor {
         };
         if let Some((r, r_ref, n)) = chosen {
             (evidence.error_ratio, evidence.error_ratio_ref, evidence.n) = (r, r_ref, n);
+        }
+        if let (Signal::Ttft, Some(t)) = (decision.signal, ttft) {
+            (evidence.p95_ms, evidence.p95_ms_ref) = (t.p95_ms, t.p95_ms_ref);
+            (evidence.n, evidence.n_ref) = (t.recent_n, t.ref_n);
         }
         Verdict {
             score: decision.score,

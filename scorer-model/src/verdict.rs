@@ -64,6 +64,8 @@ pub enum Signal {
     /// Throttling: 429, gRPC `RESOURCE_EXHAUSTED`, `UO` (warns; steers only
     /// when the operator asks for it).
     Throttled,
+    /// Time to first byte (first token of a streamed answer).
+    Ttft,
 }
 
 /// The numbers behind a verdict. Fields that do not apply are zero.
@@ -127,6 +129,15 @@ impl Verdict {
                 "errors: {:.2}% vs reference {:.2}%, n={}/{}, stat={:.1}",
                 e.error_ratio * 100.0,
                 e.error_ratio_ref * 100.0,
+                e.n,
+                e.n_ref,
+                e.statistic
+            ),
+            Signal::Ttft => format!(
+                "ttft: p95 {:.0} ms vs stable {:.0} ms ({:+.0} %), n={}/{}, stat={:.1}",
+                e.p95_ms,
+                e.p95_ms_ref,
+                pct_change(e.p95_ms, e.p95_ms_ref),
                 e.n,
                 e.n_ref,
                 e.statistic

@@ -137,3 +137,99 @@ async fn cut_streams_are_steered_and_never_look_fast() {
     );
     assert!(envoy.wasm_failures().await.unwrap().is_empty());
 }
+
+/// Time to first token triples (300 → 900 ms) while every stream's total
+/// duration stays 1.2 s: critical within 10 s, and the reason names TTFT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttft_regression_with_equal_duration_is_critical() {
+    let mut stable = GrpcUpstream::start_sse("stable").unwrap();
+    let mut canary = GrpcUpstream::start_sse("canary").unwrap();
+    for u in [&mut stable, &mut canary] {
+        assert_eq!(u.command("shape 300 100 10").unwrap(), "OK");
+    }
+    let envoy = Envoy::start(
+        EnvoyOptions::new(
+            "stream-ttft",
+            plugin_config("steer", &serde_json::json!({})),
+        )
+        .upstreams(stable.port(), canary.port()),
+    )
+    .await
+    .unwrap();
+    let healthy = Duration::from_secs(12);
+    let load = OpenLoop::new(50.0, Duration::from_secs(26));
+    let t0 = Instant::now() + Duration::from_millis(300);
+    let addr = envoy.listener_addr();
+    let task = tokio::spawn(async move { load.run(addr, t0, None).await });
+    let labels = [("route", "checkout"), ("cluster", "canary")];
+    let mut fault_at = None;
+    let mut critical_at = None;
+    let mut samples = Vec::new();
+    let mut tick =
+        tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    while !task.is_finished() {
+        tick.tick().await;
+        let now = t0.elapsed();
+        if fault_at.is_none() && now >= healthy {
+            // 900 ms to the first token, then 9 gaps of 33.3 ms: 1.2 s in all.
+            assert_eq!(canary.command("shape 900 33.333 10").unwrap(), "OK");
+            fault_at = Some(t0.elapsed());
+            println!(
+                "[ttft] t={:.1}s >>> FAULT: canary TTFT 300 -> 900 ms, same duration",
+                now.as_secs_f64()
+            );
+        }
+        let m = envoy.metrics().await.unwrap_or_default();
+        let state = m.value("vigil_state", &labels);
+        samples.push(format!(
+            "{}:ttft_p95={:?}/lat_p95={:?}",
+            state_name(state),
+            m.value("vigil_ttft_p95_ms", &labels),
+            m.value("vigil_latency_p95_ms", &labels)
+        ));
+        if let (Some(f), None) = (fault_at, critical_at) {
+            if state.is_some_and(|s| s >= 3.0) {
+                critical_at = Some(t0.elapsed().saturating_sub(f));
+            }
+        }
+        assert!(now < Duration::from_secs(70), "load did not finish");
+    }
+    let _ = task.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let m = envoy.metrics().await.unwrap();
+    let log = envoy.log();
+    let reason = log
+        .lines()
+        .find(|l| l.contains("cluster=canary") && l.contains("-> critical"))
+        .and_then(|l| l.split("vigil: series").nth(1))
+        .map(str::to_string);
+    let stable_l = [("route", "checkout"), ("cluster", "stable")];
+    println!(
+        "[ttft] RESULT: canary CRITICAL after {critical_at:?}; reason {reason:?}; stable ttft p95 {:?} ms, chunks {:?}",
+        m.value("vigil_ttft_p95_ms", &stable_l),
+        m.value("vigil_stream_chunks_total", &stable_l),
+    );
+    println!("[ttft] RESULT: samples {}", samples.join(","));
+    assert!(
+        critical_at.is_some_and(|d| d <= Duration::from_secs(10)),
+        "critical after {critical_at:?}"
+    );
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("ttft: p95")),
+        "the reason names TTFT: {reason:?}"
+    );
+    let stable_ttft = m.value("vigil_ttft_p95_ms", &stable_l).unwrap_or(0.0);
+    assert!(
+        (250.0..450.0).contains(&stable_ttft),
+        "stable TTFT p95 {stable_ttft} ms (300 ms served)"
+    );
+    let stable_requests = m.value("vigil_requests_total", &stable_l).unwrap_or(0.0);
+    let chunks = m
+        .value("vigil_stream_chunks_total", &stable_l)
+        .unwrap_or(0.0);
+    assert!(
+        chunks >= 10.0 * stable_requests * 0.9,
+        "10 events a stream: {chunks} chunks for {stable_requests} streams"
+    );
+    assert!(envoy.wasm_failures().await.unwrap().is_empty());
+}

@@ -6,6 +6,7 @@
 //! truncated, foreign or corrupt value yields `None`, never a panic, and the
 //! caller treats it as empty.
 
+use vigil_scorer::histogram::SparseHistogram;
 use vigil_scorer::window::{Counters, TickDelta};
 
 /// Format version of every record written by this build.
@@ -116,11 +117,88 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a series' pending record carries besides its [`TickDelta`]: the
+/// inference signals (time to first byte, stream shape).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Time to first response body byte, sparse histogram (µs buckets).
+    pub ttft: SparseHistogram,
+    /// Response body chunks seen.
+    pub stream_chunks: u64,
+    /// Sum over responses of (last chunk − first chunk) time, µs, and the
+    /// number of gaps behind it (chunks − 1 per response): the mean
+    /// inter-chunk gap is their ratio.
+    pub gap_sum_us: u64,
+    /// Gaps counted in `gap_sum_us`.
+    pub gaps: u64,
+}
+
+impl Extras {
+    /// True when nothing was observed.
+    pub fn is_empty(&self) -> bool {
+        *self == Extras::default()
+    }
+
+    /// Add another record's extras (sparse merge, stays sorted).
+    pub fn add(&mut self, other: &Extras) {
+        let mut a = TickDelta {
+            latency: std::mem::take(&mut self.ttft),
+            ..Default::default()
+        };
+        a.add(&TickDelta {
+            latency: other.ttft.clone(),
+            ..Default::default()
+        });
+        self.ttft = a.latency;
+        self.stream_chunks = self.stream_chunks.saturating_add(other.stream_chunks);
+        self.gap_sum_us = self.gap_sum_us.saturating_add(other.gap_sum_us);
+        self.gaps = self.gaps.saturating_add(other.gaps);
+    }
+}
+
 /// Encode one series' pending observations (counters and sparse histogram).
 pub fn encode_delta(d: &TickDelta) -> Vec<u8> {
+    encode_pending(d, &Extras::default())
+}
+
+/// Encode one series' pending observations with their [`Extras`] (an
+/// optional tail: records without it still decode).
+pub fn encode_pending(d: &TickDelta, x: &Extras) -> Vec<u8> {
     let mut w = Writer::new();
     write_delta(&mut w, d);
+    if !x.is_empty() {
+        write_sparse(&mut w, &x.ttft);
+        w.uint(x.stream_chunks);
+        w.uint(x.gap_sum_us);
+        w.uint(x.gaps);
+    }
     w.finish()
+}
+
+fn write_sparse(w: &mut Writer, h: &SparseHistogram) {
+    w.uint(h.len() as u64);
+    let mut prev = 0u16;
+    for &(index, n) in h {
+        w.uint(u64::from(index.wrapping_sub(prev)));
+        w.uint(u64::from(n));
+        prev = index;
+    }
+}
+
+fn read_sparse(r: &mut Reader<'_>) -> Option<SparseHistogram> {
+    let n = r.count(2)?;
+    let mut out = Vec::with_capacity(n);
+    let mut index = 0u16;
+    for i in 0..n {
+        let step = u16::try_from(r.uint()?).ok()?;
+        if i > 0 && step == 0 {
+            return None; // indices must be strictly increasing
+        }
+        index = index.checked_add(step)?;
+        let count = u32::try_from(r.uint()?).ok()?;
+        out.push((index, count));
+    }
+    Some(out)
 }
 
 fn write_delta(w: &mut Writer, d: &TickDelta) {
@@ -152,6 +230,11 @@ fn write_delta(w: &mut Writer, d: &TickDelta) {
 
 /// Decode a delta record; `None` when corrupt.
 pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
+    decode_pending(bytes).map(|(d, _)| d)
+}
+
+/// Decode a pending record with its [`Extras`]; `None` when corrupt.
+pub fn decode_pending(bytes: &[u8]) -> Option<(TickDelta, Extras)> {
     let mut r = Reader::new(bytes)?;
     let mut next = || r.uint();
     let mut counters = Counters {
@@ -183,7 +266,15 @@ pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
         counters.client_gone = r.uint()?;
         counters.grpc_unknown = r.uint()?;
     }
-    r.is_done().then_some(TickDelta { counters, latency })
+    let mut extras = Extras::default();
+    if !r.is_done() {
+        extras.ttft = read_sparse(&mut r)?;
+        extras.stream_chunks = r.uint()?;
+        extras.gap_sum_us = r.uint()?;
+        extras.gaps = r.uint()?;
+    }
+    r.is_done()
+        .then_some((TickDelta { counters, latency }, extras))
 }
 
 #[cfg(test)]
@@ -200,6 +291,37 @@ mod tests {
         assert_eq!((d.counters.requests, d.counters.errors), (3, 1));
         assert_eq!(d.latency, vec![(4, 3)]);
         assert_eq!(d.counters.throttled, 0);
+    }
+
+    #[test]
+    fn pending_with_extras_round_trips() {
+        let d = TickDelta {
+            counters: Counters {
+                requests: 2,
+                ..Default::default()
+            },
+            latency: vec![(3, 2)],
+        };
+        let x = Extras {
+            ttft: vec![(1, 1), (400, 1)],
+            stream_chunks: 20,
+            gap_sum_us: 1_000,
+            gaps: 18,
+        };
+        assert_eq!(
+            decode_pending(&encode_pending(&d, &x)),
+            Some((d.clone(), x.clone()))
+        );
+        assert_eq!(decode_delta(&encode_pending(&d, &x)), Some(d.clone()));
+        let mut y = x.clone();
+        y.add(&x);
+        assert_eq!(y.ttft, vec![(1, 2), (400, 2)]);
+        assert_eq!(y.stream_chunks, 40);
+        let bytes = encode_pending(&d, &x);
+        for cut in 0..bytes.len() {
+            // Never a panic; a cut inside the tail is refused.
+            let _ = decode_pending(&bytes[..cut]);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! (the table holds at most `max_series` entries, or the shared registry is
 //! full) is recorded in the overflow slot and counted as dropped.
 
+use crate::codec::Extras;
 use crate::outcome::Outcome;
 use crate::registry::Capacity;
 use crate::request::RequestRecord;
@@ -36,6 +37,12 @@ pub struct Slot {
     pub counters: Counters,
     /// Latencies not yet merged into shared data.
     pub latency: LatencyHistogram,
+    /// Times to first byte not yet merged into shared data.
+    pub ttft: LatencyHistogram,
+    /// Stream shape not yet merged (`ttft` is kept in [`Slot::ttft`]).
+    pub shape: Extras,
+    /// Body chunks not yet added to `vigil_stream_chunks_total`.
+    pub unflushed_chunks: u64,
     /// Requests not yet added to the Envoy counter.
     pub unflushed_requests: u64,
     /// Errors not yet added to the Envoy counter.
@@ -45,9 +52,9 @@ pub struct Slot {
     /// Requests per outcome class ([`Outcome::ALL`] order) not yet added to
     /// `vigil_failures_total`.
     pub unflushed_classes: [u64; CLASSES],
-    /// Host ids of the class counters (and `vigil_throttled_total` last), each
-    /// defined on its first use.
-    pub class_ids: [Option<Option<u32>>; CLASSES + 1],
+    /// Host ids of the class counters, then `vigil_throttled_total` and
+    /// `vigil_stream_chunks_total`, each defined on its first use.
+    pub class_ids: [Option<Option<u32>>; CLASSES + 2],
 }
 
 /// Outcome classes.
@@ -60,11 +67,14 @@ impl Slot {
             placement,
             counters: Counters::default(),
             latency: LatencyHistogram::new(),
+            ttft: LatencyHistogram::new(),
+            shape: Extras::default(),
+            unflushed_chunks: 0,
             unflushed_requests: 0,
             unflushed_errors: 0,
             counter_ids: None,
             unflushed_classes: [0; CLASSES],
-            class_ids: [None; CLASSES + 1],
+            class_ids: [None; CLASSES + 2],
         }
     }
 
@@ -72,6 +82,17 @@ impl Slot {
         rec.count_into(&mut self.counters);
         if rec.counts_latency() {
             self.latency.record_us(rec.latency_us);
+        }
+        if let (true, Some(t)) = (rec.counts_ttft(), rec.ttft_us) {
+            self.ttft.record_us(t);
+        }
+        if rec.chunks > 0 {
+            self.shape.stream_chunks = self.shape.stream_chunks.saturating_add(rec.chunks);
+            self.unflushed_chunks = self.unflushed_chunks.saturating_add(rec.chunks);
+            if rec.chunks > 1 {
+                self.shape.gap_sum_us = self.shape.gap_sum_us.saturating_add(rec.stream_span_us);
+                self.shape.gaps = self.shape.gaps.saturating_add(rec.chunks - 1);
+            }
         }
         self.unflushed_requests += 1;
         if rec.is_error() {
@@ -92,10 +113,20 @@ impl Slot {
         TickDelta::from_parts(self.counters, &self.latency)
     }
 
+    /// The pending time-to-first-byte histogram and stream shape.
+    pub fn pending_extras(&self) -> Extras {
+        Extras {
+            ttft: self.ttft.to_sparse(),
+            ..self.shape.clone()
+        }
+    }
+
     /// Forget pending observations after a successful merge.
     pub fn clear_pending(&mut self) {
         self.counters = Counters::default();
         self.latency.clear();
+        self.ttft.clear();
+        self.shape = Extras::default();
     }
 }
 
@@ -175,6 +206,8 @@ impl LocalTable {
         if let Some(slot) = self.slots.get_mut(i) {
             slot.placement = Placement::Overflow;
             let delta = slot.pending();
+            let extras = slot.pending_extras();
+            let chunks = std::mem::take(&mut slot.unflushed_chunks);
             let (req, err) = (slot.unflushed_requests, slot.unflushed_errors);
             let classes = std::mem::take(&mut slot.unflushed_classes);
             slot.clear_pending();
@@ -186,6 +219,12 @@ impl LocalTable {
             self.dropped += req;
             self.overflow.counters.add(&delta.counters);
             self.overflow.latency.merge_sparse(&delta.latency);
+            self.overflow.ttft.merge_sparse(&extras.ttft);
+            self.overflow.shape.add(&Extras {
+                ttft: Vec::new(),
+                ..extras
+            });
+            self.overflow.unflushed_chunks += chunks;
             self.overflow.unflushed_requests += req;
             self.overflow.unflushed_errors += err;
         }

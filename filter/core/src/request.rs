@@ -33,6 +33,13 @@ pub struct RequestRecord {
     pub attempts: u64,
     /// Outcome class.
     pub outcome: Outcome,
+    /// Time from request headers to the first response body byte, µs
+    /// (`None` without a body).
+    pub ttft_us: Option<u64>,
+    /// Response body chunks seen (data callbacks with bytes).
+    pub chunks: u64,
+    /// Time from the first to the last body chunk, µs.
+    pub stream_span_us: u64,
 }
 
 impl Default for RequestRecord {
@@ -43,6 +50,9 @@ impl Default for RequestRecord {
             response_flags: 0,
             attempts: 0,
             outcome: Outcome::Reset,
+            ttft_us: None,
+            chunks: 0,
+            stream_span_us: 0,
         }
     }
 }
@@ -71,9 +81,37 @@ impl RequestRecord {
             response_flags,
             attempts,
             outcome: Outcome::Ok,
+            ttft_us: None,
+            chunks: 0,
+            stream_span_us: 0,
         };
         r.classify(None, false, None, &GrpcPolicy::default());
         r
+    }
+
+    /// Add the body timing the glue measured: request-headers, first and
+    /// last body-chunk times (ns, the host's clock) and the chunk count.
+    pub fn with_body_timing(
+        mut self,
+        request_ns: Option<u64>,
+        first_ns: Option<u64>,
+        last_ns: Option<u64>,
+        chunks: u64,
+    ) -> Self {
+        if let (Some(start), Some(first)) = (request_ns, first_ns) {
+            self.ttft_us = Some(first.saturating_sub(start) / 1000);
+        }
+        if let (Some(first), Some(last)) = (first_ns, last_ns) {
+            self.stream_span_us = last.saturating_sub(first) / 1000;
+        }
+        self.chunks = chunks;
+        self
+    }
+
+    /// True when the time to first byte goes into its histogram (a client
+    /// that left says nothing about the upstream).
+    pub fn counts_ttft(&self) -> bool {
+        self.ttft_us.is_some() && self.outcome != Outcome::ClientGone
     }
 
     /// Build a record from raw property values (each may be missing).

@@ -61,6 +61,7 @@ pub fn signal_code(s: Signal) -> u8 {
         Signal::Latency => 2,
         Signal::Resets => 3,
         Signal::Throttled => 4,
+        Signal::Ttft => 5,
     }
 }
 
@@ -71,6 +72,7 @@ pub fn signal_from_code(c: u8) -> Signal {
         2 => Signal::Latency,
         3 => Signal::Resets,
         4 => Signal::Throttled,
+        5 => Signal::Ttft,
         _ => Signal::None,
     }
 }
@@ -83,6 +85,7 @@ pub fn signal_name(s: Signal) -> &'static str {
         Signal::Latency => "latency",
         Signal::Resets => "resets",
         Signal::Throttled => "throttled",
+        Signal::Ttft => "ttft",
     }
 }
 
