@@ -1067,6 +1067,50 @@ mod tests {
         assert!(at <= 10, "critical after {at} ticks");
     }
 
+    /// Time to first byte triples while total latency stays the same: the
+    /// TTFT signal turns the canary critical within a few ticks; with equal
+    /// TTFTs it never does.
+    #[test]
+    fn sequential_ttft_signal() {
+        use crate::histogram::LatencyHistogram;
+        use crate::ttft::TtftWindow;
+        let m = Model::default();
+        let mut rng = Rng::new(77);
+        let mut canary = SeriesState::new(&m);
+        let mut stable = SeriesState::new(&m);
+        let (mut cw, mut sw) = (TtftWindow::new(), TtftWindow::new());
+        let mut monitor = crate::sequential::CanaryMonitor::new(&m);
+        let mut critical_at = None;
+        for t in 0..400u32 {
+            let tick = |rng: &mut Rng, n: u64, ttft_ms: f64| {
+                let mut b = TickBuilder::default();
+                let mut h = LatencyHistogram::new();
+                for _ in 0..rng.poisson(n as f64) {
+                    b.request(1_200_000 + rng.next_u64() % 20_000, 200);
+                    h.record_us((ttft_ms * 1000.0) as u64 + rng.next_u64() % 20_000);
+                }
+                (b.build(), h.to_sparse())
+            };
+            let slow = t >= 300;
+            let (cd, ch) = tick(&mut rng, 20, if slow { 900.0 } else { 300.0 });
+            let (sd, sh) = tick(&mut rng, 80, 300.0);
+            canary.observe(&cd, &m);
+            stable.observe(&sd, &m);
+            cw.observe(&ch, m.window_ticks, m.recent_ticks);
+            sw.observe(&sh, m.window_ticks, m.recent_ticks);
+            monitor.observe_ttft(&cw, &sw, &m);
+            let v = monitor.update(&canary, &stable, &m);
+            if !slow {
+                assert_ne!(v.state, State::Critical, "tick {t}: {}", v.explain());
+            } else if critical_at.is_none() && v.state == State::Critical {
+                critical_at = Some(t - 300);
+                assert_eq!(v.evidence.signal, Signal::Ttft, "{}", v.explain());
+                assert!(v.explain().starts_with("ttft: p95 9"), "{}", v.explain());
+            }
+        }
+        assert!(critical_at.is_some_and(|t| t <= 3), "{critical_at:?}");
+    }
+
     /// A/A at 1-2 rps on both sides, for many simulated hours: the
     /// low-traffic rule never makes a healthy canary critical.
     #[test]
