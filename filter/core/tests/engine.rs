@@ -109,6 +109,46 @@ impl Cluster {
 }
 
 #[test]
+fn outcome_classes_are_counted_exactly_across_workers() {
+    use vigil_filter_core::outcome::flag;
+    let mut c = Cluster::new(config(r#"{"mode":"shadow"}"#), 3);
+    let mut rng = Rng(11);
+    // (status, flags) -> class
+    let kinds: [(u16, u64, &str); 6] = [
+        (200, 0, "ok"),
+        (503, 0, "server_error"),
+        (200, flag::UPE, "reset"),
+        (429, 0, "throttled"),
+        (404, 0, "client_error"),
+        (0, flag::DC, "client_gone"),
+    ];
+    let mut sent = [0u64; 6];
+    for _ in 0..10 {
+        for _ in 0..600 {
+            let w = rng.below(3) as usize;
+            let k = rng.below(6) as usize;
+            let (status, flags, _) = kinds[k];
+            sent[k] += 1;
+            let rec = RequestRecord::new(1000, status, flags, 1);
+            c.workers[w].record(Some(b"checkout"), Some(b"canary"), &rec);
+        }
+        c.tick();
+    }
+    c.tick();
+    for (k, (_, _, class)) in kinds.iter().enumerate().skip(1) {
+        assert_eq!(
+            c.sink
+                .sum(&format!("class=.={class};"), "vigil_failures_total"),
+            sent[k],
+            "{class}"
+        );
+    }
+    assert_eq!(c.sink.sum("", "vigil_throttled_total"), sent[3]);
+    assert_eq!(c.sink.sum("", "vigil_errors_total"), sent[1] + sent[2]);
+    assert_eq!(c.sink.sum("class=.=ok;", "vigil_failures_total"), 0);
+}
+
+#[test]
 fn counts_are_exact_across_workers() {
     let mut c = Cluster::new(config(r#"{"mode":"shadow"}"#), 3);
     let mut rng = Rng(7);
