@@ -3,9 +3,10 @@
 //!   steered within 15 s / 10 s, while A/A pairs at 1–2 rps are never
 //!   critical nor steered over 120 s (all four in parallel, one Envoy each);
 //! - 30 % 429 on the canary is `warn` with a throttling reason, and steered
-//!   only with `steer_on_throttle`;
-//! - a client resetting its own requests never changes a verdict (the reset
-//!   attack: a healthy canary 4 ms slower than stable).
+//!   only with `steer_on_throttle`.
+//!
+//! The client-reset attack is in `inference_resets.rs` (its own binary, so it
+//! never shares the machine with these Envoys: its baseline is latency-sensitive).
 
 use std::time::Duration;
 
@@ -159,73 +160,5 @@ async fn throttling_warns_and_steers_only_when_asked() {
     assert!(
         st.envoy_log.contains("throttling:"),
         "the steering reason names throttling"
-    );
-}
-
-fn reset_attack(name: &str, reset_rps: f64) -> Scenario {
-    // A healthy canary 2 ms slower than stable (below the latency test's
-    // 5 ms minimum increase); the attacker sends `reset_rps` requests a
-    // second and resets each 2 ms in, so the stable (~1 ms) has mostly
-    // answered and the canary (~3 ms) has not.
-    let mut s = Scenario::new(name, "steer", Fault::Latency(Duration::from_millis(2)));
-    s.healthy = Duration::from_secs(5);
-    s.after_fault = Duration::from_secs(20);
-    s.reset_rps = reset_rps;
-    s.reset_after = Duration::from_millis(2);
-    s
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_resetting_its_own_requests_never_changes_a_verdict() {
-    // The same canary without, then with, the attack (one after the other:
-    // the verdict must not depend on the reset client).
-    let base = reset_attack("reset-baseline", 0.0).run().await.unwrap();
-    let r = reset_attack("reset-attack", 100.0).run().await.unwrap();
-    let labels = |cluster| {
-        [
-            ("route", "checkout"),
-            ("cluster", cluster),
-            ("class", "client_gone"),
-        ]
-    };
-    let gone_canary = r
-        .final_metrics
-        .value("vigil_failures_total", &labels("canary"));
-    let gone_stable = r
-        .final_metrics
-        .value("vigil_failures_total", &labels("stable"));
-    let errors = r.final_metrics.value(
-        "vigil_errors_total",
-        &[("route", "checkout"), ("cluster", "canary")],
-    );
-    let reasons: Vec<&str> = r
-        .envoy_log
-        .lines()
-        .filter(|l| l.contains("cluster=canary") && l.contains(" -> "))
-        .filter_map(|l| l.split("vigil: series").nth(1))
-        .collect();
-    println!(
-        "[reset-attack] RESULT: baseline max canary state {}; attack: {} abandoned requests sent, client_gone canary {gone_canary:?} stable {gone_stable:?}, canary errors_total {errors:?}, max canary state {}, steered {}; state changes {reasons:?}",
-        state_name(base.max_canary_state()),
-        r.resets_sent,
-        state_name(r.max_canary_state()),
-        r.after_fault(Duration::ZERO, Duration::from_secs(60)).steered,
-    );
-    assert_never_critical(&base);
-    assert!(r.resets_sent >= 2000, "{}", r.resets_sent);
-    assert!(
-        gone_canary.unwrap_or(0.0) >= 50.0,
-        "the attack did not reach the canary: {gone_canary:?}"
-    );
-    assert_eq!(
-        errors,
-        Some(0.0),
-        "a client's reset is never an upstream error"
-    );
-    assert_never_critical(&r);
-    assert_eq!(
-        r.after_fault(Duration::ZERO, Duration::from_secs(60))
-            .steered,
-        0
     );
 }
