@@ -8,6 +8,9 @@
 //!
 //! Modules, one concern each:
 //! - [`config`]: plugin configuration, validated at plugin start;
+//! - [`canary`]: the canary declarations in it, resolved to mesh cluster names;
+//! - [`naming`]: Envoy cluster names each mesh derives from a canary's service and versions;
+//! - [`resolve`]: which routes and clusters of an Envoy config dump each canary resolves to;
 //! - [`request`]: decoding Envoy's per-request properties;
 //! - [`outcome`]: each request's outcome class (gRPC status, cut streams,
 //!   throttling, clients gone);
@@ -22,6 +25,7 @@
 //! - [`metrics`]: enriched metric names and the host metric cache;
 //! - [`engine`]: one worker's request path and tick, wiring the above.
 
+pub mod canary;
 pub mod codec;
 pub mod config;
 pub mod control;
@@ -29,9 +33,11 @@ pub mod engine;
 pub mod lease;
 pub mod local;
 pub mod metrics;
+pub mod naming;
 pub mod outcome;
 pub mod registry;
 pub mod request;
+pub mod resolve;
 pub mod shared;
 pub mod steering;
 pub mod verdicts;
