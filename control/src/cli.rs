@@ -272,7 +272,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             )?;
             Ok(Command::Bench(crate::bench::BenchArgs {
                 seconds: num(&f, "seconds", 5u64)?.clamp(1, 600),
-                series: num(&f, "series", 1000usize)?.clamp(1, crate::report::MAX_SERIES),
+                series: num(&f, "series", 1000usize)?.clamp(1, crate::bench::MAX_BENCH_SERIES),
                 clients: num(&f, "clients", 4usize)?.clamp(1, 256),
                 json: f.named.get("json").map(PathBuf::from),
                 server: f.named.get("server").cloned(),

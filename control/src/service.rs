@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use vigil_scorer::model::Model;
 use vigil_scorer::verdict::State;
+use vigil_wire::routing;
 
 /// Most canaries the service manages.
 pub const MAX_CANARIES: usize = 1_000;
@@ -144,7 +145,7 @@ struct Inner {
     dirty_sidecars: HashSet<String>,
     routing_version: u64,
     /// The routing document's canaries (without the version).
-    routing_canaries: Value,
+    routing_canaries: Vec<routing::Entry>,
 }
 
 /// The routing document served to the filters.
@@ -255,20 +256,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Value {
-    Value::Array(
-        canaries
-            .values()
-            .filter(|l| l.spec.mode == Mode::Enforce)
-            .map(|l| json!({"name": l.spec.name, "canary_weight": l.state.weight, "phase": l.state.phase.as_str()}))
-            .collect(),
-    )
+fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Vec<routing::Entry> {
+    canaries
+        .values()
+        .filter(|l| l.spec.mode == Mode::Enforce)
+        .map(|l| routing::Entry {
+            name: l.spec.name.clone(),
+            canary_weight: l.state.weight,
+            phase: l.state.phase.as_str().to_string(),
+        })
+        .collect()
 }
 
-fn routing_doc(version: u64, canaries: &Value) -> RoutingDoc {
+fn routing_doc(version: u64, canaries: &[routing::Entry]) -> RoutingDoc {
     RoutingDoc {
         version,
-        body: Bytes::from(json!({"version": version, "canaries": canaries}).to_string()),
+        body: Bytes::from(routing::encode(version, canaries)),
     }
 }
 
@@ -399,7 +402,7 @@ impl Service {
         for s in &report.series {
             for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
                 if let Some(live) = inner.canaries.get_mut(name) {
-                    live.tick.add(*side, &s.delta);
+                    live.tick.add(*side, &s.delta());
                     matched += 1;
                     if !touched.contains(&name.as_str()) {
                         touched.push(name);
@@ -413,7 +416,7 @@ impl Service {
             }
         }
         for c in &report.canaries {
-            if c.state != State::Critical {
+            if c.state() != State::Critical {
                 continue;
             }
             if let Some(live) = inner.canaries.get_mut(&c.name) {

@@ -166,7 +166,18 @@ impl RootContext for VigilRoot {
                 let Ok(mut slot) = self.worker.try_borrow_mut() else {
                     return false;
                 };
-                *slot = Some(Worker::new(cfg, self.me));
+                let mut worker = Worker::new(cfg, self.me);
+                let text = |path: &[&str]| {
+                    property(path).map(|b| String::from_utf8_lossy(&b).into_owned())
+                };
+                if let Some(id) = vigil_filter_core::control::sidecar_identity(
+                    text(&["node", "id"]).as_deref(),
+                    text(&["node", "metadata", "NAME"]).as_deref(),
+                    text(&["node", "metadata", "NAMESPACE"]).as_deref(),
+                ) {
+                    worker.set_sidecar_identity(&id);
+                }
+                *slot = Some(worker);
                 hostcalls::set_tick_period(tick).is_ok()
             }
             Err(e) => {
