@@ -119,9 +119,13 @@ async fn start_local(series: usize) -> Result<Target, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let token = format!("bench-{}-{}", std::process::id(), log::now_ms());
     let _ticker = http::spawn_ticker(svc.clone(), Duration::from_secs(1));
-    let t = token.clone();
+    let creds = crate::credentials::Credentials::parse(&format!(
+        "reporters:\n  - name: bench\n    sha256: {}\n    sidecars: [\"bench-*\"]\n",
+        crate::credentials::digest_hex(&token)
+    ))?;
+    let creds = Arc::new(crate::credentials::CredentialStore::fixed(creds));
     let server = tokio::spawn(async move {
-        let _ = http::serve(listener, svc, &t, std::future::pending()).await;
+        let _ = http::serve(listener, svc, creds, std::future::pending()).await;
     });
     Ok(Target {
         base: format!("http://{addr}"),

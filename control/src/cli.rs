@@ -7,6 +7,7 @@
 //! [`parse`] is pure and tested.
 
 use crate::client::HttpClient;
+use crate::credentials::CredentialStore;
 use crate::http;
 use crate::log;
 use crate::metrics::Metrics;
@@ -22,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Environment variable naming the credentials file of `serve` (when no
+/// `--credentials`).
+pub const CREDENTIALS_ENV: &str = "VIGIL_CONTROL_CREDENTIALS";
 /// Environment variable holding the bearer token (when no `--token-file`).
 pub const TOKEN_ENV: &str = "VIGIL_CONTROL_TOKEN";
 /// Environment variable holding the server URL for client commands.
@@ -32,20 +36,26 @@ pub const USAGE: &str = "\
 vigil-control — Vigil's control service
 
 USAGE:
-  vigil-control serve --listen ADDR --data DIR [--config FILE] [--token-file FILE]
+  vigil-control serve --listen ADDR --data DIR --credentials FILE [--config FILE]
                       [--prometheus http://HOST:PORT [--prometheus-timeout-ms 2000]]
                       [--out DIR] [--tick-ms N] [--webhook-timeout-ms N] [--webhook-retries N]
   vigil-control canary list [--server URL]
   vigil-control canary show NAME [--server URL]
-  vigil-control canary approve|reject|pause|resume NAME [--by WHO] [--comment TEXT]
+  vigil-control canary approve|reject|pause|resume NAME [--comment TEXT]
                       [--server URL] [--token-file FILE]
+  vigil-control credential new --role reporter|operator --name NAME [--sidecars PATTERNS]
+  vigil-control credential hash            (token on standard input)
   vigil-control audit verify --data DIR
   vigil-control render --data DIR [--out DIR]
   vigil-control bench [--seconds N] [--series N] [--clients N] [--json FILE]
                       [--server URL --token-file FILE]
+  vigil-control replay --reports FILE --canary NAME [--config FILE]
 
-The bearer token comes from --token-file FILE or the VIGIL_CONTROL_TOKEN
-environment variable; it is never logged. --server defaults to
+serve reads reporter and operator credentials (SHA-256 digests) from
+--credentials FILE or $VIGIL_CONTROL_CREDENTIALS and re-reads it when it
+changes or on SIGHUP. Client commands take the bearer token from
+--token-file FILE or the VIGIL_CONTROL_TOKEN environment variable; operator
+actions are attributed to the credential's name. Tokens are never logged. --server defaults to
 $VIGIL_CONTROL_SERVER or http://127.0.0.1:8080. --out defaults to DATA/gitops.
 ";
 
@@ -62,8 +72,8 @@ pub enum Command {
         data: PathBuf,
         /// Config file.
         config: Option<PathBuf>,
-        /// Token file.
-        token_file: Option<PathBuf>,
+        /// Credentials file.
+        credentials: PathBuf,
         /// GitOps output directory.
         out: Option<PathBuf>,
         /// Analysis tick, ms.
@@ -88,8 +98,8 @@ pub enum Command {
         server: String,
         /// Token file.
         token_file: Option<PathBuf>,
-        /// Who.
-        by: String,
+        /// Who (optional; must be the credential's name when given).
+        by: Option<String>,
         /// Comment.
         comment: String,
     },
@@ -107,6 +117,26 @@ pub enum Command {
     },
     /// `bench`.
     Bench(crate::bench::BenchArgs),
+    /// `credential new|hash`.
+    Credential {
+        /// `new` or `hash`.
+        action: String,
+        /// Role (`new`).
+        role: Option<String>,
+        /// Name (`new`).
+        name: Option<String>,
+        /// Sidecar patterns, comma-separated (`new`, reporters).
+        sidecars: Option<String>,
+    },
+    /// `replay`: judge recorded reports with the service's judge.
+    Replay {
+        /// JSON-lines file: one analysis tick per line (an array of reports).
+        reports: PathBuf,
+        /// Canary to judge.
+        canary: String,
+        /// Config file (canaries, model).
+        config: Option<PathBuf>,
+    },
 }
 
 struct Flags {
@@ -180,6 +210,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "listen",
                     "data",
                     "config",
+                    "credentials",
                     "token-file",
                     "out",
                     "tick-ms",
@@ -196,11 +227,22 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             if !(50..=60_000).contains(&tick_ms) {
                 return Err("--tick-ms must be in 50..=60000".into());
             }
+            if f.named.contains_key("token-file") {
+                return Err("serve: --token-file is gone; give --credentials FILE with reporter and operator credentials (control/README.md)".into());
+            }
+            let credentials = f
+                .named
+                .get("credentials")
+                .cloned()
+                .or_else(|| std::env::var(CREDENTIALS_ENV).ok())
+                .ok_or_else(|| {
+                    format!("serve: --credentials FILE (or ${CREDENTIALS_ENV}) is required")
+                })?;
             Ok(Command::Serve {
                 listen: required(&f, "listen")?,
                 data: PathBuf::from(required(&f, "data")?),
                 config: f.named.get("config").map(PathBuf::from),
-                token_file: f.named.get("token-file").map(PathBuf::from),
+                credentials: PathBuf::from(credentials),
                 out: f.named.get("out").map(PathBuf::from),
                 tick_ms,
                 webhook_timeout_ms: num(&f, "webhook-timeout-ms", 5000u64)?.clamp(100, 60_000),
@@ -227,12 +269,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 }
                 other => return Err(format!("canary: unknown action {other:?}")),
             }
-            let by = f
-                .named
-                .get("by")
-                .cloned()
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "cli".to_string());
+            // No default from $USER: the server attributes the action to
+            // the credential's name.
+            let by = f.named.get("by").cloned();
             Ok(Command::Canary {
                 action,
                 name,
@@ -279,8 +318,94 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 token_file: f.named.get("token-file").map(PathBuf::from),
             }))
         }
+        "credential" => {
+            let f = split_flags(rest, &["role", "name", "sidecars"])?;
+            match f.positional.first().map(String::as_str) {
+                Some(a @ ("new" | "hash")) => Ok(Command::Credential {
+                    action: a.to_string(),
+                    role: f.named.get("role").cloned(),
+                    name: f.named.get("name").cloned(),
+                    sidecars: f.named.get("sidecars").cloned(),
+                }),
+                _ => Err(
+                    "credential: `credential new --role R --name N` or `credential hash`".into(),
+                ),
+            }
+        }
+        "replay" => {
+            let f = split_flags(rest, &["reports", "canary", "config"])?;
+            Ok(Command::Replay {
+                reports: PathBuf::from(required(&f, "reports")?),
+                canary: required(&f, "canary")?,
+                config: f.named.get("config").map(PathBuf::from),
+            })
+        }
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+/// `credential new|hash`: make a token and its file entry, or hash one.
+fn credential(cmd: Command) -> i32 {
+    let Command::Credential {
+        action,
+        role,
+        name,
+        sidecars,
+    } = cmd
+    else {
+        return 2;
+    };
+    if action == "hash" {
+        let mut token = String::new();
+        if std::io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
+            eprintln!("vigil-control credential hash: give the token on standard input");
+            return 2;
+        }
+        println!("{}", crate::credentials::digest_hex(&token));
+        return 0;
+    }
+    let (Some(role), Some(name)) = (role, name) else {
+        eprintln!(
+            "vigil-control credential new: --role reporter|operator and --name NAME are required"
+        );
+        return 2;
+    };
+    let token = match crate::credentials::new_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vigil-control credential new: {e}");
+            return 1;
+        }
+    };
+    let digest = crate::credentials::digest_hex(&token);
+    let entry = match role.as_str() {
+        "operator" => format!("operators:\n  - name: {name}\n    sha256: {digest}\n"),
+        "reporter" => {
+            let patterns: Vec<String> = sidecars
+                .unwrap_or_else(|| "*".to_string())
+                .split(',')
+                .map(|p| format!("{:?}", p.trim()))
+                .collect();
+            format!(
+                "reporters:\n  - name: {name}\n    sha256: {digest}\n    sidecars: [{}]\n",
+                patterns.join(", ")
+            )
+        }
+        other => {
+            eprintln!(
+                "vigil-control credential new: --role must be reporter or operator, got {other:?}"
+            );
+            return 2;
+        }
+    };
+    if let Err(e) = crate::credentials::Credentials::parse(&entry) {
+        eprintln!("vigil-control credential new: {e}");
+        return 2;
+    }
+    println!("token: {token}");
+    println!("# add to the credentials file (only the digest is stored):");
+    print!("{entry}");
+    0
 }
 
 /// The bearer token: `--token-file` or `$VIGIL_CONTROL_TOKEN`, trimmed.
@@ -317,6 +442,12 @@ pub fn main(args: Vec<String>) -> i32 {
             0
         }
         Command::AuditVerify { data } => audit_verify(&data),
+        c @ Command::Credential { .. } => credential(c),
+        Command::Replay {
+            reports,
+            canary,
+            config,
+        } => crate::replay::main(&reports, &canary, config.as_deref()),
         Command::Render { data, out } => {
             let out = out.unwrap_or_else(|| data.join("gitops"));
             match service::render_all(&data, &out) {
@@ -402,7 +533,7 @@ async fn serve(cmd: Command) -> i32 {
         listen,
         data,
         config,
-        token_file,
+        credentials,
         out,
         tick_ms,
         webhook_timeout_ms,
@@ -417,10 +548,17 @@ async fn serve(cmd: Command) -> i32 {
         log::error("cannot start", json!({"error": msg}));
         2
     };
-    let token = match load_token(token_file.as_deref()) {
-        Ok(t) => t,
+    let creds = match CredentialStore::open(&credentials) {
+        Ok(c) => Arc::new(c),
         Err(e) => return fail(e),
     };
+    {
+        let (r, o) = creds.current().counts();
+        log::info(
+            "credentials loaded",
+            json!({"file": credentials.display().to_string(), "reporters": r, "operators": o}),
+        );
+    }
     let config = match &config {
         None => ServiceConfig::default(),
         Some(path) => {
@@ -472,7 +610,9 @@ async fn serve(cmd: Command) -> i32 {
     let ticker = http::spawn_ticker(svc.clone(), Duration::from_millis(tick_ms));
     let poller = prometheus
         .map(|p| crate::prometheus::spawn_poller(svc.clone(), p, Duration::from_millis(tick_ms)));
-    let result = http::serve(listener, svc, &token, shutdown_signal()).await;
+    let reloader = http::spawn_credential_reloader(creds.clone());
+    let result = http::serve(listener, svc, creds, shutdown_signal()).await;
+    reloader.abort();
     ticker.abort();
     if let Some(p) = poller {
         p.abort();
@@ -533,7 +673,11 @@ async fn canary(cmd: Command) -> i32 {
                 }
             };
             let auth = format!("Bearer {token}");
-            let body = json!({"by": by, "comment": comment}).to_string();
+            let body = match &by {
+                Some(by) => json!({"by": by, "comment": comment}),
+                None => json!({"comment": comment}),
+            }
+            .to_string();
             client
                 .request(
                     Method::POST,
@@ -622,7 +766,7 @@ mod tests {
     fn parses_commands() {
         assert_eq!(parse(&[]).unwrap(), Command::Help);
         match parse(&args(
-            "serve --listen 127.0.0.1:0 --data /tmp/x --tick-ms 200",
+            "serve --listen 127.0.0.1:0 --data /tmp/x --credentials c.yaml --tick-ms 200",
         ))
         .unwrap()
         {
@@ -631,14 +775,21 @@ mod tests {
             } => assert_eq!((listen.as_str(), tick_ms), ("127.0.0.1:0", 200)),
             other => panic!("{other:?}"),
         }
-        assert!(parse(&args("serve --data /tmp/x"))
+        assert!(parse(&args("serve --data /tmp/x --credentials c"))
             .unwrap_err()
             .contains("--listen"));
-        assert!(parse(&args("serve --listen a --data b --bogus 1"))
-            .unwrap_err()
-            .contains("bogus"));
+        assert!(parse(&args(
+            "serve --listen a --data b --credentials c --token-file t"
+        ))
+        .unwrap_err()
+        .contains("--credentials"));
+        assert!(
+            parse(&args("serve --listen a --data b --credentials c --bogus 1"))
+                .unwrap_err()
+                .contains("bogus")
+        );
         match parse(&args(
-            "serve --listen a --data b --prometheus http://127.0.0.1:9090 --prometheus-timeout-ms 10",
+            "serve --listen a --data b --credentials c --prometheus http://127.0.0.1:9090 --prometheus-timeout-ms 10",
         ))
         .unwrap()
         {
@@ -668,10 +819,10 @@ mod tests {
                     (
                         action.as_str(),
                         name.as_deref(),
-                        by.as_str(),
+                        by.as_deref(),
                         server.as_str()
                     ),
-                    ("approve", Some("checkout"), "alice", "http://h:1")
+                    ("approve", Some("checkout"), Some("alice"), "http://h:1")
                 )
             }
             other => panic!("{other:?}"),

@@ -24,16 +24,20 @@ pub enum Reject {
     MediaType,
     /// Too many distinct sidecars.
     TooManySidecars,
+    /// A valid credential without the right (wrong role, or a reporter
+    /// reporting as a sidecar it is not bound to).
+    Forbidden,
 }
 
 impl Reject {
-    const ALL: [Reject; 6] = [
+    const ALL: [Reject; 7] = [
         Reject::Invalid,
         Reject::TooLarge,
         Reject::OutOfOrder,
         Reject::Unauthorized,
         Reject::MediaType,
         Reject::TooManySidecars,
+        Reject::Forbidden,
     ];
 
     fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Reject {
             Reject::Unauthorized => "unauthorized",
             Reject::MediaType => "media_type",
             Reject::TooManySidecars => "too_many_sidecars",
+            Reject::Forbidden => "forbidden",
         }
     }
 }

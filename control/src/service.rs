@@ -809,7 +809,7 @@ impl Service {
             "rollout": s.rollout,
             "reason": s.reason,
             "updated_ms": s.updated_ms,
-            "spec": serde_json::to_value(&live.spec).unwrap_or(Value::Null),
+            "spec": redacted_spec(&live.spec),
             "evidence": {
                 "summary": analysis::describe(&live.step),
                 "reports": live.step.reports,
@@ -881,6 +881,29 @@ impl Service {
     pub fn rejected(&self, why: Reject) {
         self.metrics.reject(why);
     }
+}
+
+/// A webhook URL without its secret part: `scheme://host[:port]/…`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    let tail = if rest.len() > host.len() { "/…" } else { "" };
+    format!("{scheme}://{host}{tail}")
+}
+
+/// The spec as the read API shows it: webhook URLs (whose paths are
+/// secrets, e.g. Slack's) redacted to scheme and host.
+fn redacted_spec(spec: &CanarySpec) -> Value {
+    let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
+    if let Some(hooks) = v.get_mut("webhooks").and_then(Value::as_array_mut) {
+        for h in hooks.iter_mut() {
+            if let Some(u) = h.as_str() {
+                *h = Value::String(redact_url(u));
+            }
+        }
+    }
+    v
 }
 
 /// Render every stored canary of `data` into `out` (the offline `render`

@@ -216,7 +216,7 @@ fn approval_gate_waits_and_needs_the_token() {
             "--server",
             &srv.url(),
         ],
-        &[("VIGIL_CONTROL_TOKEN", TOKEN)],
+        &[("VIGIL_CONTROL_TOKEN", OPERATOR_TOKEN)],
     );
     assert_eq!(code, 0, "{out} {err}");
     assert!(out.contains("approved by alice"), "{out}");

@@ -252,7 +252,7 @@ async fn rejected_rollout_reaches_every_worker_within_two_ticks() {
         .control
         .post(
             "/v1/canaries/checkout/reject",
-            &json!({"by": "e2e", "comment": "manual stop"}),
+            &json!({"comment": "manual stop"}),
         )
         .await
         .unwrap();
@@ -373,6 +373,14 @@ async fn approval_gate_holds_the_weight_until_approved() {
             .unwrap();
         assert_eq!(status, 401, "approve with token {token:?}");
     }
+    // The reporter credential the plugin configuration carries (visible in
+    // Envoy's /config_dump) cannot approve.
+    let status = l
+        .control
+        .post_as("/v1/canaries/checkout/approve", &body, Some(TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "approve with the reporter credential");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = l.control.canary("checkout").await.unwrap();
     assert_eq!(phase(&still), "waiting_approval", "{still:#}");

@@ -22,7 +22,33 @@ use vigil_scorer::verdict::State;
 use vigil_scorer::window::{Counters, TickDelta};
 use vigil_wire::report as wire;
 
+/// The reporter credential (what a plugin configuration carries).
 pub const TOKEN: &str = "test-token-0123456789abcdef";
+/// The operator credential, named `alice`.
+pub const OPERATOR_TOKEN: &str = "test-operator-token-fedcba9876543210";
+/// A reporter credential bound to sidecars `bound-*` only.
+pub const BOUND_TOKEN: &str = "test-bound-reporter-0123456789";
+
+/// The credentials file the harness gives the service.
+pub fn credentials_yaml() -> String {
+    let d = vigil_control::credentials::digest_hex;
+    format!(
+        "reporters:\n  - name: test-sidecars\n    sha256: {}\n    sidecars: [\"*\"]\n  - name: bound-sidecars\n    sha256: {}\n    sidecars: [\"bound-*\"]\noperators:\n  - name: alice\n    sha256: {}\n",
+        d(TOKEN),
+        d(BOUND_TOKEN),
+        d(OPERATOR_TOKEN)
+    )
+}
+
+/// The token the harness uses for a write to `path`: the reporter's for
+/// reports, the operator's for everything else.
+pub fn token_for(path: &str) -> &'static str {
+    if path == "/v1/reports" {
+        TOKEN
+    } else {
+        OPERATOR_TOKEN
+    }
+}
 pub const BIN: &str = env!("CARGO_BIN_EXE_vigil-control");
 
 /// A fresh, empty directory under the target dir.
@@ -50,12 +76,17 @@ pub struct Server {
 impl Server {
     /// Start `vigil-control serve` on an ephemeral port.
     pub fn start(data: &Path, config: Option<&Path>, extra: &[&str]) -> Server {
+        let creds = data.with_extension("credentials.yaml");
+        if !creds.exists() {
+            std::fs::write(&creds, credentials_yaml()).unwrap();
+        }
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(["--tick-ms", "200"])
+            .arg("--credentials")
+            .arg(&creds)
             .args(extra)
-            .env("VIGIL_CONTROL_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(c) = config {
@@ -107,7 +138,12 @@ impl Server {
     }
 
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let auth = format!("Bearer {TOKEN}");
+        self.post_with(path, body, token_for(path))
+    }
+
+    /// `POST` with a given bearer token.
+    pub fn post_with(&self, path: &str, body: &Value, token: &str) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
         http(
             &self.addr,
             "POST",
