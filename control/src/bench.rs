@@ -109,6 +109,8 @@ async fn start_local(series: usize) -> Result<Target, String> {
         data: data.clone(),
         webhooks: Vec::new(),
         model: vigil_scorer::model::Model::default(),
+        limits: crate::plausibility::Limits::default(),
+        sidecar_ttl_ms: crate::service::SIDECAR_TTL_MS,
     };
     let svc = Arc::new(
         Service::open(opts, &bench_canaries(series), None, metrics).map_err(|e| e.to_string())?,

@@ -39,6 +39,8 @@ USAGE:
   vigil-control serve --listen ADDR --data DIR --credentials FILE [--config FILE]
                       [--prometheus http://HOST:PORT [--prometheus-timeout-ms 2000]]
                       [--out DIR] [--tick-ms N] [--webhook-timeout-ms N] [--webhook-retries N]
+                      [--sidecar-ttl-s 600] [--max-requests-per-tick 1000000]
+                      [--max-sidecar-share 0.5]
   vigil-control canary list [--server URL]
   vigil-control canary show NAME [--server URL]
   vigil-control canary approve|reject|pause|resume NAME [--comment TEXT]
@@ -60,7 +62,7 @@ $VIGIL_CONTROL_SERVER or http://127.0.0.1:8080. --out defaults to DATA/gitops.
 ";
 
 /// A parsed command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Print usage.
     Help,
@@ -87,6 +89,10 @@ pub enum Command {
         prometheus: Option<String>,
         /// Timeout of each Prometheus query, ms.
         prometheus_timeout_ms: u64,
+        /// Forget a sidecar identity after this long without a report, s.
+        sidecar_ttl_s: u64,
+        /// Evidence plausibility limits.
+        limits: crate::plausibility::Limits,
     },
     /// `canary list|show|approve|reject|pause|resume`.
     Canary {
@@ -218,10 +224,26 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "webhook-retries",
                     "prometheus",
                     "prometheus-timeout-ms",
+                    "sidecar-ttl-s",
+                    "max-requests-per-tick",
+                    "max-sidecar-share",
                 ],
             )?;
             if let Some(p) = f.positional.first() {
                 return Err(format!("serve: unexpected argument {p:?}"));
+            }
+            let defaults = crate::plausibility::Limits::default();
+            let limits = crate::plausibility::Limits {
+                max_requests_per_tick: num(
+                    &f,
+                    "max-requests-per-tick",
+                    defaults.max_requests_per_tick,
+                )?
+                .max(1),
+                max_sidecar_share: num(&f, "max-sidecar-share", defaults.max_sidecar_share)?,
+            };
+            if !(limits.max_sidecar_share > 0.0 && limits.max_sidecar_share <= 1.0) {
+                return Err("--max-sidecar-share must be in (0, 1]".into());
             }
             let tick_ms = num(&f, "tick-ms", 1000u64)?;
             if !(50..=60_000).contains(&tick_ms) {
@@ -250,6 +272,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 prometheus: f.named.get("prometheus").cloned(),
                 prometheus_timeout_ms: num(&f, "prometheus-timeout-ms", 2000u64)?
                     .clamp(100, 60_000),
+                sidecar_ttl_s: num(&f, "sidecar-ttl-s", crate::service::SIDECAR_TTL_MS / 1000)?
+                    .clamp(1, 30 * 86_400),
+                limits,
             })
         }
         "canary" => {
@@ -540,6 +565,8 @@ async fn serve(cmd: Command) -> i32 {
         webhook_retries,
         prometheus,
         prometheus_timeout_ms,
+        sidecar_ttl_s,
+        limits,
     } = cmd
     else {
         return 2;
@@ -594,6 +621,8 @@ async fn serve(cmd: Command) -> i32 {
         data,
         webhooks: config.webhooks.clone(),
         model: config.model.clone(),
+        limits,
+        sidecar_ttl_ms: sidecar_ttl_s.saturating_mul(1000),
     };
     let svc = match Service::open(opts, &config.canaries, Some(hooks), metrics) {
         Ok(s) => Arc::new(s),

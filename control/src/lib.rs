@@ -26,6 +26,7 @@ pub mod http;
 pub mod log;
 pub mod machine;
 pub mod metrics;
+pub mod plausibility;
 pub mod prometheus;
 pub mod render;
 pub mod replay;
