@@ -177,6 +177,12 @@ impl RootContext for VigilRoot {
                 ) {
                     worker.set_sidecar_identity(&id);
                 }
+                if worker.config().control.is_some() {
+                    log::info!(
+                        "vigil: reporting to the control service as sidecar '{}'",
+                        worker.sidecar_identity()
+                    );
+                }
                 *slot = Some(worker);
                 hostcalls::set_tick_period(tick).is_ok()
             }
