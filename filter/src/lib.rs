@@ -170,10 +170,12 @@ impl RootContext for VigilRoot {
                 let text = |path: &[&str]| {
                     property(path).map(|b| String::from_utf8_lossy(&b).into_owned())
                 };
+                // Envoy's `xds.node` attribute (the bootstrap's node: Istio
+                // and Kuma set id and metadata there).
                 if let Some(id) = vigil_filter_core::control::sidecar_identity(
-                    text(&["node", "id"]).as_deref(),
-                    text(&["node", "metadata", "NAME"]).as_deref(),
-                    text(&["node", "metadata", "NAMESPACE"]).as_deref(),
+                    text(&["xds", "node", "id"]).as_deref(),
+                    text(&["xds", "node", "metadata", "NAME"]).as_deref(),
+                    text(&["xds", "node", "metadata", "NAMESPACE"]).as_deref(),
                 ) {
                     worker.set_sidecar_identity(&id);
                 }
