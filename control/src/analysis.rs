@@ -197,12 +197,19 @@ pub fn describe(p: &PairTally) -> String {
 /// Judge a finished step on its merged evidence. `weight` is the step's
 /// canary weight: at 100 % the stable may see no traffic, and the canary is
 /// then judged on its SLOs and minimum evidence alone.
+/// `live` is the sequential test's latest verdict and `log_e` its current
+/// log e-value (nats, [`Monitor::log_e_value`]): a step also rolls back when
+/// the e-value reached `1/alpha` and holds when it reached `1/sqrt(alpha)`
+/// even where the verdict says `insufficient_data` (low traffic: the
+/// minimum-evidence rules only remove alarms, the e-value's bound holds
+/// without them), so a thin-traffic canary cannot pass a step on silence.
 pub fn judge_step(
     spec: &CanarySpec,
     step: &PairTally,
     weight: u8,
     model: &Model,
     live: &Verdict,
+    log_e: f64,
 ) -> Judgement {
     let (c, s) = (&step.canary, &step.stable);
     let mut evidence = json!({
@@ -214,8 +221,24 @@ pub fn judge_step(
     if let Some(j) = judge_live(live, model) {
         return j;
     }
+    let alpha = if model.alpha > 0.0 && model.alpha < 1.0 {
+        model.alpha
+    } else {
+        1e-6
+    };
+    let critical = -alpha.ln();
     if let Some(obj) = evidence.as_object_mut() {
         obj.insert("sequential".into(), verdict_json(live));
+        obj.insert("log_e_value".into(), json!(round(log_e, 3)));
+    }
+    if log_e >= critical {
+        return Judgement {
+            outcome: Outcome::Rollback,
+            explanation: format!(
+                "step at {weight}% failed the anytime-valid canary-vs-stable test: e-value e^{log_e:.1} >= 1/alpha (alpha {alpha:e}) ({summary})"
+            ),
+            evidence,
+        };
     }
     if c.counters.requests < model.min_requests {
         return Judgement {
@@ -238,11 +261,11 @@ pub fn judge_step(
             evidence,
         };
     }
-    if live.state == State::Warn {
+    if live.state == State::Warn || log_e >= critical / 2.0 {
         return Judgement {
             outcome: Outcome::Hold,
             explanation: format!(
-                "holding at {weight}%: the sequential canary-vs-stable test is at warn (evidence against the canary is building): {} ({summary})",
+                "holding at {weight}%: the sequential canary-vs-stable test is at warn (evidence against the canary is building, e-value e^{log_e:.1}): {} ({summary})",
                 stable_wording(&live.explain())
             ),
             evidence,
@@ -382,10 +405,10 @@ mod tests {
         };
         let mut p = pair(counters(200, 0), counters(2000, 0));
         p.prometheus = true;
-        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok());
+        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok(), 0.0);
         assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
         p.canary_p99_gauge_us = Some(650_000);
-        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok());
+        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok(), 0.0);
         assert_eq!(j.outcome, Outcome::Rollback, "{}", j.explanation);
         assert!(
             j.explanation.contains("p99 gauge 650.0 ms > max 500.0 ms"),
@@ -402,6 +425,7 @@ mod tests {
             10,
             &Model::default(),
             &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
         assert!(j.explanation.contains("n=200/2000"), "{}", j.explanation);
@@ -415,6 +439,7 @@ mod tests {
             5,
             &Model::default(),
             &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Hold);
         assert!(
@@ -428,6 +453,7 @@ mod tests {
             5,
             &Model::default(),
             &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Hold);
         // At 100 % the stable may be empty.
@@ -437,6 +463,7 @@ mod tests {
             100,
             &Model::default(),
             &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
     }
@@ -479,9 +506,44 @@ mod tests {
                 10,
                 &model,
                 &v,
+                0.0,
             );
             assert_eq!(j.outcome, Outcome::Rollback, "{}", j.explanation);
         }
+    }
+
+    #[test]
+    fn a_thin_traffic_fault_cannot_pass_a_step_on_silence() {
+        // 2 canary requests a tick, half failing: the recent window never
+        // holds min_requests, so the verdict stays insufficient_data, but
+        // the e-process accumulates and the step's judgement uses it.
+        let model = Model::default();
+        let mut m = Monitor::new(&model);
+        let mut step = PairTally::default();
+        for _ in 0..40 {
+            let tick = pair(delta(2, 1, 100), delta(500, 0, 100));
+            m.observe(&tick, &model);
+            step.merge(&tick);
+        }
+        assert_eq!(m.last.state, State::InsufficientData);
+        let j = judge_step(&spec(), &step, 10, &model, &m.last, m.log_e_value());
+        assert_eq!(
+            j.outcome,
+            Outcome::Rollback,
+            "{} (log_e {})",
+            j.explanation,
+            m.log_e_value()
+        );
+        // The same thin traffic, healthy: the step passes.
+        let mut m = Monitor::new(&model);
+        let mut step = PairTally::default();
+        for _ in 0..40 {
+            let tick = pair(delta(2, 0, 100), delta(500, 0, 100));
+            m.observe(&tick, &model);
+            step.merge(&tick);
+        }
+        let j = judge_step(&spec(), &step, 10, &model, &m.last, m.log_e_value());
+        assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
     }
 
     #[test]
@@ -489,14 +551,14 @@ mod tests {
         // A step whose fixed-window comparison is critical passes when the
         // sequential test is ok (and the SLOs hold): it is a statistic only.
         let p = pair(delta(200, 8, 100), delta(2000, 10, 100));
-        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok());
+        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok(), 0.0);
         assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
         assert!(j.evidence.get("fixed_window").is_some(), "{}", j.evidence);
         let warn = Verdict {
             state: State::Warn,
             ..Verdict::default()
         };
-        let j = judge_step(&spec(), &p, 10, &Model::default(), &warn);
+        let j = judge_step(&spec(), &p, 10, &Model::default(), &warn, 0.0);
         assert_eq!(j.outcome, Outcome::Hold, "{}", j.explanation);
         assert!(j.explanation.contains("warn"), "{}", j.explanation);
     }
@@ -510,6 +572,7 @@ mod tests {
             100,
             &Model::default(),
             &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Rollback);
         assert!(j.explanation.starts_with("SLO breach"), "{}", j.explanation);
@@ -519,6 +582,7 @@ mod tests {
             100,
             &Model::default(),
             &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Rollback);
         assert!(j.explanation.contains("p99"), "{}", j.explanation);

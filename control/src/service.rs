@@ -633,6 +633,7 @@ impl Service {
                             live.state.weight,
                             model,
                             &verdict,
+                            live.monitor.log_e_value(),
                         );
                         decisions.extend(live.state.on_step_judgement(&live.spec, &j, now_ms));
                     }
