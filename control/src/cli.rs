@@ -40,7 +40,7 @@ USAGE:
                       [--prometheus http://HOST:PORT [--prometheus-timeout-ms 2000]]
                       [--out DIR] [--tick-ms N] [--webhook-timeout-ms N] [--webhook-retries N]
                       [--sidecar-ttl-s 600] [--max-requests-per-tick 1000000]
-                      [--max-sidecar-share 0.5]
+                      [--max-sidecar-share 0.5] [--trust-xfcc true]
   vigil-control canary list [--server URL]
   vigil-control canary show NAME [--server URL]
   vigil-control canary approve|reject|pause|resume NAME [--comment TEXT]
@@ -93,6 +93,8 @@ pub enum Command {
         sidecar_ttl_s: u64,
         /// Evidence plausibility limits.
         limits: crate::plausibility::Limits,
+        /// Bind reports to the XFCC SPIFFE namespace.
+        trust_xfcc: bool,
     },
     /// `canary list|show|approve|reject|pause|resume`.
     Canary {
@@ -227,6 +229,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "sidecar-ttl-s",
                     "max-requests-per-tick",
                     "max-sidecar-share",
+                    "trust-xfcc",
                 ],
             )?;
             if let Some(p) = f.positional.first() {
@@ -275,6 +278,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 sidecar_ttl_s: num(&f, "sidecar-ttl-s", crate::service::SIDECAR_TTL_MS / 1000)?
                     .clamp(1, 30 * 86_400),
                 limits,
+                trust_xfcc: match f.named.get("trust-xfcc").map(String::as_str) {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(format!("--trust-xfcc must be true or false, got {other:?}"))
+                    }
+                },
             })
         }
         "canary" => {
@@ -567,6 +577,7 @@ async fn serve(cmd: Command) -> i32 {
         prometheus_timeout_ms,
         sidecar_ttl_s,
         limits,
+        trust_xfcc,
     } = cmd
     else {
         return 2;
@@ -576,7 +587,7 @@ async fn serve(cmd: Command) -> i32 {
         2
     };
     let creds = match CredentialStore::open(&credentials) {
-        Ok(c) => Arc::new(c),
+        Ok(c) => Arc::new(c.with_xfcc(trust_xfcc)),
         Err(e) => return fail(e),
     };
     {

@@ -253,6 +253,29 @@ pub struct CredentialStore {
     path: Option<PathBuf>,
     current: RwLock<Arc<Credentials>>,
     stamp: Mutex<Option<Stamp>>,
+    trust_xfcc: bool,
+}
+
+/// The namespace of the SPIFFE identity in an `x-forwarded-client-cert`
+/// header (`…;URI=spiffe://TRUST_DOMAIN/ns/NS/sa/SA;…`), as the control
+/// service's own Istio sidecar sets it under `SANITIZE_SET` (it replaces
+/// whatever the client sent, so the value is the verified mTLS peer). With
+/// several elements (proxies appending), the last one is the direct peer.
+pub fn xfcc_namespace(header: &str) -> Option<String> {
+    let element = header.rsplit(',').next()?;
+    element.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("uri") {
+            return None;
+        }
+        let v = v.trim().trim_matches('"');
+        let path = v.strip_prefix("spiffe://")?;
+        let mut parts = path.split('/').skip(1);
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("ns"), Some(ns), Some("sa"), Some(_)) if !ns.is_empty() => Some(ns.to_string()),
+            _ => None,
+        }
+    })
 }
 
 impl CredentialStore {
@@ -262,6 +285,7 @@ impl CredentialStore {
             path: Some(path.to_path_buf()),
             current: RwLock::new(Arc::new(Credentials::default())),
             stamp: Mutex::new(None),
+            trust_xfcc: false,
         };
         store.reload()?;
         Ok(store)
@@ -273,7 +297,21 @@ impl CredentialStore {
             path: None,
             current: RwLock::new(Arc::new(creds)),
             stamp: Mutex::new(None),
+            trust_xfcc: false,
         }
+    }
+
+    /// Also require reports to carry an `x-forwarded-client-cert` whose
+    /// SPIFFE namespace matches the report's `sidecar` (`POD.NAMESPACE`).
+    /// Only behind an Istio sidecar that sanitizes the header.
+    pub fn with_xfcc(mut self, on: bool) -> Self {
+        self.trust_xfcc = on;
+        self
+    }
+
+    /// Whether reports are bound to the XFCC namespace.
+    pub fn xfcc_required(&self) -> bool {
+        self.trust_xfcc
     }
 
     /// The set in force.
@@ -354,6 +392,17 @@ mod tests {
         assert!(!o.may_report_as("a.shop"));
         assert!(c.authenticate("nope").is_none());
         assert!(c.authenticate("").is_none());
+    }
+
+    #[test]
+    fn xfcc_namespace_is_the_direct_peers() {
+        let h = r#"By=spiffe://cluster.local/ns/vigil-system/sa/vigil-control;Hash=ab;Subject="";URI=spiffe://cluster.local/ns/shop/sa/checkout"#;
+        assert_eq!(xfcc_namespace(h).as_deref(), Some("shop"));
+        let two = format!("URI=spiffe://td/ns/evil/sa/x,{h}");
+        assert_eq!(xfcc_namespace(&two).as_deref(), Some("shop"));
+        assert_eq!(xfcc_namespace("URI=https://x/ns/a/sa/b"), None);
+        assert_eq!(xfcc_namespace("Hash=ab"), None);
+        assert_eq!(xfcc_namespace("URI=spiffe://td/ns//sa/x"), None);
     }
 
     #[test]

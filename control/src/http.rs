@@ -231,6 +231,31 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
             return error(StatusCode::BAD_REQUEST, e.message, &e.field);
         }
     };
+    if app.creds.xfcc_required() {
+        let ns = headers
+            .get("x-forwarded-client-cert")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::credentials::xfcc_namespace);
+        let Some(ns) = ns else {
+            app.svc.rejected(Reject::Forbidden);
+            return error(
+                StatusCode::FORBIDDEN,
+                "no SPIFFE identity in x-forwarded-client-cert (--trust-xfcc)",
+                "x-forwarded-client-cert",
+            );
+        };
+        if !report.sidecar.ends_with(&format!(".{ns}")) {
+            app.svc.rejected(Reject::Forbidden);
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "sidecar {:?} is not in the caller's mTLS namespace {ns:?}",
+                    report.sidecar
+                ),
+                "sidecar",
+            );
+        }
+    }
     if !cred.may_report_as(&report.sidecar) {
         app.svc.rejected(Reject::Forbidden);
         return error(

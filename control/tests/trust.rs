@@ -182,3 +182,38 @@ fn credentials_rotate_without_restart_and_bad_files_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn with_trust_xfcc_reports_are_bound_to_the_mtls_namespace() {
+    let data = temp_dir("xfcc");
+    let srv = Server::start(&data, None, &["--trust-xfcc", "true"]);
+    let auth = format!("Bearer {TOKEN}");
+    let post = |sidecar: &str, xfcc: Option<&str>| {
+        let body = report(sidecar, 1, vec![], vec![]).to_string();
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        if let Some(x) = xfcc {
+            headers.push(("x-forwarded-client-cert", x));
+        }
+        http(
+            &srv.addr,
+            "POST",
+            "/v1/reports",
+            Some(body.as_bytes()),
+            &headers,
+        )
+    };
+    let shop = "By=spiffe://cluster.local/ns/vigil-system/sa/vigil-control;URI=spiffe://cluster.local/ns/shop/sa/checkout";
+    let (status, v) = post("checkout-7d9f.shop", Some(shop));
+    assert_eq!(status, 202, "{v}");
+    let (status, v) = post("checkout-7d9f.shop", None);
+    assert_eq!(
+        (status, v["field"].as_str()),
+        (403, Some("x-forwarded-client-cert")),
+        "{v}"
+    );
+    let (status, v) = post("payments-1.bank", Some(shop));
+    assert_eq!((status, v["field"].as_str()), (403, Some("sidecar")), "{v}");
+}
