@@ -2,7 +2,7 @@
 //!
 //! Why this exists: one binary is the service (`serve`), the operator's
 //! client (`canary list|show|approve|reject|pause|resume`), the offline
-//! tools (`audit verify`, `render`) and the benchmark (`bench`). Parsing is
+//! tools (`audit verify`, `render`, `inspect`) and the benchmark (`bench`). Parsing is
 //! a small hand-written `--flag value` scheme so the binary stays light;
 //! [`parse`] is pure and tested.
 
@@ -52,6 +52,10 @@ USAGE:
   vigil-control bench [--seconds N] [--series N] [--clients N] [--json FILE]
                       [--server URL --token-file FILE]
   vigil-control replay --reports FILE --canary NAME [--config FILE]
+  vigil-control inspect --config-dump FILE|http://ADMIN/config_dump --plugin-config FILE
+      what each canary of a plugin configuration (its JSON, a MeshProxyPatch or a
+      WasmPlugin) resolves to in a proxy's Envoy config dump; exit 1 when one
+      resolves to nothing
 
 serve reads reporter and operator credentials (SHA-256 digests) from
 --credentials FILE or $VIGIL_CONTROL_CREDENTIALS and re-reads it when it
@@ -144,6 +148,13 @@ pub enum Command {
         canary: String,
         /// Config file (canaries, model).
         config: Option<PathBuf>,
+    },
+    /// `inspect`.
+    Inspect {
+        /// Config dump file or admin URL.
+        config_dump: String,
+        /// Plugin configuration (JSON or manifest) file.
+        plugin_config: PathBuf,
     },
 }
 
@@ -375,6 +386,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 config: f.named.get("config").map(PathBuf::from),
             })
         }
+        "inspect" => {
+            let f = split_flags(rest, &["config-dump", "plugin-config"])?;
+            Ok(Command::Inspect {
+                config_dump: required(&f, "config-dump")?,
+                plugin_config: PathBuf::from(required(&f, "plugin-config")?),
+            })
+        }
         other => Err(format!("unknown command {other:?}")),
     }
 }
@@ -517,6 +535,10 @@ pub fn main(args: Vec<String>) -> i32 {
                     Command::Serve { .. } => serve(other).await,
                     Command::Canary { .. } => canary(other).await,
                     Command::Bench(args) => crate::bench::run(args).await,
+                    Command::Inspect {
+                        config_dump,
+                        plugin_config,
+                    } => crate::inspect::run(&config_dump, &plugin_config).await,
                     _ => 2,
                 }
             })
