@@ -139,8 +139,16 @@ async fn read_body(
         .map_err(|_| too_large(app))
 }
 
-async fn healthz() -> Response {
-    ok_json(StatusCode::OK, &json!({"status": "ok"}))
+async fn healthz(State(app): State<App>) -> Response {
+    if app.svc.storage_healthy() {
+        ok_json(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        ok_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unhealthy", "field": "storage",
+                    "error": "the last write to SQLite failed; new decisions are held (not served) and retried every tick"}),
+        )
+    }
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -260,10 +268,25 @@ fn op_error(e: OpError) -> Response {
     }
 }
 
+/// Run SQLite-touching service work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal worker failed",
+            "",
+        )
+    })
+}
+
 async fn show(State(app): State<App>, Path(name): Path<String>) -> Response {
-    match app.svc.show(&name) {
-        Ok(v) => ok_json(StatusCode::OK, &v),
-        Err(e) => op_error(e),
+    let svc = app.svc.clone();
+    match blocking(move || svc.show(&name)).await {
+        Ok(Ok(v)) => ok_json(StatusCode::OK, &v),
+        Ok(Err(e)) => op_error(e),
+        Err(r) => r,
     }
 }
 
@@ -299,14 +322,24 @@ async fn declare(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
         .unwrap_or("api")
         .to_string();
     let name = spec.name.clone();
-    match app.svc.upsert(spec, &actor, log::now_ms()) {
+    let svc = app.svc.clone();
+    let done = blocking(move || {
+        let r = svc.upsert(spec, &actor, log::now_ms());
+        let view = svc.show(&name).unwrap_or(Value::Null);
+        (r, view)
+    })
+    .await;
+    let (result, view) = match done {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match result {
         Ok(outcome) => {
             let status = if outcome == Upsert::Created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            let view = app.svc.show(&name).unwrap_or(Value::Null);
             ok_json(
                 status,
                 &json!({"outcome": format!("{outcome:?}").to_lowercase(), "canary": view}),
@@ -357,10 +390,13 @@ async fn operate(
             );
         }
     };
-    match app
-        .svc
-        .operate(&name, op, &act.by, &act.comment, log::now_ms())
-    {
+    let svc = app.svc.clone();
+    let done = blocking(move || svc.operate(&name, op, &act.by, &act.comment, log::now_ms())).await;
+    let result = match done {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match result {
         Ok(d) => ok_json(
             StatusCode::OK,
             &json!({"kind": d.kind.as_str(), "phase": d.to.as_str(), "canary_weight": d.weight_after, "explanation": d.explanation}),

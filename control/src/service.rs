@@ -30,6 +30,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use vigil_scorer::model::Model;
 use vigil_scorer::verdict::State;
@@ -225,6 +226,17 @@ pub enum Upsert {
     Unchanged,
 }
 
+/// A canary's tick computed on copies, installed once committed.
+struct Staged {
+    name: String,
+    /// The tick evidence taken from the live canary (given back on failure).
+    taken: PairTally,
+    state: CanaryState,
+    step: PairTally,
+    monitor: Monitor,
+    decisions: Vec<Decision>,
+}
+
 /// Work to do outside the locks after a state change.
 struct Followup {
     spec: CanarySpec,
@@ -234,6 +246,9 @@ struct Followup {
 
 /// The service.
 pub struct Service {
+    /// Serialises state changes (tick, upsert, operate) so a staged change
+    /// can be committed without holding `inner`.
+    writer: Mutex<()>,
     inner: Mutex<Inner>,
     store: Mutex<Store>,
     routing: RwLock<RoutingDoc>,
@@ -241,6 +256,8 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     webhooks: Option<Webhooks>,
     opts: Options,
+    /// False after a failed commit, until one succeeds.
+    storage_ok: AtomicBool,
 }
 
 impl std::fmt::Debug for Service {
@@ -256,11 +273,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Value {
+    routing_canaries_with(canaries, &HashMap::new())
+}
+
+/// The routing canaries with some states replaced (a staged tick).
+fn routing_canaries_with(
+    canaries: &BTreeMap<String, Live>,
+    states: &HashMap<&str, &CanaryState>,
+) -> Value {
     Value::Array(
         canaries
             .values()
             .filter(|l| l.spec.mode == Mode::Enforce)
-            .map(|l| json!({"name": l.spec.name, "canary_weight": l.state.weight, "phase": l.state.phase.as_str()}))
+            .map(|l| {
+                let s = states
+                    .get(l.spec.name.as_str())
+                    .copied()
+                    .unwrap_or(&l.state);
+                json!({"name": l.spec.name, "canary_weight": s.weight, "phase": s.phase.as_str()})
+            })
             .collect(),
     )
 }
@@ -318,6 +349,8 @@ impl Service {
             metrics,
             webhooks,
             opts,
+            writer: Mutex::new(()),
+            storage_ok: AtomicBool::new(true),
         };
         let now = log::now_ms();
         for spec in config {
@@ -345,18 +378,6 @@ impl Service {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-    }
-
-    /// Recompute the routing document; bump the version when it changed.
-    /// Returns the new version to persist, if any.
-    fn refresh_routing(inner: &mut Inner) -> Option<u64> {
-        let now = routing_canaries(&inner.canaries);
-        if now == inner.routing_canaries {
-            return None;
-        }
-        inner.routing_canaries = now;
-        inner.routing_version = inner.routing_version.saturating_add(1);
-        Some(inner.routing_version)
     }
 
     fn publish_routing(&self, inner: &Inner) {
@@ -469,98 +490,185 @@ impl Service {
         matched
     }
 
-    /// One analysis tick at `now_ms`.
+    /// One analysis tick at `now_ms`: stage, commit, then serve.
+    ///
+    /// Persist before serve: the tick's new states are computed on copies
+    /// under the state lock (ingest keeps adding to the next tick while the
+    /// commit runs, reads keep seeing the stored state), committed to SQLite
+    /// without the state lock, and only then installed and published. When
+    /// the commit fails nothing is installed: the tick's evidence (including
+    /// a pending sidecar critical) goes back into the next tick, which
+    /// retries; `/healthz` reports unhealthy until a commit succeeds.
     pub fn tick(&self, now_ms: u64) {
         Metrics::add(&self.metrics.ticks, 1);
-        let model = &self.opts.model;
-        let mut followups = Vec::new();
-        {
+        let _writer = lock(&self.writer);
+        let (staged, batch, routing) = {
             let mut guard = lock(&self.inner);
-            let inner = &mut *guard;
-            let mut batch = Batch::default();
-            for live in inner.canaries.values_mut() {
-                let tick = std::mem::take(&mut live.tick);
-                let mut decisions: Vec<Decision> = Vec::new();
-                let mut from_prometheus = false;
-                if live.state.phase == Phase::Pending {
-                    decisions.extend(live.state.start(&live.spec, now_ms));
-                } else if live.state.phase.is_active() {
-                    from_prometheus = tick.prometheus || live.step.prometheus;
-                    let verdict = live.monitor.observe(&tick, model);
-                    live.step.merge(&tick);
-                    let rollback = tick
-                        .critical
-                        .as_ref()
-                        .map(analysis::judge_sidecar)
-                        .or_else(|| analysis::judge_live(&verdict, model));
-                    if let Some(j) = rollback {
-                        decisions.extend(live.state.rollback(&j, now_ms));
-                    } else if live.state.step_due(&live.spec, now_ms) {
-                        let j =
-                            analysis::judge_step(&live.spec, &live.step, live.state.weight, model);
-                        decisions.extend(live.state.on_step_judgement(&live.spec, &j, now_ms));
-                    }
-                } else {
-                    continue;
-                }
-                if from_prometheus {
-                    for d in &mut decisions {
-                        // Which data the judgement saw (the evidence's
-                        // "source" says which judgement it was).
-                        if let Some(o) = d.evidence.as_object_mut() {
-                            o.insert("data_source".into(), json!("prometheus"));
-                        } else {
-                            d.evidence =
-                                json!({"data_source": "prometheus", "evidence": d.evidence});
-                        }
-                        d.explanation.push_str(" [data source: prometheus]");
-                    }
-                }
-                for d in &decisions {
-                    if d.new_step {
-                        // A new step's evidence starts empty; the live
-                        // monitor keeps its windows (it compares shares,
-                        // which a weight change does not move).
-                        live.step = PairTally::default();
-                    }
-                }
-                batch.canaries.push(live.record());
-                if !decisions.is_empty() {
-                    for d in &decisions {
-                        self.metrics.decision(d.kind);
-                        log::info(
-                            "decision",
-                            json!({"canary": live.spec.name, "kind": d.kind.as_str(), "from": d.from.as_str(),
-                                   "to": d.to.as_str(), "weight": d.weight_after, "explanation": d.explanation}),
-                        );
-                        batch.decisions.push((live.spec.name.clone(), d.clone()));
-                        batch
-                            .audit
-                            .push(AuditEntry::of_decision(&live.spec.name, d));
-                    }
-                    followups.push(Followup {
-                        spec: live.spec.clone(),
-                        state: live.state.clone(),
-                        decisions,
-                    });
+            self.stage_tick(&mut guard, now_ms)
+        };
+        let result = self.commit(&batch);
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        if let Err(e) = result {
+            // Nothing was stored: give the evidence back to the next tick.
+            for s in staged {
+                if let Some(live) = inner.canaries.get_mut(&s.name) {
+                    let mut t = s.taken;
+                    t.merge(&live.tick);
+                    live.tick = t;
                 }
             }
-            for sidecar in inner.dirty_sidecars.drain() {
-                if let Some(s) = inner.sidecars.get(&sidecar) {
-                    batch.sidecars.push((sidecar, s.seq, s.sent_at_ms));
-                }
+            for (sidecar, _, _) in batch.sidecars {
+                inner.dirty_sidecars.insert(sidecar);
             }
-            batch.routing_version = Self::refresh_routing(inner);
-            if let Err(e) = lock(&self.store).apply(&batch) {
-                Metrics::add(&self.metrics.storage_errors, 1);
-                log::error(
-                    "could not persist the analysis tick",
-                    json!({"error": e.to_string()}),
+            log::error(
+                "could not persist the analysis tick; nothing of it is served, it is retried next tick",
+                json!({"error": e.to_string()}),
+            );
+            return;
+        }
+        let mut followups = Vec::new();
+        for s in staged {
+            let Some(live) = inner.canaries.get_mut(&s.name) else {
+                continue;
+            };
+            live.state = s.state;
+            live.step = s.step;
+            live.monitor = s.monitor;
+            for d in &s.decisions {
+                self.metrics.decision(d.kind);
+                log::info(
+                    "decision",
+                    json!({"canary": live.spec.name, "kind": d.kind.as_str(), "from": d.from.as_str(),
+                           "to": d.to.as_str(), "weight": d.weight_after, "explanation": d.explanation}),
                 );
             }
-            self.publish_routing(inner);
+            if !s.decisions.is_empty() {
+                followups.push(Followup {
+                    spec: live.spec.clone(),
+                    state: live.state.clone(),
+                    decisions: s.decisions,
+                });
+            }
         }
+        if let Some((version, canaries)) = routing {
+            inner.routing_version = version;
+            inner.routing_canaries = canaries;
+        }
+        self.publish_routing(inner);
+        drop(guard);
         self.follow_up(followups);
+    }
+
+    /// Commit a batch (SQLite, off the state lock); keeps the health flag
+    /// and the failure counter.
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let result = lock(&self.store).apply(batch);
+        match &result {
+            Ok(()) => self.storage_ok.store(true, Ordering::Relaxed),
+            Err(_) => {
+                self.storage_ok.store(false, Ordering::Relaxed);
+                Metrics::add(&self.metrics.storage_errors, 1);
+            }
+        }
+        result
+    }
+
+    /// Whether the last write to the store succeeded (`/healthz`).
+    pub fn storage_healthy(&self) -> bool {
+        self.storage_ok.load(Ordering::Relaxed)
+    }
+
+    /// Compute a tick on copies: the staged canaries, the batch to write
+    /// and the new routing (version, canaries) if it changes.
+    fn stage_tick(
+        &self,
+        inner: &mut Inner,
+        now_ms: u64,
+    ) -> (Vec<Staged>, Batch, Option<(u64, Value)>) {
+        let model = &self.opts.model;
+        let mut batch = Batch::default();
+        let mut staged = Vec::new();
+        for live in inner.canaries.values_mut() {
+            if !(live.state.phase == Phase::Pending || live.state.phase.is_active()) {
+                continue;
+            }
+            let taken = std::mem::take(&mut live.tick);
+            let mut state = live.state.clone();
+            let mut step = live.step.clone();
+            let mut monitor = live.monitor.clone();
+            let mut decisions: Vec<Decision> = Vec::new();
+            let mut from_prometheus = false;
+            if state.phase == Phase::Pending {
+                decisions.extend(state.start(&live.spec, now_ms));
+            } else {
+                from_prometheus = taken.prometheus || step.prometheus;
+                let verdict = monitor.observe(&taken, model);
+                step.merge(&taken);
+                let rollback = taken
+                    .critical
+                    .as_ref()
+                    .map(analysis::judge_sidecar)
+                    .or_else(|| analysis::judge_live(&verdict, model));
+                if let Some(j) = rollback {
+                    decisions.extend(state.rollback(&j, now_ms));
+                } else if state.step_due(&live.spec, now_ms) {
+                    let j = analysis::judge_step(&live.spec, &step, state.weight, model);
+                    decisions.extend(state.on_step_judgement(&live.spec, &j, now_ms));
+                }
+            }
+            if from_prometheus {
+                for d in &mut decisions {
+                    // Which data the judgement saw (the evidence's
+                    // "source" says which judgement it was).
+                    if let Some(o) = d.evidence.as_object_mut() {
+                        o.insert("data_source".into(), json!("prometheus"));
+                    } else {
+                        d.evidence = json!({"data_source": "prometheus", "evidence": d.evidence});
+                    }
+                    d.explanation.push_str(" [data source: prometheus]");
+                }
+            }
+            if decisions.iter().any(|d| d.new_step) {
+                // A new step's evidence starts empty; the live monitor keeps
+                // its windows (it compares shares, which a weight change
+                // does not move).
+                step = PairTally::default();
+            }
+            batch.canaries.push(CanaryRecord {
+                spec: live.spec.clone(),
+                state: state.clone(),
+                evidence: step.clone(),
+            });
+            for d in &decisions {
+                batch.decisions.push((live.spec.name.clone(), d.clone()));
+                batch
+                    .audit
+                    .push(AuditEntry::of_decision(&live.spec.name, d));
+            }
+            staged.push(Staged {
+                name: live.spec.name.clone(),
+                taken,
+                state,
+                step,
+                monitor,
+                decisions,
+            });
+        }
+        for sidecar in inner.dirty_sidecars.drain() {
+            if let Some(s) = inner.sidecars.get(&sidecar) {
+                batch.sidecars.push((sidecar, s.seq, s.sent_at_ms));
+            }
+        }
+        let states: HashMap<&str, &CanaryState> =
+            staged.iter().map(|s| (s.name.as_str(), &s.state)).collect();
+        let canaries = routing_canaries_with(&inner.canaries, &states);
+        let routing = (canaries != inner.routing_canaries).then(|| {
+            let version = inner.routing_version.saturating_add(1);
+            batch.routing_version = Some(version);
+            (version, canaries)
+        });
+        (staged, batch, routing)
     }
 
     fn follow_up(&self, followups: Vec<Followup>) {
@@ -600,6 +708,7 @@ impl Service {
         }
         let mut followups = Vec::new();
         let outcome;
+        let _writer = lock(&self.writer);
         {
             let mut guard = lock(&self.inner);
             let inner = &mut *guard;
@@ -648,7 +757,6 @@ impl Service {
                         }
                     }
                     for d in &decisions {
-                        self.metrics.decision(d.kind);
                         batch.decisions.push((spec.name.clone(), d.clone()));
                         batch.audit.push(AuditEntry::of_decision(&spec.name, d));
                     }
@@ -687,30 +795,44 @@ impl Service {
                 evidence: evidence.to_string(),
             });
             batch.canaries.push(live.record());
-            let old = inner.canaries.insert(spec.name.clone(), live);
-            let old_version = (inner.routing_version, inner.routing_canaries.clone());
-            batch.routing_version = Self::refresh_routing(inner);
-            if let Err(e) = lock(&self.store).apply(&batch) {
-                // Nothing was written: undo in memory too.
-                match old {
-                    Some(o) => {
-                        inner.canaries.insert(spec.name.clone(), o);
-                    }
-                    None => {
-                        inner.canaries.remove(&spec.name);
-                    }
-                }
-                (inner.routing_version, inner.routing_canaries) = old_version;
-                Metrics::add(&self.metrics.storage_errors, 1);
+            let mut states: HashMap<&str, &CanaryState> = HashMap::new();
+            states.insert(spec.name.as_str(), &live.state);
+            let mut canaries = routing_canaries_with(&inner.canaries, &states);
+            if !inner.canaries.contains_key(&spec.name) && spec.mode == Mode::Enforce {
+                // A new canary: where it sorts among the others.
+                let mut all: Vec<Value> = canaries.as_array().cloned().unwrap_or_default();
+                all.push(json!({"name": spec.name, "canary_weight": live.state.weight, "phase": live.state.phase.as_str()}));
+                all.sort_by(|x, y| x["name"].as_str().cmp(&y["name"].as_str()));
+                canaries = Value::Array(all);
+            }
+            let routing = (canaries != inner.routing_canaries)
+                .then(|| (inner.routing_version.saturating_add(1), canaries));
+            batch.routing_version = routing.as_ref().map(|(v, _)| *v);
+            drop(guard);
+            // Committed without the state lock; nothing is installed when it fails.
+            if let Err(e) = self.commit(&batch) {
                 return Err(OpError::Storage(e.to_string()));
+            }
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            inner.canaries.insert(spec.name.clone(), live);
+            if let Some((version, canaries)) = routing {
+                inner.routing_version = version;
+                inner.routing_canaries = canaries;
             }
             inner.index = Index::build(inner.canaries.values().map(|l| &l.spec));
             self.publish_routing(inner);
+            for f in &followups {
+                for d in &f.decisions {
+                    self.metrics.decision(d.kind);
+                }
+            }
             log::info(
                 "canary declared",
                 json!({"canary": spec.name, "actor": actor, "action": action}),
             );
         }
+        drop(_writer);
         self.follow_up(followups);
         Ok(outcome)
     }
@@ -736,54 +858,69 @@ impl Service {
                 message: "at most 4096 bytes".into(),
             });
         }
-        let followup;
-        let decision;
-        {
-            let mut guard = lock(&self.inner);
-            let inner = &mut *guard;
-            let live = inner.canaries.get_mut(name).ok_or(OpError::NotFound)?;
-            let saved = (live.state.clone(), live.step.clone());
+        let _writer = lock(&self.writer);
+        let (record, d, routing) = {
+            let guard = lock(&self.inner);
+            let live = guard.canaries.get(name).ok_or(OpError::NotFound)?;
+            let mut state = live.state.clone();
+            let mut step = live.step.clone();
             let result: Result<Decision, Conflict> = match op {
-                Op::Approve => live.state.approve(&live.spec, by, comment, now_ms),
-                Op::Reject => live.state.reject(by, comment, now_ms),
-                Op::Pause => live.state.pause(by, comment, now_ms),
-                Op::Resume => live.state.resume(by, comment, now_ms),
+                Op::Approve => state.approve(&live.spec, by, comment, now_ms),
+                Op::Reject => state.reject(by, comment, now_ms),
+                Op::Pause => state.pause(by, comment, now_ms),
+                Op::Resume => state.resume(by, comment, now_ms),
             };
             let d = result.map_err(|Conflict(m)| OpError::Conflict(m))?;
             if d.new_step {
-                live.step = PairTally::default();
+                step = PairTally::default();
             }
-            let mut batch = Batch {
-                canaries: vec![live.record()],
-                decisions: vec![(name.to_string(), d.clone())],
-                audit: vec![AuditEntry::of_decision(name, &d)],
-                ..Batch::default()
-            };
-            followup = Followup {
+            let mut states: HashMap<&str, &CanaryState> = HashMap::new();
+            states.insert(name, &state);
+            let canaries = routing_canaries_with(&guard.canaries, &states);
+            let routing = (canaries != guard.routing_canaries)
+                .then(|| (guard.routing_version.saturating_add(1), canaries));
+            let record = CanaryRecord {
                 spec: live.spec.clone(),
-                state: live.state.clone(),
-                decisions: vec![d.clone()],
+                state,
+                evidence: step,
             };
-            let old_version = (inner.routing_version, inner.routing_canaries.clone());
-            batch.routing_version = Self::refresh_routing(inner);
-            if let Err(e) = lock(&self.store).apply(&batch) {
-                if let Some(live) = inner.canaries.get_mut(name) {
-                    (live.state, live.step) = saved;
-                }
-                (inner.routing_version, inner.routing_canaries) = old_version;
-                Metrics::add(&self.metrics.storage_errors, 1);
-                return Err(OpError::Storage(e.to_string()));
+            (record, d, routing)
+        };
+        let batch = Batch {
+            canaries: vec![record.clone()],
+            decisions: vec![(name.to_string(), d.clone())],
+            audit: vec![AuditEntry::of_decision(name, &d)],
+            routing_version: routing.as_ref().map(|(v, _)| *v),
+            ..Batch::default()
+        };
+        // Committed without the state lock; nothing is installed when it fails.
+        self.commit(&batch)
+            .map_err(|e| OpError::Storage(e.to_string()))?;
+        {
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            if let Some(live) = inner.canaries.get_mut(name) {
+                live.state = record.state.clone();
+                live.step = record.evidence;
+            }
+            if let Some((version, canaries)) = routing {
+                inner.routing_version = version;
+                inner.routing_canaries = canaries;
             }
             self.metrics.decision(d.kind);
             self.publish_routing(inner);
-            log::info(
-                "operator decision",
-                json!({"canary": name, "kind": d.kind.as_str(), "actor": by, "weight": d.weight_after, "explanation": d.explanation}),
-            );
-            decision = d;
         }
-        self.follow_up(vec![followup]);
-        Ok(decision)
+        drop(_writer);
+        log::info(
+            "operator decision",
+            json!({"canary": name, "kind": d.kind.as_str(), "actor": by, "weight": d.weight_after, "explanation": d.explanation}),
+        );
+        self.follow_up(vec![Followup {
+            spec: record.spec,
+            state: record.state,
+            decisions: vec![d.clone()],
+        }]);
+        Ok(d)
     }
 
     fn view(live: &Live, model: &Model) -> Value {

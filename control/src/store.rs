@@ -180,9 +180,17 @@ impl Batch {
     }
 }
 
+/// Environment variable naming a test hook file that simulates a full disk
+/// with SQLite's own limit: while the file contains `full`, every write
+/// transaction runs with `PRAGMA max_page_count` at the database's current
+/// size, so anything that needs a new page fails with SQLITE_FULL exactly
+/// as on a full disk. Used by the disk-full tests; unset in production.
+pub const QUOTA_HOOK_ENV: &str = "VIGIL_CONTROL_TEST_QUOTA_FILE";
+
 /// The database.
 pub struct Store {
     conn: Connection,
+    quota_hook: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Store {
@@ -223,7 +231,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        let quota_hook = std::env::var_os(QUOTA_HOOK_ENV).map(std::path::PathBuf::from);
+        Ok(Store { conn, quota_hook })
     }
 
     fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
@@ -345,9 +354,31 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        self.apply_quota_hook()?;
         let tx = self.conn.transaction()?;
         write_batch(&tx, batch)?;
         tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// See [`QUOTA_HOOK_ENV`].
+    fn apply_quota_hook(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.quota_hook else {
+            return Ok(());
+        };
+        let full = std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "full");
+        let limit: i64 = if full {
+            self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?
+        } else {
+            i64::from(u32::MAX - 1)
+        };
+        let _: i64 = self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {limit}"), [], |r| {
+                r.get(0)
+            })?;
         Ok(())
     }
 }
