@@ -97,7 +97,14 @@ async fn start_local() -> Result<Target, String> {
     let _ticker = http::spawn_ticker(svc.clone(), Duration::from_secs(1));
     let t = token.clone();
     let server = tokio::spawn(async move {
-        let _ = http::serve(listener, svc, &t, std::future::pending()).await;
+        let _ = http::serve(
+            listener,
+            svc,
+            &t,
+            crate::edge::Limits::default(),
+            std::future::pending(),
+        )
+        .await;
     });
     Ok(Target {
         base: format!("http://{addr}"),

@@ -35,6 +35,9 @@ USAGE:
   vigil-control serve --listen ADDR --data DIR [--config FILE] [--token-file FILE]
                       [--prometheus http://HOST:PORT [--prometheus-timeout-ms 2000]]
                       [--out DIR] [--tick-ms N] [--webhook-timeout-ms N] [--webhook-retries N]
+                      [--header-timeout-ms 10000] [--body-timeout-ms 30000]
+                      [--idle-timeout-ms 60000] [--max-connections 4096]
+                      [--shutdown-grace-ms 3000]
   vigil-control canary list [--server URL]
   vigil-control canary show NAME [--server URL]
   vigil-control canary approve|reject|pause|resume NAME [--by WHO] [--comment TEXT]
@@ -77,6 +80,8 @@ pub enum Command {
         prometheus: Option<String>,
         /// Timeout of each Prometheus query, ms.
         prometheus_timeout_ms: u64,
+        /// Connection limits and timeouts.
+        limits: crate::edge::Limits,
     },
     /// `canary list|show|approve|reject|pause|resume`.
     Canary {
@@ -187,11 +192,40 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "webhook-retries",
                     "prometheus",
                     "prometheus-timeout-ms",
+                    "header-timeout-ms",
+                    "body-timeout-ms",
+                    "idle-timeout-ms",
+                    "max-connections",
+                    "shutdown-grace-ms",
                 ],
             )?;
             if let Some(p) = f.positional.first() {
                 return Err(format!("serve: unexpected argument {p:?}"));
             }
+            let d = crate::edge::Limits::default();
+            let ms = |key: &str, default: Duration| -> Result<Duration, String> {
+                let v = num(
+                    &f,
+                    key,
+                    u64::try_from(default.as_millis()).unwrap_or(u64::MAX),
+                )?;
+                if !(100..=3_600_000).contains(&v) {
+                    return Err(format!("--{key} must be in 100..=3600000"));
+                }
+                Ok(Duration::from_millis(v))
+            };
+            let max_connections = num(&f, "max-connections", d.max_connections)?;
+            if !(1..=1_000_000).contains(&max_connections) {
+                return Err("--max-connections must be in 1..=1000000".into());
+            }
+            let limits = crate::edge::Limits {
+                header_read_timeout: ms("header-timeout-ms", d.header_read_timeout)?,
+                body_timeout: ms("body-timeout-ms", d.body_timeout)?,
+                idle_timeout: ms("idle-timeout-ms", d.idle_timeout)?,
+                max_connections,
+                max_header_bytes: d.max_header_bytes,
+                shutdown_grace: ms("shutdown-grace-ms", d.shutdown_grace)?,
+            };
             let tick_ms = num(&f, "tick-ms", 1000u64)?;
             if !(50..=60_000).contains(&tick_ms) {
                 return Err("--tick-ms must be in 50..=60000".into());
@@ -208,6 +242,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 prometheus: f.named.get("prometheus").cloned(),
                 prometheus_timeout_ms: num(&f, "prometheus-timeout-ms", 2000u64)?
                     .clamp(100, 60_000),
+                limits,
             })
         }
         "canary" => {
@@ -346,14 +381,17 @@ pub fn main(args: Vec<String>) -> i32 {
                     return 1;
                 }
             };
-            rt.block_on(async move {
+            let code = rt.block_on(async move {
                 match other {
                     Command::Serve { .. } => serve(other).await,
                     Command::Canary { .. } => canary(other).await,
                     Command::Bench(args) => crate::bench::run(args).await,
                     _ => 2,
                 }
-            })
+            });
+            // Bounded: a blocking task still running does not hold the exit.
+            rt.shutdown_timeout(Duration::from_millis(500));
+            code
         }
     }
 }
@@ -409,6 +447,7 @@ async fn serve(cmd: Command) -> i32 {
         webhook_retries,
         prometheus,
         prometheus_timeout_ms,
+        limits,
     } = cmd
     else {
         return 2;
@@ -472,7 +511,7 @@ async fn serve(cmd: Command) -> i32 {
     let ticker = http::spawn_ticker(svc.clone(), Duration::from_millis(tick_ms));
     let poller = prometheus
         .map(|p| crate::prometheus::spawn_poller(svc.clone(), p, Duration::from_millis(tick_ms)));
-    let result = http::serve(listener, svc, &token, shutdown_signal()).await;
+    let result = http::serve(listener, svc, &token, limits, shutdown_signal()).await;
     ticker.abort();
     if let Some(p) = poller {
         p.abort();

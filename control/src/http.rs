@@ -134,9 +134,17 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(app));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(app))
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::edge::is_body_timeout(&e) {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+                "body",
+            )
+        } else {
+            too_large(app)
+        }
+    })
 }
 
 async fn healthz(State(app): State<App>) -> Response {
@@ -155,7 +163,7 @@ async fn metrics(State(app): State<App>) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.svc.metrics_text(),
+        app.svc.metrics_text() + &crate::edge::metrics_text(),
     )
         .into_response()
 }
@@ -425,6 +433,7 @@ pub fn router(svc: Arc<Service>, token: &str) -> Router {
         .route("/v1/canaries/{name}/{action}", post(operate))
         .fallback(not_found)
         .with_state(app)
+        .layer(axum::middleware::from_fn(crate::edge::json_errors))
 }
 
 /// Run the analysis ticker until `shutdown` resolves.
@@ -440,14 +449,14 @@ pub fn spawn_ticker(svc: Arc<Service>, every: Duration) -> tokio::task::JoinHand
     })
 }
 
-/// Serve the API on `listener` until `shutdown` resolves.
+/// Serve the API on `listener` until `shutdown` resolves, with the
+/// connection limits and timeouts of [`crate::edge`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     svc: Arc<Service>,
     token: &str,
+    limits: crate::edge::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(svc, token))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::edge::serve(listener, router(svc, token), limits, shutdown).await
 }

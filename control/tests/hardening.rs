@@ -1,0 +1,271 @@
+//! HTTP hardening with the real binary on loopback: idle and
+//! 1-byte-per-second connections are closed within the configured timeouts
+//! while `/healthz` stays fast, every error is JSON, and SIGTERM exits
+//! within 5 s even with half-sent requests open.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use common::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Idle,
+    SlowHead,
+    SlowBody,
+}
+
+struct Conn {
+    kind: Kind,
+    s: TcpStream,
+    opened: Instant,
+    closed: Option<Duration>,
+    got: Vec<u8>,
+    sent: usize,
+}
+
+const SLOW_HEAD: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: vigil\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[test]
+fn a_thousand_idle_and_slow_connections_are_closed_in_time_and_healthz_stays_fast() {
+    let data = temp_dir("slow-conns");
+    let (header_s, body_s, idle_s): (f64, f64, f64) = (2.0, 2.0, 3.0);
+    let srv = Server::start(
+        &data,
+        None,
+        &[
+            "--header-timeout-ms",
+            "2000",
+            "--body-timeout-ms",
+            "2000",
+            "--idle-timeout-ms",
+            "3000",
+        ],
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let mut conns = Vec::new();
+    for i in 0..1000 {
+        let kind = match i % 3 {
+            0 => Kind::Idle,
+            1 => Kind::SlowHead,
+            _ => Kind::SlowBody,
+        };
+        let mut s = TcpStream::connect(&srv.addr).unwrap();
+        if kind == Kind::SlowBody {
+            let head = format!(
+                "POST /v1/reports HTTP/1.1\r\nhost: vigil\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{"
+            );
+            s.write_all(head.as_bytes()).unwrap();
+        }
+        s.set_nonblocking(true).unwrap();
+        conns.push(Conn {
+            kind,
+            s,
+            opened: Instant::now(),
+            closed: None,
+            got: Vec::new(),
+            sent: 0,
+        });
+    }
+    let opened_all = Instant::now();
+    let mut health = Vec::new();
+    let mut last_drip = Instant::now() - Duration::from_secs(2);
+    let mut buf = [0u8; 4096];
+    while conns.iter().any(|c| c.closed.is_none()) {
+        assert!(
+            opened_all.elapsed() < Duration::from_secs(15),
+            "connections still open after 15 s: {}",
+            conns.iter().filter(|c| c.closed.is_none()).count()
+        );
+        // One byte per second on every slow connection.
+        if last_drip.elapsed() >= Duration::from_secs(1) {
+            last_drip = Instant::now();
+            for c in conns.iter_mut().filter(|c| c.closed.is_none()) {
+                let byte: &[u8] = match c.kind {
+                    Kind::Idle => continue,
+                    Kind::SlowHead => &SLOW_HEAD[c.sent % SLOW_HEAD.len()..][..1],
+                    Kind::SlowBody => b"1",
+                };
+                if c.s.write(byte).is_ok() {
+                    c.sent += 1;
+                }
+            }
+        }
+        for c in conns.iter_mut().filter(|c| c.closed.is_none()) {
+            loop {
+                match c.s.read(&mut buf) {
+                    Ok(0) => {
+                        c.closed = Some(c.opened.elapsed());
+                        break;
+                    }
+                    Ok(n) => c.got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        c.closed = Some(c.opened.elapsed());
+                        break;
+                    }
+                }
+            }
+        }
+        let t = Instant::now();
+        let (status, _) = http(&srv.addr, "GET", "/healthz", None, &[]);
+        health.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(status, 200);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    health.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (
+        percentile(&health, 0.5),
+        percentile(&health, 0.99),
+        *health.last().unwrap(),
+    );
+    for (kind, limit) in [
+        (Kind::Idle, idle_s.min(header_s)),
+        (Kind::SlowHead, header_s),
+        (Kind::SlowBody, body_s),
+    ] {
+        let mut closed: Vec<f64> = conns
+            .iter()
+            .filter(|c| c.kind == kind)
+            .map(|c| c.closed.unwrap().as_secs_f64())
+            .collect();
+        closed.sort_by(f64::total_cmp);
+        println!(
+            "{kind:?}: {} connections closed after min {:.2} s, median {:.2} s, max {:.2} s (timeout {limit} s)",
+            closed.len(),
+            closed[0],
+            percentile(&closed, 0.5),
+            closed.last().unwrap()
+        );
+        // Closed by the timeout: not before it, and within 1.5 s after it.
+        assert!(
+            closed[0] >= limit * 0.9,
+            "{kind:?} closed too early: {}",
+            closed[0]
+        );
+        assert!(
+            *closed.last().unwrap() <= limit + 1.5,
+            "{kind:?} closed late: {}",
+            closed.last().unwrap()
+        );
+    }
+    for c in conns.iter().filter(|c| c.kind == Kind::SlowBody) {
+        let text = String::from_utf8_lossy(&c.got);
+        assert!(
+            text.starts_with("HTTP/1.1 408") && text.contains("\"field\":\"body\""),
+            "{text}"
+        );
+    }
+    println!(
+        "/healthz during 1000 idle/slow connections: {} requests, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+        health.len()
+    );
+    assert!(p99 < 50.0, "/healthz p99 {p99:.2} ms (max {max:.2} ms)");
+}
+
+#[test]
+fn sigterm_exits_within_5_s_with_half_sent_requests() {
+    let data = temp_dir("sigterm");
+    let mut srv = Server::start(&data, None, &[]);
+    let mut open = Vec::new();
+    for i in 0..50 {
+        let mut s = TcpStream::connect(&srv.addr).unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /v1/canaries HTTP/1.1\r\nhost: vig")
+                .unwrap();
+        } else {
+            s.write_all(
+                format!("POST /v1/reports HTTP/1.1\r\nhost: vigil\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{{\"ver").as_bytes(),
+            )
+            .unwrap();
+        }
+        open.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = srv.child.id().to_string();
+    let t = Instant::now();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "SIGTERM with 50 half-sent requests: exited in {:.2} s ({status})",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(status.success(), "{status}");
+    drop(open);
+}
+
+#[test]
+fn every_error_is_json_with_a_field() {
+    let data = temp_dir("json-errors");
+    let srv = Server::start(&data, None, &[]);
+    let raw = |bytes: &[u8]| -> (u16, serde_json::Value) {
+        let mut s = TcpStream::connect(&srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nhost: v\r\nconnection: close\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let big_head = format!(
+        "GET /healthz HTTP/1.1\r\nhost: v\r\nx-big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let many: String = (0..200).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let many = format!("GET /healthz HTTP/1.1\r\nhost: v\r\n{many}connection: close\r\n\r\n");
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("404", b"GET /nope HTTP/1.1\r\nhost: v\r\nconnection: close\r\n\r\n".to_vec(), 404),
+        ("405", b"DELETE /healthz HTTP/1.1\r\nhost: v\r\nconnection: close\r\n\r\n".to_vec(), 405),
+        ("405 post", b"PUT /v1/canaries HTTP/1.1\r\nhost: v\r\nconnection: close\r\ncontent-length: 0\r\n\r\n".to_vec(), 405),
+        ("414", long_uri.into_bytes(), 414),
+        ("431 size", big_head.into_bytes(), 431),
+        ("431 count", many.into_bytes(), 431),
+        ("bad utf-8 path", b"GET /v1/canaries/\xff\xfe HTTP/1.1\r\nhost: v\r\nconnection: close\r\n\r\n".to_vec(), 400),
+        ("percent bad utf-8", b"GET /v1/canaries/%FF%FE HTTP/1.1\r\nhost: v\r\nconnection: close\r\n\r\n".to_vec(), 400),
+        ("garbage", b"GARBAGE\r\n\r\n".to_vec(), 400),
+    ];
+    for (name, bytes, want) in cases {
+        let (status, v) = raw(&bytes);
+        assert_eq!(status, want, "{name}: {v}");
+        assert!(
+            v["error"].is_string() && v["field"].is_string(),
+            "{name}: not a JSON error: {v}"
+        );
+    }
+}
