@@ -32,4 +32,5 @@ pub mod report;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod verify;
 pub mod webhook;

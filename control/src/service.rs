@@ -314,9 +314,23 @@ impl Service {
         metrics: Arc<Metrics>,
     ) -> Result<Service, StoreError> {
         let store = Store::open(&opts.data)?;
-        let routing_version = store.routing_version()?;
+        let unreadable = |e: StoreError| {
+            StoreError(format!(
+                "the data directory failed verification at start: {}. {}",
+                e.0,
+                crate::verify::RECOVER
+            ))
+        };
+        let routing_version = store.routing_version().map_err(unreadable)?;
+        let records = store.load_canaries().map_err(|e| {
+            StoreError(format!(
+                "the data directory failed verification at start: stored canaries unreadable: {e}. {}",
+                crate::verify::RECOVER
+            ))
+        })?;
+        crate::verify::startup(&store, &records).map_err(StoreError)?;
         let mut canaries = BTreeMap::new();
-        for rec in store.load_canaries()? {
+        for rec in records {
             canaries.insert(
                 rec.spec.name.clone(),
                 Live {
@@ -329,7 +343,8 @@ impl Service {
             );
         }
         let sidecars = store
-            .sidecars()?
+            .sidecars()
+            .map_err(unreadable)?
             .into_iter()
             .map(|(s, seq, sent_at_ms)| (s, SidecarSeq { seq, sent_at_ms }))
             .collect();
@@ -1024,6 +1039,7 @@ pub fn render_all(data: &std::path::Path, out: &std::path::Path) -> Result<Vec<S
     let version = store.routing_version().map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     for rec in store.load_canaries().map_err(|e| e.to_string())? {
+        crate::verify::record(&rec)?;
         if rec.spec.mode == Mode::Observe {
             continue;
         }

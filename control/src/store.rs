@@ -47,6 +47,11 @@ impl From<serde_json::Error> for StoreError {
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "vigil.db";
 
+/// File name of the lock held by the one service using a data directory.
+pub const LOCK_FILE: &str = "vigil.lock";
+
+/// Version 1: the original schema (written with `IF NOT EXISTS`, so a
+/// database made before versioning, at `user_version` 0, migrates as is).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS canaries (
@@ -65,6 +70,21 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS sidecars (
   sidecar TEXT PRIMARY KEY, seq INTEGER NOT NULL, sent_at_ms INTEGER NOT NULL);
 ";
+
+/// Version 2: indexes for retention by age (see [`crate::retention`]).
+const SCHEMA_V2: &str = "
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at_ms);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ms);
+";
+
+/// The versioned schema (SQLite `user_version`), applied in order at open.
+/// A database from a newer release (a higher version) is refused.
+static MIGRATION_STEPS: [rusqlite_migration::M<'static>; 2] = [
+    rusqlite_migration::M::up(SCHEMA),
+    rusqlite_migration::M::up(SCHEMA_V2),
+];
+static MIGRATIONS: rusqlite_migration::Migrations<'static> =
+    rusqlite_migration::Migrations::from_slice(&MIGRATION_STEPS);
 
 /// A canary as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +211,8 @@ pub const QUOTA_HOOK_ENV: &str = "VIGIL_CONTROL_TEST_QUOTA_FILE";
 pub struct Store {
     conn: Connection,
     quota_hook: Option<std::path::PathBuf>,
+    /// The data directory's lock, held while the store is open (services only).
+    _lock: Option<std::fs::File>,
 }
 
 impl fmt::Debug for Store {
@@ -208,11 +230,47 @@ fn to_i64(v: u64) -> i64 {
 }
 
 impl Store {
-    /// Open (creating) `DIR/vigil.db`.
+    /// Open (creating) `DIR/vigil.db` for a service: takes the exclusive
+    /// lock on `DIR/vigil.lock` first, so a second instance is refused.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        Self::open_file(&dir.join(DB_FILE))
+        let lock = Self::lock(dir)?;
+        let path = dir.join(DB_FILE);
+        let mut store = Self::open_file(&path).map_err(|e| {
+            StoreError(format!(
+                "cannot open {}: {}. {}",
+                path.display(),
+                e.0,
+                crate::verify::RECOVER
+            ))
+        })?;
+        store._lock = Some(lock);
+        Ok(store)
+    }
+
+    /// Take the data directory's exclusive lock (released when the process
+    /// exits, however it exits).
+    pub fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+        use fs4::fs_std::FileExt;
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                StoreError(format!("cannot open the lock file {}: {e}", path.display()))
+            })?;
+        match file.try_lock_exclusive() {
+            Ok(true) => Ok(file),
+            Ok(false) => Err(StoreError(format!(
+                "another vigil-control is using the data directory {} (it holds {}); two instances on one data directory would overwrite each other's decisions. Stop the other instance, or give this one its own --data",
+                dir.display(),
+                path.display()
+            ))),
+            Err(e) => Err(StoreError(format!("cannot lock {}: {e}", path.display()))),
+        }
     }
 
     /// Open an existing database file without creating anything (the
@@ -230,9 +288,19 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = conn;
+        MIGRATIONS.to_latest(&mut conn).map_err(|e| {
+            StoreError(format!(
+                "schema migration of {} failed: {e} (a database written by a newer vigil-control is refused; run that release, or restore a backup)",
+                path.display()
+            ))
+        })?;
         let quota_hook = std::env::var_os(QUOTA_HOOK_ENV).map(std::path::PathBuf::from);
-        Ok(Store { conn, quota_hook })
+        Ok(Store {
+            conn,
+            quota_hook,
+            _lock: None,
+        })
     }
 
     fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
@@ -347,6 +415,38 @@ impl Store {
     /// The recorded chain head `(seq, hash)`, if any row was ever written.
     pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
         Ok(Self::meta(&self.conn, "audit_head")?.and_then(|v| parse_head(&v)))
+    }
+
+    /// The checkpoint the stored chain starts after: `(seq, hash)` of the
+    /// last row pruned by retention, `None` when nothing was pruned.
+    pub fn audit_base(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(Self::meta(&self.conn, "audit_base")?.and_then(|v| parse_head(&v)))
+    }
+
+    /// Number of stored canaries.
+    pub fn canary_count(&self) -> Result<u64, StoreError> {
+        Ok(to_u64(self.conn.query_row(
+            "SELECT COUNT(*) FROM canaries",
+            [],
+            |r| r.get(0),
+        )?))
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` or SQLite's complaints.
+    pub fn integrity_check(&self) -> Result<Result<(), String>, StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let lines = rows.collect::<Result<Vec<_>, _>>()?;
+        if lines.len() == 1 && lines.first().is_some_and(|l| l == "ok") {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(lines.join("; ")))
+        }
+    }
+
+    /// The connection (retention runs its own transaction on it).
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// Write a batch in one transaction.
@@ -481,13 +581,12 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Verify the audit chain of the database in `dir`: `Ok(rows)` or the first
-/// bad row.
+/// Verify the audit chain of the database in `dir` (the same check as at
+/// start, see [`crate::verify::audit_chain`]): `Ok(rows)` or the first bad
+/// row.
 pub fn verify_audit(dir: &Path) -> Result<Result<u64, audit::ChainError>, StoreError> {
     let store = Store::open_existing(dir)?;
-    let rows = store.audit_rows()?;
-    let head = store.audit_head()?;
-    Ok(audit::verify(&rows, head))
+    crate::verify::audit_chain(&store)
 }
 
 #[cfg(test)]
