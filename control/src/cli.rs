@@ -43,6 +43,7 @@ USAGE:
   vigil-control canary approve|reject|pause|resume NAME [--by WHO] [--comment TEXT]
                       [--server URL] [--token-file FILE]
   vigil-control audit verify --data DIR
+  vigil-control retention --data DIR --older-than-days N --export FILE
   vigil-control render --data DIR [--out DIR]
   vigil-control bench [--seconds N] [--series N] [--clients N] [--json FILE]
                       [--server URL --token-file FILE]
@@ -102,6 +103,15 @@ pub enum Command {
     AuditVerify {
         /// Data directory.
         data: PathBuf,
+    },
+    /// `retention`: export, then prune, old decisions and audit rows.
+    Retention {
+        /// Data directory.
+        data: PathBuf,
+        /// Prune what is older than this many days.
+        older_than_days: u64,
+        /// Export file (JSON lines), written before anything is pruned.
+        export: PathBuf,
     },
     /// `render`.
     Render {
@@ -286,6 +296,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 _ => Err("audit: only `audit verify --data DIR`".into()),
             }
         }
+        "retention" => {
+            let f = split_flags(rest, &["data", "older-than-days", "export"])?;
+            Ok(Command::Retention {
+                data: PathBuf::from(required(&f, "data")?),
+                older_than_days: required(&f, "older-than-days")?
+                    .parse()
+                    .map_err(|_| "--older-than-days: not a number of days".to_string())?,
+                export: PathBuf::from(required(&f, "export")?),
+            })
+        }
         "render" => {
             let f = split_flags(rest, &["data", "out"])?;
             Ok(Command::Render {
@@ -352,6 +372,29 @@ pub fn main(args: Vec<String>) -> i32 {
             0
         }
         Command::AuditVerify { data } => audit_verify(&data),
+        Command::Retention {
+            data,
+            older_than_days,
+            export,
+        } => {
+            let cutoff = log::now_ms().saturating_sub(older_than_days.saturating_mul(86_400_000));
+            match crate::retention::run(&data, cutoff, &export) {
+                Ok(p) => {
+                    println!(
+                        "exported to {} and pruned {} audit rows and {} decisions; the stored chain continues after {}",
+                        export.display(),
+                        p.audit_rows,
+                        p.decisions,
+                        p.base.map_or("the genesis".to_string(), |(seq, hash)| format!("row {seq} ({hash})"))
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("vigil-control retention: {e}");
+                    1
+                }
+            }
+        }
         Command::Render { data, out } => {
             let out = out.unwrap_or_else(|| data.join("gitops"));
             match service::render_all(&data, &out) {

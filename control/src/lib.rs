@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod prometheus;
 pub mod render;
 pub mod report;
+pub mod retention;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -184,3 +184,77 @@ fn tampering_with_the_data_directory_is_refused_at_start() {
         err.lines().last().unwrap_or("")
     );
 }
+
+#[test]
+fn retention_exports_before_pruning_and_the_chain_stays_verifiable() {
+    let data = temp_dir("retention");
+    let srv = Server::start(&data, None, &[]);
+    srv.post("/v1/canaries", &canary_spec("cart", json!({})));
+    let mut feed = Feeder::new();
+    feed.until(&srv, "cart", Duration::from_secs(30), 0, 100, |v| {
+        v["phase"] == "promoted"
+    });
+    // Refused while the service holds the data directory.
+    let export = data.with_extension("export.jsonl");
+    let d = data.to_str().unwrap();
+    let e = export.to_str().unwrap();
+    let (code, _, err) = run_bin(
+        &[
+            "retention",
+            "--data",
+            d,
+            "--older-than-days",
+            "0",
+            "--export",
+            e,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("another vigil-control"), "{err}");
+    srv.kill9();
+    std::thread::sleep(Duration::from_millis(20));
+    let (code, out, err) = run_bin(
+        &[
+            "retention",
+            "--data",
+            d,
+            "--older-than-days",
+            "0",
+            "--export",
+            e,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    println!("{out}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let audit: Vec<_> = lines.iter().filter(|l| l["type"] == "audit").collect();
+    let decisions = lines.iter().filter(|l| l["type"] == "decision").count();
+    assert!(audit.len() >= 5 && decisions >= 4, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["type"], "checkpoint");
+    // The export is the chain's start: its last hash is the checkpoint.
+    assert_eq!(
+        lines.last().unwrap()["audit_base"]["hash"],
+        audit.last().unwrap()["hash"]
+    );
+    let (code, out, _) = run_bin(&["audit", "verify", "--data", d], &[]);
+    assert_eq!(code, 0, "{out}");
+    // The service starts on the pruned directory and the chain goes on.
+    let srv = Server::start(&data, None, &[]);
+    srv.post(
+        "/v1/canaries",
+        &canary_spec("cart", json!({"steps": [20, 100]})),
+    );
+    srv.kill9();
+    let (code, out, _) = run_bin(&["audit", "verify", "--data", d], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("intact"), "{out}");
+    // Deleting the checkpoint is tampering.
+    let copy = tampered(&data, "DELETE FROM meta WHERE key = 'audit_base'");
+    refused(&copy, &["audit chain broken"]);
+}
