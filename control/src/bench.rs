@@ -86,6 +86,7 @@ async fn start_local() -> Result<Target, String> {
         out: data.join("gitops"),
         data: data.clone(),
         webhooks: Vec::new(),
+        webhook_allow: crate::egress::Allow::default(),
         model: vigil_scorer::model::Model::default(),
     };
     let svc = Arc::new(Service::open(opts, &[spec], None, metrics).map_err(|e| e.to_string())?);

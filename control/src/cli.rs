@@ -537,6 +537,7 @@ async fn serve(cmd: Command) -> i32 {
         out: out.unwrap_or_else(|| data.join("gitops")),
         data,
         webhooks: config.webhooks.clone(),
+        webhook_allow: config.webhook_allow.clone(),
         model: config.model.clone(),
     };
     let svc = match Service::open(opts, &config.canaries, Some(hooks), metrics) {

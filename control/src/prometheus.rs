@@ -124,8 +124,7 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<Sample>, String> {
     let status = v.get("status").and_then(Value::as_str).unwrap_or("");
     if status != "success" {
         let err = v.get("error").and_then(Value::as_str).unwrap_or("");
-        let mut err = err.to_string();
-        err.truncate(200);
+        let err = crate::text::clip(err, 200);
         return Err(format!("status {status:?}: {err}"));
     }
     let data = v.get("data").ok_or("no data")?;
@@ -320,8 +319,8 @@ impl PromSource {
             .request(Method::GET, &url, &[], None, self.timeout)
             .await?;
         if r.status != 200 {
-            let mut text = String::from_utf8_lossy(&r.body).into_owned();
-            text.truncate(200);
+            let body = String::from_utf8_lossy(&r.body);
+            let text = crate::text::clip(&body, 200);
             return Err(format!("{}: HTTP {}: {text}", kind.query(), r.status));
         }
         parse_vector(&r.body).map_err(|e| format!("{}: {e}", kind.query()))
@@ -438,6 +437,15 @@ mod tests {
     }
 
     #[test]
+    fn multi_byte_error_text_is_clipped_without_a_panic() {
+        // Byte 200 falls inside "é": String::truncate(200) panicked here.
+        let msg = format!("{}é and more", "a".repeat(199));
+        let body = serde_json::json!({"status": "error", "error": msg}).to_string();
+        let err = parse_vector(body.as_bytes()).unwrap_err();
+        assert!(err.ends_with(&"a".repeat(199)), "{err}");
+    }
+
+    #[test]
     fn refuses_bad_answers() {
         for (body, want) in [
             (
@@ -504,6 +512,7 @@ mod tests {
                 data: dir.join("data"),
                 out: dir.join("out"),
                 webhooks: Vec::new(),
+                webhook_allow: crate::egress::Allow::default(),
                 model: vigil_scorer::model::Model::default(),
             },
             &[spec],

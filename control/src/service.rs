@@ -51,6 +51,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Global webhook URLs.
     pub webhooks: Vec<String>,
+    /// Where webhooks may go (the config file's `webhook_allow`).
+    pub webhook_allow: crate::egress::Allow,
     /// Scorer model.
     pub model: Model,
 }
@@ -294,6 +296,19 @@ fn routing_canaries_with(
             })
             .collect(),
     )
+}
+
+/// A spec as the API shows it: webhook URLs without their (secret) paths.
+fn redacted_spec(spec: &CanarySpec) -> Value {
+    let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
+    if let Some(hooks) = v.get_mut("webhooks").and_then(Value::as_array_mut) {
+        for h in hooks.iter_mut() {
+            if let Some(url) = h.as_str() {
+                *h = Value::from(crate::egress::redact(url));
+            }
+        }
+    }
+    v
 }
 
 fn routing_doc(version: u64, canaries: &Value) -> RoutingDoc {
@@ -706,6 +721,9 @@ impl Service {
             if let Some(hooks) = &self.webhooks {
                 let mut urls = self.opts.webhooks.clone();
                 urls.extend(f.spec.webhooks.iter().cloned());
+                // Stored canaries keep their URLs when the allowlist shrinks:
+                // only allowed targets are called.
+                urls.retain(|u| self.opts.webhook_allow.allows(u));
                 for d in &f.decisions {
                     hooks.send(urls.clone(), &webhook::payload(&f.spec, d));
                 }
@@ -719,6 +737,12 @@ impl Service {
             return Err(OpError::Invalid {
                 field: e.field,
                 message: e.message,
+            });
+        }
+        if let Err((i, message)) = self.opts.webhook_allow.check(&spec.webhooks) {
+            return Err(OpError::Invalid {
+                field: format!("webhooks[{i}]"),
+                message,
             });
         }
         let mut followups = Vec::new();
@@ -958,7 +982,7 @@ impl Service {
             "rollout": s.rollout,
             "reason": s.reason,
             "updated_ms": s.updated_ms,
-            "spec": serde_json::to_value(&live.spec).unwrap_or(Value::Null),
+            "spec": redacted_spec(&live.spec),
             "evidence": {
                 "summary": analysis::describe(&live.step),
                 "reports": live.step.reports,
