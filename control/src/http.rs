@@ -417,6 +417,20 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint", "path")
 }
 
+/// Every route served, `(method, path)` in axum's (and OpenAPI's) path
+/// syntax; control/openapi.yaml documents exactly these (checked by
+/// control/tests/openapi.rs). Keep in step with [`router`].
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/routing"),
+    ("POST", "/v1/reports"),
+    ("GET", "/v1/canaries"),
+    ("POST", "/v1/canaries"),
+    ("GET", "/v1/canaries/{name}"),
+    ("POST", "/v1/canaries/{name}/{action}"),
+];
+
 /// The router.
 pub fn router(svc: Arc<Service>, token: &str) -> Router {
     let app = App {
