@@ -524,6 +524,9 @@ async fn serve(cmd: Command) -> i32 {
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return fail(e),
     };
+    if let Err(e) = crate::client::roots() {
+        return fail(e);
+    }
     let metrics = Arc::new(Metrics::default());
     let hooks = Webhooks::start(
         Delivery {

@@ -299,8 +299,10 @@ impl PromSource {
     /// A poller of the Prometheus at `base` (`http://host:port`).
     pub fn new(base: &str, timeout: Duration) -> Result<PromSource, String> {
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            return Err(format!("--prometheus must be an http:// URL, got {base:?}"));
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(format!(
+                "--prometheus must be an http:// or https:// URL, got {base:?}"
+            ));
         }
         Ok(PromSource {
             base,
@@ -419,7 +421,8 @@ mod tests {
             "http://p:9090/api/v1/query?query=max%20by%20%28route%2C%20cluster%29%20%28vigil_latency_p99_ms%29"
         );
         assert_eq!(encode("a{b=\"c\"}[5s]"), "a%7Bb%3D%22c%22%7D%5B5s%5D");
-        assert!(PromSource::new("https://x", Duration::from_secs(1)).is_err());
+        assert!(PromSource::new("https://x", Duration::from_secs(1)).is_ok());
+        assert!(PromSource::new("ftp://x", Duration::from_secs(1)).is_err());
     }
 
     #[test]

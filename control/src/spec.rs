@@ -457,12 +457,16 @@ fn check_webhooks(field: &str, urls: &[String]) -> Result<(), SpecError> {
     for (i, url) in urls.iter().enumerate() {
         let ok = url.len() <= 2048
             && url
-                .strip_prefix("http://")
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
                 .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
         if !ok {
             return Err(SpecError::new(
                 format!("{field}[{i}]"),
-                format!("must be an http:// URL, got {url:?} (https needs a relay; see control/README.md)"),
+                format!(
+                    "must be an http:// or https:// URL, got {}",
+                    crate::egress::redact(url)
+                ),
             ));
         }
     }
