@@ -12,8 +12,12 @@
 //!
 //! Pure logic — [`spec`], [`report`], [`evidence`], [`analysis`],
 //! [`machine`], [`audit`], [`render`], [`metrics`] — is separate from the
-//! I/O glue — [`store`] (SQLite), [`service`] (locks, ticks), [`http`]
-//! (axum), [`webhook`] and [`client`] (hyper), [`cli`] and [`bench`].
+//! I/O glue — [`store`] (SQLite, migrations, the data-dir lock), [`verify`]
+//! (start-up checks), [`retention`] (export + prune), [`service`] (locks,
+//! ticks, persist before serve), [`http`] (axum handlers), [`edge`]
+//! (connections, timeouts, shutdown, JSON for hyper's errors), [`egress`]
+//! (webhook allowlist, redaction), [`webhook`] and [`client`] (hyper +
+//! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers.
 
 pub mod analysis;
 pub mod audit;

@@ -3,10 +3,13 @@
 //! the store, with no HTTP in it.
 //!
 //! Why this exists: the HTTP layer, the CLI, the tests and the benchmark all
-//! drive the same core. Concurrency is two locks, always taken in this
-//! order: `inner` (live state; ingest holds it only to add deltas) then
-//! `store` (SQLite). The routing document is pre-serialised behind its own
-//! `RwLock` so `GET /v1/routing` never touches either.
+//! drive the same core. Concurrency is three locks: `writer` serialises
+//! state changes (tick, upsert, operate); each computes its change on
+//! copies under `inner` (live state; ingest holds it only to add deltas),
+//! releases it, commits to `store` (SQLite), and only then re-takes `inner`
+//! to install the change — persist before serve, without blocking ingest
+//! or reads during the commit. The routing document is pre-serialised
+//! behind its own `RwLock` so `GET /v1/routing` never touches either.
 //!
 //! Time: every analysis tick (`tick_ms`, default 1 s) each canary's reports
 //! since the last tick are merged into one tick of evidence, fed to the live
