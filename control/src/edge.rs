@@ -513,6 +513,25 @@ async fn connection(
     drop(permit);
 }
 
+/// Descriptors kept free for everything but client connections (SQLite,
+/// its WAL, the webhook and Prometheus clients, the listener, logs).
+pub const RESERVED_FDS: u64 = 64;
+
+/// The connection cap in force: `configured`, but below the process's
+/// descriptor limit so that accepting never runs out of descriptors (then
+/// clients would time out instead of getting an answer).
+pub fn effective_cap(configured: usize) -> usize {
+    #[cfg(unix)]
+    {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        if let Some(n) = limit {
+            let room = usize::try_from(n.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+            return configured.min(room).max(1);
+        }
+    }
+    configured.max(1)
+}
+
 /// Serve `router` on `listener` with `limits` until `shutdown` resolves;
 /// then wait at most `limits.shutdown_grace` for open requests.
 pub async fn serve(
@@ -521,7 +540,14 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let cap = effective_cap(limits.max_connections);
+    if cap < limits.max_connections {
+        log::warn(
+            "connection cap lowered to fit the descriptor limit",
+            json!({"max_connections": limits.max_connections, "cap": cap, "reserved_fds": RESERVED_FDS}),
+        );
+    }
+    let permits = Arc::new(Semaphore::new(cap));
     let refusing = Arc::new(Semaphore::new(REFUSING));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();

@@ -340,3 +340,68 @@ fn over_the_connection_cap_a_connection_gets_503_json_and_the_cap_frees_up() {
         "{metrics}"
     );
 }
+
+#[test]
+fn at_a_descriptor_limit_of_256_healthz_is_answered_not_timed_out() {
+    let _serial = serial();
+    let data = temp_dir("fd-limit");
+    // The real binary under `ulimit -n 256`.
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {BIN} serve --listen 127.0.0.1:0 --data {} --header-timeout-ms 2000 --idle-timeout-ms 2000",
+            data.display()
+        ))
+        .env("VIGIL_CONTROL_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["msg"] == "connection cap lowered to fit the descriptor limit" {
+                    let _ = tx.send(format!("cap {}", v["cap"]));
+                }
+                if v["msg"] == "listening" {
+                    let _ = tx.send(v["addr"].as_str().unwrap().to_string());
+                }
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let cap = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(cap, "cap 192");
+    // 300 unauthenticated idle sockets: more than the descriptors allow.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (status, v) = http(&addr, "GET", "/healthz", None, &[]);
+    let waited = t.elapsed();
+    println!(
+        "/healthz with 300 idle sockets at ulimit -n 256: {status} in {:.1} ms",
+        waited.as_secs_f64() * 1000.0
+    );
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["field"], "connection");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    // Once the idle sockets time out, it is healthy again.
+    let t = Instant::now();
+    loop {
+        let (status, _) = http(&addr, "GET", "/healthz", None, &[]);
+        if status == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(8), "never healthy again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(idle);
+    let _ = child.kill();
+    let _ = child.wait();
+}
