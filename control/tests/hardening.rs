@@ -405,3 +405,27 @@ fn at_a_descriptor_limit_of_256_healthz_is_answered_not_timed_out() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_keep_alive_connection_idle_after_a_request_is_closed_at_the_idle_timeout() {
+    let _serial = serial();
+    let data = temp_dir("keepalive-idle");
+    let srv = Server::start(
+        &data,
+        None,
+        &["--idle-timeout-ms", "1500", "--header-timeout-ms", "10000"],
+    );
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: v\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let t = Instant::now();
+    let n = s.read(&mut buf).unwrap_or(0);
+    let after = t.elapsed().as_secs_f64();
+    println!("keep-alive connection idle after a request: closed after {after:.2} s (idle timeout 1.5 s)");
+    assert_eq!(n, 0, "expected the server to close");
+    assert!((1.3..3.0).contains(&after), "{after}");
+}
