@@ -17,7 +17,9 @@
 //! ticks, persist before serve), [`http`] (axum handlers), [`edge`]
 //! (connections, timeouts, shutdown, JSON for hyper's errors), [`egress`]
 //! (webhook allowlist, redaction), [`webhook`] and [`client`] (hyper +
-//! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers.
+//! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers;
+//! [`inspect`] resolves plugin configurations against Envoy config dumps
+//! with the filter's own code (`vigil-filter-core`).
 
 pub mod analysis;
 pub mod audit;
@@ -28,6 +30,7 @@ pub mod edge;
 pub mod egress;
 pub mod evidence;
 pub mod http;
+pub mod inspect;
 pub mod log;
 pub mod machine;
 pub mod metrics;
