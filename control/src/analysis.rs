@@ -114,6 +114,7 @@ fn signal_name(s: Signal) -> &'static str {
         Signal::Errors => "errors",
         Signal::Latency => "latency",
         Signal::Resets => "resets",
+        Signal::Rate => "rate",
     }
 }
 

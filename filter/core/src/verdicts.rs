@@ -60,6 +60,7 @@ pub fn signal_code(s: Signal) -> u8 {
         Signal::Errors => 1,
         Signal::Latency => 2,
         Signal::Resets => 3,
+        Signal::Rate => 4,
     }
 }
 
@@ -69,6 +70,7 @@ pub fn signal_from_code(c: u8) -> Signal {
         1 => Signal::Errors,
         2 => Signal::Latency,
         3 => Signal::Resets,
+        4 => Signal::Rate,
         _ => Signal::None,
     }
 }
@@ -80,6 +82,7 @@ pub fn signal_name(s: Signal) -> &'static str {
         Signal::Errors => "errors",
         Signal::Latency => "latency",
         Signal::Resets => "resets",
+        Signal::Rate => "rate",
     }
 }
 
