@@ -32,7 +32,7 @@
 //!   for `shift_hold_s`, it is **adopted**: the primary (and the drift
 //!   horizon) move by the shift, the CUSUMs restart, and exactly one
 //!   level-shift event is counted ([`Track::level_shifts`]). The level left
-//!   behind is remembered as `prior` for `4 × shift_hold_s`: a return to it
+//!   behind is remembered as `prior` for `max(4 × shift_hold_s, half-life)`: a return to it
 //!   is no anomaly.
 //! - **Slow drift**: a long level with half-life `drift_horizon_s`; the
 //!   primary's distance from it, in spreads, is a drift statistic judged by
@@ -436,7 +436,7 @@ impl Track {
             if f64::from(self.held_s) >= p.hold_s {
                 let shift = c - self.level;
                 self.prior = self.level as f32;
-                self.prior_s = (4.0 * p.hold_s) as f32;
+                self.prior_s = (4.0 * p.hold_s).max(p.half_life_s) as f32;
                 self.level = c;
                 self.long = (f64::from(self.long) + shift) as f32;
                 self.up = 0.0;
