@@ -32,7 +32,7 @@
 //!   for `shift_hold_s`, it is **adopted**: the primary (and the drift
 //!   horizon) move by the shift, the CUSUMs restart, and exactly one
 //!   level-shift event is counted ([`Track::level_shifts`]). The level left
-//!   behind is remembered as `prior` for `max(4 × shift_hold_s, half-life)`: a return to it
+//!   behind is remembered as `prior` for `max(4 × shift_hold_s, drift_horizon_s)`: a return to it
 //!   is no anomaly.
 //! - **Slow drift**: a long level with half-life `drift_horizon_s`; the
 //!   primary's distance from it, in spreads, is a drift statistic judged by
@@ -395,20 +395,23 @@ impl Track {
         }
 
         // Serial correlation: residuals of a real series come in runs (a
-        // baseline lagging a daily curve, a coarse gauge). The increments are
-        // deflated by the AR(1) variance factor sqrt((1 - rho) / (1 + rho)),
-        // so a run of correlated residuals weighs what its independent
-        // information is worth; rho learns slowly, from clipped residuals.
+        // baseline lagging a daily curve, a coarse gauge). The CUSUMs run on
+        // the AR(1) innovation `(z - rho z_prev) / sqrt(1 - rho^2)` (a
+        // pre-whitened residual, unit variance when rho is right), so a run
+        // of correlated residuals weighs what its new information is worth
+        // while a spike or a fresh step stands out at once; rho learns
+        // slowly, from clipped residuals.
         let zclip = z.clamp(-CLIP_SD, CLIP_SD);
         let wr = weight_for(dt, p.half_life_s);
-        let rho = f64::from(self.rho) + wr * (zclip * f64::from(self.prev_z) - f64::from(self.rho));
-        self.rho = rho.clamp(-1.0, 1.0) as f32;
+        let prev = f64::from(self.prev_z);
+        let rho_now = f64::from(self.rho);
+        self.rho = (rho_now + wr * (zclip * prev - rho_now)).clamp(-1.0, 1.0) as f32;
         self.prev_z = zclip as f32;
-        let r = f64::from(self.rho).clamp(0.0, 0.95);
-        let deflate = ((1.0 - r) / (1.0 + r)).sqrt();
+        let r = rho_now.clamp(0.0, 0.95);
+        let z = (z - r * prev) / (1.0 - r * r).sqrt();
 
         // The CUSUMs.
-        let zc = z.clamp(-Z_CAP, Z_CAP) * deflate;
+        let zc = z.clamp(-Z_CAP, Z_CAP);
         let (zu, zd) = match z_limit {
             Some(lim) => (zc.min(lim), zc.max(-lim)),
             None => (zc, zc),
@@ -436,7 +439,7 @@ impl Track {
             if f64::from(self.held_s) >= p.hold_s {
                 let shift = c - self.level;
                 self.prior = self.level as f32;
-                self.prior_s = (4.0 * p.hold_s).max(p.half_life_s) as f32;
+                self.prior_s = (4.0 * p.hold_s).max(p.drift_horizon_s) as f32;
                 self.level = c;
                 self.long = (f64::from(self.long) + shift) as f32;
                 self.up = 0.0;
