@@ -48,14 +48,20 @@ use crate::model::Model;
 /// Residuals are clipped at this many spreads before they update the baseline.
 pub const CLIP_SD: f64 = 3.0;
 /// Largest standardized residual one observation adds to a CUSUM.
-pub const Z_CAP: f64 = 16.0;
+pub const Z_CAP: f64 = 6.0;
+/// The CUSUMs are capped at this many times the critical limit.
+pub const CAP_TIMES: f64 = 6.0;
 /// A challenger this many spreads from the primary is a candidate shift.
 pub const SHIFT_MIN_SD: f64 = 3.0;
 /// A candidate shift is stable while the challenger stays within this many
 /// spreads of its position when the hold started.
 pub const SHIFT_STABLE_SD: f64 = 1.5;
 /// Bytes of [`Track::encode`] (without the seasonal profile).
-pub const TRACK_BYTES: usize = 4 * 15 + 1;
+pub const TRACK_BYTES: usize = 4 * 16 + 1;
+/// A shift is adopted only after this many stable observations too (at
+/// coarse rows, `shift_hold_s` alone could adopt it before the CUSUM had
+/// the observations to alarm).
+pub const SHIFT_MIN_OBS: u32 = 8;
 
 /// Which deviations of a signal are bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +175,8 @@ pub struct Track {
     anchor: f32,
     /// Seconds the current candidate shift has been stable.
     held_s: f32,
+    /// Observations the current candidate shift has been stable.
+    held_n: u32,
     long: f32,
     prior: f32,
     /// Seconds the prior level is still remembered.
@@ -276,12 +284,17 @@ impl Track {
     /// The current sequential statistic for `dir` (no update).
     pub fn statistic(&self, dir: Direction, p: &TrackParams, floor_sd: f64) -> f64 {
         let sd = self.spread().max(floor_sd).max(1e-12);
-        let drift = (self.level - f64::from(self.long)) / sd;
+        // The drift statistic, scaled so `drift_z` spreads reads as warn,
+        // is capped at the critical limit: a drift can make a series
+        // critical, but never outranks a sharp anomaly.
         let scale = if p.drift_z > 0.0 {
             p.h_warn / p.drift_z
         } else {
             0.0
         };
+        let drift =
+            ((self.level - f64::from(self.long)) / sd * scale).clamp(-p.h_critical, p.h_critical);
+        let scale = 1.0;
         let (up, down) = match dir {
             Direction::Up => (f64::from(self.up).max(drift * scale), 0.0),
             Direction::Down => (0.0, f64::from(self.down).max(-drift * scale)),
@@ -416,9 +429,21 @@ impl Track {
             Some(lim) => (zc.min(lim), zc.max(-lim)),
             None => (zc, zc),
         };
-        let cap = (p.h_critical + 10.0) as f32;
+        // Capped at 3x the critical limit (the statistic keeps ranking how
+        // anomalous, it does not saturate); above the critical limit, the
+        // first observation at or below expectation brings it back to the
+        // limit, so a recovered series leaves `critical` within a few
+        // observations however large the excursion was.
+        let cap = (CAP_TIMES * p.h_critical) as f32;
+        let hc = p.h_critical as f32;
         self.up = ((f64::from(self.up) + zu - p.k).max(0.0) as f32).min(cap);
         self.down = ((f64::from(self.down) - zd - p.k).max(0.0) as f32).min(cap);
+        if zu <= 0.0 && self.up > hc {
+            self.up = hc;
+        }
+        if zd >= 0.0 && self.down > hc {
+            self.down = hc;
+        }
         if !matches!(dir, Direction::Up | Direction::Both) {
             self.up = 0.0;
         }
@@ -432,11 +457,13 @@ impl Track {
         if gap.abs() >= SHIFT_MIN_SD {
             if (c - f64::from(self.anchor)).abs() <= SHIFT_STABLE_SD * sd {
                 self.held_s = (f64::from(self.held_s) + dt) as f32;
+                self.held_n = self.held_n.saturating_add(1);
             } else {
                 self.anchor = self.challenger;
                 self.held_s = 0.0;
+                self.held_n = 0;
             }
-            if f64::from(self.held_s) >= p.hold_s {
+            if f64::from(self.held_s) >= p.hold_s && self.held_n >= SHIFT_MIN_OBS {
                 let shift = c - self.level;
                 self.prior = self.level as f32;
                 self.prior_s = (4.0 * p.hold_s).max(p.drift_horizon_s) as f32;
@@ -445,6 +472,7 @@ impl Track {
                 self.up = 0.0;
                 self.down = 0.0;
                 self.held_s = 0.0;
+                self.held_n = 0;
                 self.anchor = self.challenger;
                 self.shifts = self.shifts.saturating_add(1);
                 step.level_shift = true;
@@ -452,6 +480,7 @@ impl Track {
         } else {
             self.anchor = self.challenger;
             self.held_s = 0.0;
+            self.held_n = 0;
         }
         step.statistic = self.statistic(dir, p, floor);
         step
@@ -470,6 +499,7 @@ impl Track {
             self.challenger,
             self.anchor,
             self.held_s,
+            f32::from_bits(self.held_n),
             self.long,
             self.prior,
             self.prior_s,
@@ -507,11 +537,11 @@ impl Track {
             pos += 4;
             Some(f32::from_le_bytes(b))
         };
-        let mut s = [0f32; 15];
+        let mut s = [0f32; 16];
         for v in s.iter_mut() {
             *v = next()?;
         }
-        let [level, var, challenger, anchor, held_s, long, prior, prior_s, up, down, rho, prev_z, history_s, updates, shifts] =
+        let [level, var, challenger, anchor, held_s, held_n, long, prior, prior_s, up, down, rho, prev_z, history_s, updates, shifts] =
             s;
         let finite = [
             level, var, challenger, anchor, held_s, long, prior, prior_s, up, down, rho, prev_z,
@@ -550,6 +580,7 @@ impl Track {
                 challenger,
                 anchor,
                 held_s,
+                held_n: held_n.to_bits(),
                 long,
                 prior,
                 prior_s,
