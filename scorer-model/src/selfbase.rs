@@ -247,6 +247,21 @@ impl Track {
         }
     }
 
+    /// Add the seasonal profile if the track has none (allocated only for
+    /// series that have a wall clock: 136 bytes).
+    pub fn ensure_season(&mut self) {
+        if self.season.is_none() {
+            self.season = Some(Box::default());
+        }
+    }
+
+    /// Heap bytes held (the seasonal profile, when present).
+    pub fn heap_bytes(&self) -> usize {
+        self.season
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<Season>())
+    }
+
     /// Whether the warm-up is over.
     pub fn ready(&self, p: &TrackParams) -> bool {
         self.updates >= MIN_UPDATES && f64::from(self.history_s) >= p.warmup_s

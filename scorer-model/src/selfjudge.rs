@@ -97,10 +97,7 @@ pub(crate) struct Judged {
 impl SelfJudge {
     /// An empty judge.
     pub fn new() -> Self {
-        SelfJudge {
-            rate: Track::new(true),
-            ..SelfJudge::default()
-        }
+        SelfJudge::default()
     }
 
     /// Whether the judge has finished warming up (latency or errors learned
@@ -108,6 +105,15 @@ impl SelfJudge {
     pub fn ready(&self, model: &Model) -> bool {
         let p = TrackParams::from_model(model);
         self.errors.ready(&p)
+    }
+
+    /// Heap bytes held (seasonal profile, extra track).
+    pub fn heap_bytes(&self) -> usize {
+        self.rate.heap_bytes()
+            + self
+                .extra
+                .as_ref()
+                .map_or(0, |t| std::mem::size_of::<Track>() + t.heap_bytes())
     }
 
     /// Level shifts adopted so far, over all signals.
@@ -140,6 +146,10 @@ impl SelfJudge {
     ) -> Judged {
         let p = TrackParams::from_model(model);
         let dt = if block.dt_s > 0.0 { block.dt_s } else { 1.0 };
+        if block.unix_s.is_some() {
+            // The daily/weekly shape needs a wall clock.
+            self.rate.ensure_season();
+        }
         let n = block.requests;
         let enough = n >= model.min_requests;
         let mut out = SelfOutcome::default();

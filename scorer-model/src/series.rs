@@ -40,6 +40,18 @@ use crate::stats;
 use crate::verdict::{Evidence, Signal, State, Verdict};
 use crate::window::{Counters, TickDelta};
 
+/// The self verdict of the last block, compact (held between blocks).
+#[derive(Debug, Clone, Copy, Default)]
+struct CachedSelf {
+    score: u16,
+    state: State,
+    signal: Signal,
+    statistic: f32,
+    n_ref: u32,
+    error_ratio_ref: f32,
+    p95_ms_ref: f32,
+}
+
 /// Recent windows of up to this many ticks are read from the ring (a merge
 /// of their entries); a longer one keeps its own running histogram.
 pub const MERGE_MAX_TICKS: usize = 8;
@@ -72,11 +84,11 @@ pub struct SeriesState {
     /// The self judgement (robust baselines and sequential tests).
     judge: SelfJudge,
     /// The self verdict of the last block, held until the next one.
-    self_verdict: Verdict,
+    self_verdict: CachedSelf,
     /// Ticks since the last block was judged.
     block_ticks: usize,
     /// Extra up-is-bad value (TTFT) for the current block.
-    extra: Option<f64>,
+    extra: Option<f32>,
 }
 
 impl SeriesState {
@@ -97,7 +109,7 @@ impl SeriesState {
             recent_q_us: None,
             recent_p99_us: None,
             judge: SelfJudge::new(),
-            self_verdict: Verdict::default(),
+            self_verdict: CachedSelf::default(),
             block_ticks: 0,
             extra: None,
         }
@@ -149,7 +161,7 @@ impl SeriesState {
     /// before the block closes is judged.
     pub fn observe_extra(&mut self, value: f64) {
         if value.is_finite() && value > 0.0 {
-            self.extra = Some(value);
+            self.extra = Some(value as f32);
         }
     }
 
@@ -222,6 +234,7 @@ impl SeriesState {
         std::mem::size_of::<Self>()
             + self.ring.heap_bytes()
             + self.window_latency.heap_bytes()
+            + self.judge.heap_bytes()
             + self.recent_hist.as_ref().map_or(0, |h| {
                 std::mem::size_of::<LatencyHistogram>() + h.heap_bytes()
             })
@@ -303,12 +316,22 @@ impl SeriesState {
     /// rules hold; otherwise `ok`.
     pub fn score_self(&self, model: &Model) -> Verdict {
         let c = &self.recent_counters;
-        let mut v = self.self_verdict;
-        v.evidence.error_ratio = stats::ratio(c.errors as f64, c.requests as f64).clamp(0.0, 1.0);
-        v.evidence.p95_ms = us_to_ms(self.recent_quantile_us(model.latency_quantile));
-        v.evidence.p99_ms = us_to_ms(self.recent_quantile_us(0.99));
-        v.evidence.n = c.requests;
-        v
+        let k = &self.self_verdict;
+        Verdict {
+            score: k.score,
+            state: k.state,
+            evidence: Evidence {
+                signal: k.signal,
+                n: c.requests,
+                n_ref: u64::from(k.n_ref),
+                error_ratio: stats::ratio(c.errors as f64, c.requests as f64).clamp(0.0, 1.0),
+                error_ratio_ref: f64::from(k.error_ratio_ref),
+                p95_ms: us_to_ms(self.recent_quantile_us(model.latency_quantile)),
+                p95_ms_ref: f64::from(k.p95_ms_ref),
+                p99_ms: us_to_ms(self.recent_quantile_us(0.99)),
+                statistic: f64::from(k.statistic),
+            },
+        }
     }
 
     /// Judge the block that just closed and cache the verdict.
@@ -321,40 +344,29 @@ impl SeriesState {
             errors: c.errors.min(c.requests),
             q_us: self.recent_q_us,
             latency_count: self.recent_latency_count,
-            extra: self.extra.take(),
+            extra: self.extra.take().map(f64::from),
         };
         let mut judge = std::mem::take(&mut self.judge);
         let judged = judge.observe(&block, model, &|t| self.recent_count_above_us(t));
         self.judge = judge;
         let o = judged.outcome;
-        let mut evidence = Evidence {
-            signal: Signal::None,
-            n: c.requests,
-            n_ref: stats::finite_or_zero(o.expected_requests).round().max(0.0) as u64,
-            error_ratio: stats::ratio(c.errors as f64, c.requests as f64).clamp(0.0, 1.0),
-            error_ratio_ref: o.expected_error_ratio,
-            p95_ms: us_to_ms(self.recent_q_us),
-            p95_ms_ref: us_to_ms(Some(o.expected_q_us)),
-            p99_ms: us_to_ms(self.recent_p99_us),
-            statistic: 0.0,
+        let mut cached = CachedSelf {
+            n_ref: stats::finite_or_zero(o.expected_requests)
+                .round()
+                .clamp(0.0, f64::from(u32::MAX)) as u32,
+            error_ratio_ref: o.expected_error_ratio as f32,
+            p95_ms_ref: us_to_ms(Some(o.expected_q_us)) as f32,
+            ..CachedSelf::default()
         };
-        if !judged.ready {
-            self.self_verdict = Verdict {
-                score: 0,
-                state: State::InsufficientData,
-                evidence,
-            };
-            return;
+        if judged.ready {
+            let cands = judged.candidates.get(..judged.len).unwrap_or_default();
+            let d = stats::decide_with(cands, model.self_warn, model.self_critical);
+            cached.score = d.score;
+            cached.state = d.state;
+            cached.signal = d.signal;
+            cached.statistic = d.statistic as f32;
         }
-        let cands = judged.candidates.get(..judged.len).unwrap_or_default();
-        let d = stats::decide_with(cands, model.self_warn, model.self_critical);
-        evidence.signal = d.signal;
-        evidence.statistic = d.statistic;
-        self.self_verdict = Verdict {
-            score: d.score,
-            state: d.state,
-            evidence,
-        };
+        self.self_verdict = cached;
     }
 
     /// Rebuild the ring for new window sizes (windows restart empty).
