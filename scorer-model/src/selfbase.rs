@@ -89,10 +89,10 @@ pub fn arl0(k: f64, h: f64) -> f64 {
 /// EWMA weight of an observation after `dt` seconds for half-life `half_life`.
 #[inline]
 pub fn weight_for(dt: f64, half_life: f64) -> f64 {
-    if !(dt > 0.0) || !dt.is_finite() {
+    if dt.is_nan() || dt <= 0.0 || dt.is_infinite() {
         return 0.0;
     }
-    if !(half_life > 0.0) {
+    if half_life.is_nan() || half_life <= 0.0 {
         return 1.0;
     }
     (1.0 - (-dt * std::f64::consts::LN_2 / half_life).exp()).clamp(0.0, 1.0)
@@ -332,6 +332,8 @@ impl Track {
     /// floor, or a relative floor for log latency). `z_limit`, when given,
     /// caps this observation's contribution (immaterial deviations add at
     /// most `k`, i.e. nothing).
+    // One call per observation on the hot path: plain arguments, no struct.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
         x: f64,
@@ -480,8 +482,17 @@ impl Track {
             }
             if f64::from(self.held_s) >= p.hold_s && self.held_n >= SHIFT_MIN_OBS {
                 let shift = c - self.level;
-                self.prior = self.level as f32;
-                self.prior_s = (4.0 * p.hold_s).max(p.drift_horizon_s) as f32;
+                let returning =
+                    self.prior_s > 0.0 && (c - f64::from(self.prior)).abs() < SHIFT_MIN_SD * sd;
+                if returning {
+                    // Back to the level known before the excursion: the
+                    // excursion's level is not remembered as normal (a
+                    // recurring surge stays an anomaly).
+                    self.prior_s = 0.0;
+                } else {
+                    self.prior = self.level as f32;
+                    self.prior_s = (4.0 * p.hold_s).max(p.drift_horizon_s) as f32;
+                }
                 self.level = c;
                 self.long = (f64::from(self.long) + shift) as f32;
                 self.up = 0.0;

@@ -69,6 +69,14 @@ pub struct SelfOutcome {
     pub expected_requests: f64,
 }
 
+/// Append `c` to the first `len` candidates (ignored when full).
+fn push(cands: &mut [Candidate; 4], len: &mut usize, c: Candidate) {
+    if let Some(slot) = cands.get_mut(*len) {
+        *slot = c;
+        *len += 1;
+    }
+}
+
 /// Per-series self judgement: tracks for latency, errors, rate and an
 /// optional extra signal.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,12 +189,15 @@ impl SelfJudge {
                 .rate
                 .observe(x, dt, block.unix_s, floor, Direction::Both, lim, &p);
             if was_ready && expected_n >= model.min_requests as f64 {
-                cands[len] = Candidate {
-                    signal: Signal::Rate,
-                    z: step.statistic,
-                    evidence_ok: change >= model.min_rate_change,
-                };
-                len += 1;
+                push(
+                    &mut cands,
+                    &mut len,
+                    Candidate {
+                        signal: Signal::Rate,
+                        z: step.statistic,
+                        evidence_ok: change >= model.min_rate_change,
+                    },
+                );
             }
         }
         // Rate ratio for the latency load allowance.
@@ -206,13 +217,16 @@ impl SelfJudge {
                 .observe(r, dt, None, floor, Direction::Up, lim, &p);
             out.expected_error_ratio = base;
             if was_ready {
-                cands[len] = Candidate {
-                    signal: Signal::Errors,
-                    z: step.statistic,
-                    evidence_ok: excess >= model.min_error_diff
-                        && block.errors >= model.min_bad_events,
-                };
-                len += 1;
+                push(
+                    &mut cands,
+                    &mut len,
+                    Candidate {
+                        signal: Signal::Errors,
+                        z: step.statistic,
+                        evidence_ok: excess >= model.min_error_diff
+                            && block.errors >= model.min_bad_events,
+                    },
+                );
             }
 
             // Latency (up), after the load allowance.
@@ -240,14 +254,17 @@ impl SelfJudge {
                 if was_ready {
                     let k = if material { count_above(base_us) } else { 0 };
                     let share = stats::ratio(k as f64, block.latency_count as f64);
-                    cands[len] = Candidate {
-                        signal: Signal::Latency,
-                        z: step.statistic,
-                        evidence_ok: material
-                            && k >= model.min_bad_events
-                            && share >= model.min_latency_share,
-                    };
-                    len += 1;
+                    push(
+                        &mut cands,
+                        &mut len,
+                        Candidate {
+                            signal: Signal::Latency,
+                            z: step.statistic,
+                            evidence_ok: material
+                                && k >= model.min_bad_events
+                                && share >= model.min_latency_share,
+                        },
+                    );
                 }
             }
 
@@ -268,12 +285,15 @@ impl SelfJudge {
                     &p,
                 );
                 if was_ready {
-                    cands[len] = Candidate {
-                        signal: Signal::Latency,
-                        z: step.statistic,
-                        evidence_ok: material,
-                    };
-                    len += 1;
+                    push(
+                        &mut cands,
+                        &mut len,
+                        Candidate {
+                            signal: Signal::Latency,
+                            z: step.statistic,
+                            evidence_ok: material,
+                        },
+                    );
                 }
             }
         }

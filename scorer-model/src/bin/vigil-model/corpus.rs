@@ -222,7 +222,7 @@ impl Rolling {
     }
     fn stats(&self) -> Option<(f64, f64)> {
         let n = self.buf.len();
-        if n < self.w.min(8).max(2) || n < 2 {
+        if n < self.w.clamp(2, 8) {
             return None;
         }
         let k = self.shift.unwrap_or(0.0);
