@@ -25,5 +25,6 @@ pub mod selfjudge;
 pub mod sequential;
 pub mod series;
 pub mod stats;
+pub mod ttft;
 pub mod verdict;
 pub mod window;

@@ -60,7 +60,9 @@ pub fn signal_code(s: Signal) -> u8 {
         Signal::Errors => 1,
         Signal::Latency => 2,
         Signal::Resets => 3,
-        Signal::Rate => 4,
+        Signal::Throttled => 4,
+        Signal::Ttft => 5,
+        Signal::Rate => 6,
     }
 }
 
@@ -70,7 +72,9 @@ pub fn signal_from_code(c: u8) -> Signal {
         1 => Signal::Errors,
         2 => Signal::Latency,
         3 => Signal::Resets,
-        4 => Signal::Rate,
+        4 => Signal::Throttled,
+        5 => Signal::Ttft,
+        6 => Signal::Rate,
         _ => Signal::None,
     }
 }
@@ -82,6 +86,8 @@ pub fn signal_name(s: Signal) -> &'static str {
         Signal::Errors => "errors",
         Signal::Latency => "latency",
         Signal::Resets => "resets",
+        Signal::Throttled => "throttled",
+        Signal::Ttft => "ttft",
         Signal::Rate => "rate",
     }
 }
