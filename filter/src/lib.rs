@@ -19,6 +19,8 @@ use std::rc::Rc;
 use std::time::Duration;
 use vigil_filter_core::config::PluginConfig;
 use vigil_filter_core::engine::{ControlKind, Decision, Level, Worker};
+use vigil_filter_core::metrics::MetricCache;
+use vigil_filter_core::pii_guard::{BodyGuard, Verdict};
 use vigil_filter_core::request::RequestRecord;
 
 /// Value of the routing header that sends a request to the stable version.
@@ -39,10 +41,13 @@ mod entry {
 }
 
 type SharedWorker = Rc<RefCell<Option<Worker>>>;
+/// Metric ids of the PII guard, shared by the worker's HTTP contexts.
+type SharedPiiMetrics = Rc<RefCell<MetricCache>>;
 
 /// Root context: configuration and ticks.
 struct VigilRoot {
     worker: SharedWorker,
+    pii_metrics: SharedPiiMetrics,
     me: u64,
     /// Control-service calls in flight, by token.
     in_flight: HashMap<u32, ControlKind>,
@@ -52,6 +57,7 @@ impl VigilRoot {
     fn new() -> Self {
         VigilRoot {
             worker: Rc::new(RefCell::new(None)),
+            pii_metrics: Rc::new(RefCell::new(MetricCache::default())),
             me: random_vm_id(),
             in_flight: HashMap::new(),
         }
@@ -191,6 +197,8 @@ impl RootContext for VigilRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(VigilHttp {
             worker: Rc::clone(&self.worker),
+            pii_metrics: Rc::clone(&self.pii_metrics),
+            pii: None,
         }))
     }
 
@@ -202,25 +210,152 @@ impl RootContext for VigilRoot {
 /// Per-request context.
 struct VigilHttp {
     worker: SharedWorker,
+    pii_metrics: SharedPiiMetrics,
+    /// Body inspection, on routes the `pii` section lists (until decided).
+    pii: Option<PiiState>,
+}
+
+/// The PII guard's per-request state in the glue.
+struct PiiState {
+    guard: BodyGuard,
+    /// The request's `content-length`, if it had one.
+    content_length: Option<usize>,
 }
 
 impl Context for VigilHttp {}
 
+impl VigilHttp {
+    /// Start body inspection if the route is in the `pii` section. Returns
+    /// whether the request headers must wait for the body (redact/block).
+    fn start_pii(&mut self, worker: &Worker, eos: bool) -> bool {
+        let pii = &worker.config().pii;
+        if pii.routes.is_empty() || eos {
+            return false;
+        }
+        let Some(route) = property(&["xds", "route_name"]) else {
+            return false;
+        };
+        let Some(policy) = pii.route(&route) else {
+            return false;
+        };
+        let header = |name: &str| {
+            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten()
+        };
+        let content_type = header("content-type");
+        let content_length = header("content-length")
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<usize>().ok());
+        let guard = BodyGuard::new(policy, content_type.as_deref());
+        let hold = guard.holds_body();
+        self.pii = Some(PiiState {
+            guard,
+            content_length,
+        });
+        hold
+    }
+
+    /// One request-body callback on an inspected route.
+    fn pii_body(&mut self, body_size: usize, eos: bool) -> Action {
+        let Some(state) = self.pii.as_mut() else {
+            return Action::Continue;
+        };
+        let guard = &mut state.guard;
+        if !guard.holds_body() {
+            // Detect: stream through, inspecting up to max_inspect_bytes.
+            if guard.inspected() < guard.policy().max_inspect_bytes {
+                let chunk = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                guard.feed(&chunk);
+            } else if body_size > 0 {
+                guard.overflow();
+            }
+            if eos {
+                guard.end();
+                self.finish_pii(&Verdict::Pass, 0);
+            }
+            return Action::Continue;
+        }
+        if !eos && guard.should_hold(body_size) {
+            return Action::Pause;
+        }
+        // Decide on what is held: the whole body, or its first max_inspect_bytes.
+        let take = body_size.min(guard.policy().max_inspect_bytes);
+        let held = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, take)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let verdict = guard.decide(&held, !eos || body_size > take);
+        let mut action = Action::Continue;
+        match &verdict {
+            Verdict::Block { status, body } => {
+                hostcalls::send_http_response(
+                    *status,
+                    vec![("content-type", "application/json")],
+                    Some(body),
+                )
+                .ok();
+                action = Action::Pause;
+            }
+            Verdict::Replace { len, body } => {
+                if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, *len, body).is_ok() {
+                    // The request headers are still held: fix content-length.
+                    if let Some(cl) = state.content_length {
+                        let new_len = (cl + body.len()).saturating_sub(*len);
+                        let _ = hostcalls::set_map_value_bytes(
+                            MapType::HttpRequestHeaders,
+                            "content-length",
+                            Some(new_len.to_string().as_bytes()),
+                        );
+                    }
+                }
+            }
+            Verdict::Pass => {}
+        }
+        self.finish_pii(&verdict, body_size);
+        action
+    }
+
+    /// Count and summarise the request's findings, then drop the guard.
+    fn finish_pii(&mut self, verdict: &Verdict, held: usize) {
+        let Some(state) = self.pii.take() else {
+            return;
+        };
+        if let Ok(mut cache) = self.pii_metrics.try_borrow_mut() {
+            state
+                .guard
+                .record(&mut cache, &mut EnvoyMetrics, verdict, held);
+        }
+        if let Some(line) = state.guard.summary(verdict) {
+            log::info!("{line}");
+        }
+    }
+}
+
 impl HttpContext for VigilHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
-        let Ok(mut slot) = self.worker.try_borrow_mut() else {
+    fn on_http_request_headers(&mut self, _num_headers: usize, eos: bool) -> Action {
+        let shared = Rc::clone(&self.worker);
+        let Ok(mut slot) = shared.try_borrow_mut() else {
             return Action::Continue;
         };
         let Some(worker) = slot.as_mut() else {
             return Action::Continue;
         };
+        let hold = self.start_pii(worker, eos);
         let header = worker.config().subset_header.clone();
         // Bytes API: a non-UTF-8 client value must not reach a String getter.
         let client_value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &header)
             .ok()
             .flatten();
+        let after = if hold {
+            Action::Pause
+        } else {
+            Action::Continue
+        };
         if client_value.is_some() && worker.config().trust_client_subset_header {
-            return Action::Continue;
+            return after;
         }
         // Read the route before touching headers: changing a header clears
         // Envoy's route cache.
@@ -245,7 +380,11 @@ impl HttpContext for VigilHttp {
         } else if client_value.is_some() {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &header);
         }
-        Action::Continue
+        after
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, eos: bool) -> Action {
+        self.pii_body(body_size, eos)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {

@@ -110,6 +110,8 @@ pub struct PluginConfig {
     pub model: Model,
     /// The control service, when one is used.
     pub control: Option<ControlConfig>,
+    /// PII guard per route (`pii` section; see [`crate::pii_config`]).
+    pub pii: crate::pii_config::PiiConfig,
 }
 
 impl Default for PluginConfig {
@@ -130,6 +132,7 @@ impl Default for PluginConfig {
             },
             model: Model::default(),
             control: None,
+            pii: crate::pii_config::PiiConfig::default(),
         }
     }
 }
@@ -298,6 +301,7 @@ const TOP_FIELDS: &[&str] = &[
     "steering",
     "model",
     "control",
+    "pii",
 ];
 const CONTROL_FIELDS: &[&str] = &[
     "cluster",
@@ -451,8 +455,14 @@ impl PluginConfig {
             Some(v) => Some(parse_control(v)?),
         };
 
+        let pii = match f.get("pii") {
+            None => crate::pii_config::PiiConfig::default(),
+            Some(v) => crate::pii_config::PiiConfig::parse(v)?,
+        };
+
         Ok(PluginConfig {
             control,
+            pii,
             mode,
             tick_ms,
             max_series,
