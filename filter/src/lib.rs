@@ -218,41 +218,40 @@ struct VigilHttp {
 /// The PII guard's per-request state in the glue.
 struct PiiState {
     guard: BodyGuard,
-    /// The request's `content-length`, if it had one.
-    content_length: Option<usize>,
+    /// Most body bytes this filter asked Envoy to hold (at a paused callback).
+    held: usize,
 }
 
 impl Context for VigilHttp {}
 
 impl VigilHttp {
-    /// Start body inspection if the route is in the `pii` section. Returns
-    /// whether the request headers must wait for the body (redact/block).
-    fn start_pii(&mut self, worker: &Worker, eos: bool) -> bool {
+    /// Start body inspection if the route is in the `pii` section.
+    ///
+    /// The headers are never held: Envoy turns a paused header callback into
+    /// "stop everything", so the body would never arrive. They go upstream at
+    /// once; the body is held in the body callbacks instead. A route that may
+    /// change the body's length therefore drops `content-length` here, and
+    /// the upstream request goes chunked.
+    fn start_pii(&mut self, worker: &Worker, eos: bool) {
         let pii = &worker.config().pii;
         if pii.routes.is_empty() || eos {
-            return false;
+            return;
         }
         let Some(route) = property(&["xds", "route_name"]) else {
-            return false;
+            return;
         };
         let Some(policy) = pii.route(&route) else {
-            return false;
+            return;
         };
-        let header = |name: &str| {
-            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        let content_type =
+            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "content-type")
                 .ok()
-                .flatten()
-        };
-        let content_type = header("content-type");
-        let content_length = header("content-length")
-            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<usize>().ok());
+                .flatten();
         let guard = BodyGuard::new(policy, content_type.as_deref());
-        let hold = guard.holds_body();
-        self.pii = Some(PiiState {
-            guard,
-            content_length,
-        });
-        hold
+        if guard.may_change_length() {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
+        }
+        self.pii = Some(PiiState { guard, held: 0 });
     }
 
     /// One request-body callback on an inspected route.
@@ -279,6 +278,7 @@ impl VigilHttp {
             return Action::Continue;
         }
         if !eos && guard.should_hold(body_size) {
+            state.held = state.held.max(body_size);
             return Action::Pause;
         }
         // Decide on what is held: the whole body, or its first max_inspect_bytes.
@@ -300,21 +300,13 @@ impl VigilHttp {
                 action = Action::Pause;
             }
             Verdict::Replace { len, body } => {
-                if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, *len, body).is_ok() {
-                    // The request headers are still held: fix content-length.
-                    if let Some(cl) = state.content_length {
-                        let new_len = (cl + body.len()).saturating_sub(*len);
-                        let _ = hostcalls::set_map_value_bytes(
-                            MapType::HttpRequestHeaders,
-                            "content-length",
-                            Some(new_len.to_string().as_bytes()),
-                        );
-                    }
-                }
+                // content-length was dropped at the headers unless the mask keeps lengths.
+                let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, *len, body);
             }
             Verdict::Pass => {}
         }
-        self.finish_pii(&verdict, body_size);
+        let held = state.held;
+        self.finish_pii(&verdict, held);
         action
     }
 
@@ -343,19 +335,14 @@ impl HttpContext for VigilHttp {
         let Some(worker) = slot.as_mut() else {
             return Action::Continue;
         };
-        let hold = self.start_pii(worker, eos);
+        self.start_pii(worker, eos);
         let header = worker.config().subset_header.clone();
         // Bytes API: a non-UTF-8 client value must not reach a String getter.
         let client_value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &header)
             .ok()
             .flatten();
-        let after = if hold {
-            Action::Pause
-        } else {
-            Action::Continue
-        };
         if client_value.is_some() && worker.config().trust_client_subset_header {
-            return after;
+            return Action::Continue;
         }
         // Read the route before touching headers: changing a header clears
         // Envoy's route cache.
@@ -380,7 +367,7 @@ impl HttpContext for VigilHttp {
         } else if client_value.is_some() {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &header);
         }
-        after
+        Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, eos: bool) -> Action {

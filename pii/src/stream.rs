@@ -79,8 +79,12 @@ impl StreamScanner {
         self.frontier = self.base;
     }
 
-    /// Advance the position by `n` bytes that are not inspected (ends the current segment).
+    /// Advance the position by `n` bytes that are not inspected (ends the
+    /// current segment; `n == 0` does nothing).
     pub fn skip(&mut self, n: usize, out: &mut Vec<Finding>) {
+        if n == 0 {
+            return;
+        }
         if !self.buf.is_empty() {
             self.finish(out);
         }

@@ -31,7 +31,10 @@ pub const PARTIAL: &str = "vigil_pii_partial_total";
 pub const BLOCKED: &str = "vigil_pii_blocked_total";
 /// `vigil_pii_redacted_total{route}`: requests whose body was rewritten.
 pub const REDACTED: &str = "vigil_pii_redacted_total";
-/// `vigil_pii_held_bytes_max{route}` (gauge): most body bytes this worker held for inspection.
+/// `vigil_pii_held_bytes_max{route}` (gauge): most body bytes this worker asked
+/// Envoy to hold (the body size at a paused body callback; never above
+/// `max_inspect_bytes`). The callback that crosses the bound carries one more
+/// socket read, which Envoy reads whether or not a filter is installed.
 pub const HELD_MAX: &str = "vigil_pii_held_bytes_max";
 
 /// What to do with the request once inspected.
@@ -101,6 +104,18 @@ impl BodyGuard {
     /// Whether the body is held (redact or block) rather than streamed (detect).
     pub fn holds_body(&self) -> bool {
         self.policy.holds_body()
+    }
+
+    /// Whether a redaction may change the body's length (some kind is
+    /// redacted with a mask that does not keep lengths): the glue then drops
+    /// `content-length` before the headers go upstream.
+    pub fn may_change_length(&self) -> bool {
+        !matches!(self.policy.mask, vigil_pii::Mask::Fill(_))
+            && self
+                .policy
+                .kinds
+                .iter()
+                .any(|k| self.policy.action(k) == PiiAction::Redact)
     }
 
     /// With `held` bytes buffered and more to come: keep holding? False once
@@ -224,7 +239,8 @@ impl BodyGuard {
         }
     }
 
-    /// Record this request's counters (call once, at the end of inspection).
+    /// Record this request's counters (call once, at the end of inspection);
+    /// `held` is the most body bytes the glue asked Envoy to hold.
     pub fn record<M: MetricSink + ?Sized>(
         &self,
         cache: &mut MetricCache,
@@ -258,7 +274,7 @@ impl BodyGuard {
                 );
             }
         }
-        if held > 0 {
+        if self.holds_body() {
             cache.raise_gauge(sink, &name(HELD_MAX), held as u64);
         }
     }
