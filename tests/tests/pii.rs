@@ -13,7 +13,12 @@
 //! - a bad `pii` section is refused at start with the field named.
 
 // Helpers shared by this file's tests fail the test the way the tests themselves do.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
