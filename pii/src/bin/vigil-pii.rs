@@ -1,6 +1,6 @@
 //! `vigil-pii`: evaluation and benchmark of the detectors.
 //!
-//! - `vigil-pii eval [--seed N] [--n N] [--presidio FILE] [--check]`: precision,
+//! - `vigil-pii eval [--seed N] [--n N] [--presidio FILE [--presidio-threshold S]] [--check]`: precision,
 //!   recall and F2 per type on the generated corpus; with `--presidio`, the
 //!   same table for Presidio's predictions on the same corpus (JSON lines
 //!   `{"i":…,"type":…,"start":…,"end":…}` from `pii/presidio_eval.py`).
@@ -112,6 +112,7 @@ fn main() {
                     eprintln!("cannot read {path}");
                     std::process::exit(2);
                 };
+                let threshold: f64 = arg(&args, "--presidio-threshold", 0.0);
                 let mut preds: Vec<Vec<(Kind, usize, usize)>> = vec![Vec::new(); corpus.len()];
                 for line in text.lines() {
                     let (Some(i), Some(t), Some(s), Some(e)) = (
@@ -127,6 +128,12 @@ fn main() {
                     else {
                         continue;
                     };
+                    let score: f64 = field(line, "score")
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(1.0);
+                    if score < threshold {
+                        continue;
+                    }
                     if let Some(p) = preds.get_mut(i) {
                         p.push((k, s, e));
                     }
