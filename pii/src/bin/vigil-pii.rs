@@ -146,7 +146,7 @@ fn main() {
                 print!(
                     "{}",
                     pr.table(
-                        "Presidio (same corpus; types it has no recognizer for show recall 0)"
+                        &format!("Presidio, score >= {threshold} (same corpus; no recognizer for the key types: recall 0)")
                     )
                 );
             }
