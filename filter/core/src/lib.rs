@@ -8,6 +8,9 @@
 //!
 //! Modules, one concern each:
 //! - [`config`]: plugin configuration, validated at plugin start;
+//! - [`canary`]: the canary declarations in it, resolved to mesh cluster names;
+//! - [`naming`]: Envoy cluster names each mesh derives from a canary's service and versions;
+//! - [`resolve`]: which routes and clusters of an Envoy config dump each canary resolves to;
 //! - [`request`]: decoding Envoy's per-request properties;
 //! - [`local`]: the worker-local window the request path writes to;
 //! - [`codec`]: compact, versioned, panic-free encoding of shared records;
@@ -22,6 +25,7 @@
 //! - [`pii_config`]: the `pii` section (per-route detectors, actions, buffer bound);
 //! - [`pii_guard`]: request-body inspection for the PII guard (detect / redact / block).
 
+pub mod canary;
 pub mod codec;
 pub mod config;
 pub mod control;
@@ -29,10 +33,12 @@ pub mod engine;
 pub mod lease;
 pub mod local;
 pub mod metrics;
+pub mod naming;
 pub mod pii_config;
 pub mod pii_guard;
 pub mod registry;
 pub mod request;
+pub mod resolve;
 pub mod shared;
 pub mod steering;
 pub mod verdicts;
