@@ -297,6 +297,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A staged tick's new routing document: its version and canaries.
+type StagedRouting = (u64, Vec<routing::Entry>);
+
 fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Vec<routing::Entry> {
     routing_canaries_with(canaries, &HashMap::new())
 }
@@ -724,7 +727,7 @@ impl Service {
         &self,
         inner: &mut Inner,
         now_ms: u64,
-    ) -> (Vec<Staged>, Batch, Option<(u64, Vec<routing::Entry>)>) {
+    ) -> (Vec<Staged>, Batch, Option<StagedRouting>) {
         let model = &self.opts.model;
         let mut batch = Batch::default();
         let mut staged = Vec::new();
