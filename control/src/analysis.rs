@@ -112,6 +112,22 @@ pub fn judge_live(verdict: &Verdict, model: &Model) -> Option<Judgement> {
     })
 }
 
+/// A sidecar's supported `critical` claim on a signal the report does not
+/// carry, so the service cannot re-test it: time to first token (reason
+/// `ttft: …`; TTFT histograms are not in the wire report yet). Such a claim
+/// is taken on the sidecar's word — it can only roll back, never promote,
+/// and it counts only with both versions' counts in the same report.
+pub fn judge_untestable_claim(c: &SidecarCritical) -> Option<Judgement> {
+    c.reason.starts_with("ttft").then(|| Judgement {
+        outcome: Outcome::Rollback,
+        explanation: format!(
+            "sidecar {} judged the canary critical on a signal the service cannot re-test (score {}): {}",
+            c.sidecar, c.score, c.reason
+        ),
+        evidence: json!({"source": "sidecar_untestable_signal", "sidecar_claim": claim_json(c)}),
+    })
+}
+
 /// Evidence JSON of a sidecar's (supported) `critical` claim.
 pub fn claim_json(c: &SidecarCritical) -> Value {
     json!({"sidecar": c.sidecar, "score": c.score, "reason": c.reason})

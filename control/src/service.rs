@@ -762,6 +762,12 @@ impl Service {
                     }
                     j
                 });
+                let rollback = rollback.or_else(|| {
+                    taken
+                        .critical
+                        .as_ref()
+                        .and_then(analysis::judge_untestable_claim)
+                });
                 if rollback.is_none() && taken.critical.is_some() {
                     Metrics::add(&self.metrics.unconfirmed_critical, 1);
                 }
