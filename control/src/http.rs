@@ -15,6 +15,7 @@
 //! | `GET /v1/canaries`, `GET /v1/canaries/{name}` | – | state, evidence, decisions |
 //! | `POST /v1/canaries` | token | declare / update a canary |
 //! | `POST /v1/canaries/{name}/{approve,reject,pause,resume}` | token | operator actions |
+//! | `POST /v1/flagger/{hook}`, `GET /v1/argo/{name}` | – | Flagger / Argo Rollouts ([`crate::hooks`]) |
 
 // Handlers return a ready `Response` as their error: boxing it would only
 // add an allocation on the refusal path.
@@ -376,7 +377,7 @@ async fn not_found() -> Response {
 /// The router.
 pub fn router(svc: Arc<Service>, token: &str) -> Router {
     let app = App {
-        svc,
+        svc: svc.clone(),
         token: Arc::from(token),
     };
     Router::new()
@@ -389,6 +390,7 @@ pub fn router(svc: Arc<Service>, token: &str) -> Router {
         .route("/v1/canaries/{name}/{action}", post(operate))
         .fallback(not_found)
         .with_state(app)
+        .merge(crate::hooks::router(svc))
 }
 
 /// Run the analysis ticker until `shutdown` resolves.

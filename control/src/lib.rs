@@ -21,6 +21,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod evidence;
+pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod machine;
