@@ -348,13 +348,15 @@ async fn flagger(
     };
     let payload: FlaggerPayload = match serde_json::from_slice(&bytes) {
         Ok(p) => p,
-        Err(e) => return error(
-            StatusCode::BAD_REQUEST,
-            format!(
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
                 "not a Flagger webhook payload {{name, namespace, phase, checksum, metadata}}: {e}"
             ),
-            "body",
-        ),
+                "body",
+            )
+        }
     };
     let view = match view_of(&svc, payload.vigil_canary()) {
         Ok(v) => v,

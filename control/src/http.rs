@@ -15,6 +15,7 @@
 //! | `GET /v1/canaries`, `GET /v1/canaries/{name}` | – | state, evidence, decisions |
 //! | `POST /v1/canaries` | token | declare / update a canary |
 //! | `POST /v1/canaries/{name}/{approve,reject,pause,resume}` | token | operator actions |
+//! | `GET /dashboard/`, `GET /v1/dashboard/series/{name}`, `GET /v1/audit` | – | the operator's page ([`crate::dashboard`]) |
 //! | `POST /v1/flagger/{hook}`, `GET /v1/argo/{name}` | – | Flagger / Argo Rollouts ([`crate::hooks`]) |
 
 // Handlers return a ready `Response` as their error: boxing it would only
@@ -390,7 +391,8 @@ pub fn router(svc: Arc<Service>, token: &str) -> Router {
         .route("/v1/canaries/{name}/{action}", post(operate))
         .fallback(not_found)
         .with_state(app)
-        .merge(crate::hooks::router(svc))
+        .merge(crate::hooks::router(svc.clone()))
+        .merge(crate::dashboard::router(svc))
 }
 
 /// Run the analysis ticker until `shutdown` resolves.

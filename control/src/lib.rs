@@ -20,6 +20,7 @@ pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod dashboard;
 pub mod evidence;
 pub mod hooks;
 pub mod http;
