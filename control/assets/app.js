@@ -103,7 +103,7 @@ function drawChart(canvas, series, marks, t0, t1, unit) {
     g.strokeStyle = MARK_COLORS[m.kind] || "#999"; g.setLineDash([3, 3]);
     g.beginPath(); g.moveTo(x(m.t), T); g.lineTo(x(m.t), h - B); g.stroke();
     g.setLineDash([]); g.fillStyle = g.strokeStyle;
-    g.fillText(m.kind, Math.min(x(m.t) + 2, w - 60), T + 10);
+    g.fillText(m.kind, Math.min(x(m.t) + 2, w - 60), h - B - 4);
   }
   let ly = T + 10;
   for (const s of series) {
@@ -116,7 +116,7 @@ function drawChart(canvas, series, marks, t0, t1, unit) {
       pen = true;
     }
     g.stroke(); g.setLineDash([]);
-    g.fillStyle = s.color; g.fillText(s.label, w - R - 90, ly); ly += 11;
+    g.fillStyle = s.color; g.fillText(s.label, L + 4, ly); ly += 11;
   }
   canvas.dataset.points = String(points);
   canvas.dataset.t1 = String(t1);
@@ -199,7 +199,10 @@ function renderDetail(view, series) {
     el("td", {}, d.actor),
     el("td", { class: "reason" }, d.explanation))));
   const samples = series.samples || [];
-  const t1 = Date.now(), t0 = t1 - WINDOW_MS;
+  // The last minutes, zoomed to the data when there is less.
+  const t1 = Date.now();
+  const first = samples.length ? samples[0].at_ms : t1;
+  const t0 = Math.max(t1 - WINDOW_MS, Math.min(first, t1 - 30000));
   const marks = decisions.map((d) => ({ t: d.at_ms, kind: d.kind }));
   const pts = (f) => samples.filter((s) => s.at_ms >= t0).map((s) => [s.at_ms, f(s)]);
   const pct = (n, d) => (d > 0 ? (100 * n) / d : null);
