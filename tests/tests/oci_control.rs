@@ -18,8 +18,16 @@ use vigil_e2e::{repo_root, ScratchDir};
 fn blob(layout: &Path, digest: &str, size: &Value) -> Vec<u8> {
     let hex = digest.strip_prefix("sha256:").unwrap();
     let bytes = std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap();
-    assert_eq!(format!("{:x}", Sha256::digest(&bytes)), hex, "blob {digest} digest");
-    assert_eq!(bytes.len() as u64, size.as_u64().unwrap(), "blob {digest} size");
+    assert_eq!(
+        format!("{:x}", Sha256::digest(&bytes)),
+        hex,
+        "blob {digest} digest"
+    );
+    assert_eq!(
+        bytes.len() as u64,
+        size.as_u64().unwrap(),
+        "blob {digest} size"
+    );
     bytes
 }
 
@@ -75,10 +83,16 @@ fn control_image_is_reproducible_valid_and_runs() {
     assert_eq!(index["schemaVersion"], 2);
     let m = &index["manifests"][0];
     assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], "0.1.0");
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.ref.name"],
+        "0.1.0"
+    );
     let manifest: Value =
         serde_json::from_slice(&blob(&layout, m["digest"].as_str().unwrap(), &m["size"])).unwrap();
-    assert_eq!(manifest["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
     let config: Value = serde_json::from_slice(&blob(
         &layout,
         manifest["config"]["digest"].as_str().unwrap(),
@@ -87,13 +101,23 @@ fn control_image_is_reproducible_valid_and_runs() {
     .unwrap();
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1);
-    assert_eq!(layers[0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
-    let gz = blob(&layout, layers[0]["digest"].as_str().unwrap(), &layers[0]["size"]);
+    assert_eq!(
+        layers[0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let gz = blob(
+        &layout,
+        layers[0]["digest"].as_str().unwrap(),
+        &layers[0]["size"],
+    );
     // Config: platform, non-root user, entrypoint, the data volume, the diff_id.
     assert_eq!(config["os"], "linux");
     assert_eq!(config["architecture"], "amd64");
     assert_eq!(config["config"]["User"], "65532:65532");
-    assert_eq!(config["config"]["Entrypoint"][0], "/usr/local/bin/vigil-control");
+    assert_eq!(
+        config["config"]["Entrypoint"][0],
+        "/usr/local/bin/vigil-control"
+    );
     assert!(config["config"]["Volumes"]["/var/lib/vigil"].is_object());
     assert_eq!(config["rootfs"]["type"], "layers");
 
@@ -171,7 +195,11 @@ fn control_image_is_reproducible_valid_and_runs() {
     let reply = addr.as_ref().ok().map(|addr| {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut r = String::new();
         let _ = s.read_to_string(&mut r);
         r
