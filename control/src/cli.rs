@@ -2,7 +2,7 @@
 //!
 //! Why this exists: one binary is the service (`serve`), the operator's
 //! client (`canary list|show|approve|reject|pause|resume`), the offline
-//! tools (`audit verify`, `render`) and the benchmark (`bench`). Parsing is
+//! tools (`audit verify`, `render`, `inspect`) and the benchmark (`bench`). Parsing is
 //! a small hand-written `--flag value` scheme so the binary stays light;
 //! [`parse`] is pure and tested.
 
@@ -43,6 +43,10 @@ USAGE:
   vigil-control render --data DIR [--out DIR]
   vigil-control bench [--seconds N] [--series N] [--clients N] [--json FILE]
                       [--server URL --token-file FILE]
+  vigil-control inspect --config-dump FILE|http://ADMIN/config_dump --plugin-config FILE
+      what each canary of a plugin configuration (its JSON, a MeshProxyPatch or a
+      WasmPlugin) resolves to in a proxy's Envoy config dump; exit 1 when one
+      resolves to nothing
 
 The bearer token comes from --token-file FILE or the VIGIL_CONTROL_TOKEN
 environment variable; it is never logged. --server defaults to
@@ -107,6 +111,13 @@ pub enum Command {
     },
     /// `bench`.
     Bench(crate::bench::BenchArgs),
+    /// `inspect`.
+    Inspect {
+        /// Config dump file or admin URL.
+        config_dump: String,
+        /// Plugin configuration (JSON or manifest) file.
+        plugin_config: PathBuf,
+    },
 }
 
 struct Flags {
@@ -279,6 +290,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 token_file: f.named.get("token-file").map(PathBuf::from),
             }))
         }
+        "inspect" => {
+            let f = split_flags(rest, &["config-dump", "plugin-config"])?;
+            Ok(Command::Inspect {
+                config_dump: required(&f, "config-dump")?,
+                plugin_config: PathBuf::from(required(&f, "plugin-config")?),
+            })
+        }
         other => Err(format!("unknown command {other:?}")),
     }
 }
@@ -351,6 +369,10 @@ pub fn main(args: Vec<String>) -> i32 {
                     Command::Serve { .. } => serve(other).await,
                     Command::Canary { .. } => canary(other).await,
                     Command::Bench(args) => crate::bench::run(args).await,
+                    Command::Inspect {
+                        config_dump,
+                        plugin_config,
+                    } => crate::inspect::run(&config_dump, &plugin_config).await,
                     _ => 2,
                 }
             })

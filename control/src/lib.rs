@@ -13,7 +13,9 @@
 //! Pure logic — [`spec`], [`report`], [`evidence`], [`analysis`],
 //! [`machine`], [`audit`], [`render`], [`metrics`] — is separate from the
 //! I/O glue — [`store`] (SQLite), [`service`] (locks, ticks), [`http`]
-//! (axum), [`webhook`] and [`client`] (hyper), [`cli`] and [`bench`].
+//! (axum), [`webhook`] and [`client`] (hyper), [`cli`] and [`bench`];
+//! [`inspect`] resolves plugin configurations against Envoy config dumps
+//! with the filter's own code (`vigil-filter-core`).
 
 pub mod analysis;
 pub mod audit;
@@ -24,6 +26,7 @@ pub mod dashboard;
 pub mod evidence;
 pub mod hooks;
 pub mod http;
+pub mod inspect;
 pub mod log;
 pub mod machine;
 pub mod metrics;

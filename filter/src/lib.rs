@@ -222,10 +222,18 @@ impl HttpContext for VigilHttp {
         if client_value.is_some() && worker.config().trust_client_subset_header {
             return Action::Continue;
         }
-        // Read the route before touching headers: changing a header clears
-        // Envoy's route cache.
+        // Read the route (which makes Envoy select it and its cluster) before
+        // touching headers: changing a header clears Envoy's route cache. The
+        // selected cluster says which canary the request belongs to, whatever
+        // the route is named.
         let decision = if worker.wants_route_at_request() {
-            property(&["xds", "route_name"]).and_then(|route| worker.route_decision(&route))
+            let route = property(&["xds", "route_name"]).unwrap_or_default();
+            let cluster = if worker.wants_cluster_at_request() {
+                property(&["xds", "cluster_name"])
+            } else {
+                None
+            };
+            worker.route_decision(&route, cluster.as_deref())
         } else {
             None
         };

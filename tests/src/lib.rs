@@ -9,14 +9,19 @@
 //! - [`prom`]: a tiny Prometheus text-format parser;
 //! - [`scenario`]: the canary-fault scenario shared by the steering tests and the demo;
 //! - [`schema`]: manifests validated against the mesh CRDs in `../shared/schemas`;
-//! - [`mesh`]: Istio / Kong Mesh manifests translated into the local Envoy bootstrap.
+//! - [`mesh`]: Istio / Kong Mesh manifests translated into the local Envoy bootstrap;
+//! - [`kuma`]: what kumactl enforces for the fields we use, and the filter-value check it lacks;
+//! - [`dump`]: mesh-generated config dumps (the real Kuma one, Kuma 2.x and Istio naming)
+//!   turned into runnable bootstraps.
 //!
 //! Everything a harness value starts is stopped when the value is dropped, also when a
 //! test panics. Every wait is bounded in time.
 
 pub mod control;
+pub mod dump;
 pub mod envoy;
 pub mod http;
+pub mod kuma;
 pub mod load;
 pub mod mesh;
 pub mod prom;

@@ -32,9 +32,14 @@ pub fn istio_dir() -> PathBuf {
     repo_root().join("istio-manifests")
 }
 
-/// `kong-mesh-manifests/` in the repository.
+/// `kong-mesh-manifests/kubernetes/` in the repository (Kubernetes resources).
 pub fn kong_dir() -> PathBuf {
-    repo_root().join("kong-mesh-manifests")
+    repo_root().join("kong-mesh-manifests/kubernetes")
+}
+
+/// `kong-mesh-manifests/universal/` in the repository (`kumactl apply` resources).
+pub fn kong_universal_dir() -> PathBuf {
+    repo_root().join("kong-mesh-manifests/universal")
 }
 
 /// Every document of every YAML file under `dir`, with the file it came from.
@@ -357,7 +362,7 @@ pub fn apply_http_filter_patch(
 }
 
 /// The `httpFilter` modification of a MeshProxyPatch: (operation, match.name, the
-/// Envoy HttpFilter parsed from `value` with its wasm code path replaced by `wasm`).
+/// Envoy HttpFilter parsed from `value` with its wasm code source replaced by `wasm`).
 pub fn kuma_patch_filter(patch: &Value, wasm: &Path) -> Result<(String, Option<String>, Value)> {
     let mods = patch
         .pointer("/spec/default/appendModifications")
@@ -375,10 +380,11 @@ pub fn kuma_patch_filter(patch: &Value, wasm: &Path) -> Result<(String, Option<S
     let text = s(m, "/value")?;
     let mut filter: Value =
         serde_yaml::from_str(text).map_err(|e| format!("httpFilter.value is not YAML: {e}"))?;
+    // Where the module comes from (a local file or `remote` + sha256): the built one.
     let code = filter
-        .pointer_mut("/typed_config/config/vm_config/code/local/filename")
-        .ok_or("httpFilter.value has no typed_config.config.vm_config.code.local.filename")?;
-    *code = json!(wasm.to_string_lossy());
+        .pointer_mut("/typed_config/config/vm_config/code")
+        .ok_or("httpFilter.value has no typed_config.config.vm_config.code")?;
+    *code = json!({"local": {"filename": wasm.to_string_lossy()}});
     Ok((op, name, filter))
 }
 

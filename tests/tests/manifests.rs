@@ -2,7 +2,7 @@
 //! `openAPIV3Schema` of the exact served version, strict about unknown fields), and a
 //! deliberately broken manifest is refused with messages naming the field.
 
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
 
@@ -175,8 +175,126 @@ fn mesh_config_exposes_vigil_metrics() {
         .pointer("/spec/default/sidecar/profiles/include")
         .unwrap()
         .to_string();
+    assert!(include.contains("vigil_"), "{include}");
+    // Include rules match Prometheus names: internal-stat prefixes select nothing.
     assert!(
-        include.contains("vigil_") && include.contains("wasmcustom"),
+        !include.contains("wasmcustom") && !include.contains("wasm."),
         "{include}"
+    );
+}
+
+/// Kong Mesh universal manifests: each converts to the Kubernetes object the CRD schema
+/// validates, and passes the structural checks kumactl applies to the fields we use
+/// (SPIFFE ID syntax, no Kubernetes selectors in universal mode); the Kubernetes ones
+/// pass the same SPIFFE checks. The filter value in every MeshProxyPatch and the
+/// pluginConfig of every WasmPlugin pass the filter's own configuration validation.
+#[test]
+fn kong_mesh_universal_and_filter_values_pass_what_kumactl_and_the_filter_enforce() {
+    use vigil_e2e::kuma::{plugin_errors, structural_errors, universal_to_kubernetes};
+    use vigil_e2e::mesh::kong_universal_dir;
+    let c = catalog();
+    let universal = documents(&kong_universal_dir()).unwrap();
+    let kinds: BTreeSet<&str> = universal
+        .iter()
+        .filter_map(|(_, d)| d.get("type").and_then(Value::as_str))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "MeshHTTPRoute",
+            "MeshMetric",
+            "MeshProxyPatch",
+            "MeshTrafficPermission"
+        ]
+        .into_iter()
+        .collect()
+    );
+    for (f, d) in &universal {
+        let k8s = universal_to_kubernetes(d).unwrap();
+        c.validate_value(&k8s)
+            .unwrap_or_else(|e| panic!("{}: {e:#?}", f.display()));
+        let e = structural_errors(d, true);
+        assert!(e.is_empty(), "{}: {e:#?}", f.display());
+        let e = plugin_errors(d);
+        assert!(e.is_empty(), "{}: {e:#?}", f.display());
+        println!(
+            "universal ok: {}",
+            f.strip_prefix(repo_root()).unwrap().display()
+        );
+    }
+    for dir in [kong_dir(), istio_dir()] {
+        for (f, d) in documents(&dir).unwrap() {
+            let mut e = structural_errors(&d, false);
+            e.extend(plugin_errors(&d));
+            assert!(e.is_empty(), "{}: {e:#?}", f.display());
+        }
+    }
+    // What kumactl refused on the real control plane, and the universal-mode selector.
+    let old = "type: MeshTrafficPermission\nname: m\nmesh: default\nspec:\n  targetRef: {kind: Mesh}\n  rules:\n    - default:\n        allow:\n          - spiffeID: {type: Prefix, value: \"spiffe://default/ns/apps/\"}\n";
+    let doc: Value = serde_yaml::from_str(old).unwrap();
+    let e = structural_errors(&doc, true);
+    assert!(
+        e.iter().any(
+            |e| e.contains("spec.rules[0].default.allow[0].spiffeID.value")
+                && e.contains("trailing slash")
+        ),
+        "{e:?}"
+    );
+}
+
+/// A misspelled key inside the filter value is accepted by the CRD schemas (the value
+/// is a string / a free-form object) and by the control planes; our check refuses it
+/// and names the field.
+#[test]
+fn misspelled_keys_in_filter_values_are_caught() {
+    use vigil_e2e::kuma::plugin_errors;
+    let c = catalog();
+    let patch =
+        vigil_e2e::mesh::document(&kong_dir(), "10-meshproxypatch.yaml", "MeshProxyPatch").unwrap();
+    let value = patch
+        .pointer("/spec/default/appendModifications/1/httpFilter/value")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (from, to, field) in [
+        (
+            "\"stable_version\"",
+            "\"stable_verison\"",
+            "canaries[0].stable_verison: unknown field",
+        ),
+        (
+            "failure_policy:",
+            "failure_polcy:",
+            "typed_config.config.failure_polcy: unknown field",
+        ),
+        (
+            "\"mode\":\"steer\"",
+            "\"mode\":\"stear\"",
+            "mode: must be \"shadow\" or \"steer\"",
+        ),
+    ] {
+        assert!(value.contains(from), "{from}");
+        let mut bad = patch.clone();
+        *bad.pointer_mut("/spec/default/appendModifications/1/httpFilter/value")
+            .unwrap() = Value::from(value.replacen(from, to, 1));
+        c.validate_value(&bad)
+            .unwrap_or_else(|e| panic!("the CRD accepts it: {e:?}"));
+        let e = plugin_errors(&bad);
+        println!("{to}: {e:?}");
+        assert!(e.iter().any(|e| e.contains(field)), "{to}: {e:?}");
+    }
+    let plugin =
+        vigil_e2e::mesh::document(&istio_dir(), "51-wasmplugin-file.yaml", "WasmPlugin").unwrap();
+    let mut bad = plugin.clone();
+    bad["spec"]["pluginConfig"]["canaries"][0]["canary_subest"] = Value::from("v2");
+    c.validate_value(&bad)
+        .unwrap_or_else(|e| panic!("the CRD accepts it: {e:?}"));
+    let e = plugin_errors(&bad);
+    println!("canary_subest: {e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.contains("spec.pluginConfig.canaries[0].canary_subest: unknown field")),
+        "{e:?}"
     );
 }

@@ -7,6 +7,8 @@
 //! tells the operator what to fix. Unknown fields are rejected at every level.
 //! The schema is documented in `filter/README.md`; keep the two in step.
 
+use crate::canary::parse_canary;
+pub use crate::canary::{CanarySpec, Naming};
 use serde_json::{Map, Value};
 use std::fmt;
 use vigil_scorer::model::Model;
@@ -18,39 +20,6 @@ pub enum Mode {
     Shadow,
     /// Also steer a managed canary's route to stable while the canary is critical.
     Steer,
-}
-
-/// How a managed canary is identified among the series (route × cluster).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CanaryTarget {
-    /// Plain Envoy: one route name, two cluster names.
-    Route {
-        /// `xds.route_name` of the canary's route(s).
-        route: String,
-        /// Cluster name of the stable version.
-        stable_cluster: String,
-        /// Cluster name of the canary version.
-        canary_cluster: String,
-    },
-    /// Istio: a service host and two subset names; clusters are named
-    /// `outbound|<port>|<subset>|<host>`, on any route.
-    Service {
-        /// Service host, e.g. `reviews.default.svc.cluster.local`.
-        service: String,
-        /// Subset of the stable version.
-        stable_subset: String,
-        /// Subset of the canary version.
-        canary_subset: String,
-    },
-}
-
-/// One managed canary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanarySpec {
-    /// Operator-facing name, unique.
-    pub name: String,
-    /// How to find it.
-    pub target: CanaryTarget,
 }
 
 /// Steering hysteresis.
@@ -104,6 +73,9 @@ pub struct PluginConfig {
     pub cas_retries: u32,
     /// Managed canaries.
     pub canaries: Vec<CanarySpec>,
+    /// After this much traffic, a canary whose clusters were never seen is
+    /// reported (`vigil_canary_unmatched`, one warning).
+    pub unmatched_after_ms: u64,
     /// Steering hysteresis.
     pub steering: SteeringConfig,
     /// Scorer model (the compiled-in default unless overridden).
@@ -124,6 +96,7 @@ impl Default for PluginConfig {
             lease_ttl_ticks: 3,
             cas_retries: 8,
             canaries: Vec::new(),
+            unmatched_after_ms: 30_000,
             steering: SteeringConfig {
                 hold_ms: 30_000,
                 max_hold_ms: 300_000,
@@ -155,7 +128,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
         problem: problem.into(),
@@ -174,14 +147,14 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// Typed access to one JSON object, remembering its path and which keys were read.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     path: String,
     map: &'a Map<String, Value>,
     known: &'static [&'static str],
 }
 
 impl<'a> Fields<'a> {
-    fn new(
+    pub(crate) fn new(
         path: &str,
         value: &'a Value,
         known: &'static [&'static str],
@@ -207,12 +180,12 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn path(&self, key: &str) -> String {
+    pub(crate) fn path(&self, key: &str) -> String {
         debug_assert!(self.known.contains(&key));
         self_path(&self.path, key)
     }
 
-    fn get(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
@@ -227,7 +200,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn uint(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    pub(crate) fn uint(
+        &self,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         let Some(v) = self.get(key) else {
             return Ok(default);
         };
@@ -257,7 +236,7 @@ impl<'a> Fields<'a> {
         Ok(n)
     }
 
-    fn string(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => {
@@ -271,7 +250,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn required_string(&self, key: &str) -> Result<&'a str, ConfigError> {
+    pub(crate) fn required_string(&self, key: &str) -> Result<&'a str, ConfigError> {
         self.string(key)?
             .ok_or_else(|| err(self.path(key), "missing (required)"))
     }
@@ -295,6 +274,7 @@ const TOP_FIELDS: &[&str] = &[
     "lease_ttl_ticks",
     "cas_retries",
     "canaries",
+    "unmatched_after_s",
     "steering",
     "model",
     "control",
@@ -307,15 +287,6 @@ const CONTROL_FIELDS: &[&str] = &[
     "timeout_ms",
     "weights_ttl_s",
     "token",
-];
-const CANARY_FIELDS: &[&str] = &[
-    "name",
-    "route",
-    "stable_cluster",
-    "canary_cluster",
-    "service",
-    "stable_subset",
-    "canary_subset",
 ];
 const STEERING_FIELDS: &[&str] = &["hold_s", "max_hold_s"];
 
@@ -409,6 +380,13 @@ impl PluginConfig {
             }
         };
 
+        let unmatched_after_ms = f.uint(
+            "unmatched_after_s",
+            defaults.unmatched_after_ms / 1000,
+            1,
+            3600,
+        )? * 1000;
+
         let steering = match f.get("steering") {
             None => defaults.steering,
             Some(v) => {
@@ -462,6 +440,7 @@ impl PluginConfig {
             lease_ttl_ticks,
             cas_retries,
             canaries,
+            unmatched_after_ms,
             steering,
             model,
         })
@@ -499,62 +478,6 @@ fn parse_control(v: &Value) -> Result<ControlConfig, ConfigError> {
         token,
         cluster,
     })
-}
-
-fn parse_canary(path: &str, item: &Value) -> Result<CanarySpec, ConfigError> {
-    let c = Fields::new(path, item, CANARY_FIELDS)?;
-    let name = c.required_string("name")?.to_string();
-    let route_style = ["route", "stable_cluster", "canary_cluster"];
-    let service_style = ["service", "stable_subset", "canary_subset"];
-    let has = |keys: &[&str]| keys.iter().any(|k| c.get(k).is_some());
-    let target = match (has(&route_style), has(&service_style)) {
-        (true, true) => {
-            return Err(err(
-                path,
-                "give either route + stable_cluster + canary_cluster, or service + stable_subset + canary_subset, not both",
-            ))
-        }
-        (false, false) => {
-            return Err(err(
-                format!("{path}.route"),
-                "missing (required): give route + stable_cluster + canary_cluster, or service + stable_subset + canary_subset",
-            ))
-        }
-        (true, false) => CanaryTarget::Route {
-            route: c.required_string("route")?.to_string(),
-            stable_cluster: c.required_string("stable_cluster")?.to_string(),
-            canary_cluster: c.required_string("canary_cluster")?.to_string(),
-        },
-        (false, true) => CanaryTarget::Service {
-            service: c.required_string("service")?.to_string(),
-            stable_subset: c.required_string("stable_subset")?.to_string(),
-            canary_subset: c.required_string("canary_subset")?.to_string(),
-        },
-    };
-    match &target {
-        CanaryTarget::Route {
-            stable_cluster,
-            canary_cluster,
-            ..
-        } if stable_cluster == canary_cluster => {
-            return Err(err(
-                format!("{path}.canary_cluster"),
-                "must differ from stable_cluster",
-            ))
-        }
-        CanaryTarget::Service {
-            stable_subset,
-            canary_subset,
-            ..
-        } if stable_subset == canary_subset => {
-            return Err(err(
-                format!("{path}.canary_subset"),
-                "must differ from stable_subset",
-            ))
-        }
-        _ => {}
-    }
-    Ok(CanarySpec { name, target })
 }
 
 #[cfg(test)]

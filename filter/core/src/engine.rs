@@ -15,14 +15,15 @@
 //! 4. re-read the verdict table into the local cache.
 
 use crate::codec::{decode_delta, encode_delta};
-use crate::config::{CanarySpec, CanaryTarget, Mode, PluginConfig};
+use crate::config::{CanarySpec, Mode, PluginConfig};
 use crate::control::{
     encode_report, parse_routing, CanaryReport, ReportMeta, Routing, SeriesReport, Split,
 };
 use crate::lease;
 use crate::local::{LocalTable, Placement, Slot};
 use crate::metrics::{
-    global, series_metric_name, steered_metric_name, Kind, MetricCache, MetricSink, SeriesMetric,
+    canary_unmatched_metric_name, global, series_metric_name, steered_metric_name, Kind,
+    MetricCache, MetricSink, SeriesMetric,
 };
 use crate::registry::{
     delta_key, series_name, split_name, Capacity, Registration, Registry, OVERFLOW_CLUSTER,
@@ -104,6 +105,17 @@ pub enum Decision {
     },
 }
 
+/// State of the unmatched-canary watch.
+#[derive(Debug, Default)]
+struct Unmatched {
+    /// When this worker first saw any series.
+    first_traffic_ms: Option<u64>,
+    /// Per canary: a warning was logged and not yet cleared.
+    warned: Vec<bool>,
+    /// Per canary: its clusters have been seen (gauge set to 0 once).
+    matched: Vec<bool>,
+}
+
 /// Stable and canary series ids found so far for one (canary, route).
 type PairIds = (Option<u32>, Option<u32>);
 
@@ -134,6 +146,12 @@ pub struct Worker {
     table_cas: Option<u32>,
     steered_routes: HashMap<Vec<u8>, Signal>,
     steered_counts: HashMap<Vec<u8>, [u64; 4]>,
+    /// Per canary: steered (and why), from the verdict table's steered routes.
+    steered_canaries: Vec<Option<Signal>>,
+    /// Per canary: fresh control-service weight and split position.
+    weighted_canaries: Vec<Option<(u8, Split)>>,
+    /// Unmatched-canary watch (log once + gauge).
+    unmatched: Unmatched,
     scoring: Option<Scoring>,
     weighted_routes: HashMap<Vec<u8>, (u8, Split)>,
     routing: Option<(Routing, u64)>,
@@ -165,6 +183,9 @@ impl Worker {
             table_cas: None,
             steered_routes: HashMap::new(),
             steered_counts: HashMap::new(),
+            steered_canaries: Vec::new(),
+            weighted_canaries: Vec::new(),
+            unmatched: Unmatched::default(),
             scoring: None,
             weighted_routes: HashMap::new(),
             routing: None,
@@ -188,6 +209,14 @@ impl Worker {
         self.cfg.mode == Mode::Steer && !self.cfg.canaries.is_empty()
     }
 
+    /// True when a request's selected cluster can change its routing (some
+    /// canary is steered or weighted): only then does the glue read
+    /// `xds.cluster_name` at request time.
+    pub fn wants_cluster_at_request(&self) -> bool {
+        self.steered_canaries.iter().any(Option::is_some)
+            || self.weighted_canaries.iter().any(Option::is_some)
+    }
+
     /// Should this request on `route` be steered to stable? Returns the reason
     /// when yes, and counts it.
     pub fn steer_decision(&mut self, route: &[u8]) -> Option<Signal> {
@@ -195,6 +224,11 @@ impl Worker {
             return None;
         }
         let reason = *self.steered_routes.get(route)?;
+        self.count_steered(route, reason);
+        Some(reason)
+    }
+
+    fn count_steered(&mut self, route: &[u8], reason: Signal) {
         let code = signal_code(reason) as usize;
         if let Some(counts) = self.steered_counts.get_mut(route) {
             if let Some(c) = counts.get_mut(code) {
@@ -207,23 +241,57 @@ impl Worker {
             }
             self.steered_counts.insert(route.to_vec(), counts);
         }
-        Some(reason)
     }
 
     /// How a request on `route` should be routed, if Vigil routes it at all:
     /// steering to stable while the canary is critical, else the control
     /// service's weights while they are fresh, else `None` (static routes).
-    pub fn route_decision(&mut self, route: &[u8]) -> Option<Decision> {
+    /// `cluster` is the cluster the route selected (`xds.cluster_name` at
+    /// request-header time): a request belongs to a canary when that cluster
+    /// is the canary's stable or canary cluster, whatever the route is named.
+    pub fn route_decision(&mut self, route: &[u8], cluster: Option<&[u8]>) -> Option<Decision> {
         if let Some(reason) = self.steer_decision(route) {
             return Some(Decision::Steer(reason));
         }
         if self.cfg.mode != Mode::Steer {
             return None;
         }
-        let (percent, split) = self.weighted_routes.get_mut(route)?;
+        if let Some((percent, split)) = self.weighted_routes.get_mut(route) {
+            return Some(Decision::Weighted {
+                canary: split.to_canary(*percent),
+            });
+        }
+        let ci = cluster.and_then(|c| {
+            self.cfg
+                .canaries
+                .iter()
+                .position(|spec| match_series(spec, route, c).is_some())
+        })?;
+        if let Some(reason) = self.steered_canaries.get(ci).copied().flatten() {
+            self.count_steered(route, reason);
+            return Some(Decision::Steer(reason));
+        }
+        let (percent, split) = self.weighted_canaries.get_mut(ci)?.as_mut()?;
         Some(Decision::Weighted {
             canary: split.to_canary(*percent),
         })
+    }
+
+    /// Canaries with a series on `route` (the lease holder pairs canaries per
+    /// route, so a steered or weighted route names the canary it belongs to).
+    fn canaries_on_route(&self, route: &[u8]) -> Vec<usize> {
+        self.cfg
+            .canaries
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| {
+                self.registry.iter().any(|(_, name)| {
+                    let (r, c) = split_name(name);
+                    r == route && match_series(spec, r, c).is_some()
+                }) || spec.route.as_ref().is_some_and(|r| r.as_bytes() == route)
+            })
+            .map(|(ci, _)| ci)
+            .collect()
     }
 
     /// Calls to dispatch to the control service (the scorer produces a report
@@ -355,7 +423,72 @@ impl Worker {
         }
 
         self.refresh_verdicts(store);
+        self.watch_unmatched(now_ms, sink, log);
         self.flush_counters(sink);
+    }
+
+    /// Once traffic has flowed for `unmatched_after_s`, a canary none of
+    /// whose clusters has been seen gets `vigil_canary_unmatched{canary} 1`
+    /// and one warning from the scorer (its names match nothing the mesh
+    /// generated); the gauge returns to 0 when it matches.
+    fn watch_unmatched<M: MetricSink + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        sink: &mut M,
+        log: &mut dyn FnMut(Level, &str),
+    ) {
+        if self.cfg.canaries.is_empty() || self.registry.iter().next().is_none() {
+            return;
+        }
+        let first = *self.unmatched.first_traffic_ms.get_or_insert(now_ms);
+        if now_ms.saturating_sub(first) < self.cfg.unmatched_after_ms {
+            return;
+        }
+        let scorer = self.scoring.is_some();
+        let n = self.cfg.canaries.len();
+        self.unmatched.warned.resize(n, false);
+        self.unmatched.matched.resize(n, false);
+        for ((spec, warned), done) in self
+            .cfg
+            .canaries
+            .iter()
+            .zip(self.unmatched.warned.iter_mut())
+            .zip(self.unmatched.matched.iter_mut())
+        {
+            // Series are never forgotten: once matched, nothing more to watch.
+            if *done {
+                continue;
+            }
+            let matched = self.registry.iter().any(|(_, name)| {
+                let (r, c) = split_name(name);
+                match_series(spec, r, c).is_some()
+            });
+            *done = matched;
+            self.metrics.set(
+                sink,
+                &canary_unmatched_metric_name(&spec.name),
+                u64::from(!matched),
+            );
+            if !matched && !*warned && scorer {
+                *warned = true;
+                log(
+                    Level::Warn,
+                    &format!(
+                        "vigil: canary '{}' matched no cluster after {} s of traffic (expected stable {}, canary {}): its names match nothing this proxy routes to; run `vigil-control inspect --config-dump` against this proxy's admin /config_dump",
+                        spec.name,
+                        self.cfg.unmatched_after_ms / 1000,
+                        spec.stable.describe(),
+                        spec.canary.describe()
+                    ),
+                );
+            } else if matched && *warned {
+                *warned = false;
+                log(
+                    Level::Info,
+                    &format!("vigil: canary '{}' now matches its clusters", spec.name),
+                );
+            }
+        }
     }
 
     fn register_new_series<S: SharedStore + ?Sized>(&mut self, store: &S) {
@@ -694,9 +827,9 @@ impl Worker {
     fn managed_routes(&self) -> Vec<(usize, Vec<u8>)> {
         let mut out: Vec<(usize, Vec<u8>)> = Vec::new();
         for (ci, spec) in self.cfg.canaries.iter().enumerate() {
-            match &spec.target {
-                CanaryTarget::Route { route, .. } => out.push((ci, route.as_bytes().to_vec())),
-                CanaryTarget::Service { .. } => {
+            match &spec.route {
+                Some(route) => out.push((ci, route.as_bytes().to_vec())),
+                None => {
                     for (_, name) in self.registry.iter() {
                         let (route, cluster) = split_name(name);
                         if match_series(spec, route, cluster).is_some()
@@ -859,6 +992,31 @@ impl Worker {
             self.weighted_routes
                 .insert(w.route.clone(), (w.canary_percent, split));
         }
+        let n = self.cfg.canaries.len();
+        let mut steered_canaries = vec![None; n];
+        for s in &self.table.steered {
+            for ci in self.canaries_on_route(&s.route) {
+                if let Some(slot) = steered_canaries.get_mut(ci) {
+                    *slot = Some(s.reason);
+                }
+            }
+        }
+        self.steered_canaries = steered_canaries;
+        let mut previous = std::mem::take(&mut self.weighted_canaries);
+        let mut weighted_canaries = vec![None; n];
+        for w in &self.table.weighted {
+            for ci in self.canaries_on_route(&w.route) {
+                let split = previous
+                    .get_mut(ci)
+                    .and_then(Option::take)
+                    .map(|(_, s)| s)
+                    .unwrap_or_default();
+                if let Some(slot) = weighted_canaries.get_mut(ci) {
+                    *slot = Some((w.canary_percent, split));
+                }
+            }
+        }
+        self.weighted_canaries = weighted_canaries;
     }
 
     fn flush_counters<M: MetricSink + ?Sized>(&mut self, sink: &mut M) {
@@ -898,10 +1056,7 @@ impl Worker {
 fn reserved_places(canaries: &[CanarySpec]) -> usize {
     canaries
         .iter()
-        .map(|c| match c.target {
-            CanaryTarget::Route { .. } => 2,
-            CanaryTarget::Service { .. } => 8,
-        })
+        .map(|c| if c.route.is_some() { 2 } else { 8 })
         .sum()
 }
 

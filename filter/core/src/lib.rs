@@ -8,6 +8,9 @@
 //!
 //! Modules, one concern each:
 //! - [`config`]: plugin configuration, validated at plugin start;
+//! - [`canary`]: the canary declarations in it, resolved to mesh cluster names;
+//! - [`naming`]: Envoy cluster names each mesh derives from a canary's service and versions;
+//! - [`resolve`]: which routes and clusters of an Envoy config dump each canary resolves to;
 //! - [`request`]: decoding Envoy's per-request properties;
 //! - [`local`]: the worker-local window the request path writes to;
 //! - [`codec`]: compact, versioned, panic-free encoding of shared records;
@@ -20,6 +23,7 @@
 //! - [`metrics`]: enriched metric names and the host metric cache;
 //! - [`engine`]: one worker's request path and tick, wiring the above.
 
+pub mod canary;
 pub mod codec;
 pub mod config;
 pub mod control;
@@ -27,8 +31,10 @@ pub mod engine;
 pub mod lease;
 pub mod local;
 pub mod metrics;
+pub mod naming;
 pub mod registry;
 pub mod request;
+pub mod resolve;
 pub mod shared;
 pub mod steering;
 pub mod verdicts;

@@ -126,6 +126,15 @@ pub fn steered_metric_name(route: &[u8], to: &str, reason: &str) -> String {
     )
 }
 
+/// Full stat name of the unmatched-canary gauge (`vigil_canary_unmatched{canary}`:
+/// 1 while a canary's clusters have not been seen after `unmatched_after_s` of traffic).
+pub fn canary_unmatched_metric_name(canary: &str) -> String {
+    format!(
+        "canary=.={};.;vigil_canary_unmatched",
+        sanitize(canary.as_bytes())
+    )
+}
+
 /// Caches metric ids by name and remembers the last gauge values, so each
 /// tick costs a hostcall only for what changed.
 #[derive(Debug, Default)]

@@ -2,9 +2,10 @@
 //! steered to stable.
 //!
 //! Two concerns, both pure:
-//! - [`match_series`] says whether a series (route × cluster) is the stable or
-//!   the canary side of a configured canary. Plain Envoy names clusters
-//!   directly; Istio names them `outbound|<port>|<subset>|<host>`.
+//! - [`match_series`] / [`cluster_side`] say whether a series (route ×
+//!   cluster) or a request's selected cluster is the stable or the canary side
+//!   of a configured canary, by the cluster names [`crate::naming`] derived;
+//!   route names matter only when a canary was restricted to one route.
 //! - [`SteerController`] is the hysteresis. A critical canary verdict (which
 //!   the scorer gives only with enough evidence) starts steering at once. While
 //!   steered the canary gets no traffic, so its verdict cannot clear; steering
@@ -13,7 +14,7 @@
 //!   release is held twice as long (up to `max_hold`), so a sick canary cannot
 //!   make routing flap.
 
-use crate::config::{CanarySpec, CanaryTarget, SteeringConfig};
+use crate::config::{CanarySpec, SteeringConfig};
 use vigil_scorer::verdict::{Signal, State, Verdict};
 
 /// Which side of a canary a series is.
@@ -25,51 +26,33 @@ pub enum Side {
     Canary,
 }
 
-/// Parse an Istio outbound cluster name `outbound|port|subset|host` into
-/// `(subset, host)`.
-pub fn istio_subset_host(cluster: &[u8]) -> Option<(&[u8], &[u8])> {
-    let mut parts = cluster.split(|b| *b == b'|');
-    let direction = parts.next()?;
-    let _port = parts.next()?;
-    let subset = parts.next()?;
-    let host = parts.next()?;
-    (direction == b"outbound" && parts.next().is_none()).then_some((subset, host))
+pub use crate::naming::istio_subset_host;
+
+/// Which side of `spec` a cluster is, on any route: what a request belongs to
+/// when the route it selected sends it to that cluster (route names do not
+/// matter, so header rules and the default rule may be named differently).
+pub fn cluster_side(spec: &CanarySpec, cluster: &[u8]) -> Option<Side> {
+    if spec.stable.matches(cluster) {
+        Some(Side::Stable)
+    } else if spec.canary.matches(cluster) {
+        Some(Side::Canary)
+    } else {
+        None
+    }
 }
 
-/// Whether a series belongs to `spec`, and on which side.
+/// Whether `route` is one `spec` is managed on: every route, unless the
+/// canary was restricted to one route name (plain Envoy's optional `route`).
+pub fn route_allowed(spec: &CanarySpec, route: &[u8]) -> bool {
+    spec.route.as_ref().is_none_or(|r| r.as_bytes() == route)
+}
+
+/// Whether a series (route × cluster) belongs to `spec`, and on which side.
 pub fn match_series(spec: &CanarySpec, route: &[u8], cluster: &[u8]) -> Option<Side> {
-    match &spec.target {
-        CanaryTarget::Route {
-            route: r,
-            stable_cluster,
-            canary_cluster,
-        } => {
-            if route != r.as_bytes() {
-                None
-            } else if cluster == stable_cluster.as_bytes() {
-                Some(Side::Stable)
-            } else if cluster == canary_cluster.as_bytes() {
-                Some(Side::Canary)
-            } else {
-                None
-            }
-        }
-        CanaryTarget::Service {
-            service,
-            stable_subset,
-            canary_subset,
-        } => {
-            let (subset, host) = istio_subset_host(cluster)?;
-            if host != service.as_bytes() {
-                None
-            } else if subset == stable_subset.as_bytes() {
-                Some(Side::Stable)
-            } else if subset == canary_subset.as_bytes() {
-                Some(Side::Canary)
-            } else {
-                None
-            }
-        }
+    if route_allowed(spec, route) {
+        cluster_side(spec, cluster)
+    } else {
+        None
     }
 }
 
@@ -195,10 +178,15 @@ mod tests {
         assert_eq!(istio_subset_host(b"stable"), None);
         let spec = CanarySpec {
             name: "r".into(),
-            target: CanaryTarget::Service {
-                service: "reviews.default.svc.cluster.local".into(),
-                stable_subset: "v1".into(),
-                canary_subset: "v2".into(),
+            naming: crate::config::Naming::Istio,
+            route: None,
+            stable: crate::naming::ClusterMatch::IstioSubset {
+                subset: "v1".into(),
+                host: "reviews.default.svc.cluster.local".into(),
+            },
+            canary: crate::naming::ClusterMatch::IstioSubset {
+                subset: "v2".into(),
+                host: "reviews.default.svc.cluster.local".into(),
             },
         };
         assert_eq!(

@@ -352,7 +352,7 @@ mod control {
         let mut canary = 0;
         for i in 0..n {
             let w = i % c.workers.len();
-            match c.workers[w].route_decision(b"checkout") {
+            match c.workers[w].route_decision(b"checkout", None) {
                 Some(Decision::Weighted { canary: true }) => canary += 1,
                 Some(Decision::Weighted { canary: false }) => {}
                 other => panic!("unexpected decision {other:?}"),
@@ -408,7 +408,7 @@ mod control {
         let mut rng = Rng(37);
         c.second(&mut rng, 80, 20, (0, 0));
         assert_eq!(
-            c.workers[0].route_decision(b"checkout"),
+            c.workers[0].route_decision(b"checkout", None),
             None,
             "no weights yet: static routes"
         );
@@ -421,13 +421,13 @@ mod control {
         // The service goes away: weights are kept for the TTL (5 s), then dropped.
         for _ in 0..4 {
             c.second(&mut rng, 80, 20, (0, 0));
-            assert!(c.workers[1].route_decision(b"checkout").is_some());
+            assert!(c.workers[1].route_decision(b"checkout", None).is_some());
         }
         for _ in 0..3 {
             c.second(&mut rng, 80, 20, (0, 0));
         }
         assert_eq!(
-            c.workers[1].route_decision(b"checkout"),
+            c.workers[1].route_decision(b"checkout", None),
             None,
             "fell back to static routes"
         );
@@ -455,10 +455,12 @@ mod control {
         );
         // The holder applies at once; the other worker at its own next tick,
         // without waiting for the holder's next scoring pass.
-        assert!(c.workers[holder].route_decision(b"checkout").is_some());
+        assert!(c.workers[holder]
+            .route_decision(b"checkout", None)
+            .is_some());
         let mut sink = MemorySink::default();
         c.workers[other].on_tick(now + 10, &c.store, &mut sink, &mut |_, _| {});
-        assert!(c.workers[other].route_decision(b"checkout").is_some());
+        assert!(c.workers[other].route_decision(b"checkout", None).is_some());
     }
 
     #[test]
@@ -491,7 +493,7 @@ mod control {
             c.second(&mut rng, 80, 20, (200_000, 0));
         }
         assert!(matches!(
-            c.workers[0].route_decision(b"checkout"),
+            c.workers[0].route_decision(b"checkout", None),
             Some(Decision::Steer(_))
         ));
     }
