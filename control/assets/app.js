@@ -111,7 +111,7 @@ function drawChart(canvas, series, marks, t0, t1, unit) {
     g.beginPath();
     let pen = false;
     for (const [t, v] of s.points) {
-      if (v == null) { pen = false; continue; }
+      if (v == null) continue; // a tick without requests: join across it
       if (pen) g.lineTo(x(t), y(v)); else g.moveTo(x(t), y(v));
       pen = true;
     }
@@ -204,20 +204,34 @@ function renderDetail(view, series) {
   const first = samples.length ? samples[0].at_ms : t1;
   const t0 = Math.max(t1 - WINDOW_MS, Math.min(first, t1 - 30000));
   const marks = decisions.map((d) => ({ t: d.at_ms, kind: d.kind }));
-  const pts = (f) => samples.filter((s) => s.at_ms >= t0).map((s) => [s.at_ms, f(s)]);
+  const shown = samples.filter((s) => s.at_ms >= t0);
+  const pts = (f) => shown.map((s) => [s.at_ms, f(s)]);
   const pct = (n, d) => (d > 0 ? (100 * n) / d : null);
+  // Rates and ratios over a trailing 2 s window: sidecars report once a second, the
+  // analysis may tick faster, so single ticks alternate between full and empty.
+  const RATE_MS = 2000;
+  const win = (f) => shown.map((s, i) => {
+    let sum = 0, j = i;
+    while (j >= 0 && shown[j].at_ms > s.at_ms - RATE_MS) { sum += f(shown[j]); j--; }
+    return j < 0 ? null : [sum, s.at_ms - shown[j].at_ms];
+  });
+  const ratePts = (f) => win(f).map((w, i) => [shown[i].at_ms, w ? (w[0] * 1000) / Math.max(1, w[1]) : null]);
+  const pctPts = (num, den) => {
+    const a = win(num), b = win(den);
+    return a.map((w, i) => [shown[i].at_ms, w && b[i] ? pct(w[0], b[i][0]) : null]);
+  };
   drawChart(c.plots.weight, [
     { label: "weight %", color: "#57a", points: pts((s) => s.weight) },
     { label: "score ÷10", color: "#c43", points: pts((s) => s.score / 10) },
   ], marks, t0, t1, "");
   drawChart(c.plots.rate, [
-    { label: "canary", color: "#c60", points: pts((s) => s.canary.rps) },
-    { label: "stable", color: "#57a", dash: true, points: pts((s) => s.stable.rps) },
+    { label: "canary", color: "#c60", points: ratePts((s) => s.canary.requests) },
+    { label: "stable", color: "#57a", dash: true, points: ratePts((s) => s.stable.requests) },
   ], marks, t0, t1, "");
   drawChart(c.plots.errors, [
-    { label: "canary errors", color: "#c43", points: pts((s) => pct(s.canary.errors, s.canary.requests)) },
-    { label: "stable errors", color: "#57a", dash: true, points: pts((s) => pct(s.stable.errors, s.stable.requests)) },
-    { label: "canary other", color: "#a5a", points: pts((s) => pct(s.canary.resets + s.canary.timeouts + s.canary.overflows, s.canary.requests)) },
+    { label: "canary errors", color: "#c43", points: pctPts((s) => s.canary.errors, (s) => s.canary.requests) },
+    { label: "stable errors", color: "#57a", dash: true, points: pctPts((s) => s.stable.errors, (s) => s.stable.requests) },
+    { label: "canary other", color: "#a5a", points: pctPts((s) => s.canary.resets + s.canary.timeouts + s.canary.overflows, (s) => s.canary.requests) },
   ], marks, t0, t1, "%");
   drawChart(c.plots.latency, [
     { label: "canary p50", color: "#fb6", points: pts((s) => s.canary.p50_ms) },
