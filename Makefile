@@ -57,7 +57,7 @@ oci-control:
 	@$(STEP) oci-control scripts/oci-control.sh
 
 ## demo: the whole loop: Envoy + filter (steer) + vigil-control (enforce) + stable/canary upstreams, canary fault, live timeline, target/demo/report.json
-## (DEMO_SCENARIO=latency|errors|healthy|low-traffic; ports DEMO_LISTEN_PORT, DEMO_ADMIN_PORT, DEMO_CONTROL_PORT, DEMO_STABLE_PORT, DEMO_CANARY_PORT)
+## (DEMO_SCENARIO=latency|errors|healthy|low-traffic|streaming; ports DEMO_LISTEN_PORT, DEMO_ADMIN_PORT, DEMO_CONTROL_PORT, DEMO_STABLE_PORT, DEMO_CANARY_PORT)
 demo: wasm
 	cargo build --quiet -p vigil-control -p vigil-demo
 	cargo run --quiet -p vigil-demo --bin vigil-demo

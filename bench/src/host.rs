@@ -66,12 +66,12 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
                             .wrapping_mul(6364136223846793005)
                             .wrapping_add(1442695040888963407);
                         let u = (seq >> 11) as f64 / (1u64 << 53) as f64;
-                        let rec = RequestRecord {
-                            latency_us: (100.0 * 20_000f64.powf(u)) as u64,
-                            status: if (seq >> 20) % 100 == 0 { 503 } else { 200 },
-                            response_flags: 0,
-                            attempts: 1,
-                        };
+                        let rec = RequestRecord::new(
+                            (100.0 * 20_000f64.powf(u)) as u64,
+                            if (seq >> 20) % 100 == 0 { 503 } else { 200 },
+                            0,
+                            1,
+                        );
                         w.record(Some(route), Some(b"stable"), &rec);
                     }
                 }

@@ -114,6 +114,8 @@ fn signal_name(s: Signal) -> &'static str {
         Signal::Errors => "errors",
         Signal::Latency => "latency",
         Signal::Resets => "resets",
+        Signal::Throttled => "throttled",
+        Signal::Ttft => "ttft",
     }
 }
 

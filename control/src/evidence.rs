@@ -64,6 +64,8 @@ impl Tally {
             "requests": c.requests, "errors": c.errors, "status_4xx": c.status_4xx,
             "resets": c.resets, "overflows": c.overflows, "timeouts": c.timeouts,
             "retries": c.retries, "latency_sum_us": c.latency_sum_us,
+            "server_errors": c.server_errors, "throttled": c.throttled,
+            "client_gone": c.client_gone, "grpc_unknown": c.grpc_unknown,
             "latency": self.latency.to_sparse(),
         })
     }
@@ -82,6 +84,10 @@ impl Tally {
             timeouts: n("timeouts"),
             retries: n("retries"),
             latency_sum_us: n("latency_sum_us"),
+            server_errors: n("server_errors"),
+            throttled: n("throttled"),
+            client_gone: n("client_gone"),
+            grpc_unknown: n("grpc_unknown"),
         };
         let sparse: Vec<(u16, u32)> = v
             .get("latency")

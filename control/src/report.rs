@@ -127,6 +127,15 @@ struct RawSeries {
     retries: u64,
     #[serde(default)]
     latency_sum_us: u64,
+    // Outcome classes (issue 10): optional, so older filters' reports parse.
+    #[serde(default)]
+    server_errors: u64,
+    #[serde(default)]
+    throttled: u64,
+    #[serde(default)]
+    client_gone: u64,
+    #[serde(default)]
+    grpc_unknown: u64,
     #[serde(default)]
     latency: Vec<(u32, u64)>,
     #[serde(default = "default_state")]
@@ -310,6 +319,10 @@ fn validate(raw: RawReport) -> Result<Report, ReportError> {
                     timeouts: s.timeouts,
                     retries: s.retries,
                     latency_sum_us: s.latency_sum_us,
+                    server_errors: s.server_errors,
+                    throttled: s.throttled,
+                    client_gone: s.client_gone,
+                    grpc_unknown: s.grpc_unknown,
                 },
                 latency,
             },
@@ -345,6 +358,10 @@ fn validate_series(i: usize, s: &RawSeries) -> Result<(), ReportError> {
         ("resets", s.resets),
         ("overflows", s.overflows),
         ("timeouts", s.timeouts),
+        ("server_errors", s.server_errors),
+        ("throttled", s.throttled),
+        ("client_gone", s.client_gone),
+        ("grpc_unknown", s.grpc_unknown),
     ] {
         if value > n {
             return Err(ReportError::new(

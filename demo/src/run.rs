@@ -27,6 +27,10 @@ pub enum Kind {
     Healthy,
     /// 1 rps, no fault → too little evidence: held, never promoted, never rolled back.
     LowTraffic,
+    /// Every answer streamed (SSE); at the fault time the canary's time to
+    /// first token triples while each stream's duration stays the same →
+    /// the filter's TTFT signal is critical, steer, rollback.
+    Streaming,
 }
 
 impl Kind {
@@ -37,6 +41,7 @@ impl Kind {
             "errors" => Kind::Errors,
             "healthy" => Kind::Healthy,
             "low-traffic" => Kind::LowTraffic,
+            "streaming" => Kind::Streaming,
             _ => return None,
         })
     }
@@ -47,6 +52,7 @@ impl Kind {
             Kind::Errors => "errors",
             Kind::Healthy => "healthy",
             Kind::LowTraffic => "low-traffic",
+            Kind::Streaming => "streaming",
         }
     }
     /// (latency multiplier, 503 ratio) of the canary fault, if any.
@@ -54,13 +60,31 @@ impl Kind {
         match self {
             Kind::Latency => Some((3.0, 0.05)),
             Kind::Errors => Some((1.0, 0.10)),
+            Kind::Streaming => Some((1.0, 0.0)),
             _ => None,
+        }
+    }
+    /// Multiplier of the canary's time to first token at the fault time
+    /// (the stream's total duration is kept).
+    pub fn ttft_mult(self) -> f64 {
+        if self == Kind::Streaming {
+            3.0
+        } else {
+            1.0
+        }
+    }
+    /// Request path of the load (`/v1/stream`: every answer streamed).
+    pub fn path(self) -> &'static str {
+        if self == Kind::Streaming {
+            "/v1/stream"
+        } else {
+            "/"
         }
     }
     /// The decision this scenario should end with.
     pub fn expected_decision(self) -> &'static str {
         match self {
-            Kind::Latency | Kind::Errors => "rollback",
+            Kind::Latency | Kind::Errors | Kind::Streaming => "rollback",
             Kind::Healthy => "promote",
             Kind::LowTraffic => "hold",
         }
@@ -126,7 +150,9 @@ impl Settings {
             name
         };
         let kind = Kind::parse(&name).ok_or_else(|| {
-            format!("DEMO_SCENARIO={name}: expected latency, errors, healthy or low-traffic")
+            format!(
+                "DEMO_SCENARIO={name}: expected latency, errors, healthy, low-traffic or streaming"
+            )
         })?;
         let default_rps = if kind == Kind::LowTraffic { 1.0 } else { 100.0 };
         let out = match std::env::var_os("DEMO_OUT") {
@@ -349,7 +375,7 @@ pub async fn run(s: &Settings) -> Result<Value> {
     );
     println!("  upstreams  stable http://{stable_addr}  canary http://{canary_addr}  (log-normal latency, median 60 ms; every 4th response streamed)");
     match s.kind.fault() {
-        Some((m, e)) => println!("  load       {} rps open loop; at +{:.0} s the canary degrades: latency ×{m}, {:.0}% 503", s.rps, s.fault_at.as_secs_f64(), e * 100.0),
+        Some((m, e)) => println!("  load       {} rps open loop ({}); at +{:.0} s the canary degrades: latency ×{m}, {:.0}% 503, time to first token ×{}", s.rps, s.kind.path(), s.fault_at.as_secs_f64(), e * 100.0, s.kind.ttft_mult()),
         None => println!("  load       {} rps open loop; no fault", s.rps),
     }
     println!();
@@ -357,12 +383,13 @@ pub async fn run(s: &Settings) -> Result<Value> {
     // 4. load + watch
     let client = HttpClient::new();
     let max = match s.kind {
-        Kind::Latency | Kind::Errors => s.fault_at + Duration::from_secs(40),
+        Kind::Latency | Kind::Errors | Kind::Streaming => s.fault_at + Duration::from_secs(40),
         Kind::Healthy => Duration::from_secs(s.step_s * s.steps.len() as u64 + 25),
         Kind::LowTraffic => Duration::from_secs(s.step_s * 3 + 5),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let load = OpenLoop::new(s.rps, max + Duration::from_secs(5));
+    let mut load = OpenLoop::new(s.rps, max + Duration::from_secs(5));
+    load.path = s.kind.path().to_string();
     let target = envoy.listener_addr();
     let t0 = Instant::now() + Duration::from_millis(200);
     let load_task = tokio::spawn(async move { load.run(target, t0, Some(tx)).await });
@@ -409,7 +436,7 @@ pub async fn run(s: &Settings) -> Result<Value> {
             if let Some((m, e)) = s.kind.fault() {
                 let r = vigil_e2e::http::raw_request(
                     canary_addr,
-                    format!("POST /admin/fault?latency_mult={m}&error_ratio={e} HTTP/1.1\r\nhost: canary\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+                    format!("POST /admin/fault?latency_mult={m}&error_ratio={e}&ttft_mult={} HTTP/1.1\r\nhost: canary\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", s.kind.ttft_mult()).as_bytes(),
                     Duration::from_secs(2),
                 ).await?;
                 if r.0 != 200 {
@@ -417,7 +444,7 @@ pub async fn run(s: &Settings) -> Result<Value> {
                 }
                 fault_done = Some(now);
                 weight_at_fault = last_view.weight;
-                println!("  ▶ {:5.1}s FAULT: canary latency ×{m}, {:.0}% 503 (canary at {}%)      [fault ✔] → [detected …] → [steered …] → [decision …]", now.as_secs_f64(), e * 100.0, weight_at_fault);
+                println!("  ▶ {:5.1}s FAULT: canary latency ×{m}, {:.0}% 503, TTFT ×{} (canary at {}%)      [fault ✔] → [detected …] → [steered …] → [decision …]", now.as_secs_f64(), e * 100.0, s.kind.ttft_mult(), weight_at_fault);
             }
         }
         // filter verdict

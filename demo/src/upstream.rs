@@ -35,6 +35,8 @@ pub struct State {
     base_ms: f64,
     /// Latency multiplier × 1000.
     latency_milli: AtomicU64,
+    /// Time-to-first-token multiplier ×1000 (streamed answers keep their duration).
+    ttft_milli: AtomicU64,
     /// 503 ratio in parts per million.
     error_ppm: AtomicU64,
     ratio_seq: AtomicU64,
@@ -83,6 +85,7 @@ impl InferenceUpstream {
             name: name.to_string(),
             base_ms,
             latency_milli: AtomicU64::new(1000),
+            ttft_milli: AtomicU64::new(1000),
             error_ppm: AtomicU64::new(0),
             ratio_seq: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -159,7 +162,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     if path == "/admin/fault" && req.method() == Method::POST {
         let mult = query_f64(&query, "latency_mult").unwrap_or(1.0);
         let ratio = query_f64(&query, "error_ratio").unwrap_or(0.0);
+        let ttft = query_f64(&query, "ttft_mult").unwrap_or(1.0);
         state.set_fault(mult, ratio);
+        let t = (ttft.clamp(0.1, 3.3) * 1000.0).round() as u64;
+        state.ttft_milli.store(t, Ordering::SeqCst);
         let text = format!(
             "{{\"name\":\"{}\",\"latency_mult\":{mult},\"error_ratio\":{ratio}}}\n",
             state.name
@@ -192,10 +198,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             "{{\"error\":\"model overloaded\",\"served_by\":\"{name}\"}}\n"
         ))
     } else if stream {
-        // Time to first token ≈ 30 % of the latency, then 8 tokens over the rest.
-        tokio::time::sleep(latency.mul_f64(0.3)).await;
+        // Time to first token ≈ 30 % of the latency (× the TTFT fault, at
+        // most the whole latency), then 8 tokens over the rest.
+        let ttft_share =
+            (0.3 * state.ttft_milli.load(Ordering::SeqCst) as f64 / 1000.0).clamp(0.0, 1.0);
+        tokio::time::sleep(latency.mul_f64(ttft_share)).await;
         let (tx, rx) = mpsc::channel(16);
-        let per_token = latency.mul_f64(0.7 / 8.0);
+        let per_token = latency.mul_f64((1.0 - ttft_share) / 8.0);
         tokio::spawn(async move {
             for i in 0..8 {
                 let chunk = format!("data: {{\"token\":{i},\"served_by\":\"{name}\"}}\n\n");

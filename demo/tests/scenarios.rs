@@ -157,3 +157,13 @@ fn low_traffic_scenario_holds_for_evidence() {
     );
     assert!(r["time_to_detect_s"].is_null(), "flagged at low traffic");
 }
+
+#[test]
+fn streaming_scenario_rolls_back_on_time_to_first_token() {
+    // No request fails: only the canary's time to first token triples.
+    let r = run("streaming");
+    assert_eq!(r["decision"], "rollback", "{r:#}");
+    assert_eq!(r["final_phase"], "rolled_back");
+    assert_eq!(r["final_canary_weight"], 0, "weights must go to 0");
+    assert!(r["time_to_detect_s"].is_number(), "{r:#}");
+}

@@ -58,6 +58,15 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
+/// Wall-clock nanoseconds since the Unix epoch (`None` if the host cannot say):
+/// one hostcall.
+pub fn now_ns() -> Option<u64> {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Wall-clock milliseconds since the Unix epoch (0 if the host cannot say).
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()

@@ -9,7 +9,7 @@
 
 mod host;
 
-use host::{now_ms, property, random_vm_id, EnvoyMetrics, EnvoyShared};
+use host::{now_ms, now_ns, property, random_vm_id, EnvoyMetrics, EnvoyShared};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -191,6 +191,12 @@ impl RootContext for VigilRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(VigilHttp {
             worker: Rc::clone(&self.worker),
+            is_grpc: false,
+            streaming: false,
+            request_ns: None,
+            first_byte_ns: None,
+            last_chunk_ns: None,
+            chunks: 0,
         }))
     }
 
@@ -202,12 +208,34 @@ impl RootContext for VigilRoot {
 /// Per-request context.
 struct VigilHttp {
     worker: SharedWorker,
+    /// The response is gRPC (`content-type: application/grpc…`): one that
+    /// ends without a gRPC status is a truncated stream.
+    is_grpc: bool,
+    /// A streamed response (`text/event-stream`, gRPC): every body chunk's
+    /// time is taken (once per callback) for the inter-chunk gap.
+    streaming: bool,
+    /// When the request headers arrived (ns).
+    request_ns: Option<u64>,
+    /// When the first response body byte arrived (ns).
+    first_byte_ns: Option<u64>,
+    /// When the last streamed body chunk arrived (ns).
+    last_chunk_ns: Option<u64>,
+    /// Response body chunks (callbacks with bytes; no body is copied).
+    chunks: u64,
+}
+
+/// True for a gRPC content type (`application/grpc`, `application/grpc+proto`, ...).
+fn is_grpc_content_type(value: &[u8]) -> bool {
+    value
+        .get(..16)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
 }
 
 impl Context for VigilHttp {}
 
 impl HttpContext for VigilHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+        self.request_ns = now_ns();
         let Ok(mut slot) = self.worker.try_borrow_mut() else {
             return Action::Continue;
         };
@@ -257,6 +285,16 @@ impl HttpContext for VigilHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+        let content_type =
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-type")
+                .ok()
+                .flatten();
+        self.is_grpc = content_type.as_deref().is_some_and(is_grpc_content_type);
+        self.streaming = self.is_grpc
+            || content_type.as_deref().is_some_and(|v| {
+                v.get(..17)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"))
+            });
         let Ok(slot) = self.worker.try_borrow() else {
             return Action::Continue;
         };
@@ -278,6 +316,22 @@ impl HttpContext for VigilHttp {
         Action::Continue
     }
 
+    fn on_http_response_body(&mut self, body_size: usize, _eos: bool) -> Action {
+        if body_size == 0 {
+            return Action::Continue;
+        }
+        self.chunks = self.chunks.saturating_add(1);
+        // Time is taken once per callback, and only when it is used: the
+        // first byte always, later chunks of a streamed response.
+        if self.first_byte_ns.is_none() {
+            self.first_byte_ns = now_ns();
+            self.last_chunk_ns = self.first_byte_ns;
+        } else if self.streaming {
+            self.last_chunk_ns = now_ns();
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         let Ok(mut slot) = self.worker.try_borrow_mut() else {
             return;
@@ -285,11 +339,31 @@ impl HttpContext for VigilHttp {
         let Some(worker) = slot.as_mut() else {
             return;
         };
-        let record = RequestRecord::from_properties(
+        let mut record = RequestRecord::from_properties(
             property(&["request", "duration"]).as_deref(),
             property(&["response", "code"]).as_deref(),
             property(&["response", "flags"]).as_deref(),
             property(&["upstream", "request_attempt_count"]).as_deref(),
+        )
+        .with_body_timing(
+            self.request_ns,
+            self.first_byte_ns,
+            self.last_chunk_ns.filter(|_| self.streaming),
+            self.chunks,
+        );
+        // gRPC status (trailers, or headers of a trailers-only response);
+        // the code details only when they can change the class.
+        let grpc_status = property(&["response", "grpc_status"]);
+        let details = if record.needs_details() {
+            property(&["response", "code_details"])
+        } else {
+            None
+        };
+        record.classify(
+            grpc_status.as_deref(),
+            self.is_grpc,
+            details.as_deref(),
+            &worker.config().grpc,
         );
         let route = property(&["xds", "route_name"]);
         let cluster = property(&["xds", "cluster_name"]);

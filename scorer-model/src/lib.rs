@@ -23,5 +23,6 @@ pub mod ring;
 pub mod sequential;
 pub mod series;
 pub mod stats;
+pub mod ttft;
 pub mod verdict;
 pub mod window;

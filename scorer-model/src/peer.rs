@@ -334,7 +334,7 @@ pub fn score_canary(canary: &SeriesState, stable: &SeriesState, model: &Model) -
         Signal::Errors => Some(&errors),
         Signal::Resets => Some(&resets),
         Signal::Latency => Some(&latency),
-        Signal::None => None,
+        Signal::None | Signal::Throttled | Signal::Ttft => None,
     };
     if let Some(b) = chosen.filter(|b| b.decided) {
         evidence.n = b.n;
@@ -1028,13 +1028,17 @@ mod tests {
     }
 
     #[test]
-    fn sequential_low_traffic_canary_stays_insufficient() {
+    fn sequential_low_traffic_hard_failure_is_critical_fast_and_healthy_stays_quiet() {
+        // 0-2 canary requests a tick against a busy stable: healthy, the
+        // canary is never judged; failing every request, the low-traffic
+        // rule lets it turn critical within a few ticks.
         let m = Model::default();
         let mut rng = Rng::new(98);
         let mut canary = SeriesState::new(&m);
         let mut stable = SeriesState::new(&m);
         let mut monitor = crate::sequential::CanaryMonitor::new(&m);
-        for t in 0..5_000u32 {
+        let mut critical_at = None;
+        for t in 0..3_000u32 {
             let mut c = TickBuilder::default();
             for _ in 0..rng.next_u64() % 3 {
                 if t >= 2_500 {
@@ -1050,10 +1054,99 @@ mod tests {
             canary.observe(&c.build(), &m);
             stable.observe(&s.build(), &m);
             let v = monitor.update(&canary, &stable, &m);
-            assert_eq!(v.state, State::InsufficientData, "tick {t}");
-            assert_eq!(v.score, 0);
+            if t < 2_500 {
+                assert_eq!(v.state, State::InsufficientData, "tick {t}");
+                assert_eq!(v.score, 0);
+            } else if v.state == State::Critical && critical_at.is_none() {
+                critical_at = Some(t - 2_500);
+                assert_eq!(v.evidence.signal, Signal::Errors, "{}", v.explain());
+            }
         }
-        assert_eq!(monitor.ticks(), 5_000);
+        let at = critical_at.unwrap_or(u32::MAX);
+        eprintln!("100% 503 at ~1 canary request a tick: critical after {at} ticks");
+        assert!(at <= 10, "critical after {at} ticks");
+    }
+
+    /// Time to first byte triples while total latency stays the same: the
+    /// TTFT signal turns the canary critical within a few ticks; with equal
+    /// TTFTs it never does.
+    #[test]
+    fn sequential_ttft_signal() {
+        use crate::histogram::LatencyHistogram;
+        use crate::ttft::TtftWindow;
+        let m = Model::default();
+        let mut rng = Rng::new(77);
+        let mut canary = SeriesState::new(&m);
+        let mut stable = SeriesState::new(&m);
+        let (mut cw, mut sw) = (TtftWindow::new(), TtftWindow::new());
+        let mut monitor = crate::sequential::CanaryMonitor::new(&m);
+        let mut critical_at = None;
+        for t in 0..400u32 {
+            let tick = |rng: &mut Rng, n: u64, ttft_ms: f64| {
+                let mut b = TickBuilder::default();
+                let mut h = LatencyHistogram::new();
+                for _ in 0..rng.poisson(n as f64) {
+                    b.request(1_200_000 + rng.next_u64() % 20_000, 200);
+                    h.record_us((ttft_ms * 1000.0) as u64 + rng.next_u64() % 20_000);
+                }
+                (b.build(), h.to_sparse())
+            };
+            let slow = t >= 300;
+            let (cd, ch) = tick(&mut rng, 20, if slow { 900.0 } else { 300.0 });
+            let (sd, sh) = tick(&mut rng, 80, 300.0);
+            canary.observe(&cd, &m);
+            stable.observe(&sd, &m);
+            cw.observe(&ch, m.window_ticks, m.recent_ticks);
+            sw.observe(&sh, m.window_ticks, m.recent_ticks);
+            monitor.observe_ttft(&cw, &sw, &m);
+            let v = monitor.update(&canary, &stable, &m);
+            if !slow {
+                assert_ne!(v.state, State::Critical, "tick {t}: {}", v.explain());
+            } else if critical_at.is_none() && v.state == State::Critical {
+                critical_at = Some(t - 300);
+                assert_eq!(v.evidence.signal, Signal::Ttft, "{}", v.explain());
+                assert!(v.explain().starts_with("ttft: p95 9"), "{}", v.explain());
+            }
+        }
+        assert!(critical_at.is_some_and(|t| t <= 3), "{critical_at:?}");
+    }
+
+    /// A/A at 1-2 rps on both sides, for many simulated hours: the
+    /// low-traffic rule never makes a healthy canary critical.
+    #[test]
+    fn sequential_low_traffic_a_a_is_never_critical() {
+        let m = Model::default();
+        let mut worst = 0.0f64;
+        for seed in 0..8u64 {
+            let mut rng = Rng::new(500 + seed);
+            let mut canary = SeriesState::new(&m);
+            let mut stable = SeriesState::new(&m);
+            let mut monitor = crate::sequential::CanaryMonitor::new(&m);
+            // Both versions fail 1 % of requests (a real A/A is not clean).
+            let rps = 1.0 + (seed % 2) as f64;
+            for t in 0..20_000u32 {
+                let tick = |rng: &mut Rng| {
+                    let mut b = TickBuilder::default();
+                    for _ in 0..rng.poisson(rps) {
+                        let status = if rng.next_u64() % 100 == 0 { 503 } else { 200 };
+                        b.request(healthy_latency(rng, 1.0), status);
+                    }
+                    b.build()
+                };
+                let (cd, sd) = (tick(&mut rng), tick(&mut rng));
+                canary.observe(&cd, &m);
+                stable.observe(&sd, &m);
+                let v = monitor.update(&canary, &stable, &m);
+                worst = worst.max(monitor.log_e_value());
+                assert_ne!(
+                    v.state,
+                    State::Critical,
+                    "seed {seed} tick {t}: {}",
+                    v.explain()
+                );
+            }
+        }
+        eprintln!("A/A at 1-2 rps: 160 000 ticks, max log e-value {worst:.2}");
     }
 
     #[test]

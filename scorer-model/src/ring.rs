@@ -8,8 +8,8 @@
 //! 10 000 series the scorer spent its time in cache misses. Here a tick is
 //! one variable-length record in a single buffer:
 //!
-//! - **header**: one word with a bit per non-zero counter (the eight
-//!   [`Counters`] fields, then the tick's latency count), followed by each
+//! - **header**: one word with a bit per non-zero counter (the
+//!   [`Counters`] fields in `fields` order, the latency count ninth), followed by each
 //!   non-zero value as a little-endian base-2^15 varint (15 bits per word,
 //!   top bit = "more"; a `u64` takes at most 5 words);
 //! - **latency entries**, sorted by bucket: one word `index * 64 + c`
@@ -40,8 +40,8 @@ pub const MARKER: u16 = (BUCKETS as u16) << 6;
 const LOW_BITS: u32 = 6;
 /// Bits of a count held by each marker word.
 const MARKER_BITS: u32 = 13;
-/// Header bits: eight counters plus the latency count.
-const FIELDS: usize = 9;
+/// Header bits: twelve counters plus the latency count (at most 16).
+const FIELDS: usize = 13;
 
 /// Where one tick's record lives in the buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -351,6 +351,10 @@ fn fields(c: &Counters, latency_count: u64) -> [u64; FIELDS] {
         c.retries,
         c.latency_sum_us,
         latency_count,
+        c.server_errors,
+        c.throttled,
+        c.client_gone,
+        c.grpc_unknown,
     ]
 }
 
@@ -391,6 +395,10 @@ impl<'a> TickView<'a> {
             timeouts: 0,
             retries: 0,
             latency_sum_us: 0,
+            server_errors: 0,
+            throttled: 0,
+            client_gone: 0,
+            grpc_unknown: 0,
         },
         latency_count: 0,
         entries: &[],
@@ -419,7 +427,7 @@ impl<'a> TickView<'a> {
                 *out = v;
             }
         }
-        let [requests, errors, status_4xx, resets, overflows, timeouts, retries, latency_sum_us, latency_count] =
+        let [requests, errors, status_4xx, resets, overflows, timeouts, retries, latency_sum_us, latency_count, server_errors, throttled, client_gone, grpc_unknown] =
             values;
         Some(TickView {
             counters: Counters {
@@ -431,6 +439,10 @@ impl<'a> TickView<'a> {
                 timeouts,
                 retries,
                 latency_sum_us,
+                server_errors,
+                throttled,
+                client_gone,
+                grpc_unknown,
             },
             latency_count,
             entries,
@@ -524,6 +536,10 @@ mod tests {
             timeouts: 1,
             retries: u64::MAX - 1,
             latency_sum_us: 123_456_789_012,
+            server_errors: 7,
+            throttled: 1 << 20,
+            client_gone: 0,
+            grpc_unknown: 3,
         };
         // Counts at every escape boundary: 1 word, 2 words, 3 words.
         let latency = vec![

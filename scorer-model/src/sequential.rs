@@ -42,11 +42,12 @@
 //! is `insufficient_data`; the e-process still accumulates whatever the
 //! ticks carry (a low-traffic tick is weak evidence, never invalid).
 
-use crate::histogram::first_bucket_above;
+use crate::histogram::{first_bucket_above, LatencyHistogram};
 use crate::model::Model;
 use crate::ring::TickView;
 use crate::series::SeriesState;
 use crate::stats::{self, Candidate};
+use crate::ttft::TtftWindow;
 use crate::verdict::{Evidence, Signal, State, Verdict};
 use crate::window::Counters;
 
@@ -57,7 +58,21 @@ use crate::window::Counters;
 pub const GAINS: [f64; 4] = [0.05, 0.15, 0.4, 0.8];
 
 /// Signals, in [`CanaryMonitor`]'s order.
-const SIGNALS: [Signal; 3] = [Signal::Errors, Signal::Resets, Signal::Latency];
+const SIGNALS: [Signal; 5] = [
+    Signal::Errors,
+    Signal::Resets,
+    Signal::Latency,
+    Signal::Throttled,
+    Signal::Ttft,
+];
+/// Number of signals.
+const NS: usize = SIGNALS.len();
+
+/// The effect (canary bad share minus the stable's) at and above which the
+/// minimum evidence shrinks with the effect: `n_needed(d) =
+/// ceil(min_requests * (FULL_EVIDENCE_EFFECT / d)^2)`, at least
+/// `min_bad_events` (see [`evidence_needed`] and the README).
+pub const FULL_EVIDENCE_EFFECT: f64 = 0.5;
 
 /// Headroom of each CUSUM above the critical threshold, in nats: a canary
 /// that recovers falls back below critical within a few ticks of clean
@@ -70,16 +85,40 @@ pub const CUSUM_HEADROOM: f64 = 10.0;
 #[derive(Debug, Clone, PartialEq)]
 pub struct CanaryMonitor {
     /// Log-CUSUM per signal ([`SIGNALS`] order) and alternative ([`GAINS`]).
-    cusum: [[f64; GAINS.len()]; 3],
+    cusum: [[f64; GAINS.len()]; NS],
     /// `ln(1 - g)` per alternative (cached).
     ln_one_minus_g: [f64; GAINS.len()],
     /// Ticks fed.
     ticks: u64,
     /// Last tick's log e-value per signal (after the multiplicity charge).
-    log_e: [f64; 3],
-    /// The stable's long-run requests, errors and upstream failures
-    /// (exponentially weighted over about [`LONG_MEMORY_TICKS`] ticks).
-    stable_long: [f64; 3],
+    log_e: [f64; NS],
+    /// The stable's long-run requests, errors, upstream failures and
+    /// throttled requests (exponentially weighted over about
+    /// [`LONG_MEMORY_TICKS`] ticks).
+    stable_long: [f64; NS],
+    /// Throttling may make the canary `critical` (and steer it); by default
+    /// it only warns.
+    steer_on_throttle: bool,
+    /// This tick's TTFT observation ([`CanaryMonitor::observe_ttft`]),
+    /// consumed by the next [`CanaryMonitor::update`].
+    ttft: Option<TtftTick>,
+}
+
+/// One tick of the TTFT test, prepared from both series' TTFT windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TtftTick {
+    /// Canary first bytes of the tick slower than the bar, and all of them.
+    slow: u64,
+    n: u64,
+    /// Null share: the stable's own share above the bar plus `latency_margin`.
+    p0: f64,
+    /// Minimum evidence on the recent window holds.
+    evidence_ok: bool,
+    /// Recent canary p95, window stable p95 (ms), canary recent count.
+    p95_ms: f64,
+    p95_ms_ref: f64,
+    recent_n: u64,
+    ref_n: u64,
 }
 
 /// Memory of the stable's long-run error and reset ratios, in ticks. Its
@@ -96,12 +135,76 @@ impl CanaryMonitor {
             *out = (1.0 - g).ln();
         }
         CanaryMonitor {
-            cusum: [[0.0; GAINS.len()]; 3],
+            cusum: [[0.0; GAINS.len()]; NS],
             ln_one_minus_g,
             ticks: 0,
-            log_e: [0.0; 3],
-            stable_long: [0.0; 3],
+            log_e: [0.0; NS],
+            stable_long: [0.0; NS],
+            steer_on_throttle: false,
+            ttft: None,
         }
+    }
+
+    /// Prepare this tick's TTFT test from both series' TTFT windows (each
+    /// observed this tick). Call before [`CanaryMonitor::update`]; without
+    /// it the TTFT signal gathers no evidence that tick. The test is the
+    /// latency test's: "slow" is above the stable's `latency_quantile` TTFT
+    /// over its window (or this tick, when higher), the null share is the
+    /// stable's own share above that bar plus `latency_margin`; minimum
+    /// evidence: `min_requests_ref` stable and `min_requests` canary first
+    /// bytes, the canary's recent p95 at least `min_latency_increase` and
+    /// `min_latency_increase_ms` above the stable's, and `min_bad_events` slow
+    /// first bytes making at least `min_latency_share` of the recent ones.
+    pub fn observe_ttft(&mut self, canary: &TtftWindow, stable: &TtftWindow, model: &Model) {
+        self.ttft = None;
+        let q = if model.latency_quantile > 0.0 && model.latency_quantile < 1.0 {
+            model.latency_quantile
+        } else {
+            0.95
+        };
+        let sw = stable.window();
+        if sw.count() < model.min_requests_ref {
+            return;
+        }
+        let Some(window_q) = sw.quantile_us(q) else {
+            return;
+        };
+        let mut st = LatencyHistogram::new();
+        st.merge_sparse(stable.last_tick());
+        let bar = st.quantile_us(q).map_or(window_q, |t| t.max(window_q));
+        let mut ct = LatencyHistogram::new();
+        ct.merge_sparse(canary.last_tick());
+        let p0 = share(sw.count_above_us(bar), sw.count())
+            .max(share(st.count_above_us(bar), st.count()))
+            + model.latency_margin.clamp(0.0, 0.5);
+        let recent = canary.recent();
+        let recent_q = recent.quantile_us(q);
+        let high = recent_q.is_some_and(|cq| {
+            cq >= (window_q * (1.0 + model.min_latency_increase))
+                .max(window_q + model.min_latency_increase_ms * 1000.0)
+        });
+        let recent_slow = recent.count_above_us(window_q);
+        let evidence_ok = recent.count() >= model.min_requests
+            && high
+            && recent_slow >= model.min_bad_events
+            && share(recent_slow, recent.count()) >= model.min_latency_share;
+        self.ttft = Some(TtftTick {
+            slow: ct.count_above_us(bar),
+            n: ct.count(),
+            p0,
+            evidence_ok,
+            p95_ms: us_to_ms(recent_q),
+            p95_ms_ref: us_to_ms(Some(window_q)),
+            recent_n: recent.count(),
+            ref_n: sw.count(),
+        });
+    }
+
+    /// Let throttling alone make the canary `critical` (the filter's
+    /// `steer_on_throttle`); by default a throttling canary is `warn`.
+    pub fn with_steer_on_throttle(mut self, steer: bool) -> Self {
+        self.steer_on_throttle = steer;
+        self
     }
 
     /// Ticks fed so far.
@@ -117,8 +220,8 @@ impl CanaryMonitor {
 
     /// Forget all evidence (e.g. a new canary version was deployed).
     pub fn reset(&mut self) {
-        self.cusum = [[0.0; GAINS.len()]; 3];
-        self.log_e = [0.0; 3];
+        self.cusum = [[0.0; GAINS.len()]; NS];
+        self.log_e = [0.0; NS];
     }
 
     /// Feed the newest tick of both series (each observed exactly once
@@ -154,28 +257,37 @@ impl CanaryMonitor {
             st_c.requests as f64,
             st_c.errors.min(st_c.requests) as f64,
             resets_of(st_c) as f64,
+            st_c.throttled.min(st_c.requests) as f64,
         ];
         for (long, x) in self.stable_long.iter_mut().zip(now) {
             *long = stats::finite_or_zero(*long * keep + x);
         }
         let reference_ok = sw.requests >= model.min_requests_ref;
-        if reference_ok {
+        // The count signals (errors, upstream failures, throttling) need no
+        // quantile of the stable: a few stable requests are enough, because
+        // the pseudo-event below keeps their null share high while the
+        // stable's history is short.
+        let counts_ref_ok = sw.requests >= model.min_bad_events.min(model.min_requests_ref);
+        if counts_ref_ok {
             // The stable's share: the highest of its window's, its long-run
             // one (one pseudo-event added: never zero) and this tick's.
-            let [long_n, long_err, long_res] = self.stable_long;
+            let [long_n, long_err, long_res, long_thr, _] = self.stable_long;
             let err_ref = share(sw.errors, sw.requests)
                 .max(stats::ratio(long_err + 1.0, long_n + 1.0))
                 .max(share(st_c.errors, st_c.requests));
             let res_ref = share(resets_of(sw), sw.requests)
                 .max(stats::ratio(long_res + 1.0, long_n + 1.0))
                 .max(share(resets_of(st_c), st_c.requests));
+            let thr_ref = share(sw.throttled, sw.requests)
+                .max(stats::ratio(long_thr + 1.0, long_n + 1.0))
+                .max(share(st_c.throttled, st_c.requests));
             let margin = model.error_margin.clamp(0.0, 0.5);
             // Latency: "slow" is above the stable's quantile over its window,
             // or over this tick when higher (a load spike both versions see
             // raises the bar instead of counting as the canary's fault); the
             // null share is the stable's own share above that bar, over its
             // window or this tick, whichever is higher.
-            let (ct_slow, ct_n, lat_ref) = match stable_q_us {
+            let (ct_slow, ct_n, lat_ref) = match stable_q_us.filter(|_| reference_ok) {
                 Some(window_q) => {
                     let bar = tick_quantile_us(&st, q).map_or(window_q, |t| t.max(window_q));
                     let from = first_bucket_above(bar);
@@ -191,6 +303,8 @@ impl CanaryMonitor {
                 Some((c.errors.min(c.requests), c.requests, err_ref + margin)),
                 Some((resets_of(c), c.requests, res_ref + margin)),
                 lat_ref.map(|r| (ct_slow, ct_n, r + model.latency_margin.clamp(0.0, 0.5))),
+                Some((c.throttled.min(c.requests), c.requests, thr_ref + margin)),
+                None,
             ];
             for (s, o) in obs.iter().enumerate() {
                 let Some((k, n, p0)) = *o else { continue };
@@ -198,6 +312,10 @@ impl CanaryMonitor {
                     update_cusums(row, &self.ln_one_minus_g, k, n, p0, cap);
                 }
             }
+        }
+        let ttft = self.ttft.take();
+        if let (Some(t), Some(row)) = (ttft, self.cusum.get_mut(4)) {
+            update_cusums(row, &self.ln_one_minus_g, t.slow, t.n, t.p0, cap);
         }
         for (out, row) in self.log_e.iter_mut().zip(&self.cusum) {
             let best = row.iter().copied().fold(0.0, f64::max);
@@ -218,23 +336,37 @@ impl CanaryMonitor {
             p99_ms: us_to_ms(canary.recent_quantile_us(0.99)),
             statistic: 0.0,
         };
-        if c.requests < model.min_requests || !reference_ok {
-            return Verdict {
-                score: 0,
-                state: State::InsufficientData,
-                evidence,
-            };
+        let insufficient = |evidence: Evidence| Verdict {
+            score: 0,
+            state: State::InsufficientData,
+            evidence,
+        };
+        // Full evidence: `min_requests` canary requests in the recent window
+        // and `min_requests_ref` stable ones. Below that, only a count signal
+        // whose effect is large enough may decide (the low-traffic rule).
+        let full_evidence = c.requests >= model.min_requests && reference_ok;
+        if !full_evidence && !counts_ref_ok {
+            return insufficient(evidence);
         }
 
         // Minimum evidence, on the newest suffix of the recent window (the
         // last tick, the last two, ...) with at least `min_requests` canary
         // requests, or the whole recent window: a fault starting mid-window
-        // is not diluted by the clean ticks before it.
-        let (s_err, s_res) = (
+        // is not diluted by the clean ticks before it. At low traffic the
+        // suffixes of the whole window are scanned, and a count signal needs
+        // `evidence_needed(effect)` requests instead of `min_requests`.
+        let refs = [
             share(sw.errors, sw.requests),
             share(resets_of(sw), sw.requests),
-        );
+            0.0,
+            share(sw.throttled, sw.requests),
+        ];
         let recent = (model.recent_ticks.max(1)) as usize;
+        let scan = if full_evidence {
+            recent
+        } else {
+            (model.window_ticks.max(1)) as usize
+        };
         let quantile_high = match (canary_q_us, stable_q_us) {
             (Some(cq), Some(sq)) => {
                 cq >= (sq * (1.0 + model.min_latency_increase))
@@ -243,53 +375,83 @@ impl CanaryMonitor {
             _ => false,
         };
         let mut span = SpanTally::default();
-        let mut oks = [false; 3];
-        let mut decided_ratio = [(0.0, 0.0); 2];
-        for (i, d) in canary.last_ticks(recent).enumerate() {
+        let mut oks = [false; NS];
+        let mut decided = [(0.0, 0.0, 0u64); NS];
+        for (i, d) in canary.last_ticks(scan).enumerate() {
             span.add(&d, slow_from);
-            if span.requests < model.min_requests && i + 1 < recent {
+            let whole = i + 1 >= scan;
+            if full_evidence && span.requests < model.min_requests && !whole {
                 continue;
             }
-            let (e, r) = (
-                share(span.errors, span.requests),
-                share(span.resets, span.requests),
-            );
-            if span.errors >= model.min_bad_events && e - s_err >= model.min_error_diff && !oks[0] {
-                oks[0] = true;
-                decided_ratio[0] = (e, s_err);
+            for (sig, k) in [(0, span.errors), (1, span.resets), (3, span.throttled)] {
+                let (Some(ok), Some(&ref_share)) = (oks.get(sig), refs.get(sig)) else {
+                    continue;
+                };
+                if *ok {
+                    continue;
+                }
+                let r = share(k, span.requests);
+                let effect = r - ref_share;
+                if !full_evidence && span.requests < evidence_needed(effect, model) {
+                    continue;
+                }
+                if k >= model.min_bad_events && effect >= model.min_error_diff {
+                    if let (Some(ok), Some(out)) = (oks.get_mut(sig), decided.get_mut(sig)) {
+                        *ok = true;
+                        *out = (r, ref_share, span.requests);
+                    }
+                }
             }
-            if span.resets >= model.min_bad_events && r - s_res >= model.min_error_diff && !oks[1] {
-                oks[1] = true;
-                decided_ratio[1] = (r, s_res);
+            // Latency (full evidence only): suffixes of at least half the
+            // recent window, and the canary's quantile over the whole recent
+            // window must reach the required increase (a scheduler stall of
+            // a few requests cannot).
+            if let (Some(t), Some(ok)) = (ttft, oks.get_mut(4)) {
+                *ok = full_evidence && t.evidence_ok;
             }
-            // Latency: suffixes of at least half the recent window, and the
-            // canary's quantile over the whole recent window must reach the
-            // required increase (a scheduler stall of a few requests cannot).
-            oks[2] |= i + 1 >= recent.div_ceil(2)
+            oks[2] |= full_evidence
+                && i + 1 >= recent.div_ceil(2)
                 && quantile_high
                 && span.slow >= model.min_bad_events
                 && share(span.slow, span.latency) >= model.min_latency_share;
         }
-        let candidates: [Candidate; 3] = std::array::from_fn(|i| Candidate {
-            signal: SIGNALS.get(i).copied().unwrap_or(Signal::None),
-            z: self.log_e.get(i).copied().unwrap_or(0.0),
-            evidence_ok: oks.get(i).copied().unwrap_or(false),
+        if !full_evidence && !oks.iter().any(|&ok| ok) {
+            return insufficient(evidence);
+        }
+        let candidates: [Candidate; NS] = std::array::from_fn(|i| {
+            let signal = SIGNALS.get(i).copied().unwrap_or(Signal::None);
+            let ok = oks.get(i).copied().unwrap_or(false);
+            Candidate {
+                signal,
+                z: self.log_e.get(i).copied().unwrap_or(0.0),
+                // Throttling warns; it is critical only when asked for.
+                evidence_ok: ok && (signal != Signal::Throttled || self.steer_on_throttle),
+            }
         });
         let decision = stats::decide_with(&candidates, warn, critical);
         evidence.signal = decision.signal;
         evidence.statistic = decision.statistic;
-        match decision.signal {
-            Signal::Errors if oks[0] => {
-                (evidence.error_ratio, evidence.error_ratio_ref) = decided_ratio[0];
+        let sig = SIGNALS.iter().position(|&x| x == decision.signal);
+        let fallback = |k: u64, r: f64| (share(k, c.requests), r, c.requests);
+        let chosen = match (decision.signal, sig) {
+            (Signal::Errors | Signal::Resets | Signal::Throttled, Some(i)) => {
+                match (oks.get(i), decided.get(i)) {
+                    (Some(true), Some(&d)) => Some(d),
+                    _ => match decision.signal {
+                        Signal::Resets => Some(fallback(resets_of(c), refs[1])),
+                        Signal::Throttled => Some(fallback(c.throttled, refs[3])),
+                        _ => None,
+                    },
+                }
             }
-            Signal::Resets => {
-                (evidence.error_ratio, evidence.error_ratio_ref) = if oks[1] {
-                    decided_ratio[1]
-                } else {
-                    (share(resets_of(c), c.requests), s_res)
-                };
-            }
-            _ => {}
+            _ => None,
+        };
+        if let Some((r, r_ref, n)) = chosen {
+            (evidence.error_ratio, evidence.error_ratio_ref, evidence.n) = (r, r_ref, n);
+        }
+        if let (Signal::Ttft, Some(t)) = (decision.signal, ttft) {
+            (evidence.p95_ms, evidence.p95_ms_ref) = (t.p95_ms, t.p95_ms_ref);
+            (evidence.n, evidence.n_ref) = (t.recent_n, t.ref_n);
         }
         Verdict {
             score: decision.score,
@@ -299,12 +461,33 @@ impl CanaryMonitor {
     }
 }
 
+/// Canary requests a count signal needs before it may decide, given its
+/// effect `d` (canary bad share minus the stable's): `min_requests` for
+/// effects up to [`FULL_EVIDENCE_EFFECT`], then shrinking as `1/d^2` (the
+/// sample size a fixed-power test needs), never below `min_bad_events`.
+/// A canary failing every request (`d` near 1) needs a quarter of
+/// `min_requests`: 5 requests with the defaults.
+pub fn evidence_needed(d: f64, model: &Model) -> u64 {
+    let full = model.min_requests.max(1);
+    if d.is_nan() || d <= FULL_EVIDENCE_EFFECT {
+        return full;
+    }
+    let scaled = (full as f64 * (FULL_EVIDENCE_EFFECT / d).powi(2)).ceil();
+    let scaled = if scaled.is_finite() {
+        scaled as u64
+    } else {
+        full
+    };
+    scaled.clamp(model.min_bad_events.max(1), full)
+}
+
 /// Canary tallies over a suffix of the recent window.
 #[derive(Debug, Clone, Copy, Default)]
 struct SpanTally {
     requests: u64,
     errors: u64,
     resets: u64,
+    throttled: u64,
     latency: u64,
     slow: u64,
 }
@@ -315,6 +498,7 @@ impl SpanTally {
         self.requests = self.requests.saturating_add(c.requests);
         self.errors = self.errors.saturating_add(c.errors.min(c.requests));
         self.resets = self.resets.saturating_add(resets_of(c));
+        self.throttled = self.throttled.saturating_add(c.throttled.min(c.requests));
         let (slow, n) = slow_count(d, slow_from);
         self.latency = self.latency.saturating_add(n);
         self.slow = self.slow.saturating_add(slow);
@@ -355,12 +539,12 @@ fn share(k: u64, n: u64) -> f64 {
     stats::ratio(k.min(n) as f64, n as f64)
 }
 
-/// Upstream failures (as in [`crate::peer`]): resets, timeouts, overflows and
-/// retried attempts, at most the requests.
+/// Upstream failures: resets (truncated streams included), timeouts and
+/// retried attempts, at most the requests. Overflows (`UO`) are throttling,
+/// their own signal.
 fn resets_of(c: &Counters) -> u64 {
     c.resets
         .saturating_add(c.timeouts)
-        .saturating_add(c.overflows)
         .saturating_add(c.retries)
         .min(c.requests)
 }

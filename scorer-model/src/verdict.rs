@@ -59,8 +59,13 @@ pub enum Signal {
     Errors,
     /// Latency.
     Latency,
-    /// Upstream failures: resets, overflows, timeouts and retried attempts.
+    /// Upstream failures: resets, truncated streams, timeouts and retried attempts.
     Resets,
+    /// Throttling: 429, gRPC `RESOURCE_EXHAUSTED`, `UO` (warns; steers only
+    /// when the operator asks for it).
+    Throttled,
+    /// Time to first byte (first token of a streamed answer).
+    Ttft,
 }
 
 /// The numbers behind a verdict. Fields that do not apply are zero.
@@ -122,6 +127,23 @@ impl Verdict {
             ),
             Signal::Errors => format!(
                 "errors: {:.2}% vs reference {:.2}%, n={}/{}, stat={:.1}",
+                e.error_ratio * 100.0,
+                e.error_ratio_ref * 100.0,
+                e.n,
+                e.n_ref,
+                e.statistic
+            ),
+            Signal::Ttft => format!(
+                "ttft: p95 {:.0} ms vs stable {:.0} ms ({:+.0} %), n={}/{}, stat={:.1}",
+                e.p95_ms,
+                e.p95_ms_ref,
+                pct_change(e.p95_ms, e.p95_ms_ref),
+                e.n,
+                e.n_ref,
+                e.statistic
+            ),
+            Signal::Throttled => format!(
+                "throttling: {:.2}% of requests throttled vs reference {:.2}%, n={}/{}, stat={:.1}",
                 e.error_ratio * 100.0,
                 e.error_ratio_ref * 100.0,
                 e.n,

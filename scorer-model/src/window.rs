@@ -9,21 +9,32 @@ use crate::histogram::{LatencyHistogram, SparseHistogram};
 pub struct Counters {
     /// Requests completed (logged).
     pub requests: u64,
-    /// Errors as users see them: 5xx responses and requests with no response
-    /// at all (code 0: reset, timeout before headers, ...).
+    /// Errors as users see them and the upstream answers for: server errors,
+    /// upstream resets / truncated streams / no response, timeouts and
+    /// unknown gRPC codes (not throttling, client errors or clients gone).
     pub errors: u64,
-    /// 4xx responses (client errors: tracked, not counted as errors).
+    /// Client errors (4xx other than 429, gRPC client codes): tracked, not
+    /// counted as errors.
     pub status_4xx: u64,
-    /// Upstream connection resets / connection failures (`UF`, `UC`, `UR`, `LR`).
+    /// Upstream resets, connection failures, protocol errors and truncated
+    /// streams (`UF`, `UC`, `UR`, `LR`, `UH`, `UPE`, `URX`, no response).
     pub resets: u64,
     /// Upstream overflow (circuit breaker, `UO`).
     pub overflows: u64,
-    /// Upstream request timeouts (`UT`).
+    /// Timeouts (`UT`, `SI`, gRPC `DEADLINE_EXCEEDED`).
     pub timeouts: u64,
     /// Extra upstream attempts (retries): `request_attempt_count - 1`.
     pub retries: u64,
     /// Sum of latencies in microseconds (for the mean).
     pub latency_sum_us: u64,
+    /// Server errors (5xx, gRPC server-fault codes): one outcome class.
+    pub server_errors: u64,
+    /// Throttled requests (429, gRPC `RESOURCE_EXHAUSTED`, `UO`).
+    pub throttled: u64,
+    /// Requests the client abandoned (`DC`, downstream reset): never an error.
+    pub client_gone: u64,
+    /// Responses with a gRPC status code outside the defined ones.
+    pub grpc_unknown: u64,
 }
 
 impl Counters {
@@ -37,6 +48,10 @@ impl Counters {
         self.timeouts = self.timeouts.saturating_add(other.timeouts);
         self.retries = self.retries.saturating_add(other.retries);
         self.latency_sum_us = self.latency_sum_us.saturating_add(other.latency_sum_us);
+        self.server_errors = self.server_errors.saturating_add(other.server_errors);
+        self.throttled = self.throttled.saturating_add(other.throttled);
+        self.client_gone = self.client_gone.saturating_add(other.client_gone);
+        self.grpc_unknown = self.grpc_unknown.saturating_add(other.grpc_unknown);
     }
 
     /// Remove a window previously added (rolling windows). Saturates at zero.
@@ -49,6 +64,10 @@ impl Counters {
         self.timeouts = self.timeouts.saturating_sub(other.timeouts);
         self.retries = self.retries.saturating_sub(other.retries);
         self.latency_sum_us = self.latency_sum_us.saturating_sub(other.latency_sum_us);
+        self.server_errors = self.server_errors.saturating_sub(other.server_errors);
+        self.throttled = self.throttled.saturating_sub(other.throttled);
+        self.client_gone = self.client_gone.saturating_sub(other.client_gone);
+        self.grpc_unknown = self.grpc_unknown.saturating_sub(other.grpc_unknown);
     }
 
     /// True when nothing was counted.

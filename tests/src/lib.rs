@@ -20,11 +20,13 @@
 pub mod control;
 pub mod dump;
 pub mod envoy;
+pub mod grpc;
 pub mod http;
 pub mod kuma;
 pub mod load;
 pub mod mesh;
 pub mod prom;
+pub mod resets;
 pub mod scenario;
 pub mod schema;
 pub mod upstream;

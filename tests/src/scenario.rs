@@ -29,6 +29,8 @@ pub enum Fault {
     Latency(Duration),
     /// This fraction of canary responses are 503 (evenly spaced).
     Errors(f64),
+    /// This fraction of canary responses are 429 (evenly spaced).
+    Throttle(f64),
 }
 
 impl Fault {
@@ -37,6 +39,7 @@ impl Fault {
             Fault::None => "none".to_string(),
             Fault::Latency(d) => format!("canary +{} ms latency", d.as_millis()),
             Fault::Errors(r) => format!("canary {:.0}% 503", r * 100.0),
+            Fault::Throttle(r) => format!("canary {:.0}% 429", r * 100.0),
         }
     }
 }
@@ -80,6 +83,13 @@ pub struct Scenario {
     pub extra_config: Value,
     /// Print a timeline line per second.
     pub print: bool,
+    /// The canary's route weight in percent (the bootstrap's 20 unless set).
+    pub canary_weight: Option<u32>,
+    /// A second client abandoning this many requests a second (reset
+    /// `reset_after` in), over the whole run ([`crate::resets`]).
+    pub reset_rps: f64,
+    /// How long after sending an abandoned request the client resets it.
+    pub reset_after: Duration,
 }
 
 impl Scenario {
@@ -94,6 +104,9 @@ impl Scenario {
             fault,
             extra_config: json!({}),
             print: true,
+            canary_weight: None,
+            reset_rps: 0.0,
+            reset_after: Duration::from_millis(3),
         }
     }
 
@@ -106,11 +119,12 @@ impl Scenario {
     pub async fn run(&self) -> Result<Report> {
         let stable = Upstream::start("stable").await?;
         let canary = Upstream::start("canary").await?;
-        let envoy = Envoy::start(
-            EnvoyOptions::new(&self.name, self.plugin_config())
-                .upstreams(stable.port(), canary.port()),
-        )
-        .await?;
+        let mut options = EnvoyOptions::new(&self.name, self.plugin_config())
+            .upstreams(stable.port(), canary.port());
+        if let Some(w) = self.canary_weight {
+            options = options.transform(move |b| set_canary_weight(b, w));
+        }
+        let envoy = Envoy::start(options).await?;
         let addr = envoy.listener_addr();
         let duration = self.healthy + self.after_fault;
         if self.print {
@@ -132,6 +146,15 @@ impl Scenario {
         let load_task = AbortOnDrop(Some(tokio::spawn(async move {
             load.run(addr, t0, Some(tx)).await
         })));
+        let (reset_rps, reset_after) = (self.reset_rps, self.reset_after);
+        let resets = AbortOnDrop(Some(tokio::spawn(async move {
+            if reset_rps > 0.0 {
+                tokio::time::sleep_until(t0.into()).await;
+                crate::resets::reset_requests(addr, reset_rps, duration, reset_after).await
+            } else {
+                0
+            }
+        })));
 
         let mut samples = Vec::new();
         let mut fault_at: Option<Duration> = None;
@@ -152,6 +175,10 @@ impl Scenario {
                 match self.fault {
                     Fault::Latency(d) => canary.set_extra_latency(d),
                     Fault::Errors(r) => canary.set_error_ratio(r),
+                    Fault::Throttle(r) => {
+                        canary.set_error_status(429);
+                        canary.set_error_ratio(r);
+                    }
                     Fault::None => {}
                 }
                 fault_at = Some(t0.elapsed());
@@ -180,6 +207,10 @@ impl Scenario {
             Ok(r) => r??,
             Err(_) => return Err("load task did not finish".into()),
         };
+        let resets_sent = match tokio::time::timeout(Duration::from_secs(10), resets.join()).await {
+            Ok(r) => r?,
+            Err(_) => return Err("reset client did not finish".into()),
+        };
         // Counters are flushed once per tick (1 s): let two ticks pass.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let final_metrics = envoy.metrics().await?;
@@ -194,12 +225,35 @@ impl Scenario {
             final_metrics,
             wasm_failures,
             upstream_seen_subset: stable.seen_subset() + canary.seen_subset(),
+            resets_sent,
+            envoy_log: envoy.log(),
         };
         if self.print {
             report.print_summary();
         }
         Ok(report)
     }
+}
+
+/// Sets the weighted default route's split to `canary` % canary, the rest stable.
+pub fn set_canary_weight(bootstrap: &mut Value, canary: u32) -> Result<()> {
+    let routes = crate::envoy::routes_mut(bootstrap)?;
+    let clusters = routes
+        .iter_mut()
+        .find_map(|r| r.pointer_mut("/route/weighted_clusters/clusters"))
+        .and_then(Value::as_array_mut)
+        .ok_or("the bootstrap has no weighted route")?;
+    for c in clusters {
+        let w = if c.get("name").and_then(Value::as_str) == Some("canary") {
+            canary
+        } else {
+            100u32.saturating_sub(canary)
+        };
+        if let Some(slot) = c.get_mut("weight") {
+            *slot = Value::from(w);
+        }
+    }
+    Ok(())
 }
 
 /// Aborts a spawned task when dropped (the scenario failed or was cancelled).
@@ -377,6 +431,10 @@ pub struct Report {
     pub wasm_failures: Vec<String>,
     /// Requests that reached an upstream carrying `x-vigil-subset`.
     pub upstream_seen_subset: u64,
+    /// Abandoned (reset) requests sent by the second client.
+    pub resets_sent: u64,
+    /// Envoy's log at the end of the run.
+    pub envoy_log: String,
 }
 
 impl Report {

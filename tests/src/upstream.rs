@@ -33,8 +33,10 @@ pub const SUBSET_HEADER: &str = "x-vigil-subset";
 struct State {
     name: String,
     extra_latency_ms: AtomicU64,
-    /// 503 ratio in parts per million.
+    /// Error ratio in parts per million.
     error_ppm: AtomicU64,
+    /// Status of the ratio's error answers (503 unless set).
+    error_status: AtomicU64,
     /// Requests counted for the error ratio since it was last set.
     ratio_seq: AtomicU64,
     served: AtomicU64,
@@ -59,6 +61,7 @@ impl Upstream {
             name: name.to_string(),
             extra_latency_ms: AtomicU64::new(0),
             error_ppm: AtomicU64::new(0),
+            error_status: AtomicU64::new(503),
             ratio_seq: AtomicU64::new(0),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -96,6 +99,13 @@ impl Upstream {
         self.state.error_ppm.store(ppm, Ordering::SeqCst);
     }
 
+    /// The status the error ratio answers with (503 by default; 429 to throttle).
+    pub fn set_error_status(&self, status: u16) {
+        self.state
+            .error_status
+            .store(u64::from(status), Ordering::SeqCst);
+    }
+
     /// Removes all faults.
     pub fn clear_faults(&self) {
         self.set_extra_latency(Duration::ZERO);
@@ -107,7 +117,7 @@ impl Upstream {
         self.state.served.load(Ordering::SeqCst)
     }
 
-    /// Requests answered 503 so far.
+    /// Requests answered with an error status so far.
     pub fn failed(&self) -> u64 {
         self.state.failed.load(Ordering::SeqCst)
     }
@@ -184,7 +194,13 @@ async fn handle(
         // Request k fails when the running quota floor((k+1)·r) steps up.
         (k + 1) * ppm / 1_000_000 > k * ppm / 1_000_000
     };
-    let status = if forced || ratio_fail { 503 } else { 200 };
+    let status = if forced {
+        503
+    } else if ratio_fail {
+        u16::try_from(state.error_status.load(Ordering::SeqCst)).unwrap_or(503)
+    } else {
+        200
+    };
     if status != 200 {
         state.failed.fetch_add(1, Ordering::SeqCst);
     }

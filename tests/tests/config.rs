@@ -134,3 +134,33 @@ fn shipped_bootstrap_validates() {
     );
     assert!(text.contains("OK"), "{}", tail(&text, 5));
 }
+
+#[tokio::test]
+async fn unknown_grpc_code_name_is_refused() {
+    refused(
+        "cfg-grpc-code",
+        r#"{"grpc_server_error_codes":["UNAVAILABLE","UNAVAILBLE"]}"#,
+        "grpc_server_error_codes[1]",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn negative_threshold_is_refused() {
+    refused(
+        "cfg-neg-threshold",
+        r#"{"model":{"min_latency_increase_ms":-5}}"#,
+        "model.min_latency_increase_ms",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn non_boolean_steer_on_throttle_is_refused() {
+    refused(
+        "cfg-throttle",
+        r#"{"steer_on_throttle":"yes"}"#,
+        "steer_on_throttle",
+    )
+    .await;
+}

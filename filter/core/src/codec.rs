@@ -6,6 +6,7 @@
 //! truncated, foreign or corrupt value yields `None`, never a panic, and the
 //! caller treats it as empty.
 
+use vigil_scorer::histogram::SparseHistogram;
 use vigil_scorer::window::{Counters, TickDelta};
 
 /// Format version of every record written by this build.
@@ -116,11 +117,88 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a series' pending record carries besides its [`TickDelta`]: the
+/// inference signals (time to first byte, stream shape).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Time to first response body byte, sparse histogram (µs buckets).
+    pub ttft: SparseHistogram,
+    /// Response body chunks seen.
+    pub stream_chunks: u64,
+    /// Sum over responses of (last chunk − first chunk) time, µs, and the
+    /// number of gaps behind it (chunks − 1 per response): the mean
+    /// inter-chunk gap is their ratio.
+    pub gap_sum_us: u64,
+    /// Gaps counted in `gap_sum_us`.
+    pub gaps: u64,
+}
+
+impl Extras {
+    /// True when nothing was observed.
+    pub fn is_empty(&self) -> bool {
+        *self == Extras::default()
+    }
+
+    /// Add another record's extras (sparse merge, stays sorted).
+    pub fn add(&mut self, other: &Extras) {
+        let mut a = TickDelta {
+            latency: std::mem::take(&mut self.ttft),
+            ..Default::default()
+        };
+        a.add(&TickDelta {
+            latency: other.ttft.clone(),
+            ..Default::default()
+        });
+        self.ttft = a.latency;
+        self.stream_chunks = self.stream_chunks.saturating_add(other.stream_chunks);
+        self.gap_sum_us = self.gap_sum_us.saturating_add(other.gap_sum_us);
+        self.gaps = self.gaps.saturating_add(other.gaps);
+    }
+}
+
 /// Encode one series' pending observations (counters and sparse histogram).
 pub fn encode_delta(d: &TickDelta) -> Vec<u8> {
+    encode_pending(d, &Extras::default())
+}
+
+/// Encode one series' pending observations with their [`Extras`] (an
+/// optional tail: records without it still decode).
+pub fn encode_pending(d: &TickDelta, x: &Extras) -> Vec<u8> {
     let mut w = Writer::new();
     write_delta(&mut w, d);
+    if !x.is_empty() {
+        write_sparse(&mut w, &x.ttft);
+        w.uint(x.stream_chunks);
+        w.uint(x.gap_sum_us);
+        w.uint(x.gaps);
+    }
     w.finish()
+}
+
+fn write_sparse(w: &mut Writer, h: &SparseHistogram) {
+    w.uint(h.len() as u64);
+    let mut prev = 0u16;
+    for &(index, n) in h {
+        w.uint(u64::from(index.wrapping_sub(prev)));
+        w.uint(u64::from(n));
+        prev = index;
+    }
+}
+
+fn read_sparse(r: &mut Reader<'_>) -> Option<SparseHistogram> {
+    let n = r.count(2)?;
+    let mut out = Vec::with_capacity(n);
+    let mut index = 0u16;
+    for i in 0..n {
+        let step = u16::try_from(r.uint()?).ok()?;
+        if i > 0 && step == 0 {
+            return None; // indices must be strictly increasing
+        }
+        index = index.checked_add(step)?;
+        let count = u32::try_from(r.uint()?).ok()?;
+        out.push((index, count));
+    }
+    Some(out)
 }
 
 fn write_delta(w: &mut Writer, d: &TickDelta) {
@@ -144,13 +222,22 @@ fn write_delta(w: &mut Writer, d: &TickDelta) {
         w.uint(u64::from(n));
         prev = index;
     }
+    // Outcome classes, appended so records of the previous layout still decode.
+    for v in [c.server_errors, c.throttled, c.client_gone, c.grpc_unknown] {
+        w.uint(v);
+    }
 }
 
 /// Decode a delta record; `None` when corrupt.
 pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
+    decode_pending(bytes).map(|(d, _)| d)
+}
+
+/// Decode a pending record with its [`Extras`]; `None` when corrupt.
+pub fn decode_pending(bytes: &[u8]) -> Option<(TickDelta, Extras)> {
     let mut r = Reader::new(bytes)?;
     let mut next = || r.uint();
-    let counters = Counters {
+    let mut counters = Counters {
         requests: next()?,
         errors: next()?,
         status_4xx: next()?,
@@ -159,6 +246,7 @@ pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
         timeouts: next()?,
         retries: next()?,
         latency_sum_us: next()?,
+        ..Counters::default()
     };
     let n = r.count(2)?;
     let mut latency = Vec::with_capacity(n);
@@ -172,12 +260,69 @@ pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
         let count = u32::try_from(r.uint()?).ok()?;
         latency.push((index, count));
     }
-    r.is_done().then_some(TickDelta { counters, latency })
+    if !r.is_done() {
+        counters.server_errors = r.uint()?;
+        counters.throttled = r.uint()?;
+        counters.client_gone = r.uint()?;
+        counters.grpc_unknown = r.uint()?;
+    }
+    let mut extras = Extras::default();
+    if !r.is_done() {
+        extras.ttft = read_sparse(&mut r)?;
+        extras.stream_chunks = r.uint()?;
+        extras.gap_sum_us = r.uint()?;
+        extras.gaps = r.uint()?;
+    }
+    r.is_done()
+        .then_some((TickDelta { counters, latency }, extras))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previous_layout_without_outcome_classes_still_decodes() {
+        let mut w = Writer::new();
+        for v in [3u64, 1, 0, 0, 0, 0, 0, 900, 1, 4, 3] {
+            w.uint(v);
+        }
+        let d = decode_delta(&w.finish()).unwrap_or_default();
+        assert_eq!((d.counters.requests, d.counters.errors), (3, 1));
+        assert_eq!(d.latency, vec![(4, 3)]);
+        assert_eq!(d.counters.throttled, 0);
+    }
+
+    #[test]
+    fn pending_with_extras_round_trips() {
+        let d = TickDelta {
+            counters: Counters {
+                requests: 2,
+                ..Default::default()
+            },
+            latency: vec![(3, 2)],
+        };
+        let x = Extras {
+            ttft: vec![(1, 1), (400, 1)],
+            stream_chunks: 20,
+            gap_sum_us: 1_000,
+            gaps: 18,
+        };
+        assert_eq!(
+            decode_pending(&encode_pending(&d, &x)),
+            Some((d.clone(), x.clone()))
+        );
+        assert_eq!(decode_delta(&encode_pending(&d, &x)), Some(d.clone()));
+        let mut y = x.clone();
+        y.add(&x);
+        assert_eq!(y.ttft, vec![(1, 2), (400, 2)]);
+        assert_eq!(y.stream_chunks, 40);
+        let bytes = encode_pending(&d, &x);
+        for cut in 0..bytes.len() {
+            // Never a panic; a cut inside the tail is refused.
+            let _ = decode_pending(&bytes[..cut]);
+        }
+    }
 
     #[test]
     fn delta_round_trip() {
@@ -191,6 +336,10 @@ mod tests {
                 timeouts: 4,
                 retries: 5,
                 latency_sum_us: u64::MAX,
+                server_errors: 6,
+                throttled: 8,
+                client_gone: 9,
+                grpc_unknown: 10,
             },
             latency: vec![(0, 1), (5, 300), (831, u32::MAX)],
         };
@@ -210,8 +359,16 @@ mod tests {
             },
             latency: vec![(1, 1), (2, 2)],
         });
+        // The four outcome-class counters (one byte each here) are an
+        // optional tail: a record cut right before them is the previous layout.
+        let previous_layout = good.len() - 4;
         for cut in 0..good.len() {
-            assert_eq!(decode_delta(&good[..cut]), None, "truncated at {cut}");
+            let decoded = decode_delta(&good[..cut]);
+            if cut == previous_layout {
+                assert!(decoded.is_some(), "previous layout at {cut}");
+            } else {
+                assert_eq!(decoded, None, "truncated at {cut}");
+            }
         }
         assert_eq!(decode_delta(&[9, 1, 2, 3]), None, "foreign version");
         assert_eq!(

@@ -9,6 +9,7 @@
 
 use crate::canary::parse_canary;
 pub use crate::canary::{CanarySpec, Naming};
+use crate::outcome::{grpc_code, GrpcPolicy};
 use serde_json::{Map, Value};
 use std::fmt;
 use vigil_scorer::model::Model;
@@ -82,6 +83,11 @@ pub struct PluginConfig {
     pub model: Model,
     /// The control service, when one is used.
     pub control: Option<ControlConfig>,
+    /// Which gRPC status codes are server faults (`grpc_server_error_codes`).
+    pub grpc: GrpcPolicy,
+    /// Steer a canary whose only critical signal is throttling (default:
+    /// throttling warns, never steers).
+    pub steer_on_throttle: bool,
 }
 
 impl Default for PluginConfig {
@@ -103,6 +109,8 @@ impl Default for PluginConfig {
             },
             model: Model::default(),
             control: None,
+            grpc: GrpcPolicy::default(),
+            steer_on_throttle: false,
         }
     }
 }
@@ -278,6 +286,8 @@ const TOP_FIELDS: &[&str] = &[
     "steering",
     "model",
     "control",
+    "grpc_server_error_codes",
+    "steer_on_throttle",
 ];
 const CONTROL_FIELDS: &[&str] = &[
     "cluster",
@@ -428,9 +438,16 @@ impl PluginConfig {
             None => None,
             Some(v) => Some(parse_control(v)?),
         };
+        let grpc = match f.get("grpc_server_error_codes") {
+            None => defaults.grpc,
+            Some(v) => parse_grpc_codes(v)?,
+        };
+        let steer_on_throttle = f.bool("steer_on_throttle", defaults.steer_on_throttle)?;
 
         Ok(PluginConfig {
             control,
+            grpc,
+            steer_on_throttle,
             mode,
             tick_ms,
             max_series,
@@ -445,6 +462,45 @@ impl PluginConfig {
             model,
         })
     }
+}
+
+/// `grpc_server_error_codes`: an array of gRPC status names
+/// (`"UNAVAILABLE"`), each naming one of the 17 codes.
+fn parse_grpc_codes(v: &Value) -> Result<GrpcPolicy, ConfigError> {
+    const FIELD: &str = "grpc_server_error_codes";
+    let Value::Array(items) = v else {
+        return Err(err(
+            FIELD,
+            format!(
+                "must be an array of gRPC status names, got {}",
+                type_name(v)
+            ),
+        ));
+    };
+    let mut codes = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{FIELD}[{i}]");
+        let Value::String(name) = item else {
+            return Err(err(
+                path,
+                format!("must be a gRPC status name, got {}", type_name(item)),
+            ));
+        };
+        let code = grpc_code(name).ok_or_else(|| {
+            err(
+                &path,
+                format!(
+                    "unknown gRPC status code \"{name}\" (known: {})",
+                    crate::outcome::GRPC_CODES.join(", ")
+                ),
+            )
+        })?;
+        if code == 0 {
+            return Err(err(path, "OK cannot be a server error"));
+        }
+        codes.push(code);
+    }
+    Ok(GrpcPolicy::from_codes(codes))
 }
 
 fn parse_control(v: &Value) -> Result<ControlConfig, ConfigError> {
@@ -567,6 +623,26 @@ mod tests {
         let e = reject(r#"{"control":{"cluster":"c","token":"a b"}}"#);
         assert_eq!(e.field, "control.token");
         assert!(!e.to_string().contains("a b"), "the token is never echoed");
+    }
+
+    #[test]
+    fn grpc_codes_and_throttle_steering() {
+        let c = PluginConfig::parse(
+            br#"{"grpc_server_error_codes":["unavailable","INTERNAL"],"steer_on_throttle":true}"#,
+        )
+        .unwrap_or_default();
+        assert!(c.steer_on_throttle);
+        assert!(c.grpc.is_server_fault(14) && c.grpc.is_server_fault(13));
+        assert!(!c.grpc.is_server_fault(2));
+        let e = reject(r#"{"grpc_server_error_codes":["UNAVAILABLE","UNAVAILBLE"]}"#);
+        assert_eq!(e.field, "grpc_server_error_codes[1]", "{e}");
+        assert!(e.to_string().contains("UNAVAILBLE"), "{e}");
+        let e = reject(r#"{"grpc_server_error_codes":"UNAVAILABLE"}"#);
+        assert_eq!(e.field, "grpc_server_error_codes");
+        let e = reject(r#"{"grpc_server_error_codes":["OK"]}"#);
+        assert_eq!(e.field, "grpc_server_error_codes[0]");
+        let e = reject(r#"{"steer_on_throttle":"yes"}"#);
+        assert_eq!(e.field, "steer_on_throttle");
     }
 
     #[test]

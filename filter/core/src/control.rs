@@ -10,7 +10,8 @@
 //! Wire format (version 1):
 //! - report: `{"version":1,"sidecar":"…","seq":N,"sent_at_ms":…,"tick_ms":…,
 //!   "series":[{"route","cluster","requests","errors","status_4xx","resets",
-//!   "overflows","timeouts","retries","latency_sum_us","latency":[[bucket,count],…],
+//!   "overflows","timeouts","retries","latency_sum_us","server_errors","throttled",
+//!   "client_gone","grpc_unknown","latency":[[bucket,count],…],
 //!   "state","score"}],"canaries":[{"name","route","state","score","reason","steering"}]}`
 //! - routing: `{"version":N,"canaries":[{"name":"checkout","canary_weight":10,…}]}`,
 //!   `canary_weight` the percent 0–100 of the canary's traffic sent to the canary.
@@ -85,6 +86,10 @@ pub fn encode_report(
                 "timeouts": c.timeouts,
                 "retries": c.retries,
                 "latency_sum_us": c.latency_sum_us,
+                "server_errors": c.server_errors,
+                "throttled": c.throttled,
+                "client_gone": c.client_gone,
+                "grpc_unknown": c.grpc_unknown,
                 "latency": s.delta.latency,
                 "state": s.verdict.state.as_str(),
                 "score": s.verdict.score,

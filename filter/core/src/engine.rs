@@ -14,17 +14,18 @@
 //!    steering hysteresis, publishes the verdict table and sets the gauges;
 //! 4. re-read the verdict table into the local cache.
 
-use crate::codec::{decode_delta, encode_delta};
+use crate::codec::{decode_pending, encode_delta, encode_pending, Extras};
 use crate::config::{CanarySpec, Mode, PluginConfig};
 use crate::control::{
     encode_report, parse_routing, CanaryReport, ReportMeta, Routing, SeriesReport, Split,
 };
 use crate::lease;
-use crate::local::{LocalTable, Placement, Slot};
+use crate::local::{LocalTable, Placement, Slot, CLASSES};
 use crate::metrics::{
-    canary_unmatched_metric_name, global, series_metric_name, steered_metric_name, Kind,
-    MetricCache, MetricSink, SeriesMetric,
+    canary_unmatched_metric_name, failures_metric_name, global, series_metric_name,
+    steered_metric_name, Kind, MetricCache, MetricSink, SeriesMetric,
 };
+use crate::outcome::Outcome;
 use crate::registry::{
     delta_key, series_name, split_name, Capacity, Registration, Registry, OVERFLOW_CLUSTER,
     OVERFLOW_ROUTE,
@@ -39,6 +40,7 @@ use crate::verdicts::{
 use hashbrown::HashMap;
 use vigil_scorer::sequential::CanaryMonitor;
 use vigil_scorer::series::SeriesState;
+use vigil_scorer::ttft::TtftWindow;
 use vigil_scorer::verdict::{Signal, State, Verdict};
 use vigil_scorer::window::TickDelta;
 
@@ -132,6 +134,10 @@ struct Scoring {
     monitors: HashMap<(usize, Vec<u8>), CanaryMonitor>,
     /// Host ids of each series' gauges, by series id, once defined.
     gauge_ids: Vec<Option<[Option<u32>; 5]>>,
+    /// Time to first byte per series (by id), over the window.
+    ttft: Vec<TtftWindow>,
+    /// Host ids of each series' TTFT gauges, defined once it has TTFT data.
+    ttft_gauge_ids: Vec<Option<[Option<u32>; 3]>>,
 }
 
 /// The worker.
@@ -145,7 +151,7 @@ pub struct Worker {
     table: VerdictTable,
     table_cas: Option<u32>,
     steered_routes: HashMap<Vec<u8>, Signal>,
-    steered_counts: HashMap<Vec<u8>, [u64; 4]>,
+    steered_counts: HashMap<Vec<u8>, [u64; 6]>,
     /// Per canary: steered (and why), from the verdict table's steered routes.
     steered_canaries: Vec<Option<Signal>>,
     /// Per canary: fresh control-service weight and split position.
@@ -235,7 +241,7 @@ impl Worker {
                 *c += 1;
             }
         } else {
-            let mut counts = [0u64; 4];
+            let mut counts = [0u64; 6];
             if let Some(c) = counts.get_mut(code) {
                 *c = 1;
             }
@@ -558,6 +564,7 @@ impl Worker {
                 metrics.add_id(sink, errors_id, slot.unflushed_errors);
                 slot.unflushed_requests = 0;
                 slot.unflushed_errors = 0;
+                flush_classes(slot, metrics, sink);
             }
             let Placement::Registered(id) = slot.placement else {
                 return;
@@ -566,10 +573,13 @@ impl Worker {
                 return;
             }
             let pending = slot.pending();
+            let extras = slot.pending_extras();
             let outcome = update(store, &delta_key(id), attempts, |current| {
-                let mut merged = current.and_then(decode_delta).unwrap_or_default();
+                let (mut merged, mut merged_x) =
+                    current.and_then(decode_pending).unwrap_or_default();
                 merged.add(&pending);
-                encode_delta(&merged)
+                merged_x.add(&extras);
+                encode_pending(&merged, &merged_x)
             });
             match outcome {
                 Update::Written { retries } => {
@@ -596,22 +606,22 @@ impl Worker {
         store: &S,
         key: &str,
         empty: &[u8],
-    ) -> TickDelta {
+    ) -> (TickDelta, Extras) {
         for _ in 0..self.cfg.cas_retries.max(1) {
             let Some((bytes, cas)) = store.get(key) else {
-                return TickDelta::default();
+                return Default::default();
             };
             if bytes == empty {
-                return TickDelta::default();
+                return Default::default();
             }
             match store.set(key, empty, Some(cas)) {
-                Ok(()) => return decode_delta(&bytes).unwrap_or_default(),
+                Ok(()) => return decode_pending(&bytes).unwrap_or_default(),
                 Err(SetError::CasMismatch) => self.stats.cas_retries += 1,
                 Err(SetError::Host) => break,
             }
         }
         self.stats.cas_exhausted += 1;
-        TickDelta::default()
+        Default::default()
     }
 
     fn score<S, M>(
@@ -640,13 +650,19 @@ impl Worker {
         // Observe every series once this tick (empty delta when it had no traffic).
         let mut tick_deltas: Vec<(u32, TickDelta)> = Vec::new();
         for id in 0..n as u32 {
-            let delta = self.take_delta(store, &delta_key(id), &empty);
+            let (delta, extras) = self.take_delta(store, &delta_key(id), &empty);
             if scoring.series.len() <= id as usize {
                 scoring.series.push(SeriesState::new(&model));
                 scoring.last_state.push(State::InsufficientData);
             }
             if let Some(state) = scoring.series.get_mut(id as usize) {
                 state.observe(&delta, &model);
+            }
+            if scoring.ttft.len() <= id as usize {
+                scoring.ttft.resize_with(id as usize + 1, TtftWindow::new);
+            }
+            if let Some(w) = scoring.ttft.get_mut(id as usize) {
+                w.observe(&extras.ttft, model.window_ticks, model.recent_ticks);
             }
             if self.cfg.control.is_some() && delta.counters.requests > 0 {
                 tick_deltas.push((id, delta));
@@ -672,11 +688,19 @@ impl Worker {
             ) else {
                 continue;
             };
-            let verdict = scoring
+            let monitor = scoring
                 .monitors
                 .entry((pair.canary, pair.route.clone()))
-                .or_insert_with(|| CanaryMonitor::new(&model))
-                .update(canary, stable, &model);
+                .or_insert_with(|| {
+                    CanaryMonitor::new(&model).with_steer_on_throttle(self.cfg.steer_on_throttle)
+                });
+            if let (Some(ct), Some(st)) = (
+                scoring.ttft.get(pair.canary_id as usize),
+                scoring.ttft.get(pair.stable_id as usize),
+            ) {
+                monitor.observe_ttft(ct, st, &model);
+            }
+            let verdict = monitor.update(canary, stable, &model);
             if let Some(v) = verdicts.get_mut(pair.canary_id as usize) {
                 *v = verdict;
             }
@@ -812,6 +836,45 @@ impl Worker {
             ];
             for (gauge_id, value) in ids.into_iter().zip(values) {
                 self.metrics.set_id(sink, gauge_id, value);
+            }
+        }
+        scoring.ttft_gauge_ids.resize(scoring.ttft.len(), None);
+        for (id, (w, ids)) in scoring
+            .ttft
+            .iter()
+            .zip(scoring.ttft_gauge_ids.iter_mut())
+            .enumerate()
+        {
+            let window = w.window();
+            if ids.is_none() && window.count() == 0 {
+                continue;
+            }
+            let ids = match ids {
+                Some(ids) => *ids,
+                None => {
+                    let Some(name) = self.registry.name(id as u32) else {
+                        continue;
+                    };
+                    let (route, cluster) = split_name(name);
+                    let defined = [
+                        SeriesMetric::TtftP50,
+                        SeriesMetric::TtftP95,
+                        SeriesMetric::TtftP99,
+                    ]
+                    .map(|m| {
+                        self.metrics.define(
+                            sink,
+                            Kind::Gauge,
+                            &series_metric_name(route, cluster, m),
+                        )
+                    });
+                    *ids = Some(defined);
+                    defined
+                }
+            };
+            for (gauge_id, q) in ids.into_iter().zip([0.5, 0.95, 0.99]) {
+                self.metrics
+                    .set_id(sink, gauge_id, ms(window.quantile_us(q)));
             }
         }
         self.metrics
@@ -1047,6 +1110,58 @@ impl Worker {
             s.scoring_passes - f.scoring_passes,
         );
         self.flushed_stats = s;
+    }
+}
+
+/// Add a slot's per-class counts to `vigil_failures_total{class}` and its
+/// throttled count to `vigil_throttled_total`; each counter is defined the
+/// first time its class is seen (a healthy series defines none).
+fn flush_classes<M: MetricSink + ?Sized>(slot: &mut Slot, metrics: &mut MetricCache, sink: &mut M) {
+    let classes = std::mem::take(&mut slot.unflushed_classes);
+    let throttled = classes
+        .get(Outcome::Throttled.index())
+        .copied()
+        .unwrap_or(0);
+    let (route, cluster) = split_name(&slot.name);
+    for (i, (n, outcome)) in classes.iter().zip(Outcome::ALL).enumerate() {
+        if *n == 0 || outcome == Outcome::Ok {
+            continue;
+        }
+        if let Some(id) = slot.class_ids.get_mut(i) {
+            let id = *id.get_or_insert_with(|| {
+                metrics.define(
+                    sink,
+                    Kind::Counter,
+                    &failures_metric_name(route, cluster, outcome.as_str()),
+                )
+            });
+            metrics.add_id(sink, id, *n);
+        }
+    }
+    let chunks = std::mem::take(&mut slot.unflushed_chunks);
+    if chunks > 0 {
+        if let Some(id) = slot.class_ids.get_mut(CLASSES + 1) {
+            let id = *id.get_or_insert_with(|| {
+                metrics.define(
+                    sink,
+                    Kind::Counter,
+                    &series_metric_name(route, cluster, SeriesMetric::StreamChunks),
+                )
+            });
+            metrics.add_id(sink, id, chunks);
+        }
+    }
+    if throttled > 0 {
+        if let Some(id) = slot.class_ids.get_mut(CLASSES) {
+            let id = *id.get_or_insert_with(|| {
+                metrics.define(
+                    sink,
+                    Kind::Counter,
+                    &series_metric_name(route, cluster, SeriesMetric::Throttled),
+                )
+            });
+            metrics.add_id(sink, id, throttled);
+        }
     }
 }
 

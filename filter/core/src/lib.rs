@@ -12,6 +12,8 @@
 //! - [`naming`]: Envoy cluster names each mesh derives from a canary's service and versions;
 //! - [`resolve`]: which routes and clusters of an Envoy config dump each canary resolves to;
 //! - [`request`]: decoding Envoy's per-request properties;
+//! - [`outcome`]: each request's outcome class (gRPC status, cut streams,
+//!   throttling, clients gone);
 //! - [`local`]: the worker-local window the request path writes to;
 //! - [`codec`]: compact, versioned, panic-free encoding of shared records;
 //! - [`shared`]: the shared-data trait and its bounded CAS update loop;
@@ -32,6 +34,7 @@ pub mod lease;
 pub mod local;
 pub mod metrics;
 pub mod naming;
+pub mod outcome;
 pub mod registry;
 pub mod request;
 pub mod resolve;

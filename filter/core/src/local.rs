@@ -7,6 +7,8 @@
 //! (the table holds at most `max_series` entries, or the shared registry is
 //! full) is recorded in the overflow slot and counted as dropped.
 
+use crate::codec::Extras;
+use crate::outcome::Outcome;
 use crate::registry::Capacity;
 use crate::request::RequestRecord;
 use hashbrown::HashMap;
@@ -35,13 +37,28 @@ pub struct Slot {
     pub counters: Counters,
     /// Latencies not yet merged into shared data.
     pub latency: LatencyHistogram,
+    /// Times to first byte not yet merged into shared data.
+    pub ttft: LatencyHistogram,
+    /// Stream shape not yet merged (`ttft` is kept in [`Slot::ttft`]).
+    pub shape: Extras,
+    /// Body chunks not yet added to `vigil_stream_chunks_total`.
+    pub unflushed_chunks: u64,
     /// Requests not yet added to the Envoy counter.
     pub unflushed_requests: u64,
     /// Errors not yet added to the Envoy counter.
     pub unflushed_errors: u64,
     /// Host ids of this series' request and error counters, once defined.
     pub counter_ids: Option<[Option<u32>; 2]>,
+    /// Requests per outcome class ([`Outcome::ALL`] order) not yet added to
+    /// `vigil_failures_total`.
+    pub unflushed_classes: [u64; CLASSES],
+    /// Host ids of the class counters, then `vigil_throttled_total` and
+    /// `vigil_stream_chunks_total`, each defined on its first use.
+    pub class_ids: [Option<Option<u32>>; CLASSES + 2],
 }
+
+/// Outcome classes.
+pub const CLASSES: usize = Outcome::ALL.len();
 
 impl Slot {
     fn new(name: Vec<u8>, placement: Placement) -> Self {
@@ -50,18 +67,39 @@ impl Slot {
             placement,
             counters: Counters::default(),
             latency: LatencyHistogram::new(),
+            ttft: LatencyHistogram::new(),
+            shape: Extras::default(),
+            unflushed_chunks: 0,
             unflushed_requests: 0,
             unflushed_errors: 0,
             counter_ids: None,
+            unflushed_classes: [0; CLASSES],
+            class_ids: [None; CLASSES + 2],
         }
     }
 
     fn record(&mut self, rec: &RequestRecord) {
         rec.count_into(&mut self.counters);
-        self.latency.record_us(rec.latency_us);
+        if rec.counts_latency() {
+            self.latency.record_us(rec.latency_us);
+        }
+        if let (true, Some(t)) = (rec.counts_ttft(), rec.ttft_us) {
+            self.ttft.record_us(t);
+        }
+        if rec.chunks > 0 {
+            self.shape.stream_chunks = self.shape.stream_chunks.saturating_add(rec.chunks);
+            self.unflushed_chunks = self.unflushed_chunks.saturating_add(rec.chunks);
+            if rec.chunks > 1 {
+                self.shape.gap_sum_us = self.shape.gap_sum_us.saturating_add(rec.stream_span_us);
+                self.shape.gaps = self.shape.gaps.saturating_add(rec.chunks - 1);
+            }
+        }
         self.unflushed_requests += 1;
         if rec.is_error() {
             self.unflushed_errors += 1;
+        }
+        if let Some(n) = self.unflushed_classes.get_mut(rec.outcome.index()) {
+            *n += 1;
         }
     }
 
@@ -75,10 +113,20 @@ impl Slot {
         TickDelta::from_parts(self.counters, &self.latency)
     }
 
+    /// The pending time-to-first-byte histogram and stream shape.
+    pub fn pending_extras(&self) -> Extras {
+        Extras {
+            ttft: self.ttft.to_sparse(),
+            ..self.shape.clone()
+        }
+    }
+
     /// Forget pending observations after a successful merge.
     pub fn clear_pending(&mut self) {
         self.counters = Counters::default();
         self.latency.clear();
+        self.ttft.clear();
+        self.shape = Extras::default();
     }
 }
 
@@ -158,13 +206,25 @@ impl LocalTable {
         if let Some(slot) = self.slots.get_mut(i) {
             slot.placement = Placement::Overflow;
             let delta = slot.pending();
+            let extras = slot.pending_extras();
+            let chunks = std::mem::take(&mut slot.unflushed_chunks);
             let (req, err) = (slot.unflushed_requests, slot.unflushed_errors);
+            let classes = std::mem::take(&mut slot.unflushed_classes);
             slot.clear_pending();
             slot.unflushed_requests = 0;
             slot.unflushed_errors = 0;
+            for (total, n) in self.overflow.unflushed_classes.iter_mut().zip(classes) {
+                *total += n;
+            }
             self.dropped += req;
             self.overflow.counters.add(&delta.counters);
             self.overflow.latency.merge_sparse(&delta.latency);
+            self.overflow.ttft.merge_sparse(&extras.ttft);
+            self.overflow.shape.add(&Extras {
+                ttft: Vec::new(),
+                ..extras
+            });
+            self.overflow.unflushed_chunks += chunks;
             self.overflow.unflushed_requests += req;
             self.overflow.unflushed_errors += err;
         }
@@ -185,12 +245,7 @@ mod tests {
     use super::*;
 
     fn rec(us: u64, status: u16) -> RequestRecord {
-        RequestRecord {
-            latency_us: us,
-            status,
-            response_flags: 0,
-            attempts: 1,
-        }
+        RequestRecord::new(us, status, 0, 1)
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub enum SeriesMetric {
     P95,
     /// `vigil_latency_p99_ms` (gauge).
     P99,
+    /// `vigil_throttled_total` (counter): throttled requests.
+    Throttled,
+    /// `vigil_stream_chunks_total` (counter): response body chunks seen.
+    StreamChunks,
+    /// `vigil_ttft_p50_ms` (gauge): time to first response byte, p50.
+    TtftP50,
+    /// `vigil_ttft_p95_ms` (gauge).
+    TtftP95,
+    /// `vigil_ttft_p99_ms` (gauge).
+    TtftP99,
 }
 
 impl SeriesMetric {
@@ -62,13 +72,21 @@ impl SeriesMetric {
             SeriesMetric::P50 => "vigil_latency_p50_ms",
             SeriesMetric::P95 => "vigil_latency_p95_ms",
             SeriesMetric::P99 => "vigil_latency_p99_ms",
+            SeriesMetric::Throttled => "vigil_throttled_total",
+            SeriesMetric::StreamChunks => "vigil_stream_chunks_total",
+            SeriesMetric::TtftP50 => "vigil_ttft_p50_ms",
+            SeriesMetric::TtftP95 => "vigil_ttft_p95_ms",
+            SeriesMetric::TtftP99 => "vigil_ttft_p99_ms",
         }
     }
 
     /// Counter or gauge.
     pub fn kind(self) -> Kind {
         match self {
-            SeriesMetric::Requests | SeriesMetric::Errors => Kind::Counter,
+            SeriesMetric::Requests
+            | SeriesMetric::Errors
+            | SeriesMetric::Throttled
+            | SeriesMetric::StreamChunks => Kind::Counter,
             _ => Kind::Gauge,
         }
     }
@@ -113,6 +131,17 @@ pub fn series_metric_name(route: &[u8], cluster: &[u8], metric: SeriesMetric) ->
         sanitize(route),
         sanitize(cluster),
         metric.name()
+    )
+}
+
+/// Full stat name of `vigil_failures_total{route,cluster,class}` (one
+/// counter per outcome class that is not `ok`).
+pub fn failures_metric_name(route: &[u8], cluster: &[u8], class: &str) -> String {
+    format!(
+        "route=.={};.;cluster=.={};.;class=.={};.;vigil_failures_total",
+        sanitize(route),
+        sanitize(cluster),
+        class
     )
 }
 

@@ -60,6 +60,8 @@ pub fn signal_code(s: Signal) -> u8 {
         Signal::Errors => 1,
         Signal::Latency => 2,
         Signal::Resets => 3,
+        Signal::Throttled => 4,
+        Signal::Ttft => 5,
     }
 }
 
@@ -69,6 +71,8 @@ pub fn signal_from_code(c: u8) -> Signal {
         1 => Signal::Errors,
         2 => Signal::Latency,
         3 => Signal::Resets,
+        4 => Signal::Throttled,
+        5 => Signal::Ttft,
         _ => Signal::None,
     }
 }
@@ -80,6 +84,8 @@ pub fn signal_name(s: Signal) -> &'static str {
         Signal::Errors => "errors",
         Signal::Latency => "latency",
         Signal::Resets => "resets",
+        Signal::Throttled => "throttled",
+        Signal::Ttft => "ttft",
     }
 }
 

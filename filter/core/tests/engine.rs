@@ -31,12 +31,7 @@ impl Rng {
 }
 
 fn req(latency_us: u64, status: u16) -> RequestRecord {
-    RequestRecord {
-        latency_us,
-        status,
-        response_flags: 0,
-        attempts: 1,
-    }
+    RequestRecord::new(latency_us, status, 0, 1)
 }
 
 fn config(json: &str) -> PluginConfig {
@@ -111,6 +106,46 @@ impl Cluster {
             None
         }
     }
+}
+
+#[test]
+fn outcome_classes_are_counted_exactly_across_workers() {
+    use vigil_filter_core::outcome::flag;
+    let mut c = Cluster::new(config(r#"{"mode":"shadow"}"#), 3);
+    let mut rng = Rng(11);
+    // (status, flags) -> class
+    let kinds: [(u16, u64, &str); 6] = [
+        (200, 0, "ok"),
+        (503, 0, "server_error"),
+        (200, flag::UPE, "reset"),
+        (429, 0, "throttled"),
+        (404, 0, "client_error"),
+        (0, flag::DC, "client_gone"),
+    ];
+    let mut sent = [0u64; 6];
+    for _ in 0..10 {
+        for _ in 0..600 {
+            let w = rng.below(3) as usize;
+            let k = rng.below(6) as usize;
+            let (status, flags, _) = kinds[k];
+            sent[k] += 1;
+            let rec = RequestRecord::new(1000, status, flags, 1);
+            c.workers[w].record(Some(b"checkout"), Some(b"canary"), &rec);
+        }
+        c.tick();
+    }
+    c.tick();
+    for (k, (_, _, class)) in kinds.iter().enumerate().skip(1) {
+        assert_eq!(
+            c.sink
+                .sum(&format!("class=.={class};"), "vigil_failures_total"),
+            sent[k],
+            "{class}"
+        );
+    }
+    assert_eq!(c.sink.sum("", "vigil_throttled_total"), sent[3]);
+    assert_eq!(c.sink.sum("", "vigil_errors_total"), sent[1] + sent[2]);
+    assert_eq!(c.sink.sum("class=.=ok;", "vigil_failures_total"), 0);
 }
 
 #[test]
@@ -220,15 +255,30 @@ fn healthy_canary_is_never_steered() {
 }
 
 #[test]
-fn low_traffic_canary_never_steers() {
+fn low_traffic_healthy_canary_never_steers_and_a_dead_one_does() {
+    // Healthy at 0-2 rps on each side for two minutes: never steered.
     let mut c = Cluster::new(config(&format!(r#"{{"mode":"steer",{CANARY}}}"#)), 2);
     let mut rng = Rng(19);
     for _ in 0..120 {
-        // One slow, failing canary request every other second.
-        let canary = u64::from(rng.below(2) == 0);
-        c.second(&mut rng, 2, canary, (300_000, 100));
-        assert_eq!(c.steered_everywhere(), None);
+        let (stable, canary) = (rng.below(3), rng.below(3));
+        c.second(&mut rng, stable, canary, (0, 0));
+        assert_eq!(c.steered_everywhere(), None, "{:#?}", c.logs);
     }
+    // Then the canary fails every request at 1 rps (stable 1 rps): the
+    // low-traffic rule steers it within 15 s.
+    let mut steered_after = None;
+    for s in 1..=30 {
+        c.second(&mut rng, 1, 1, (0, 100));
+        if steered_after.is_none() && c.steered_everywhere().is_some() {
+            steered_after = Some(s);
+        }
+    }
+    assert!(
+        steered_after.is_some_and(|s| s <= 15),
+        "steered after {steered_after:?} s: {:#?}",
+        c.logs
+    );
+    assert_eq!(c.steered_everywhere(), Some(Signal::Errors));
 }
 
 #[test]

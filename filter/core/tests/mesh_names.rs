@@ -18,12 +18,7 @@ const DEFAULT_ROUTE: &[u8] = b"9Zuf5Tg79OuZcQITwBbQykxAk2u4fRKrwYn3//AL4Yo=";
 const CANARY_HEADER_ROUTE: &[u8] = b"0W1h5oZdSI6TgZnIdpqmSBbq5QhGwFNeEFyW3TfAYWA=";
 
 fn req(latency_us: u64, status: u16) -> RequestRecord {
-    RequestRecord {
-        latency_us,
-        status,
-        response_flags: 0,
-        attempts: 1,
-    }
+    RequestRecord::new(latency_us, status, 0, 1)
 }
 
 fn run(
