@@ -6,7 +6,6 @@
 const POLL_MS = 1000;
 const WINDOW_MS = 5 * 60 * 1000;
 const TOKEN_KEY = "vigil.operator.token";
-const NAME_KEY = "vigil.operator.name";
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, attrs, ...children) {
@@ -21,13 +20,11 @@ function el(tag, attrs, ...children) {
 }
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
-function operator() { return sessionStorage.getItem(NAME_KEY) || "operator"; }
 
 function showLogin() {
   const signed = token() !== "";
-  $("#who").textContent = signed ? "operator: " + operator() : "read-only";
+  $("#who").textContent = signed ? "signed in" : "read-only";
   $("#who").className = "badge " + (signed ? "operator" : "readonly");
-  $("#operator").hidden = signed;
   $("#token").hidden = signed;
   $("#login-button").hidden = signed;
   $("#logout-button").hidden = !signed;
@@ -52,7 +49,8 @@ async function act(name, action) {
   try {
     r = await fetch("/v1/canaries/" + encodeURIComponent(name) + "/" + action, {
       method: "POST", headers, credentials: "omit",
-      body: JSON.stringify({ by: operator(), comment: "from the dashboard" }),
+      // No "by": the service attributes the action to the credential's name.
+      body: JSON.stringify({ comment: "from the dashboard" }),
     });
     body = await r.json().catch(() => ({}));
   } catch (e) {
@@ -280,14 +278,12 @@ $("#login").addEventListener("submit", (ev) => {
   const t = $("#token").value.trim();
   if (!t) { message("type the operator token to sign in", false); return; }
   sessionStorage.setItem(TOKEN_KEY, t);
-  sessionStorage.setItem(NAME_KEY, $("#operator").value.trim() || "operator");
   $("#token").value = "";
   showLogin();
-  message("signed in as " + operator() + " (this tab only)", true);
+  message("signed in (this tab only); actions are attributed to the credential's name", true);
 });
 $("#logout-button").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
-  sessionStorage.removeItem(NAME_KEY);
   showLogin();
   message("signed out: read-only", true);
 });

@@ -1,29 +1,40 @@
 //! Canary analysis: the judgements the state machine acts on.
 //!
-//! Why this exists: "is the canary worse than stable" must be answered with
-//! the same sound small-sample statistics the filter uses
-//! ([`vigil_scorer::peer::score_canary`]), on the evidence of every sidecar
-//! merged, and every answer must carry its numbers in plain English. Two
-//! judgements, both pure:
+//! Why this exists: every decision that moves a weight must rest on the
+//! same tested judgement the filter uses — the anytime-valid sequential
+//! canary-vs-stable test ([`vigil_scorer::sequential::CanaryMonitor`]) — on
+//! the evidence of every sidecar merged, and carry its numbers in plain
+//! English. One judge, two uses, both pure:
 //!
-//! - [`Monitor`] — live, once per analysis tick: the merged tick is fed to a
-//!   pair of [`SeriesState`]s (rolling windows of the model's size) and
-//!   judged with `score_canary`; `critical` rolls back at once, without
-//!   waiting for the step to end.
-//! - [`judge_step`] — at a step's end, on the whole step's merged evidence:
-//!   the step is one "tick" of a one-tick model, so `score_canary` compares
-//!   the canary's step against the stable's same step. Then the SLOs, tested
-//!   one-sided against their limits (a breach must be significant at the
-//!   model's `z_warn`, so one unlucky error among 20 requests does not roll
-//!   back a healthy canary, while a real breach does within a step).
-//!   Too little evidence (fewer than `min_requests` canary or
-//!   `min_requests_ref` stable requests) holds: it never promotes.
+//! - [`Monitor`] — live, once per analysis tick: the merged tick is observed
+//!   by a pair of [`SeriesState`]s (the model's rolling windows) and the
+//!   `CanaryMonitor` is updated exactly as the filter's lease holder does
+//!   (`observe` both series, then `update`). `critical` rolls back at once.
+//!   Its guarantee is the filter's: under the null (the canary's requests
+//!   are bad no more often than the stable's share plus the margin), the
+//!   average run length to a false `critical` is at least `1/alpha` ticks,
+//!   however often it is looked at.
+//! - [`judge_step`] — at a step's end: the step advances only when the
+//!   step's merged evidence reaches the model's minimums **and** the live
+//!   sequential test is neither `critical` nor `warn` (evidence against the
+//!   canary building up holds the step), and the SLOs (one-sided tests
+//!   against their limits at the model's `z_warn`) hold. The fixed-window
+//!   comparison of the step ([`vigil_scorer::peer::score_canary`]) is
+//!   computed and stored with the decision as a reported statistic only; it
+//!   decides nothing.
+//!   Too little evidence holds: it never promotes.
+//!
+//! A sidecar's own `critical` verdict is a claim, not a decision: it counts
+//! only when its report carried the canary's counts (both versions), and
+//! the rollback happens only if the control-side re-test on the merged
+//! evidence (which includes those counts) is critical.
 
 use crate::evidence::{PairTally, SidecarCritical, Tally};
 use crate::spec::CanarySpec;
 use serde_json::{json, Value};
 use vigil_scorer::model::Model;
 use vigil_scorer::peer::score_canary;
+use vigil_scorer::sequential::CanaryMonitor;
 use vigil_scorer::series::SeriesState;
 use vigil_scorer::stats;
 use vigil_scorer::verdict::{Signal, State, Verdict};
@@ -50,11 +61,14 @@ pub struct Judgement {
     pub evidence: Value,
 }
 
-/// Live canary-vs-stable monitor over the model's rolling windows.
+/// Live canary-vs-stable judge: the filter's sequential test
+/// ([`CanaryMonitor`]) over the model's rolling windows, fed the merged
+/// evidence of every sidecar once per analysis tick.
 #[derive(Debug, Clone)]
 pub struct Monitor {
     canary: SeriesState,
     stable: SeriesState,
+    sequential: CanaryMonitor,
     /// Latest verdict.
     pub last: Verdict,
 }
@@ -65,16 +79,23 @@ impl Monitor {
         Monitor {
             canary: SeriesState::new(model),
             stable: SeriesState::new(model),
+            sequential: CanaryMonitor::new(model),
             last: Verdict::default(),
         }
     }
 
-    /// Feed one analysis tick (every sidecar's reports merged) and judge.
+    /// Feed one analysis tick (every sidecar's reports merged) and judge,
+    /// exactly as the filter's lease holder does for its own series.
     pub fn observe(&mut self, tick: &PairTally, model: &Model) -> Verdict {
         self.canary.observe(&tick.canary.to_delta(), model);
         self.stable.observe(&tick.stable.to_delta(), model);
-        self.last = score_canary(&self.canary, &self.stable, model);
+        self.last = self.sequential.update(&self.canary, &self.stable, model);
         self.last
+    }
+
+    /// The sequential test's current log e-value (nats).
+    pub fn log_e_value(&self) -> f64 {
+        self.sequential.log_e_value()
     }
 }
 
@@ -83,24 +104,17 @@ pub fn judge_live(verdict: &Verdict, model: &Model) -> Option<Judgement> {
     (verdict.state == State::Critical).then(|| Judgement {
         outcome: Outcome::Rollback,
         explanation: format!(
-            "live canary-vs-stable test over the last {} ticks is critical: {}",
-            model.recent_ticks,
+            "anytime-valid canary-vs-stable test on every sidecar's merged evidence is critical (alpha {:e}): {}",
+            model.alpha,
             stable_wording(&verdict.explain())
         ),
-        evidence: json!({"source": "monitor", "verdict": verdict_json(verdict)}),
+        evidence: json!({"source": "sequential", "verdict": verdict_json(verdict)}),
     })
 }
 
-/// A rollback judgement from a sidecar's own `critical` verdict.
-pub fn judge_sidecar(c: &SidecarCritical) -> Judgement {
-    Judgement {
-        outcome: Outcome::Rollback,
-        explanation: format!(
-            "sidecar {} judged the canary critical (score {}): {}",
-            c.sidecar, c.score, c.reason
-        ),
-        evidence: json!({"source": "sidecar", "sidecar": c.sidecar, "score": c.score, "reason": c.reason}),
-    }
+/// Evidence JSON of a sidecar's (supported) `critical` claim.
+pub fn claim_json(c: &SidecarCritical) -> Value {
+    json!({"sidecar": c.sidecar, "score": c.score, "reason": c.reason})
 }
 
 /// The scorer says "reference"; here the reference is always the stable.
@@ -185,7 +199,20 @@ pub fn describe(p: &PairTally) -> String {
 /// Judge a finished step on its merged evidence. `weight` is the step's
 /// canary weight: at 100 % the stable may see no traffic, and the canary is
 /// then judged on its SLOs and minimum evidence alone.
-pub fn judge_step(spec: &CanarySpec, step: &PairTally, weight: u8, model: &Model) -> Judgement {
+/// `live` is the sequential test's latest verdict and `log_e` its current
+/// log e-value (nats, [`Monitor::log_e_value`]): a step also rolls back when
+/// the e-value reached `1/alpha` and holds when it reached `1/sqrt(alpha)`
+/// even where the verdict says `insufficient_data` (low traffic: the
+/// minimum-evidence rules only remove alarms, the e-value's bound holds
+/// without them), so a thin-traffic canary cannot pass a step on silence.
+pub fn judge_step(
+    spec: &CanarySpec,
+    step: &PairTally,
+    weight: u8,
+    model: &Model,
+    live: &Verdict,
+    log_e: f64,
+) -> Judgement {
     let (c, s) = (&step.canary, &step.stable);
     let mut evidence = json!({
         "source": "step", "weight": weight,
@@ -193,8 +220,27 @@ pub fn judge_step(spec: &CanarySpec, step: &PairTally, weight: u8, model: &Model
         "min_requests": model.min_requests, "min_requests_ref": model.min_requests_ref,
     });
     let summary = describe(step);
-    if let Some(crit) = &step.critical {
-        return judge_sidecar(crit);
+    if let Some(j) = judge_live(live, model) {
+        return j;
+    }
+    let alpha = if model.alpha > 0.0 && model.alpha < 1.0 {
+        model.alpha
+    } else {
+        1e-6
+    };
+    let critical = -alpha.ln();
+    if let Some(obj) = evidence.as_object_mut() {
+        obj.insert("sequential".into(), verdict_json(live));
+        obj.insert("log_e_value".into(), json!(round(log_e, 3)));
+    }
+    if log_e >= critical {
+        return Judgement {
+            outcome: Outcome::Rollback,
+            explanation: format!(
+                "step at {weight}% failed the anytime-valid canary-vs-stable test: e-value e^{log_e:.1} >= 1/alpha (alpha {alpha:e}) ({summary})"
+            ),
+            evidence,
+        };
     }
     if c.counters.requests < model.min_requests {
         return Judgement {
@@ -217,10 +263,27 @@ pub fn judge_step(spec: &CanarySpec, step: &PairTally, weight: u8, model: &Model
             evidence,
         };
     }
-    let mut comparison = String::from("no stable reference at 100% (SLOs only)");
+    if live.state == State::Warn || log_e >= critical / 2.0 {
+        return Judgement {
+            outcome: Outcome::Hold,
+            explanation: format!(
+                "holding at {weight}%: the sequential canary-vs-stable test is at warn (evidence against the canary is building, e-value e^{log_e:.1}): {} ({summary})",
+                stable_wording(&live.explain())
+            ),
+            evidence,
+        };
+    }
+    let comparison = if stable_enough || weight < 100 {
+        format!(
+            "sequential canary-vs-stable test {} (score {})",
+            live.state.as_str(),
+            live.score
+        )
+    } else {
+        String::from("no stable reference at 100% (SLOs only)")
+    };
     if stable_enough {
-        // The whole step as one tick of a one-tick model: the canary's step
-        // against the stable's same step.
+        // Reported statistic only: the step's fixed-window comparison.
         let step_model = Model {
             window_ticks: 1,
             recent_ticks: 1,
@@ -230,27 +293,10 @@ pub fn judge_step(spec: &CanarySpec, step: &PairTally, weight: u8, model: &Model
         let mut ss = SeriesState::new(&step_model);
         cs.observe(&c.to_delta(), &step_model);
         ss.observe(&s.to_delta(), &step_model);
-        let verdict = score_canary(&cs, &ss, &step_model);
+        let fixed = score_canary(&cs, &ss, &step_model);
         if let Some(obj) = evidence.as_object_mut() {
-            obj.insert("verdict".into(), verdict_json(&verdict));
+            obj.insert("fixed_window".into(), verdict_json(&fixed));
         }
-        if verdict.state == State::Critical {
-            return Judgement {
-                outcome: Outcome::Rollback,
-                explanation: format!(
-                    "step at {weight}% failed the canary-vs-stable test: {} ({summary})",
-                    stable_wording(&verdict.explain())
-                ),
-                evidence,
-            };
-        }
-        comparison = format!(
-            "canary-vs-stable {} (strongest signal {}, stat {:.1} < {:.1})",
-            verdict.state.as_str(),
-            signal_name(verdict.evidence.signal),
-            verdict.evidence.statistic,
-            model.z_critical
-        );
     }
     if let Some(max) = spec.slo.max_error_ratio {
         let (k, n) = (
@@ -361,10 +407,10 @@ mod tests {
         };
         let mut p = pair(counters(200, 0), counters(2000, 0));
         p.prometheus = true;
-        let j = judge_step(&spec(), &p, 10, &Model::default());
+        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok(), 0.0);
         assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
         p.canary_p99_gauge_us = Some(650_000);
-        let j = judge_step(&spec(), &p, 10, &Model::default());
+        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok(), 0.0);
         assert_eq!(j.outcome, Outcome::Rollback, "{}", j.explanation);
         assert!(
             j.explanation.contains("p99 gauge 650.0 ms > max 500.0 ms"),
@@ -380,6 +426,8 @@ mod tests {
             &pair(delta(200, 1, 100), delta(2000, 10, 100)),
             10,
             &Model::default(),
+            &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
         assert!(j.explanation.contains("n=200/2000"), "{}", j.explanation);
@@ -392,6 +440,8 @@ mod tests {
             &pair(delta(5, 0, 100), delta(2000, 0, 100)),
             5,
             &Model::default(),
+            &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Hold);
         assert!(
@@ -404,6 +454,8 @@ mod tests {
             &pair(delta(100, 0, 100), delta(10, 0, 100)),
             5,
             &Model::default(),
+            &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Hold);
         // At 100 % the stable may be empty.
@@ -412,36 +464,105 @@ mod tests {
             &pair(delta(100, 0, 100), delta(0, 0, 100)),
             100,
             &Model::default(),
+            &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
     }
 
-    #[test]
-    fn errors_roll_back() {
-        let j = judge_step(
-            &spec(),
-            &pair(delta(200, 40, 100), delta(2000, 10, 100)),
-            10,
-            &Model::default(),
-        );
-        assert_eq!(j.outcome, Outcome::Rollback);
-        assert!(
-            j.explanation.contains("errors: 20.00% vs stable"),
-            "{}",
-            j.explanation
-        );
+    fn ok() -> Verdict {
+        Verdict {
+            state: State::Ok,
+            ..Verdict::default()
+        }
+    }
+
+    fn monitor_verdict(canary_errors: u64, canary_ms: u64) -> Verdict {
+        let model = Model::default();
+        let mut m = Monitor::new(&model);
+        for _ in 0..15 {
+            m.observe(&pair(delta(50, 0, 100), delta(500, 0, 100)), &model);
+        }
+        for _ in 0..5 {
+            m.observe(
+                &pair(delta(50, canary_errors, canary_ms), delta(500, 0, 100)),
+                &model,
+            );
+        }
+        m.last
     }
 
     #[test]
-    fn latency_rolls_back() {
-        let j = judge_step(
-            &spec(),
-            &pair(delta(200, 0, 400), delta(2000, 0, 100)),
-            10,
-            &Model::default(),
+    fn errors_and_latency_roll_back_through_the_sequential_test() {
+        let model = Model::default();
+        for (errors, ms, signal) in [(20, 100, "errors"), (0, 400, "latency")] {
+            let v = monitor_verdict(errors, ms);
+            let j = judge_live(&v, &model).unwrap();
+            assert_eq!(j.outcome, Outcome::Rollback);
+            assert!(j.explanation.contains(signal), "{}", j.explanation);
+            assert!(j.explanation.contains("anytime-valid"), "{}", j.explanation);
+            // The step's judgement says the same.
+            let j = judge_step(
+                &spec(),
+                &pair(delta(200, 40, ms), delta(2000, 10, 100)),
+                10,
+                &model,
+                &v,
+                0.0,
+            );
+            assert_eq!(j.outcome, Outcome::Rollback, "{}", j.explanation);
+        }
+    }
+
+    #[test]
+    fn a_thin_traffic_fault_cannot_pass_a_step_on_silence() {
+        // 2 canary requests a tick, half failing: the recent window never
+        // holds min_requests, so the verdict stays insufficient_data, but
+        // the e-process accumulates and the step's judgement uses it.
+        let model = Model::default();
+        let mut m = Monitor::new(&model);
+        let mut step = PairTally::default();
+        for _ in 0..40 {
+            let tick = pair(delta(2, 1, 100), delta(500, 0, 100));
+            m.observe(&tick, &model);
+            step.merge(&tick);
+        }
+        assert_eq!(m.last.state, State::InsufficientData);
+        let j = judge_step(&spec(), &step, 10, &model, &m.last, m.log_e_value());
+        assert_eq!(
+            j.outcome,
+            Outcome::Rollback,
+            "{} (log_e {})",
+            j.explanation,
+            m.log_e_value()
         );
-        assert_eq!(j.outcome, Outcome::Rollback);
-        assert!(j.explanation.contains("latency"), "{}", j.explanation);
+        // The same thin traffic, healthy: the step passes.
+        let mut m = Monitor::new(&model);
+        let mut step = PairTally::default();
+        for _ in 0..40 {
+            let tick = pair(delta(2, 0, 100), delta(500, 0, 100));
+            m.observe(&tick, &model);
+            step.merge(&tick);
+        }
+        let j = judge_step(&spec(), &step, 10, &model, &m.last, m.log_e_value());
+        assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
+    }
+
+    #[test]
+    fn the_fixed_window_test_decides_nothing_and_warn_holds() {
+        // A step whose fixed-window comparison is critical passes when the
+        // sequential test is ok (and the SLOs hold): it is a statistic only.
+        let p = pair(delta(200, 8, 100), delta(2000, 10, 100));
+        let j = judge_step(&spec(), &p, 10, &Model::default(), &ok(), 0.0);
+        assert_eq!(j.outcome, Outcome::Pass, "{}", j.explanation);
+        assert!(j.evidence.get("fixed_window").is_some(), "{}", j.evidence);
+        let warn = Verdict {
+            state: State::Warn,
+            ..Verdict::default()
+        };
+        let j = judge_step(&spec(), &p, 10, &Model::default(), &warn, 0.0);
+        assert_eq!(j.outcome, Outcome::Hold, "{}", j.explanation);
+        assert!(j.explanation.contains("warn"), "{}", j.explanation);
     }
 
     #[test]
@@ -452,6 +573,8 @@ mod tests {
             &pair(delta(400, 60, 100), delta(0, 0, 100)),
             100,
             &Model::default(),
+            &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Rollback);
         assert!(j.explanation.starts_with("SLO breach"), "{}", j.explanation);
@@ -460,6 +583,8 @@ mod tests {
             &pair(delta(400, 0, 900), delta(0, 0, 100)),
             100,
             &Model::default(),
+            &ok(),
+            0.0,
         );
         assert_eq!(j.outcome, Outcome::Rollback);
         assert!(j.explanation.contains("p99"), "{}", j.explanation);

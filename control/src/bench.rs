@@ -16,11 +16,13 @@ use crate::service::{Options, Service};
 use crate::spec::CanarySpec;
 use bytes::Bytes;
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vigil_scorer::verdict::State;
+use vigil_wire::report::{Report, Series};
 
 /// Benchmark settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,28 +41,53 @@ pub struct BenchArgs {
     pub token_file: Option<PathBuf>,
 }
 
-/// The `series` array of a bench report (JSON text), shaped like the filter's.
-pub fn series_json(n: usize) -> String {
-    let items: Vec<Value> = (0..n)
-        .map(|i| {
-            let (route, cluster) = match i {
-                0 => ("bench".to_string(), "stable".to_string()),
-                1 => ("bench".to_string(), "canary".to_string()),
-                _ => (format!("route-{}", i % 97), format!("cluster-{i}")),
-            };
-            json!({"route": route, "cluster": cluster, "requests": 50, "errors": 0, "status_4xx": 1,
-                   "resets": 0, "overflows": 0, "timeouts": 0, "retries": 0, "latency_sum_us": 2_500_000,
-                   "latency": [[300, 20], [310, 25], [330, 5]], "state": "ok", "score": 10})
+/// Most series per bench report: every series belongs to a declared bench
+/// canary (two series per canary), so ingest is counted on managed series
+/// only, as the filter now sends them.
+pub const MAX_BENCH_SERIES: usize = 2 * crate::service::MAX_CANARIES;
+
+/// The bench canaries covering `n` series: `bench-<i>` on route `bench-<i>`,
+/// clusters `stable` and `canary`.
+pub fn bench_canaries(n: usize) -> Vec<CanarySpec> {
+    (0..n.div_ceil(2).max(1))
+        .filter_map(|i| {
+            CanarySpec::from_json_value(
+                json!({"name": format!("bench-{i}"), "route": format!("bench-{i}"),
+                "stable_cluster": "stable", "canary_cluster": "canary", "step_duration_s": 3600}),
+            )
+            .ok()
         })
-        .collect();
-    Value::Array(items).to_string()
+        .collect()
 }
 
+/// The `series` array of a bench report (JSON text, `vigil-wire` series
+/// shaped like the filter's), all on the bench canaries' routes.
+pub fn series_json(n: usize) -> String {
+    let delta = vigil_scorer::window::TickDelta {
+        counters: vigil_scorer::window::Counters {
+            requests: 50,
+            status_4xx: 1,
+            latency_sum_us: 2_500_000,
+            ..Default::default()
+        },
+        latency: vec![(300, 20), (310, 25), (330, 5)],
+    };
+    let items: Vec<Series> = (0..n)
+        .map(|i| {
+            let cluster = if i % 2 == 0 { "stable" } else { "canary" };
+            Series::from_delta(&format!("bench-{}", i / 2), cluster, &delta, State::Ok, 10)
+        })
+        .collect();
+    serde_json::to_string(&items).unwrap_or_default()
+}
+
+/// A report body: the `vigil-wire` header with the pre-encoded series
+/// spliced in (the client shares the machine, so the series are encoded
+/// once, not per request).
 fn body(sidecar: &str, seq: u64, series: &str) -> Bytes {
-    Bytes::from(format!(
-        "{{\"version\":1,\"sidecar\":\"{sidecar}\",\"seq\":{seq},\"sent_at_ms\":{},\"tick_ms\":1000,\"series\":{series},\"canaries\":[]}}",
-        log::now_ms()
-    ))
+    let head = String::from_utf8_lossy(&Report::new(sidecar, 1, seq, log::now_ms(), 1000).encode())
+        .into_owned();
+    Bytes::from(head.replacen("\"series\":[]", &format!("\"series\":{series}"), 1))
 }
 
 struct Target {
@@ -70,34 +97,37 @@ struct Target {
     data: Option<PathBuf>,
 }
 
-async fn start_local() -> Result<Target, String> {
+async fn start_local(series: usize) -> Result<Target, String> {
     let data = std::env::temp_dir().join(format!(
         "vigil-bench-{}-{}",
         std::process::id(),
         log::now_ms()
     ));
-    let spec = CanarySpec::from_json_value(
-        json!({"name": "bench", "route": "bench", "stable_cluster": "stable",
-        "canary_cluster": "canary", "step_duration_s": 3600}),
-    )
-    .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::default());
     let opts = Options {
         out: data.join("gitops"),
         data: data.clone(),
         webhooks: Vec::new(),
         model: vigil_scorer::model::Model::default(),
+        limits: crate::plausibility::Limits::default(),
+        sidecar_ttl_ms: crate::service::SIDECAR_TTL_MS,
     };
-    let svc = Arc::new(Service::open(opts, &[spec], None, metrics).map_err(|e| e.to_string())?);
+    let svc = Arc::new(
+        Service::open(opts, &bench_canaries(series), None, metrics).map_err(|e| e.to_string())?,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let token = format!("bench-{}-{}", std::process::id(), log::now_ms());
     let _ticker = http::spawn_ticker(svc.clone(), Duration::from_secs(1));
-    let t = token.clone();
+    let creds = crate::credentials::Credentials::parse(&format!(
+        "reporters:\n  - name: bench\n    sha256: {}\n    sidecars: [\"bench-*\"]\n",
+        crate::credentials::digest_hex(&token)
+    ))?;
+    let creds = Arc::new(crate::credentials::CredentialStore::fixed(creds));
     let server = tokio::spawn(async move {
-        let _ = http::serve(listener, svc, &t, std::future::pending()).await;
+        let _ = http::serve(listener, svc, creds, std::future::pending()).await;
     });
     Ok(Target {
         base: format!("http://{addr}"),
@@ -164,7 +194,7 @@ async fn ingest(
 /// Run the benchmark; prints a table, optionally writes JSON. Exit code.
 pub async fn run(args: BenchArgs) -> i32 {
     let target = match &args.server {
-        None => match start_local().await {
+        None => match start_local(args.series).await {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("bench: cannot start the service: {e}");

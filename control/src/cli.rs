@@ -7,6 +7,7 @@
 //! [`parse`] is pure and tested.
 
 use crate::client::HttpClient;
+use crate::credentials::CredentialStore;
 use crate::http;
 use crate::log;
 use crate::metrics::Metrics;
@@ -22,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Environment variable naming the credentials file of `serve` (when no
+/// `--credentials`).
+pub const CREDENTIALS_ENV: &str = "VIGIL_CONTROL_CREDENTIALS";
 /// Environment variable holding the bearer token (when no `--token-file`).
 pub const TOKEN_ENV: &str = "VIGIL_CONTROL_TOKEN";
 /// Environment variable holding the server URL for client commands.
@@ -32,29 +36,37 @@ pub const USAGE: &str = "\
 vigil-control — Vigil's control service
 
 USAGE:
-  vigil-control serve --listen ADDR --data DIR [--config FILE] [--token-file FILE]
+  vigil-control serve --listen ADDR --data DIR --credentials FILE [--config FILE]
                       [--prometheus http://HOST:PORT [--prometheus-timeout-ms 2000]]
                       [--out DIR] [--tick-ms N] [--webhook-timeout-ms N] [--webhook-retries N]
+                      [--sidecar-ttl-s 600] [--max-requests-per-tick 1000000]
+                      [--max-sidecar-share 0.5] [--trust-xfcc true]
   vigil-control canary list [--server URL]
   vigil-control canary show NAME [--server URL]
-  vigil-control canary approve|reject|pause|resume NAME [--by WHO] [--comment TEXT]
+  vigil-control canary approve|reject|pause|resume NAME [--comment TEXT]
                       [--server URL] [--token-file FILE]
+  vigil-control credential new --role reporter|operator --name NAME [--sidecars PATTERNS]
+  vigil-control credential hash            (token on standard input)
   vigil-control audit verify --data DIR
   vigil-control render --data DIR [--out DIR]
   vigil-control bench [--seconds N] [--series N] [--clients N] [--json FILE]
                       [--server URL --token-file FILE]
+  vigil-control replay --reports FILE --canary NAME [--config FILE]
   vigil-control inspect --config-dump FILE|http://ADMIN/config_dump --plugin-config FILE
       what each canary of a plugin configuration (its JSON, a MeshProxyPatch or a
       WasmPlugin) resolves to in a proxy's Envoy config dump; exit 1 when one
       resolves to nothing
 
-The bearer token comes from --token-file FILE or the VIGIL_CONTROL_TOKEN
-environment variable; it is never logged. --server defaults to
+serve reads reporter and operator credentials (SHA-256 digests) from
+--credentials FILE or $VIGIL_CONTROL_CREDENTIALS and re-reads it when it
+changes or on SIGHUP. Client commands take the bearer token from
+--token-file FILE or the VIGIL_CONTROL_TOKEN environment variable; operator
+actions are attributed to the credential's name. Tokens are never logged. --server defaults to
 $VIGIL_CONTROL_SERVER or http://127.0.0.1:8080. --out defaults to DATA/gitops.
 ";
 
 /// A parsed command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Print usage.
     Help,
@@ -66,8 +78,8 @@ pub enum Command {
         data: PathBuf,
         /// Config file.
         config: Option<PathBuf>,
-        /// Token file.
-        token_file: Option<PathBuf>,
+        /// Credentials file.
+        credentials: PathBuf,
         /// GitOps output directory.
         out: Option<PathBuf>,
         /// Analysis tick, ms.
@@ -81,6 +93,12 @@ pub enum Command {
         prometheus: Option<String>,
         /// Timeout of each Prometheus query, ms.
         prometheus_timeout_ms: u64,
+        /// Forget a sidecar identity after this long without a report, s.
+        sidecar_ttl_s: u64,
+        /// Evidence plausibility limits.
+        limits: crate::plausibility::Limits,
+        /// Bind reports to the XFCC SPIFFE namespace.
+        trust_xfcc: bool,
     },
     /// `canary list|show|approve|reject|pause|resume`.
     Canary {
@@ -92,8 +110,8 @@ pub enum Command {
         server: String,
         /// Token file.
         token_file: Option<PathBuf>,
-        /// Who.
-        by: String,
+        /// Who (optional; must be the credential's name when given).
+        by: Option<String>,
         /// Comment.
         comment: String,
     },
@@ -111,6 +129,26 @@ pub enum Command {
     },
     /// `bench`.
     Bench(crate::bench::BenchArgs),
+    /// `credential new|hash`.
+    Credential {
+        /// `new` or `hash`.
+        action: String,
+        /// Role (`new`).
+        role: Option<String>,
+        /// Name (`new`).
+        name: Option<String>,
+        /// Sidecar patterns, comma-separated (`new`, reporters).
+        sidecars: Option<String>,
+    },
+    /// `replay`: judge recorded reports with the service's judge.
+    Replay {
+        /// JSON-lines file: one analysis tick per line (an array of reports).
+        reports: PathBuf,
+        /// Canary to judge.
+        canary: String,
+        /// Config file (canaries, model).
+        config: Option<PathBuf>,
+    },
     /// `inspect`.
     Inspect {
         /// Config dump file or admin URL.
@@ -191,6 +229,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "listen",
                     "data",
                     "config",
+                    "credentials",
                     "token-file",
                     "out",
                     "tick-ms",
@@ -198,20 +237,48 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "webhook-retries",
                     "prometheus",
                     "prometheus-timeout-ms",
+                    "sidecar-ttl-s",
+                    "max-requests-per-tick",
+                    "max-sidecar-share",
+                    "trust-xfcc",
                 ],
             )?;
             if let Some(p) = f.positional.first() {
                 return Err(format!("serve: unexpected argument {p:?}"));
             }
+            let defaults = crate::plausibility::Limits::default();
+            let limits = crate::plausibility::Limits {
+                max_requests_per_tick: num(
+                    &f,
+                    "max-requests-per-tick",
+                    defaults.max_requests_per_tick,
+                )?
+                .max(1),
+                max_sidecar_share: num(&f, "max-sidecar-share", defaults.max_sidecar_share)?,
+            };
+            if !(limits.max_sidecar_share > 0.0 && limits.max_sidecar_share <= 1.0) {
+                return Err("--max-sidecar-share must be in (0, 1]".into());
+            }
             let tick_ms = num(&f, "tick-ms", 1000u64)?;
             if !(50..=60_000).contains(&tick_ms) {
                 return Err("--tick-ms must be in 50..=60000".into());
             }
+            if f.named.contains_key("token-file") {
+                return Err("serve: --token-file is gone; give --credentials FILE with reporter and operator credentials (control/README.md)".into());
+            }
+            let credentials = f
+                .named
+                .get("credentials")
+                .cloned()
+                .or_else(|| std::env::var(CREDENTIALS_ENV).ok())
+                .ok_or_else(|| {
+                    format!("serve: --credentials FILE (or ${CREDENTIALS_ENV}) is required")
+                })?;
             Ok(Command::Serve {
                 listen: required(&f, "listen")?,
                 data: PathBuf::from(required(&f, "data")?),
                 config: f.named.get("config").map(PathBuf::from),
-                token_file: f.named.get("token-file").map(PathBuf::from),
+                credentials: PathBuf::from(credentials),
                 out: f.named.get("out").map(PathBuf::from),
                 tick_ms,
                 webhook_timeout_ms: num(&f, "webhook-timeout-ms", 5000u64)?.clamp(100, 60_000),
@@ -219,6 +286,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 prometheus: f.named.get("prometheus").cloned(),
                 prometheus_timeout_ms: num(&f, "prometheus-timeout-ms", 2000u64)?
                     .clamp(100, 60_000),
+                sidecar_ttl_s: num(&f, "sidecar-ttl-s", crate::service::SIDECAR_TTL_MS / 1000)?
+                    .clamp(1, 30 * 86_400),
+                limits,
+                trust_xfcc: match f.named.get("trust-xfcc").map(String::as_str) {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(format!("--trust-xfcc must be true or false, got {other:?}"))
+                    }
+                },
             })
         }
         "canary" => {
@@ -238,12 +315,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 }
                 other => return Err(format!("canary: unknown action {other:?}")),
             }
-            let by = f
-                .named
-                .get("by")
-                .cloned()
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "cli".to_string());
+            // No default from $USER: the server attributes the action to
+            // the credential's name.
+            let by = f.named.get("by").cloned();
             Ok(Command::Canary {
                 action,
                 name,
@@ -283,12 +357,34 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             )?;
             Ok(Command::Bench(crate::bench::BenchArgs {
                 seconds: num(&f, "seconds", 5u64)?.clamp(1, 600),
-                series: num(&f, "series", 1000usize)?.clamp(1, crate::report::MAX_SERIES),
+                series: num(&f, "series", 1000usize)?.clamp(1, crate::bench::MAX_BENCH_SERIES),
                 clients: num(&f, "clients", 4usize)?.clamp(1, 256),
                 json: f.named.get("json").map(PathBuf::from),
                 server: f.named.get("server").cloned(),
                 token_file: f.named.get("token-file").map(PathBuf::from),
             }))
+        }
+        "credential" => {
+            let f = split_flags(rest, &["role", "name", "sidecars"])?;
+            match f.positional.first().map(String::as_str) {
+                Some(a @ ("new" | "hash")) => Ok(Command::Credential {
+                    action: a.to_string(),
+                    role: f.named.get("role").cloned(),
+                    name: f.named.get("name").cloned(),
+                    sidecars: f.named.get("sidecars").cloned(),
+                }),
+                _ => Err(
+                    "credential: `credential new --role R --name N` or `credential hash`".into(),
+                ),
+            }
+        }
+        "replay" => {
+            let f = split_flags(rest, &["reports", "canary", "config"])?;
+            Ok(Command::Replay {
+                reports: PathBuf::from(required(&f, "reports")?),
+                canary: required(&f, "canary")?,
+                config: f.named.get("config").map(PathBuf::from),
+            })
         }
         "inspect" => {
             let f = split_flags(rest, &["config-dump", "plugin-config"])?;
@@ -299,6 +395,70 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+/// `credential new|hash`: make a token and its file entry, or hash one.
+fn credential(cmd: Command) -> i32 {
+    let Command::Credential {
+        action,
+        role,
+        name,
+        sidecars,
+    } = cmd
+    else {
+        return 2;
+    };
+    if action == "hash" {
+        let mut token = String::new();
+        if std::io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
+            eprintln!("vigil-control credential hash: give the token on standard input");
+            return 2;
+        }
+        println!("{}", crate::credentials::digest_hex(&token));
+        return 0;
+    }
+    let (Some(role), Some(name)) = (role, name) else {
+        eprintln!(
+            "vigil-control credential new: --role reporter|operator and --name NAME are required"
+        );
+        return 2;
+    };
+    let token = match crate::credentials::new_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vigil-control credential new: {e}");
+            return 1;
+        }
+    };
+    let digest = crate::credentials::digest_hex(&token);
+    let entry = match role.as_str() {
+        "operator" => format!("operators:\n  - name: {name}\n    sha256: {digest}\n"),
+        "reporter" => {
+            let patterns: Vec<String> = sidecars
+                .unwrap_or_else(|| "*".to_string())
+                .split(',')
+                .map(|p| format!("{:?}", p.trim()))
+                .collect();
+            format!(
+                "reporters:\n  - name: {name}\n    sha256: {digest}\n    sidecars: [{}]\n",
+                patterns.join(", ")
+            )
+        }
+        other => {
+            eprintln!(
+                "vigil-control credential new: --role must be reporter or operator, got {other:?}"
+            );
+            return 2;
+        }
+    };
+    if let Err(e) = crate::credentials::Credentials::parse(&entry) {
+        eprintln!("vigil-control credential new: {e}");
+        return 2;
+    }
+    println!("token: {token}");
+    println!("# add to the credentials file (only the digest is stored):");
+    print!("{entry}");
+    0
 }
 
 /// The bearer token: `--token-file` or `$VIGIL_CONTROL_TOKEN`, trimmed.
@@ -335,6 +495,12 @@ pub fn main(args: Vec<String>) -> i32 {
             0
         }
         Command::AuditVerify { data } => audit_verify(&data),
+        c @ Command::Credential { .. } => credential(c),
+        Command::Replay {
+            reports,
+            canary,
+            config,
+        } => crate::replay::main(&reports, &canary, config.as_deref()),
         Command::Render { data, out } => {
             let out = out.unwrap_or_else(|| data.join("gitops"));
             match service::render_all(&data, &out) {
@@ -424,13 +590,16 @@ async fn serve(cmd: Command) -> i32 {
         listen,
         data,
         config,
-        token_file,
+        credentials,
         out,
         tick_ms,
         webhook_timeout_ms,
         webhook_retries,
         prometheus,
         prometheus_timeout_ms,
+        sidecar_ttl_s,
+        limits,
+        trust_xfcc,
     } = cmd
     else {
         return 2;
@@ -439,10 +608,17 @@ async fn serve(cmd: Command) -> i32 {
         log::error("cannot start", json!({"error": msg}));
         2
     };
-    let token = match load_token(token_file.as_deref()) {
-        Ok(t) => t,
+    let creds = match CredentialStore::open(&credentials) {
+        Ok(c) => Arc::new(c.with_xfcc(trust_xfcc)),
         Err(e) => return fail(e),
     };
+    {
+        let (r, o) = creds.current().counts();
+        log::info(
+            "credentials loaded",
+            json!({"file": credentials.display().to_string(), "reporters": r, "operators": o}),
+        );
+    }
     let config = match &config {
         None => ServiceConfig::default(),
         Some(path) => {
@@ -478,6 +654,8 @@ async fn serve(cmd: Command) -> i32 {
         data,
         webhooks: config.webhooks.clone(),
         model: config.model.clone(),
+        limits,
+        sidecar_ttl_ms: sidecar_ttl_s.saturating_mul(1000),
     };
     let svc = match Service::open(opts, &config.canaries, Some(hooks), metrics) {
         Ok(s) => Arc::new(s),
@@ -494,7 +672,9 @@ async fn serve(cmd: Command) -> i32 {
     let ticker = http::spawn_ticker(svc.clone(), Duration::from_millis(tick_ms));
     let poller = prometheus
         .map(|p| crate::prometheus::spawn_poller(svc.clone(), p, Duration::from_millis(tick_ms)));
-    let result = http::serve(listener, svc, &token, shutdown_signal()).await;
+    let reloader = http::spawn_credential_reloader(creds.clone());
+    let result = http::serve(listener, svc, creds, shutdown_signal()).await;
+    reloader.abort();
     ticker.abort();
     if let Some(p) = poller {
         p.abort();
@@ -555,7 +735,11 @@ async fn canary(cmd: Command) -> i32 {
                 }
             };
             let auth = format!("Bearer {token}");
-            let body = json!({"by": by, "comment": comment}).to_string();
+            let body = match &by {
+                Some(by) => json!({"by": by, "comment": comment}),
+                None => json!({"comment": comment}),
+            }
+            .to_string();
             client
                 .request(
                     Method::POST,
@@ -644,7 +828,7 @@ mod tests {
     fn parses_commands() {
         assert_eq!(parse(&[]).unwrap(), Command::Help);
         match parse(&args(
-            "serve --listen 127.0.0.1:0 --data /tmp/x --tick-ms 200",
+            "serve --listen 127.0.0.1:0 --data /tmp/x --credentials c.yaml --tick-ms 200",
         ))
         .unwrap()
         {
@@ -653,14 +837,21 @@ mod tests {
             } => assert_eq!((listen.as_str(), tick_ms), ("127.0.0.1:0", 200)),
             other => panic!("{other:?}"),
         }
-        assert!(parse(&args("serve --data /tmp/x"))
+        assert!(parse(&args("serve --data /tmp/x --credentials c"))
             .unwrap_err()
             .contains("--listen"));
-        assert!(parse(&args("serve --listen a --data b --bogus 1"))
-            .unwrap_err()
-            .contains("bogus"));
+        assert!(parse(&args(
+            "serve --listen a --data b --credentials c --token-file t"
+        ))
+        .unwrap_err()
+        .contains("--credentials"));
+        assert!(
+            parse(&args("serve --listen a --data b --credentials c --bogus 1"))
+                .unwrap_err()
+                .contains("bogus")
+        );
         match parse(&args(
-            "serve --listen a --data b --prometheus http://127.0.0.1:9090 --prometheus-timeout-ms 10",
+            "serve --listen a --data b --credentials c --prometheus http://127.0.0.1:9090 --prometheus-timeout-ms 10",
         ))
         .unwrap()
         {
@@ -690,10 +881,10 @@ mod tests {
                     (
                         action.as_str(),
                         name.as_deref(),
-                        by.as_str(),
+                        by.as_deref(),
                         server.as_str()
                     ),
-                    ("approve", Some("checkout"), "alice", "http://h:1")
+                    ("approve", Some("checkout"), Some("alice"), "http://h:1")
                 )
             }
             other => panic!("{other:?}"),

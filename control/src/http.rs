@@ -3,18 +3,21 @@
 //! Why this exists: it is the only place that knows about status codes,
 //! headers, bearer tokens and body limits. Every error is JSON
 //! `{"error": "...", "field": "..."}`; every write needs
-//! `Authorization: Bearer <token>` (compared in constant time, never
-//! logged) and is refused with 401 before anything is read or changed.
+//! `Authorization: Bearer <token>` of a credential with the right role
+//! ([`crate::credentials`]; looked up by digest, never logged): no or an
+//! unknown token is 401, a known token of the wrong role (or a reporter
+//! reporting as a sidecar it is not bound to) is 403, both before anything
+//! is changed. Operator actions are attributed to the credential's name.
 //!
 //! | route | auth | what |
 //! |---|---|---|
 //! | `GET /healthz` | – | liveness |
 //! | `GET /metrics` | – | Prometheus text |
 //! | `GET /v1/routing` | – | weights for the filters (ETag / If-None-Match) |
-//! | `POST /v1/reports` | token | a filter's report (≤ 1 MiB) → 202 |
-//! | `GET /v1/canaries`, `GET /v1/canaries/{name}` | – | state, evidence, decisions |
-//! | `POST /v1/canaries` | token | declare / update a canary |
-//! | `POST /v1/canaries/{name}/{approve,reject,pause,resume}` | token | operator actions |
+//! | `POST /v1/reports` | reporter | a filter's report (≤ 1 MiB) → 202 |
+//! | `GET /v1/canaries`, `GET /v1/canaries/{name}` | – | state, evidence, decisions (webhook URLs redacted) |
+//! | `POST /v1/canaries` | operator | declare / update a canary |
+//! | `POST /v1/canaries/{name}/{approve,reject,pause,resume}` | operator | operator actions |
 //! | `GET /dashboard/`, `GET /v1/dashboard/series/{name}`, `GET /v1/audit` | – | the operator's page ([`crate::dashboard`]) |
 //! | `POST /v1/flagger/{hook}`, `GET /v1/argo/{name}` | – | Flagger / Argo Rollouts ([`crate::hooks`]) |
 
@@ -22,6 +25,7 @@
 // add an allocation on the refusal path.
 #![allow(clippy::result_large_err)]
 
+use crate::credentials::{Credential, CredentialStore, Role};
 use crate::log::{self, RateLimit};
 use crate::metrics::Reject;
 use crate::report::{self, MAX_REPORT_BYTES};
@@ -46,7 +50,7 @@ static REJECT_LOG: RateLimit = RateLimit::new(20);
 #[derive(Clone)]
 struct App {
     svc: Arc<Service>,
-    token: Arc<str>,
+    creds: Arc<CredentialStore>,
 }
 
 /// A JSON error response.
@@ -69,31 +73,47 @@ fn ok_json(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Check `Authorization: Bearer <token>`; a 401 response when it fails.
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+/// Check `Authorization: Bearer <token>` against the credentials in
+/// force: 401 when missing or unknown, 403 when of another role.
+fn authorize(app: &App, headers: &HeaderMap, role: Role) -> Result<Arc<Credential>, Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(t) if !app.token.is_empty() && ct_eq(t.as_bytes(), app.token.as_bytes()) => Ok(()),
-        other => {
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = presented else {
+        app.svc.rejected(Reject::Unauthorized);
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token",
+            "authorization",
+        ));
+    };
+    match app.creds.current().authenticate(token) {
+        None => {
             app.svc.rejected(Reject::Unauthorized);
-            let msg = if other.is_none() {
-                "missing bearer token"
-            } else {
-                "wrong bearer token"
-            };
-            Err(error(StatusCode::UNAUTHORIZED, msg, "authorization"))
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "unknown bearer token",
+                "authorization",
+            ))
         }
+        Some(c) if c.role != role => {
+            app.svc.rejected(Reject::Forbidden);
+            Err(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "credential {:?} is a {} credential; this needs an {} credential",
+                    c.name,
+                    c.role.as_str(),
+                    role.as_str()
+                )
+                .replace("an reporter", "a reporter"),
+                "authorization",
+            ))
+        }
+        Some(c) => Ok(c),
     }
 }
 
@@ -180,9 +200,10 @@ async fn routing(State(app): State<App>, headers: HeaderMap) -> Response {
 }
 
 async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+    let cred = match authorize(&app, &headers, Role::Reporter) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if let Err(r) = require_json(&app, &headers) {
         return r;
     }
@@ -212,6 +233,42 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
             return error(StatusCode::BAD_REQUEST, e.message, &e.field);
         }
     };
+    if app.creds.xfcc_required() {
+        let ns = headers
+            .get("x-forwarded-client-cert")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::credentials::xfcc_namespace);
+        let Some(ns) = ns else {
+            app.svc.rejected(Reject::Forbidden);
+            return error(
+                StatusCode::FORBIDDEN,
+                "no SPIFFE identity in x-forwarded-client-cert (--trust-xfcc)",
+                "x-forwarded-client-cert",
+            );
+        };
+        if !report.sidecar.ends_with(&format!(".{ns}")) {
+            app.svc.rejected(Reject::Forbidden);
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "sidecar {:?} is not in the caller's mTLS namespace {ns:?}",
+                    report.sidecar
+                ),
+                "sidecar",
+            );
+        }
+    }
+    if !cred.may_report_as(&report.sidecar) {
+        app.svc.rejected(Reject::Forbidden);
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "credential {:?} may not report as sidecar {:?}",
+                cred.name, report.sidecar
+            ),
+            "sidecar",
+        );
+    }
     match app.svc.ingest(&report) {
         Ok(n) => ok_json(StatusCode::ACCEPTED, &json!({"accepted": n})),
         Err(IngestError::OutOfOrder { last }) => {
@@ -270,9 +327,10 @@ async fn show(State(app): State<App>, Path(name): Path<String>) -> Response {
 }
 
 async fn declare(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+    let cred = match authorize(&app, &headers, Role::Operator) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if let Err(r) = require_json(&app, &headers) {
         return r;
     }
@@ -294,12 +352,8 @@ async fn declare(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
             return error(StatusCode::BAD_REQUEST, e.message, &e.field);
         }
     };
-    let actor = headers
-        .get("x-vigil-actor")
-        .and_then(|v| v.to_str().ok())
-        .filter(|a| !a.is_empty() && a.len() <= 128)
-        .unwrap_or("api")
-        .to_string();
+    // Attributed to the credential, never to a name the caller types.
+    let actor = cred.name.clone();
     let name = spec.name.clone();
     match app.svc.upsert(spec, &actor, log::now_ms()) {
         Ok(outcome) => {
@@ -324,9 +378,10 @@ async fn operate(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+    let cred = match authorize(&app, &headers, Role::Operator) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let Some(op) = Op::parse(&action) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -344,7 +399,9 @@ async fn operate(
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Action {
-        by: String,
+        /// Optional; when given it must be the credential's own name.
+        #[serde(default)]
+        by: Option<String>,
         #[serde(default)]
         comment: String,
     }
@@ -354,14 +411,25 @@ async fn operate(
             app.svc.rejected(Reject::Invalid);
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("body must be {{\"by\": \"who\", \"comment\": \"...\"}}: {e}"),
+                format!("body must be {{\"comment\": \"...\"}}: {e}"),
                 "body",
             );
         }
     };
+    if let Some(by) = act.by.as_deref().filter(|b| *b != cred.name) {
+        app.svc.rejected(Reject::Forbidden);
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "actions are attributed to the credential's name {:?}; acting as {by:?} is not allowed",
+                cred.name
+            ),
+            "by",
+        );
+    }
     match app
         .svc
-        .operate(&name, op, &act.by, &act.comment, log::now_ms())
+        .operate(&name, op, &cred.name, &act.comment, log::now_ms())
     {
         Ok(d) => ok_json(
             StatusCode::OK,
@@ -376,10 +444,10 @@ async fn not_found() -> Response {
 }
 
 /// The router.
-pub fn router(svc: Arc<Service>, token: &str) -> Router {
+pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
     let app = App {
         svc: svc.clone(),
-        token: Arc::from(token),
+        creds,
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -408,14 +476,65 @@ pub fn spawn_ticker(svc: Arc<Service>, every: Duration) -> tokio::task::JoinHand
     })
 }
 
+/// Re-read the credentials file every second and on `SIGHUP` (rotation
+/// without restart); a bad file is logged and the previous set kept.
+pub fn spawn_credential_reloader(creds: Arc<CredentialStore>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut last_error: Option<String> = None;
+        loop {
+            #[cfg(unix)]
+            {
+                let sleep = tokio::time::sleep(Duration::from_secs(1));
+                match hup.as_mut() {
+                    Some(h) => {
+                        tokio::select! {
+                            _ = sleep => {},
+                            _ = h.recv() => {},
+                        }
+                    }
+                    None => sleep.await,
+                }
+            }
+            #[cfg(not(unix))]
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let c = creds.clone();
+            let result = tokio::task::spawn_blocking(move || c.reload())
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match result {
+                Ok(true) => {
+                    let (r, o) = creds.current().counts();
+                    last_error = None;
+                    log::info(
+                        "credentials reloaded",
+                        json!({"reporters": r, "operators": o}),
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    if last_error.as_deref() != Some(e.as_str()) {
+                        log::error(
+                            "credentials file refused; the previous credentials stay in force",
+                            json!({"error": e}),
+                        );
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+    })
+}
+
 /// Serve the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     svc: Arc<Service>,
-    token: &str,
+    creds: Arc<CredentialStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(svc, token))
+    axum::serve(listener, router(svc, creds))
         .with_graceful_shutdown(shutdown)
         .await
 }

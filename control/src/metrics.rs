@@ -24,16 +24,20 @@ pub enum Reject {
     MediaType,
     /// Too many distinct sidecars.
     TooManySidecars,
+    /// A valid credential without the right (wrong role, or a reporter
+    /// reporting as a sidecar it is not bound to).
+    Forbidden,
 }
 
 impl Reject {
-    const ALL: [Reject; 6] = [
+    const ALL: [Reject; 7] = [
         Reject::Invalid,
         Reject::TooLarge,
         Reject::OutOfOrder,
         Reject::Unauthorized,
         Reject::MediaType,
         Reject::TooManySidecars,
+        Reject::Forbidden,
     ];
 
     fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Reject {
             Reject::Unauthorized => "unauthorized",
             Reject::MediaType => "media_type",
             Reject::TooManySidecars => "too_many_sidecars",
+            Reject::Forbidden => "forbidden",
         }
     }
 }
@@ -53,7 +58,7 @@ impl Reject {
 pub struct Metrics {
     /// Reports accepted.
     pub reports_accepted: AtomicU64,
-    rejected: [AtomicU64; 6],
+    rejected: [AtomicU64; 7],
     /// Series entries ingested.
     pub series_updates: AtomicU64,
     /// Series entries that matched a canary.
@@ -73,6 +78,14 @@ pub struct Metrics {
     pub render_errors: AtomicU64,
     /// Analysis ticks run.
     pub ticks: AtomicU64,
+    /// Requests removed from sidecar evidence by the plausibility limits.
+    pub evidence_clipped: AtomicU64,
+    /// Sidecar `critical` claims ignored for lack of supporting counts.
+    pub unsupported_critical: AtomicU64,
+    /// Sidecar claims of `critical` the control-side re-test did not confirm.
+    pub unconfirmed_critical: AtomicU64,
+    /// Sidecar identities forgotten after inactivity.
+    pub sidecars_expired: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -178,6 +191,30 @@ impl Metrics {
             "vigil_control_analysis_ticks_total",
             "Analysis ticks run.",
             get(&self.ticks),
+        );
+        counter(
+            &mut s,
+            "vigil_control_evidence_clipped_requests_total",
+            "Requests removed from sidecar evidence by the per-sidecar plausibility limits.",
+            get(&self.evidence_clipped),
+        );
+        counter(
+            &mut s,
+            "vigil_control_unsupported_critical_total",
+            "Sidecar critical claims ignored: the report lacked the canary's counts.",
+            get(&self.unsupported_critical),
+        );
+        counter(
+            &mut s,
+            "vigil_control_unconfirmed_critical_total",
+            "Sidecar critical claims the control-side re-test on merged evidence did not confirm.",
+            get(&self.unconfirmed_critical),
+        );
+        counter(
+            &mut s,
+            "vigil_control_sidecars_expired_total",
+            "Sidecar identities forgotten after inactivity.",
+            get(&self.sidecars_expired),
         );
         let _ = writeln!(s, "# HELP vigil_control_reports_rejected_total Reports and writes refused, by reason.\n# TYPE vigil_control_reports_rejected_total counter");
         for (r, c) in Reject::ALL.iter().zip(self.rejected.iter()) {

@@ -505,6 +505,8 @@ mod tests {
                 out: dir.join("out"),
                 webhooks: Vec::new(),
                 model: vigil_scorer::model::Model::default(),
+                limits: crate::plausibility::Limits::default(),
+                sidecar_ttl_ms: crate::service::SIDECAR_TTL_MS,
             },
             &[spec],
             None,

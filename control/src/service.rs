@@ -20,11 +20,12 @@ use crate::evidence::{PairTally, SidecarCritical};
 use crate::log;
 use crate::machine::{CanaryState, Conflict, Decision, Phase};
 use crate::metrics::{Metrics, Reject};
+use crate::plausibility::{self, Contribution, Limits};
 use crate::prometheus::PromSeries;
 use crate::render;
 use crate::report::Report;
 use crate::spec::{istio_subset_host, CanarySpec, Mode, Selector, Side};
-use crate::store::{AuditEntry, Batch, CanaryRecord, DecisionRow, Store, StoreError};
+use crate::store::{AuditEntry, Batch, CanaryRecord, DecisionRow, SidecarRow, Store, StoreError};
 use crate::webhook::{self, Webhooks};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -33,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use vigil_scorer::model::Model;
 use vigil_scorer::verdict::State;
+use vigil_wire::routing;
 
 /// Most canaries the service manages.
 pub const MAX_CANARIES: usize = 1_000;
@@ -52,15 +54,26 @@ pub struct Options {
     pub webhooks: Vec<String>,
     /// Scorer model.
     pub model: Model,
+    /// Per-sidecar plausibility limits on evidence.
+    pub limits: Limits,
+    /// A sidecar identity not heard from for this long is forgotten, ms.
+    pub sidecar_ttl_ms: u64,
 }
+
+/// Default sidecar expiry: 10 minutes without a report.
+pub const SIDECAR_TTL_MS: u64 = 600_000;
 
 struct Live {
     spec: CanarySpec,
     state: CanaryState,
     /// Evidence of the step in force.
     step: PairTally,
-    /// Evidence since the last analysis tick.
+    /// Evidence since the last analysis tick that did not come from
+    /// sidecar reports (Prometheus), plus report counts and claims.
     tick: PairTally,
+    /// Each sidecar's reported evidence since the last analysis tick,
+    /// merged under the plausibility limits at the tick.
+    contrib: HashMap<String, Contribution>,
     monitor: Monitor,
 }
 
@@ -133,8 +146,11 @@ impl Index {
 
 #[derive(Clone, Copy)]
 struct SidecarSeq {
+    incarnation: u64,
     seq: u64,
     sent_at_ms: u64,
+    /// Service clock at the last accepted report (expiry).
+    seen_ms: u64,
 }
 
 struct Inner {
@@ -142,9 +158,13 @@ struct Inner {
     index: Index,
     sidecars: HashMap<String, SidecarSeq>,
     dirty_sidecars: HashSet<String>,
+    /// Expired sidecars to delete from the store at the next tick.
+    forgotten_sidecars: Vec<String>,
+    /// Last expiry scan, service clock ms.
+    last_expiry_ms: u64,
     routing_version: u64,
     /// The routing document's canaries (without the version).
-    routing_canaries: Value,
+    routing_canaries: Vec<routing::Entry>,
 }
 
 /// The routing document served to the filters.
@@ -257,20 +277,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Value {
-    Value::Array(
-        canaries
-            .values()
-            .filter(|l| l.spec.mode == Mode::Enforce)
-            .map(|l| json!({"name": l.spec.name, "canary_weight": l.state.weight, "phase": l.state.phase.as_str()}))
-            .collect(),
-    )
+fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Vec<routing::Entry> {
+    canaries
+        .values()
+        .filter(|l| l.spec.mode == Mode::Enforce)
+        .map(|l| routing::Entry {
+            name: l.spec.name.clone(),
+            canary_weight: l.state.weight,
+            phase: l.state.phase.as_str().to_string(),
+        })
+        .collect()
 }
 
-fn routing_doc(version: u64, canaries: &Value) -> RoutingDoc {
+fn routing_doc(version: u64, canaries: &[routing::Entry]) -> RoutingDoc {
     RoutingDoc {
         version,
-        body: Bytes::from(json!({"version": version, "canaries": canaries}).to_string()),
+        body: Bytes::from(routing::encode(version, canaries)),
     }
 }
 
@@ -296,13 +318,24 @@ impl Service {
                     state: rec.state,
                     step: rec.evidence,
                     tick: PairTally::default(),
+                    contrib: HashMap::new(),
                 },
             );
         }
         let sidecars = store
             .sidecars()?
             .into_iter()
-            .map(|(s, seq, sent_at_ms)| (s, SidecarSeq { seq, sent_at_ms }))
+            .map(|r| {
+                (
+                    r.sidecar,
+                    SidecarSeq {
+                        incarnation: r.incarnation,
+                        seq: r.seq,
+                        sent_at_ms: r.sent_at_ms,
+                        seen_ms: r.seen_ms,
+                    },
+                )
+            })
             .collect();
         let routing_canaries = routing_canaries(&canaries);
         let index = Index::build(canaries.values().map(|l| &l.spec));
@@ -313,6 +346,8 @@ impl Service {
                 index,
                 sidecars,
                 dirty_sidecars: HashSet::new(),
+                forgotten_sidecars: Vec::new(),
+                last_expiry_ms: 0,
                 routing_version,
                 routing_canaries,
             }),
@@ -370,69 +405,151 @@ impl Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = doc;
     }
 
-    /// Ingest a validated report. Returns the number of series accepted.
-    pub fn ingest(&self, report: &Report) -> Result<usize, IngestError> {
+    /// Forget sidecars not heard from for `sidecar_ttl_ms` (at most one
+    /// scan a second).
+    fn expire_sidecars(&self, inner: &mut Inner, now_ms: u64) {
+        if now_ms.saturating_sub(inner.last_expiry_ms) < 1000 {
+            return;
+        }
+        inner.last_expiry_ms = now_ms;
+        let ttl = self.opts.sidecar_ttl_ms;
+        let before = inner.sidecars.len();
+        let forgotten = &mut inner.forgotten_sidecars;
+        inner.sidecars.retain(|id, s| {
+            let keep = now_ms.saturating_sub(s.seen_ms) < ttl;
+            if !keep {
+                forgotten.push(id.clone());
+            }
+            keep
+        });
+        let expired = before - inner.sidecars.len();
+        if expired > 0 {
+            for id in &inner.forgotten_sidecars {
+                inner.dirty_sidecars.remove(id);
+            }
+            Metrics::add(&self.metrics.sidecars_expired, expired as u64);
+            log::info(
+                "sidecar identities expired",
+                json!({"expired": expired, "remembered": inner.sidecars.len(), "ttl_ms": ttl}),
+            );
+        }
+    }
+
+    /// Ingest a validated report at the service clock `now_ms` (the
+    /// sender's clock is not trusted for expiry). Returns the number of
+    /// series accepted.
+    ///
+    /// Order: `(incarnation, seq)` per sidecar. A report of a new
+    /// incarnation is accepted whatever its `seq` (the sender restarted or
+    /// the lease moved to another worker), so no `seq` value — 2^64 − 1
+    /// included — can lock a sidecar out; within an incarnation `seq` must
+    /// increase.
+    pub fn ingest_at(&self, report: &Report, now_ms: u64) -> Result<usize, IngestError> {
         let mut inner = lock(&self.inner);
         let inner = &mut *inner;
         match inner.sidecars.get(&report.sidecar) {
-            Some(last) => {
-                // A restarted sidecar starts again from 0 or 1 with a newer clock.
-                let restarted = report.seq <= 1 && report.sent_at_ms > last.sent_at_ms;
-                if report.seq <= last.seq && !restarted {
+            Some(last) if last.incarnation == report.incarnation => {
+                // Senders without incarnations (0) restart from 0 or 1 with a newer clock.
+                let legacy_restart = report.incarnation == 0
+                    && report.seq <= 1
+                    && report.sent_at_ms > last.sent_at_ms;
+                if report.seq <= last.seq && !legacy_restart {
                     return Err(IngestError::OutOfOrder { last: last.seq });
                 }
             }
+            Some(_) => {}
             None if inner.sidecars.len() >= MAX_SIDECARS => {
-                return Err(IngestError::TooManySidecars)
+                self.expire_sidecars(inner, now_ms);
+                if inner.sidecars.len() >= MAX_SIDECARS {
+                    return Err(IngestError::TooManySidecars);
+                }
             }
             None => {}
         }
         inner.sidecars.insert(
             report.sidecar.clone(),
             SidecarSeq {
+                incarnation: report.incarnation,
                 seq: report.seq,
                 sent_at_ms: report.sent_at_ms,
+                seen_ms: now_ms,
             },
         );
         if !inner.dirty_sidecars.contains(&report.sidecar) {
             inner.dirty_sidecars.insert(report.sidecar.clone());
         }
         let mut matched = 0u64;
-        let mut touched: Vec<&str> = Vec::new();
+        // (canary, [stable requests, canary requests]) seen in this report.
+        let mut touched: Vec<(&str, [u64; 2])> = Vec::new();
         for s in &report.series {
             for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
-                if let Some(live) = inner.canaries.get_mut(name) {
-                    live.tick.add(*side, &s.delta);
-                    matched += 1;
-                    if !touched.contains(&name.as_str()) {
-                        touched.push(name);
+                let Some(live) = inner.canaries.get_mut(name) else {
+                    continue;
+                };
+                let i = usize::from(*side == Side::Canary);
+                let delta = s.delta();
+                let contribution = match live.contrib.get_mut(&report.sidecar) {
+                    Some(c) => c,
+                    None => live.contrib.entry(report.sidecar.clone()).or_default(),
+                };
+                if let Some(d) = contribution.get_mut(i) {
+                    d.add(&delta);
+                }
+                matched += 1;
+                match touched.iter_mut().find(|(n, _)| *n == name.as_str()) {
+                    Some((_, seen)) => {
+                        if let Some(x) = seen.get_mut(i) {
+                            *x = x.saturating_add(s.requests);
+                        }
+                    }
+                    None => {
+                        let mut seen = [0u64; 2];
+                        if let Some(x) = seen.get_mut(i) {
+                            *x = s.requests;
+                        }
+                        touched.push((name, seen));
                     }
                 }
             }
         }
-        for name in touched {
-            if let Some(live) = inner.canaries.get_mut(name) {
+        for (name, _) in &touched {
+            if let Some(live) = inner.canaries.get_mut(*name) {
                 live.tick.reports += 1;
             }
         }
         for c in &report.canaries {
-            if c.state != State::Critical {
+            if c.state() != State::Critical {
                 continue;
             }
-            if let Some(live) = inner.canaries.get_mut(&c.name) {
-                if live.tick.critical.is_none() {
-                    live.tick.critical = Some(SidecarCritical {
-                        sidecar: report.sidecar.clone(),
-                        score: c.score,
-                        reason: c.reason.clone(),
-                    });
-                }
+            let Some(live) = inner.canaries.get_mut(&c.name) else {
+                continue;
+            };
+            // A claim counts only with the counts behind it: this report
+            // must carry traffic of both versions of that canary.
+            let supported = touched
+                .iter()
+                .any(|(n, seen)| *n == c.name.as_str() && seen.iter().all(|x| *x > 0));
+            if !supported {
+                Metrics::add(&self.metrics.unsupported_critical, 1);
+                continue;
+            }
+            if live.tick.critical.is_none() {
+                live.tick.critical = Some(SidecarCritical {
+                    sidecar: report.sidecar.clone(),
+                    score: c.score,
+                    reason: c.reason.clone(),
+                });
             }
         }
         Metrics::add(&self.metrics.reports_accepted, 1);
         Metrics::add(&self.metrics.series_updates, report.series.len() as u64);
         Metrics::add(&self.metrics.series_matched, matched);
         Ok(report.series.len())
+    }
+
+    /// [`Service::ingest_at`] now.
+    pub fn ingest(&self, report: &Report) -> Result<usize, IngestError> {
+        self.ingest_at(report, log::now_ms())
     }
 
     /// Ingest one Prometheus poll (see [`crate::prometheus`]): each series'
@@ -481,8 +598,16 @@ impl Service {
             let mut guard = lock(&self.inner);
             let inner = &mut *guard;
             let mut batch = Batch::default();
+            self.expire_sidecars(inner, now_ms);
             for live in inner.canaries.values_mut() {
-                let tick = std::mem::take(&mut live.tick);
+                let mut tick = std::mem::take(&mut live.tick);
+                let contrib = std::mem::take(&mut live.contrib);
+                let (reported, clipped) = plausibility::merge(&contrib, &self.opts.limits);
+                if clipped > 0 {
+                    Metrics::add(&self.metrics.evidence_clipped, clipped);
+                }
+                tick.stable.add(&reported.stable);
+                tick.canary.add(&reported.canary);
                 self.history.record(
                     &live.spec.name,
                     now_ms,
@@ -498,16 +623,28 @@ impl Service {
                     from_prometheus = tick.prometheus || live.step.prometheus;
                     let verdict = live.monitor.observe(&tick, model);
                     live.step.merge(&tick);
-                    let rollback = tick
-                        .critical
-                        .as_ref()
-                        .map(analysis::judge_sidecar)
-                        .or_else(|| analysis::judge_live(&verdict, model));
+                    // One judge: only the control-side sequential test on the
+                    // merged evidence rolls back; a sidecar's claim is noted.
+                    let rollback = analysis::judge_live(&verdict, model).map(|mut j| {
+                        if let (Some(c), Some(o)) = (&tick.critical, j.evidence.as_object_mut()) {
+                            o.insert("sidecar_claim".into(), analysis::claim_json(c));
+                        }
+                        j
+                    });
+                    if rollback.is_none() && tick.critical.is_some() {
+                        Metrics::add(&self.metrics.unconfirmed_critical, 1);
+                    }
                     if let Some(j) = rollback {
                         decisions.extend(live.state.rollback(&j, now_ms));
                     } else if live.state.step_due(&live.spec, now_ms) {
-                        let j =
-                            analysis::judge_step(&live.spec, &live.step, live.state.weight, model);
+                        let j = analysis::judge_step(
+                            &live.spec,
+                            &live.step,
+                            live.state.weight,
+                            model,
+                            &verdict,
+                            live.monitor.log_e_value(),
+                        );
                         decisions.extend(live.state.on_step_judgement(&live.spec, &j, now_ms));
                     }
                 } else {
@@ -557,9 +694,16 @@ impl Service {
             }
             for sidecar in inner.dirty_sidecars.drain() {
                 if let Some(s) = inner.sidecars.get(&sidecar) {
-                    batch.sidecars.push((sidecar, s.seq, s.sent_at_ms));
+                    batch.sidecars.push(SidecarRow {
+                        sidecar,
+                        incarnation: s.incarnation,
+                        seq: s.seq,
+                        sent_at_ms: s.sent_at_ms,
+                        seen_ms: s.seen_ms,
+                    });
                 }
             }
+            batch.forget_sidecars = std::mem::take(&mut inner.forgotten_sidecars);
             batch.routing_version = Self::refresh_routing(inner);
             if let Err(e) = lock(&self.store).apply(&batch) {
                 Metrics::add(&self.metrics.storage_errors, 1);
@@ -633,6 +777,7 @@ impl Service {
                             state: CanaryState::new(now_ms),
                             step: PairTally::default(),
                             tick: PairTally::default(),
+                            contrib: HashMap::new(),
                             monitor: Monitor::new(&self.opts.model),
                         },
                         "config:create",
@@ -680,6 +825,7 @@ impl Service {
                                 step
                             },
                             tick: PairTally::default(),
+                            contrib: HashMap::new(),
                             monitor: Monitor::new(&self.opts.model),
                         },
                         "config:update",
@@ -816,7 +962,7 @@ impl Service {
             "rollout": s.rollout,
             "reason": s.reason,
             "updated_ms": s.updated_ms,
-            "spec": serde_json::to_value(&live.spec).unwrap_or(Value::Null),
+            "spec": redacted_spec(&live.spec),
             "evidence": {
                 "summary": analysis::describe(&live.step),
                 "reports": live.step.reports,
@@ -916,6 +1062,29 @@ impl Service {
     pub fn rejected(&self, why: Reject) {
         self.metrics.reject(why);
     }
+}
+
+/// A webhook URL without its secret part: `scheme://host[:port]/…`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    let tail = if rest.len() > host.len() { "/…" } else { "" };
+    format!("{scheme}://{host}{tail}")
+}
+
+/// The spec as the read API shows it: webhook URLs (whose paths are
+/// secrets, e.g. Slack's) redacted to scheme and host.
+fn redacted_spec(spec: &CanarySpec) -> Value {
+    let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
+    if let Some(hooks) = v.get_mut("webhooks").and_then(Value::as_array_mut) {
+        for h in hooks.iter_mut() {
+            if let Some(u) = h.as_str() {
+                *h = Value::String(redact_url(u));
+            }
+        }
+    }
+    v
 }
 
 /// Render every stored canary of `data` into `out` (the offline `render`

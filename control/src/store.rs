@@ -64,7 +64,26 @@ CREATE TABLE IF NOT EXISTS audit (
   prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sidecars (
   sidecar TEXT PRIMARY KEY, seq INTEGER NOT NULL, sent_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sidecar_state (
+  sidecar TEXT PRIMARY KEY, incarnation INTEGER NOT NULL, seq INTEGER NOT NULL,
+  sent_at_ms INTEGER NOT NULL, seen_ms INTEGER NOT NULL);
 ";
+
+/// What the service remembers of a sidecar (table `sidecar_state`; the
+/// older `sidecars` table, without incarnations, is no longer read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarRow {
+    /// Sidecar identity.
+    pub sidecar: String,
+    /// Its `seq` incarnation.
+    pub incarnation: u64,
+    /// Last accepted `seq` in that incarnation.
+    pub seq: u64,
+    /// Its clock at that report, ms.
+    pub sent_at_ms: u64,
+    /// The service's clock when that report arrived, ms (for expiry).
+    pub seen_ms: u64,
+}
 
 /// A canary as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,8 +184,10 @@ pub struct Batch {
     pub audit: Vec<AuditEntry>,
     /// New routing version.
     pub routing_version: Option<u64>,
-    /// Sidecar sequence numbers `(sidecar, seq, sent_at_ms)`.
-    pub sidecars: Vec<(String, u64, u64)>,
+    /// Sidecar sequence state to upsert.
+    pub sidecars: Vec<SidecarRow>,
+    /// Expired sidecars to forget.
+    pub forget_sidecars: Vec<String>,
 }
 
 impl Batch {
@@ -177,6 +198,7 @@ impl Batch {
             && self.audit.is_empty()
             && self.routing_version.is_none()
             && self.sidecars.is_empty()
+            && self.forget_sidecars.is_empty()
     }
 }
 
@@ -197,6 +219,16 @@ fn to_u64(v: i64) -> u64 {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Lossless u64 ↔ i64 (SQLite integers are signed): the bit pattern is kept,
+/// so `seq` and `incarnation` round-trip at any value, 2^64 − 1 included.
+fn bits_i64(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
+fn bits_u64(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
 }
 
 impl Store {
@@ -264,13 +296,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Last sequence number of every sidecar: `(sidecar, seq, sent_at_ms)`.
-    pub fn sidecars(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    /// Every remembered sidecar.
+    pub fn sidecars(&self) -> Result<Vec<SidecarRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT sidecar, seq, sent_at_ms FROM sidecars")?;
+            .prepare("SELECT sidecar, incarnation, seq, sent_at_ms, seen_ms FROM sidecar_state")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, to_u64(r.get(1)?), to_u64(r.get(2)?)))
+            Ok(SidecarRow {
+                sidecar: r.get::<_, String>(0)?,
+                incarnation: bits_u64(r.get(1)?),
+                seq: bits_u64(r.get(2)?),
+                sent_at_ms: to_u64(r.get(3)?),
+                seen_ms: to_u64(r.get(4)?),
+            })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -440,12 +478,23 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
             [v.to_string()],
         )?;
     }
-    for (sidecar, seq, sent) in &batch.sidecars {
+    for row in &batch.sidecars {
         tx.execute(
-            "INSERT INTO sidecars (sidecar, seq, sent_at_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT(sidecar) DO UPDATE SET seq = excluded.seq, sent_at_ms = excluded.sent_at_ms",
-            params![sidecar, to_i64(*seq), to_i64(*sent)],
+            "INSERT INTO sidecar_state (sidecar, incarnation, seq, sent_at_ms, seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(sidecar) DO UPDATE SET incarnation = excluded.incarnation,
+               seq = excluded.seq, sent_at_ms = excluded.sent_at_ms, seen_ms = excluded.seen_ms",
+            params![
+                row.sidecar,
+                bits_i64(row.incarnation),
+                bits_i64(row.seq),
+                to_i64(row.sent_at_ms),
+                to_i64(row.seen_ms)
+            ],
         )?;
+    }
+    for sidecar in &batch.forget_sidecars {
+        tx.execute("DELETE FROM sidecar_state WHERE sidecar = ?1", [sidecar])?;
     }
     Ok(())
 }
@@ -473,6 +522,13 @@ mod tests {
         .unwrap();
         let mut state = CanaryState::new(5);
         let d = state.start(&spec, 10).unwrap();
+        let row = SidecarRow {
+            sidecar: "sc".into(),
+            incarnation: u64::MAX,
+            seq: u64::MAX,
+            sent_at_ms: 99,
+            seen_ms: 100,
+        };
         {
             let mut store = Store::open(&dir).unwrap();
             let batch = Batch {
@@ -484,7 +540,8 @@ mod tests {
                 audit: vec![AuditEntry::of_decision("c", &d)],
                 decisions: vec![("c".into(), d)],
                 routing_version: Some(7),
-                sidecars: vec![("sc".into(), 3, 99)],
+                sidecars: vec![row.clone()],
+                forget_sidecars: Vec::new(),
             };
             store.apply(&batch).unwrap();
             store
@@ -506,7 +563,7 @@ mod tests {
         assert_eq!(recs[0].state, state);
         assert_eq!(recs[0].spec, spec);
         assert_eq!(store.routing_version().unwrap(), 7);
-        assert_eq!(store.sidecars().unwrap(), vec![("sc".to_string(), 3, 99)]);
+        assert_eq!(store.sidecars().unwrap(), vec![row]);
         assert_eq!(store.decisions("c", 10).unwrap().len(), 1);
         assert_eq!(verify_audit(&dir).unwrap(), Ok(2));
         let _ = std::fs::remove_dir_all(&dir);

@@ -312,6 +312,12 @@ pub async fn run(s: &Settings) -> Result<Value> {
     );
     let config_path = run_dir.join("vigil-control.yaml");
     std::fs::write(&config_path, config)?;
+    // The filter carries a reporter credential only; the demo needs no operator.
+    let creds_path = run_dir.join("credentials.yaml");
+    std::fs::write(
+        &creds_path,
+        vigil_e2e::control::credentials_yaml_for(&token, None),
+    )?;
     let mut cmd = Command::new(&control_bin);
     cmd.arg("serve")
         .args(["--listen", &format!("127.0.0.1:{}", p.control)])
@@ -320,7 +326,8 @@ pub async fn run(s: &Settings) -> Result<Value> {
         .arg("--config")
         .arg(&config_path)
         .args(["--tick-ms", &s.control_tick_ms.to_string()])
-        .env("VIGIL_CONTROL_TOKEN", &token);
+        .arg("--credentials")
+        .arg(&creds_path);
     let (mut control, control_addr) = Proc::start_listening(
         "vigil-control",
         cmd,

@@ -166,7 +166,26 @@ impl RootContext for VigilRoot {
                 let Ok(mut slot) = self.worker.try_borrow_mut() else {
                     return false;
                 };
-                *slot = Some(Worker::new(cfg, self.me));
+                let mut worker = Worker::new(cfg, self.me);
+                let text = |path: &[&str]| {
+                    property(path).map(|b| String::from_utf8_lossy(&b).into_owned())
+                };
+                // Envoy's `xds.node` attribute (the bootstrap's node: Istio
+                // and Kuma set id and metadata there).
+                if let Some(id) = vigil_filter_core::control::sidecar_identity(
+                    text(&["xds", "node", "id"]).as_deref(),
+                    text(&["xds", "node", "metadata", "NAME"]).as_deref(),
+                    text(&["xds", "node", "metadata", "NAMESPACE"]).as_deref(),
+                ) {
+                    worker.set_sidecar_identity(&id);
+                }
+                if worker.config().control.is_some() {
+                    log::info!(
+                        "vigil: reporting to the control service as sidecar '{}'",
+                        worker.sidecar_identity()
+                    );
+                }
+                *slot = Some(worker);
                 hostcalls::set_tick_period(tick).is_ok()
             }
             Err(e) => {

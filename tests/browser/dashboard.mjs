@@ -52,8 +52,20 @@ try {
   await page.waitForTimeout(1500);
   if ((await phase()) !== "waiting_approval") fail("phase changed without credentials: " + (await phase()));
 
+  // A reporter (sidecar) credential is not an operator's: refused too.
+  if (process.env.DASH_REPORTER_TOKEN) {
+    await page.fill("#token", process.env.DASH_REPORTER_TOKEN);
+    await page.click("#login-button");
+    await page.waitForSelector("#who.operator");
+    await page.click('#approvals button[data-action="approve"][data-canary="checkout"]');
+    await page.waitForFunction(() => /refused \((401|403)\)/.test(document.querySelector("#message").textContent), null, { timeout: 10000 });
+    result.refused_reporter = await page.textContent("#message");
+    say("with a reporter credential: " + result.refused_reporter);
+    await page.waitForTimeout(1200);
+    if ((await phase()) !== "waiting_approval") fail("phase changed with a reporter credential");
+    await page.click("#logout-button");
+  }
   // Sign in as an operator and approve.
-  await page.fill("#operator", "alice");
   await page.fill("#token", token);
   await page.click("#login-button");
   await page.waitForSelector("#who.operator");
@@ -87,9 +99,10 @@ try {
   result.requests = requests.length;
   // Chromium logs the refused (401) write as a failed resource load: the one expected
   // console line; anything else fails.
-  const refusedLoad = consoleErrors.filter((e) => e.includes("status of 401"));
-  if (refusedLoad.length > 1) fail("more than the one expected 401: " + refusedLoad.join(" | "));
-  consoleErrors.splice(0, consoleErrors.length, ...consoleErrors.filter((e) => !e.includes("status of 401")));
+  const refusal = (e) => /status of 40[13]/.test(e);
+  const refusedLoad = consoleErrors.filter(refusal);
+  if (refusedLoad.length > 2) fail("more than the two expected refusals: " + refusedLoad.join(" | "));
+  consoleErrors.splice(0, consoleErrors.length, ...consoleErrors.filter((e) => !refusal(e)));
   result.console_errors = consoleErrors;
   if (consoleErrors.length) fail("console errors: " + consoleErrors.join(" | "));
   say("RESULT " + JSON.stringify(result));

@@ -20,8 +20,40 @@ use serde_json::Value;
 use crate::http::{raw_request, HttpClient};
 use crate::{Result, ScratchDir};
 
-/// Bearer token the tests give the service and the filter.
+/// The reporter credential: the only secret the filter's plugin
+/// configuration carries (may only post reports).
 pub const TOKEN: &str = "e2e-secret-token";
+/// The operator credential (named `alice`): approvals, pauses, declarations.
+pub const OPERATOR_TOKEN: &str = "e2e-operator-token";
+
+/// The credentials file the harness gives the service: one reporter for
+/// any sidecar, one operator `alice` (SHA-256 digests only).
+pub fn credentials_yaml() -> String {
+    credentials_yaml_for(TOKEN, Some(OPERATOR_TOKEN))
+}
+
+/// A credentials file with one reporter `e2e-sidecars` (any sidecar) for
+/// `reporter` and, when given, one operator `alice` for `operator`.
+pub fn credentials_yaml_for(reporter: &str, operator: Option<&str>) -> String {
+    let hex = |t: &str| {
+        use sha2::Digest;
+        sha2::Sha256::digest(t.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut out = format!(
+        "reporters:\n  - name: e2e-sidecars\n    sha256: {}\n    sidecars: [\"*\"]\n",
+        hex(reporter)
+    );
+    if let Some(op) = operator {
+        out.push_str(&format!(
+            "operators:\n  - name: alice\n    sha256: {}\n",
+            hex(op)
+        ));
+    }
+    out
+}
 
 /// Path of the `vigil-control` binary.
 pub fn control_binary() -> Result<PathBuf> {
@@ -74,6 +106,7 @@ impl ControlService {
     ) -> Result<Self> {
         let dir = ScratchDir::new(&format!("control-{name}"))?;
         std::fs::write(dir.path().join("config.yaml"), config_yaml)?;
+        std::fs::write(dir.path().join("credentials.yaml"), credentials_yaml())?;
         let mut s = ControlService {
             child: None,
             dir,
@@ -103,8 +136,9 @@ impl ControlService {
             .arg(self.dir.path().join("config.yaml"))
             .arg("--tick-ms")
             .arg(self.tick_ms.to_string())
+            .arg("--credentials")
+            .arg(self.dir.path().join("credentials.yaml"))
             .args(&self.extra_args)
-            .env("VIGIL_CONTROL_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(File::create(&log)?)
             .spawn()?;
@@ -188,9 +222,15 @@ impl ControlService {
         self.get(&format!("/v1/canaries/{name}")).await
     }
 
-    /// `POST path` with the token and a JSON body → status.
+    /// `POST path` with the token its route needs (reporter for reports,
+    /// operator otherwise) and a JSON body → status.
     pub async fn post(&self, path: &str, body: &Value) -> Result<u16> {
-        self.post_as(path, body, Some(TOKEN)).await
+        let token = if path == "/v1/reports" {
+            TOKEN
+        } else {
+            OPERATOR_TOKEN
+        };
+        self.post_as(path, body, Some(token)).await
     }
 
     /// `POST path` with `token` (or no `authorization` header at all) → status.

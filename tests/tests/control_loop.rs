@@ -65,7 +65,12 @@ impl Loop {
         let envoy = Envoy::start(
             EnvoyOptions::new(name, config)
                 .upstreams(stable.port(), canary.port())
-                .transform(move |b| add_cluster(b, "vigil-control", port)),
+                .transform(move |b| {
+                    // Node metadata as Istio sets it: the filter reports as POD.NAMESPACE.
+                    b["node"] = json!({"id": "sidecar~10.0.0.7~checkout-7d9f.shop~shop.svc.cluster.local",
+                                       "cluster": "e2e", "metadata": {"NAME": "checkout-7d9f", "NAMESPACE": "shop"}});
+                    add_cluster(b, "vigil-control", port)
+                }),
         )
         .await
         .unwrap();
@@ -252,7 +257,7 @@ async fn rejected_rollout_reaches_every_worker_within_two_ticks() {
         .control
         .post(
             "/v1/canaries/checkout/reject",
-            &json!({"by": "e2e", "comment": "manual stop"}),
+            &json!({"comment": "manual stop"}),
         )
         .await
         .unwrap();
@@ -373,6 +378,22 @@ async fn approval_gate_holds_the_weight_until_approved() {
             .unwrap();
         assert_eq!(status, 401, "approve with token {token:?}");
     }
+    // The reporter credential the plugin configuration carries (visible in
+    // Envoy's /config_dump) cannot approve.
+    let status = l
+        .control
+        .post_as("/v1/canaries/checkout/approve", &body, Some(TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "approve with the reporter credential");
+    // Every worker VM reports under the pod's identity from the node metadata.
+    assert!(
+        l.envoy
+            .log()
+            .contains("reporting to the control service as sidecar 'checkout-7d9f.shop'"),
+        "{}",
+        tail(&l.envoy.log())
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = l.control.canary("checkout").await.unwrap();
     assert_eq!(phase(&still), "waiting_approval", "{still:#}");

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vigil_e2e::control::{ControlService, TOKEN};
+use vigil_e2e::control::{ControlService, OPERATOR_TOKEN, TOKEN};
 use vigil_e2e::envoy::{add_cluster, Envoy, EnvoyOptions};
 use vigil_e2e::load::OpenLoop;
 use vigil_e2e::repo_root;
@@ -86,7 +86,8 @@ async fn dashboard_in_chromium_shows_plots_approval_and_rollback() {
         .arg(browser_dir.join("dashboard.mjs"))
         .current_dir(&browser_dir)
         .env("DASH_URL", &url)
-        .env("DASH_TOKEN", TOKEN)
+        .env("DASH_TOKEN", OPERATOR_TOKEN)
+        .env("DASH_REPORTER_TOKEN", TOKEN)
         .env("DASH_OUT", &out)
         .env("CHROMIUM", chromium())
         .stdout(Stdio::piped())
@@ -132,6 +133,7 @@ async fn dashboard_in_chromium_shows_plots_approval_and_rollback() {
     assert_eq!(result["console_errors"], json!([]));
     assert_eq!(result["cookies"], 0);
     assert!(result["refused"].as_str().unwrap().contains("401"));
+    assert!(result["refused_reporter"].as_str().unwrap().contains("refused"));
     assert!(result["rollback_reason"].as_str().unwrap().contains("n="));
     assert!(result["chain"].as_str().unwrap().contains("intact"));
     // The same facts from the API: the approval by the operator, then the rollback.

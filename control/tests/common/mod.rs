@@ -18,8 +18,37 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigil_scorer::histogram::bucket_index;
+use vigil_scorer::verdict::State;
+use vigil_scorer::window::{Counters, TickDelta};
+use vigil_wire::report as wire;
 
+/// The reporter credential (what a plugin configuration carries).
 pub const TOKEN: &str = "test-token-0123456789abcdef";
+/// The operator credential, named `alice`.
+pub const OPERATOR_TOKEN: &str = "test-operator-token-fedcba9876543210";
+/// A reporter credential bound to sidecars `bound-*` only.
+pub const BOUND_TOKEN: &str = "test-bound-reporter-0123456789";
+
+/// The credentials file the harness gives the service.
+pub fn credentials_yaml() -> String {
+    let d = vigil_control::credentials::digest_hex;
+    format!(
+        "reporters:\n  - name: test-sidecars\n    sha256: {}\n    sidecars: [\"*\"]\n  - name: bound-sidecars\n    sha256: {}\n    sidecars: [\"bound-*\"]\noperators:\n  - name: alice\n    sha256: {}\n",
+        d(TOKEN),
+        d(BOUND_TOKEN),
+        d(OPERATOR_TOKEN)
+    )
+}
+
+/// The token the harness uses for a write to `path`: the reporter's for
+/// reports, the operator's for everything else.
+pub fn token_for(path: &str) -> &'static str {
+    if path == "/v1/reports" {
+        TOKEN
+    } else {
+        OPERATOR_TOKEN
+    }
+}
 pub const BIN: &str = env!("CARGO_BIN_EXE_vigil-control");
 
 /// A fresh, empty directory under the target dir.
@@ -47,12 +76,17 @@ pub struct Server {
 impl Server {
     /// Start `vigil-control serve` on an ephemeral port.
     pub fn start(data: &Path, config: Option<&Path>, extra: &[&str]) -> Server {
+        let creds = data.with_extension("credentials.yaml");
+        if !creds.exists() {
+            std::fs::write(&creds, credentials_yaml()).unwrap();
+        }
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(["--tick-ms", "200"])
+            .arg("--credentials")
+            .arg(&creds)
             .args(extra)
-            .env("VIGIL_CONTROL_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(c) = config {
@@ -104,7 +138,12 @@ impl Server {
     }
 
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let auth = format!("Bearer {TOKEN}");
+        self.post_with(path, body, token_for(path))
+    }
+
+    /// `POST` with a given bearer token.
+    pub fn post_with(&self, path: &str, body: &Value, token: &str) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
         http(
             &self.addr,
             "POST",
@@ -207,7 +246,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One series entry: `requests` with `errors`, all at `latency_ms`.
+/// One series entry (a `vigil-wire` series): `requests` with `errors`,
+/// all at `latency_ms`.
 pub fn series(route: &str, cluster: &str, requests: u64, errors: u64, latency_ms: u64) -> Value {
     let b1 = bucket_index(latency_ms * 1000);
     let b2 = bucket_index(latency_ms * 1100);
@@ -215,25 +255,54 @@ pub fn series(route: &str, cluster: &str, requests: u64, errors: u64, latency_ms
     let mut latency = Vec::new();
     if b1 == b2 {
         if requests > 0 {
-            latency.push(json!([b1, requests]));
+            latency.push((b1, requests as u32));
         }
     } else {
         if n1 > 0 {
-            latency.push(json!([b1, n1]));
+            latency.push((b1, n1 as u32));
         }
         if n2 > 0 {
-            latency.push(json!([b2, n2]));
+            latency.push((b2, n2 as u32));
         }
     }
-    json!({"route": route, "cluster": cluster, "requests": requests, "errors": errors, "status_4xx": 0,
-           "resets": 0, "overflows": 0, "timeouts": 0, "retries": 0,
-           "latency_sum_us": requests * latency_ms * 1000, "latency": latency, "state": "ok", "score": 0})
+    let delta = TickDelta {
+        counters: Counters {
+            requests,
+            errors,
+            latency_sum_us: requests * latency_ms * 1000,
+            ..Default::default()
+        },
+        latency,
+    };
+    serde_json::to_value(wire::Series::from_delta(
+        route,
+        cluster,
+        &delta,
+        State::Ok,
+        0,
+    ))
+    .unwrap()
 }
 
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A `vigil-wire` report (incarnation 1) with these series and canaries.
 pub fn report(sidecar: &str, seq: u64, series: Vec<Value>, canaries: Vec<Value>) -> Value {
-    json!({"version": 1, "sidecar": sidecar, "seq": seq,
-           "sent_at_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
-           "tick_ms": 1000, "series": series, "canaries": canaries})
+    let mut r = wire::Report::new(sidecar, 1, seq, now_ms(), 1000);
+    r.series = series
+        .into_iter()
+        .map(|s| serde_json::from_value(s).unwrap())
+        .collect();
+    r.canaries = canaries
+        .into_iter()
+        .map(|c| serde_json::from_value(c).unwrap())
+        .collect();
+    serde_json::to_value(&r).unwrap()
 }
 
 /// Post reports for `route` (stable/canary clusters) from two sidecars

@@ -16,9 +16,7 @@
 
 use crate::codec::{decode_pending, encode_delta, encode_pending, Extras};
 use crate::config::{CanarySpec, Mode, PluginConfig};
-use crate::control::{
-    encode_report, parse_routing, CanaryReport, ReportMeta, Routing, SeriesReport, Split,
-};
+use crate::control::{parse_routing, Routing, Split};
 use crate::lease;
 use crate::local::{LocalTable, Placement, Slot, CLASSES};
 use crate::metrics::{
@@ -43,6 +41,7 @@ use vigil_scorer::series::SeriesState;
 use vigil_scorer::ttft::TtftWindow;
 use vigil_scorer::verdict::{Signal, State, Verdict};
 use vigil_scorer::window::TickDelta;
+use vigil_wire::report::{Canary as WireCanary, Report, Series as WireSeries, Totals};
 
 /// Severity of an engine log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +161,8 @@ pub struct Worker {
     weighted_routes: HashMap<Vec<u8>, (u8, Split)>,
     routing: Option<(Routing, u64)>,
     control_seq: u64,
+    /// Identity in reports: stable per pod (node metadata), else the VM id.
+    sidecar: String,
     control_failing: [bool; 2],
     outbox: Vec<ControlCall>,
     metrics: MetricCache,
@@ -196,12 +197,28 @@ impl Worker {
             weighted_routes: HashMap::new(),
             routing: None,
             control_seq: 0,
+            sidecar: format!("{me:016x}"),
             control_failing: [false; 2],
             outbox: Vec::new(),
             metrics: MetricCache::default(),
             stats: ProtocolStats::default(),
             flushed_stats: ProtocolStats::default(),
         }
+    }
+
+    /// Set the identity reports carry (the glue passes one derived from
+    /// Envoy's node metadata, stable per pod across VM reloads; see
+    /// [`crate::control::sidecar_identity`]). The VM's random id stays the
+    /// report's `incarnation`, so `seq` restarts are recognised.
+    pub fn set_sidecar_identity(&mut self, identity: &str) {
+        if !identity.is_empty() {
+            self.sidecar = identity.to_string();
+        }
+    }
+
+    /// The identity reports carry.
+    pub fn sidecar_identity(&self) -> &str {
+        &self.sidecar
     }
 
     /// The configuration.
@@ -940,7 +957,9 @@ impl Worker {
         }
     }
 
-    /// Queue this tick's report and routing fetch for the glue to dispatch.
+    /// Queue this tick's report (the managed canaries' series, canary
+    /// verdicts and bounded totals; chunked when large) and routing fetch
+    /// for the glue to dispatch.
     fn queue_control_calls(
         &mut self,
         now_ms: u64,
@@ -951,56 +970,66 @@ impl Worker {
         let Some(control) = &self.cfg.control else {
             return;
         };
-        self.control_seq += 1;
-        let fallback = Verdict::default();
-        let series: Vec<SeriesReport<'_>> = tick_deltas
-            .iter()
-            .filter_map(|(id, delta)| {
-                let (route, cluster) = split_name(self.registry.name(*id)?);
-                Some(SeriesReport {
-                    route,
-                    cluster,
-                    delta,
-                    verdict: verdicts.get(*id as usize).unwrap_or(&fallback),
-                })
-            })
-            .collect();
-        let canaries: Vec<CanaryReport<'_>> = canary_verdicts
-            .iter()
-            .filter_map(|(ci, route, verdict, steering)| {
-                Some(CanaryReport {
-                    name: self.cfg.canaries.get(*ci)?.name.as_str(),
-                    route,
-                    verdict,
-                    steering: *steering,
-                })
-            })
-            .collect();
-        let sidecar = format!("{:016x}", self.me);
-        let body = encode_report(
-            ReportMeta {
-                sidecar: &sidecar,
-                seq: self.control_seq,
-                sent_at_ms: now_ms,
-                tick_ms: self.cfg.tick_ms,
-            },
-            &series,
-            &canaries,
+        let mut report = Report::new(
+            &self.sidecar,
+            self.me,
+            self.control_seq.saturating_add(1),
+            now_ms,
+            self.cfg.tick_ms,
         );
-        self.outbox = vec![
-            ControlCall {
+        let mut totals = Totals::default();
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        for (id, delta) in tick_deltas {
+            let Some(name) = self.registry.name(*id) else {
+                continue;
+            };
+            totals.series += 1;
+            totals.requests = totals.requests.saturating_add(delta.counters.requests);
+            totals.errors = totals.errors.saturating_add(delta.counters.errors);
+            if !is_managed(&self.cfg.canaries, name) {
+                continue;
+            }
+            let (route, cluster) = split_name(name);
+            let v = verdicts.get(*id as usize).copied().unwrap_or_default();
+            report.series.push(WireSeries::from_delta(
+                &lossy(route),
+                &lossy(cluster),
+                delta,
+                v.state,
+                v.score,
+            ));
+        }
+        report.totals = Some(totals);
+        for (ci, route, verdict, steering) in canary_verdicts {
+            let Some(spec) = self.cfg.canaries.get(*ci) else {
+                continue;
+            };
+            report.canaries.push(WireCanary {
+                name: spec.name.clone(),
+                route: lossy(route),
+                state: verdict.state.as_str().to_string(),
+                score: verdict.score,
+                reason: verdict.explain(),
+                steering: *steering,
+            });
+        }
+        let chunks = report.into_chunks();
+        self.control_seq = self.control_seq.saturating_add(chunks.len() as u64);
+        self.outbox = chunks
+            .iter()
+            .map(|chunk| ControlCall {
                 kind: ControlKind::Report,
                 method: "POST",
                 path: control.reports_path.clone(),
-                body: Some(body),
-            },
-            ControlCall {
-                kind: ControlKind::Routing,
-                method: "GET",
-                path: control.routing_path.clone(),
-                body: None,
-            },
-        ];
+                body: Some(chunk.encode()),
+            })
+            .collect();
+        self.outbox.push(ControlCall {
+            kind: ControlKind::Routing,
+            method: "GET",
+            path: control.routing_path.clone(),
+            body: None,
+        });
     }
 
     fn pairs(&self) -> Vec<Pair> {

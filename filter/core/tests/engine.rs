@@ -450,6 +450,44 @@ mod control {
     }
 
     #[test]
+    fn reports_carry_managed_series_totals_and_a_stable_identity() {
+        let mut c = Cluster::new(
+            config(&format!(r#"{{"mode":"shadow",{CANARY},{CONTROL}}}"#)),
+            1,
+        );
+        c.workers[0].set_sidecar_identity("checkout-7d9f.shop");
+        let mut rng = Rng(41);
+        let mut last = serde_json::Value::Null;
+        for _ in 0..3 {
+            for i in 0..50 {
+                let route = format!("other-{i}");
+                c.workers[0].record(Some(route.as_bytes()), Some(b"backend"), &req(1000, 200));
+            }
+            c.second(&mut rng, 80, 20, (0, 0));
+            let calls = c.workers[0].take_control_calls();
+            let report = calls
+                .iter()
+                .find(|k| k.kind == ControlKind::Report)
+                .unwrap();
+            last = serde_json::from_slice(report.body.as_ref().unwrap()).unwrap();
+        }
+        assert_eq!(last["sidecar"], "checkout-7d9f.shop");
+        assert_eq!(last["incarnation"], 1000, "the VM id is the incarnation");
+        let routes: Vec<&str> = last["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["route"].as_str().unwrap())
+            .collect();
+        assert!(
+            !routes.is_empty() && routes.iter().all(|r| *r == "checkout"),
+            "{routes:?}"
+        );
+        assert_eq!(last["totals"]["series"], 52, "{last}");
+        assert_eq!(last["totals"]["requests"], 150, "{last}");
+    }
+
+    #[test]
     fn weights_are_applied_by_every_worker_then_expire() {
         let mut c = Cluster::new(
             config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
