@@ -133,7 +133,10 @@ async fn dashboard_in_chromium_shows_plots_approval_and_rollback() {
     assert_eq!(result["console_errors"], json!([]));
     assert_eq!(result["cookies"], 0);
     assert!(result["refused"].as_str().unwrap().contains("401"));
-    assert!(result["refused_reporter"].as_str().unwrap().contains("refused"));
+    assert!(result["refused_reporter"]
+        .as_str()
+        .unwrap()
+        .contains("refused"));
     assert!(result["rollback_reason"].as_str().unwrap().contains("n="));
     assert!(result["chain"].as_str().unwrap().contains("intact"));
     // The same facts from the API: the approval by the operator, then the rollback.
