@@ -87,8 +87,19 @@ pub struct ChainError {
 /// Verify rows in storage order against the recorded head. Returns the
 /// number of rows on success.
 pub fn verify(rows: &[AuditRow], head: Option<(u64, String)>) -> Result<u64, ChainError> {
-    let mut prev = GENESIS.to_string();
-    let mut expected = 1u64;
+    verify_from(rows, (0, GENESIS), head)
+}
+
+/// [`verify`] for a log whose first rows were pruned by retention: the
+/// stored rows continue the chain after `base` (`(seq, hash)` of the last
+/// pruned row). Returns the number of rows stored.
+pub fn verify_from(
+    rows: &[AuditRow],
+    base: (u64, &str),
+    head: Option<(u64, String)>,
+) -> Result<u64, ChainError> {
+    let mut prev = base.1.to_string();
+    let mut expected = base.0 + 1;
     for row in rows {
         if row.seq != expected {
             return Err(ChainError {
@@ -129,7 +140,7 @@ pub fn verify(rows: &[AuditRow], head: Option<(u64, String)>) -> Result<u64, Cha
             });
         }
     }
-    Ok(count)
+    Ok(count - base.0)
 }
 
 #[cfg(test)]

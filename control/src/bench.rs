@@ -108,6 +108,7 @@ async fn start_local(series: usize) -> Result<Target, String> {
         out: data.join("gitops"),
         data: data.clone(),
         webhooks: Vec::new(),
+        webhook_allow: crate::egress::Allow::default(),
         model: vigil_scorer::model::Model::default(),
         limits: crate::plausibility::Limits::default(),
         sidecar_ttl_ms: crate::service::SIDECAR_TTL_MS,
@@ -127,7 +128,14 @@ async fn start_local(series: usize) -> Result<Target, String> {
     ))?;
     let creds = Arc::new(crate::credentials::CredentialStore::fixed(creds));
     let server = tokio::spawn(async move {
-        let _ = http::serve(listener, svc, creds, std::future::pending()).await;
+        let _ = http::serve(
+            listener,
+            svc,
+            creds,
+            crate::edge::Limits::default(),
+            std::future::pending(),
+        )
+        .await;
     });
     Ok(Target {
         base: format!("http://{addr}"),

@@ -41,6 +41,9 @@ USAGE:
                       [--out DIR] [--tick-ms N] [--webhook-timeout-ms N] [--webhook-retries N]
                       [--sidecar-ttl-s 600] [--max-requests-per-tick 1000000]
                       [--max-sidecar-share 0.5] [--trust-xfcc true]
+                      [--header-timeout-ms 10000] [--body-timeout-ms 30000]
+                      [--idle-timeout-ms 60000] [--max-connections 4096]
+                      [--shutdown-grace-ms 3000]
   vigil-control canary list [--server URL]
   vigil-control canary show NAME [--server URL]
   vigil-control canary approve|reject|pause|resume NAME [--comment TEXT]
@@ -48,6 +51,7 @@ USAGE:
   vigil-control credential new --role reporter|operator --name NAME [--sidecars PATTERNS]
   vigil-control credential hash            (token on standard input)
   vigil-control audit verify --data DIR
+  vigil-control retention --data DIR --older-than-days N --export FILE
   vigil-control render --data DIR [--out DIR]
   vigil-control bench [--seconds N] [--series N] [--clients N] [--json FILE]
                       [--server URL --token-file FILE]
@@ -99,6 +103,8 @@ pub enum Command {
         limits: crate::plausibility::Limits,
         /// Bind reports to the XFCC SPIFFE namespace.
         trust_xfcc: bool,
+        /// Connection limits and timeouts.
+        edge_limits: crate::edge::Limits,
     },
     /// `canary list|show|approve|reject|pause|resume`.
     Canary {
@@ -119,6 +125,15 @@ pub enum Command {
     AuditVerify {
         /// Data directory.
         data: PathBuf,
+    },
+    /// `retention`: export, then prune, old decisions and audit rows.
+    Retention {
+        /// Data directory.
+        data: PathBuf,
+        /// Prune what is older than this many days.
+        older_than_days: u64,
+        /// Export file (JSON lines), written before anything is pruned.
+        export: PathBuf,
     },
     /// `render`.
     Render {
@@ -241,6 +256,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "max-requests-per-tick",
                     "max-sidecar-share",
                     "trust-xfcc",
+                    "header-timeout-ms",
+                    "body-timeout-ms",
+                    "idle-timeout-ms",
+                    "max-connections",
+                    "shutdown-grace-ms",
                 ],
             )?;
             if let Some(p) = f.positional.first() {
@@ -259,6 +279,30 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             if !(limits.max_sidecar_share > 0.0 && limits.max_sidecar_share <= 1.0) {
                 return Err("--max-sidecar-share must be in (0, 1]".into());
             }
+            let d = crate::edge::Limits::default();
+            let ms = |key: &str, default: Duration| -> Result<Duration, String> {
+                let v = num(
+                    &f,
+                    key,
+                    u64::try_from(default.as_millis()).unwrap_or(u64::MAX),
+                )?;
+                if !(100..=3_600_000).contains(&v) {
+                    return Err(format!("--{key} must be in 100..=3600000"));
+                }
+                Ok(Duration::from_millis(v))
+            };
+            let max_connections = num(&f, "max-connections", d.max_connections)?;
+            if !(1..=1_000_000).contains(&max_connections) {
+                return Err("--max-connections must be in 1..=1000000".into());
+            }
+            let edge_limits = crate::edge::Limits {
+                header_read_timeout: ms("header-timeout-ms", d.header_read_timeout)?,
+                body_timeout: ms("body-timeout-ms", d.body_timeout)?,
+                idle_timeout: ms("idle-timeout-ms", d.idle_timeout)?,
+                max_connections,
+                max_header_bytes: d.max_header_bytes,
+                shutdown_grace: ms("shutdown-grace-ms", d.shutdown_grace)?,
+            };
             let tick_ms = num(&f, "tick-ms", 1000u64)?;
             if !(50..=60_000).contains(&tick_ms) {
                 return Err("--tick-ms must be in 50..=60000".into());
@@ -296,6 +340,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                         return Err(format!("--trust-xfcc must be true or false, got {other:?}"))
                     }
                 },
+                edge_limits,
             })
         }
         "canary" => {
@@ -335,6 +380,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 }),
                 _ => Err("audit: only `audit verify --data DIR`".into()),
             }
+        }
+        "retention" => {
+            let f = split_flags(rest, &["data", "older-than-days", "export"])?;
+            Ok(Command::Retention {
+                data: PathBuf::from(required(&f, "data")?),
+                older_than_days: required(&f, "older-than-days")?
+                    .parse()
+                    .map_err(|_| "--older-than-days: not a number of days".to_string())?,
+                export: PathBuf::from(required(&f, "export")?),
+            })
         }
         "render" => {
             let f = split_flags(rest, &["data", "out"])?;
@@ -501,6 +556,29 @@ pub fn main(args: Vec<String>) -> i32 {
             canary,
             config,
         } => crate::replay::main(&reports, &canary, config.as_deref()),
+        Command::Retention {
+            data,
+            older_than_days,
+            export,
+        } => {
+            let cutoff = log::now_ms().saturating_sub(older_than_days.saturating_mul(86_400_000));
+            match crate::retention::run(&data, cutoff, &export) {
+                Ok(p) => {
+                    println!(
+                        "exported to {} and pruned {} audit rows and {} decisions; the stored chain continues after {}",
+                        export.display(),
+                        p.audit_rows,
+                        p.decisions,
+                        p.base.map_or("the genesis".to_string(), |(seq, hash)| format!("row {seq} ({hash})"))
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("vigil-control retention: {e}");
+                    1
+                }
+            }
+        }
         Command::Render { data, out } => {
             let out = out.unwrap_or_else(|| data.join("gitops"));
             match service::render_all(&data, &out) {
@@ -530,7 +608,7 @@ pub fn main(args: Vec<String>) -> i32 {
                     return 1;
                 }
             };
-            rt.block_on(async move {
+            let code = rt.block_on(async move {
                 match other {
                     Command::Serve { .. } => serve(other).await,
                     Command::Canary { .. } => canary(other).await,
@@ -541,7 +619,10 @@ pub fn main(args: Vec<String>) -> i32 {
                     } => crate::inspect::run(&config_dump, &plugin_config).await,
                     _ => 2,
                 }
-            })
+            });
+            // Bounded: a blocking task still running does not hold the exit.
+            rt.shutdown_timeout(Duration::from_millis(500));
+            code
         }
     }
 }
@@ -600,6 +681,7 @@ async fn serve(cmd: Command) -> i32 {
         sidecar_ttl_s,
         limits,
         trust_xfcc,
+        edge_limits,
     } = cmd
     else {
         return 2;
@@ -640,6 +722,9 @@ async fn serve(cmd: Command) -> i32 {
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return fail(e),
     };
+    if let Err(e) = crate::client::roots() {
+        return fail(e);
+    }
     let metrics = Arc::new(Metrics::default());
     let hooks = Webhooks::start(
         Delivery {
@@ -653,6 +738,7 @@ async fn serve(cmd: Command) -> i32 {
         out: out.unwrap_or_else(|| data.join("gitops")),
         data,
         webhooks: config.webhooks.clone(),
+        webhook_allow: config.webhook_allow.clone(),
         model: config.model.clone(),
         limits,
         sidecar_ttl_ms: sidecar_ttl_s.saturating_mul(1000),
@@ -673,7 +759,7 @@ async fn serve(cmd: Command) -> i32 {
     let poller = prometheus
         .map(|p| crate::prometheus::spawn_poller(svc.clone(), p, Duration::from_millis(tick_ms)));
     let reloader = http::spawn_credential_reloader(creds.clone());
-    let result = http::serve(listener, svc, creds, shutdown_signal()).await;
+    let result = http::serve(listener, svc, creds, edge_limits, shutdown_signal()).await;
     reloader.abort();
     ticker.abort();
     if let Some(p) = poller {

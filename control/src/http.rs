@@ -156,20 +156,36 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(app));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(app))
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::edge::is_body_timeout(&e) {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+                "body",
+            )
+        } else {
+            too_large(app)
+        }
+    })
 }
 
-async fn healthz() -> Response {
-    ok_json(StatusCode::OK, &json!({"status": "ok"}))
+async fn healthz(State(app): State<App>) -> Response {
+    if app.svc.storage_healthy() {
+        ok_json(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        ok_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unhealthy", "field": "storage",
+                    "error": "the last write to SQLite failed; new decisions are held (not served) and retried every tick"}),
+        )
+    }
 }
 
 async fn metrics(State(app): State<App>) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.svc.metrics_text(),
+        app.svc.metrics_text() + &crate::edge::metrics_text(),
     )
         .into_response()
 }
@@ -319,10 +335,25 @@ fn op_error(e: OpError) -> Response {
     }
 }
 
+/// Run SQLite-touching service work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal worker failed",
+            "",
+        )
+    })
+}
+
 async fn show(State(app): State<App>, Path(name): Path<String>) -> Response {
-    match app.svc.show(&name) {
-        Ok(v) => ok_json(StatusCode::OK, &v),
-        Err(e) => op_error(e),
+    let svc = app.svc.clone();
+    match blocking(move || svc.show(&name)).await {
+        Ok(Ok(v)) => ok_json(StatusCode::OK, &v),
+        Ok(Err(e)) => op_error(e),
+        Err(r) => r,
     }
 }
 
@@ -355,14 +386,24 @@ async fn declare(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
     // Attributed to the credential, never to a name the caller types.
     let actor = cred.name.clone();
     let name = spec.name.clone();
-    match app.svc.upsert(spec, &actor, log::now_ms()) {
+    let svc = app.svc.clone();
+    let done = blocking(move || {
+        let r = svc.upsert(spec, &actor, log::now_ms());
+        let view = svc.show(&name).unwrap_or(Value::Null);
+        (r, view)
+    })
+    .await;
+    let (result, view) = match done {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match result {
         Ok(outcome) => {
             let status = if outcome == Upsert::Created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            let view = app.svc.show(&name).unwrap_or(Value::Null);
             ok_json(
                 status,
                 &json!({"outcome": format!("{outcome:?}").to_lowercase(), "canary": view}),
@@ -427,10 +468,14 @@ async fn operate(
             "by",
         );
     }
-    match app
-        .svc
-        .operate(&name, op, &cred.name, &act.comment, log::now_ms())
-    {
+    let svc = app.svc.clone();
+    let actor = cred.name.clone();
+    let done = blocking(move || svc.operate(&name, op, &actor, &act.comment, log::now_ms())).await;
+    let result = match done {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match result {
         Ok(d) => ok_json(
             StatusCode::OK,
             &json!({"kind": d.kind.as_str(), "phase": d.to.as_str(), "canary_weight": d.weight_after, "explanation": d.explanation}),
@@ -442,6 +487,20 @@ async fn operate(
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint", "path")
 }
+
+/// Every route served, `(method, path)` in axum's (and OpenAPI's) path
+/// syntax; control/openapi.yaml documents exactly these (checked by
+/// control/tests/openapi.rs). Keep in step with [`router`].
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/routing"),
+    ("POST", "/v1/reports"),
+    ("GET", "/v1/canaries"),
+    ("POST", "/v1/canaries"),
+    ("GET", "/v1/canaries/{name}"),
+    ("POST", "/v1/canaries/{name}/{action}"),
+];
 
 /// The router.
 pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
@@ -461,6 +520,7 @@ pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
         .with_state(app)
         .merge(crate::hooks::router(svc.clone()))
         .merge(crate::dashboard::router(svc))
+        .layer(axum::middleware::from_fn(crate::edge::json_errors))
 }
 
 /// Run the analysis ticker until `shutdown` resolves.
@@ -527,14 +587,14 @@ pub fn spawn_credential_reloader(creds: Arc<CredentialStore>) -> tokio::task::Jo
     })
 }
 
-/// Serve the API on `listener` until `shutdown` resolves.
+/// Serve the API on `listener` until `shutdown` resolves, with the
+/// connection limits and timeouts of [`crate::edge`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     svc: Arc<Service>,
     creds: Arc<CredentialStore>,
+    limits: crate::edge::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(svc, creds))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::edge::serve(listener, router(svc, creds), limits, shutdown).await
 }

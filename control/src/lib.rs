@@ -12,8 +12,12 @@
 //!
 //! Pure logic — [`spec`], [`report`], [`evidence`], [`analysis`],
 //! [`machine`], [`audit`], [`render`], [`metrics`] — is separate from the
-//! I/O glue — [`store`] (SQLite), [`service`] (locks, ticks), [`http`]
-//! (axum), [`webhook`] and [`client`] (hyper), [`cli`] and [`bench`];
+//! I/O glue — [`store`] (SQLite, migrations, the data-dir lock), [`verify`]
+//! (start-up checks), [`retention`] (export + prune), [`service`] (locks,
+//! ticks, persist before serve), [`http`] (axum handlers), [`edge`]
+//! (connections, timeouts, shutdown, JSON for hyper's errors), [`egress`]
+//! (webhook allowlist, redaction), [`webhook`] and [`client`] (hyper +
+//! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers;
 //! [`inspect`] resolves plugin configurations against Envoy config dumps
 //! with the filter's own code (`vigil-filter-core`).
 
@@ -24,6 +28,8 @@ pub mod cli;
 pub mod client;
 pub mod credentials;
 pub mod dashboard;
+pub mod edge;
+pub mod egress;
 pub mod evidence;
 pub mod hooks;
 pub mod http;
@@ -36,7 +42,10 @@ pub mod prometheus;
 pub mod render;
 pub mod replay;
 pub mod report;
+pub mod retention;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod text;
+pub mod verify;
 pub mod webhook;

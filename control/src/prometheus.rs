@@ -124,8 +124,7 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<Sample>, String> {
     let status = v.get("status").and_then(Value::as_str).unwrap_or("");
     if status != "success" {
         let err = v.get("error").and_then(Value::as_str).unwrap_or("");
-        let mut err = err.to_string();
-        err.truncate(200);
+        let err = crate::text::clip(err, 200);
         return Err(format!("status {status:?}: {err}"));
     }
     let data = v.get("data").ok_or("no data")?;
@@ -300,8 +299,10 @@ impl PromSource {
     /// A poller of the Prometheus at `base` (`http://host:port`).
     pub fn new(base: &str, timeout: Duration) -> Result<PromSource, String> {
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            return Err(format!("--prometheus must be an http:// URL, got {base:?}"));
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(format!(
+                "--prometheus must be an http:// or https:// URL, got {base:?}"
+            ));
         }
         Ok(PromSource {
             base,
@@ -320,8 +321,8 @@ impl PromSource {
             .request(Method::GET, &url, &[], None, self.timeout)
             .await?;
         if r.status != 200 {
-            let mut text = String::from_utf8_lossy(&r.body).into_owned();
-            text.truncate(200);
+            let body = String::from_utf8_lossy(&r.body);
+            let text = crate::text::clip(&body, 200);
             return Err(format!("{}: HTTP {}: {text}", kind.query(), r.status));
         }
         parse_vector(&r.body).map_err(|e| format!("{}: {e}", kind.query()))
@@ -420,7 +421,8 @@ mod tests {
             "http://p:9090/api/v1/query?query=max%20by%20%28route%2C%20cluster%29%20%28vigil_latency_p99_ms%29"
         );
         assert_eq!(encode("a{b=\"c\"}[5s]"), "a%7Bb%3D%22c%22%7D%5B5s%5D");
-        assert!(PromSource::new("https://x", Duration::from_secs(1)).is_err());
+        assert!(PromSource::new("https://x", Duration::from_secs(1)).is_ok());
+        assert!(PromSource::new("ftp://x", Duration::from_secs(1)).is_err());
     }
 
     #[test]
@@ -435,6 +437,15 @@ mod tests {
         assert_eq!(s[1].value, 900.0);
         let empty = samples(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#);
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn multi_byte_error_text_is_clipped_without_a_panic() {
+        // Byte 200 falls inside "é": String::truncate(200) panicked here.
+        let msg = format!("{}é and more", "a".repeat(199));
+        let body = serde_json::json!({"status": "error", "error": msg}).to_string();
+        let err = parse_vector(body.as_bytes()).unwrap_err();
+        assert!(err.ends_with(&"a".repeat(199)), "{err}");
     }
 
     #[test]
@@ -504,6 +515,7 @@ mod tests {
                 data: dir.join("data"),
                 out: dir.join("out"),
                 webhooks: Vec::new(),
+                webhook_allow: crate::egress::Allow::default(),
                 model: vigil_scorer::model::Model::default(),
                 limits: crate::plausibility::Limits::default(),
                 sidecar_ttl_ms: crate::service::SIDECAR_TTL_MS,

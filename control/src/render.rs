@@ -206,6 +206,19 @@ pub fn render(spec: &CanarySpec, state: &CanaryState, routing_version: u64) -> V
 
 /// Write a canary's files into `out/<canary>/` atomically.
 pub fn write(out: &Path, canary: &str, files: &[RenderedFile]) -> std::io::Result<()> {
+    // The canary name becomes one directory under `out`, never a path that
+    // leaves it (names are validated as DNS labels; this holds even so).
+    let mut parts = Path::new(canary).components();
+    let single = matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    );
+    if !single || canary.contains(['/', '\\']) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("canary name {canary:?} is not a single path component"),
+        ));
+    }
     let dir = out.join(canary);
     std::fs::create_dir_all(&dir)?;
     for f in files {

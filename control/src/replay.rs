@@ -59,6 +59,7 @@ fn run(reports: &Path, canary: &str, config: Option<&Path>) -> Result<(), String
         model: config.model.clone(),
         limits: Limits::default(),
         sidecar_ttl_ms: SIDECAR_TTL_MS,
+        webhook_allow: crate::egress::Allow::default(),
     };
     let result = (|| {
         let svc = Service::open(opts, &config.canaries, None, Arc::new(Metrics::default()))

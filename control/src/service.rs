@@ -3,10 +3,13 @@
 //! the store, with no HTTP in it.
 //!
 //! Why this exists: the HTTP layer, the CLI, the tests and the benchmark all
-//! drive the same core. Concurrency is two locks, always taken in this
-//! order: `inner` (live state; ingest holds it only to add deltas) then
-//! `store` (SQLite). The routing document is pre-serialised behind its own
-//! `RwLock` so `GET /v1/routing` never touches either.
+//! drive the same core. Concurrency is three locks: `writer` serialises
+//! state changes (tick, upsert, operate); each computes its change on
+//! copies under `inner` (live state; ingest holds it only to add deltas),
+//! releases it, commits to `store` (SQLite), and only then re-takes `inner`
+//! to install the change — persist before serve, without blocking ingest
+//! or reads during the commit. The routing document is pre-serialised
+//! behind its own `RwLock` so `GET /v1/routing` never touches either.
 //!
 //! Time: every analysis tick (`tick_ms`, default 1 s) each canary's reports
 //! since the last tick are merged into one tick of evidence, fed to the live
@@ -31,6 +34,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use vigil_scorer::model::Model;
 use vigil_scorer::verdict::State;
@@ -52,6 +56,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Global webhook URLs.
     pub webhooks: Vec<String>,
+    /// Where webhooks may go (the config file's `webhook_allow`).
+    pub webhook_allow: crate::egress::Allow,
     /// Scorer model.
     pub model: Model,
     /// Per-sidecar plausibility limits on evidence.
@@ -245,6 +251,17 @@ pub enum Upsert {
     Unchanged,
 }
 
+/// A canary's tick computed on copies, installed once committed.
+struct Staged {
+    name: String,
+    /// The tick evidence taken from the live canary (given back on failure).
+    taken: PairTally,
+    state: CanaryState,
+    step: PairTally,
+    monitor: Monitor,
+    decisions: Vec<Decision>,
+}
+
 /// Work to do outside the locks after a state change.
 struct Followup {
     spec: CanarySpec,
@@ -254,6 +271,9 @@ struct Followup {
 
 /// The service.
 pub struct Service {
+    /// Serialises state changes (tick, upsert, operate) so a staged change
+    /// can be committed without holding `inner`.
+    writer: Mutex<()>,
     inner: Mutex<Inner>,
     store: Mutex<Store>,
     routing: RwLock<RoutingDoc>,
@@ -263,6 +283,8 @@ pub struct Service {
     opts: Options,
     /// Recent per-tick samples for the dashboard's plots.
     pub history: crate::dashboard::History,
+    /// False after a failed commit, until one succeeds.
+    storage_ok: AtomicBool,
 }
 
 impl std::fmt::Debug for Service {
@@ -278,13 +300,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Vec<routing::Entry> {
+    routing_canaries_with(canaries, &HashMap::new())
+}
+
+/// The routing canaries with some states replaced (a staged tick).
+fn routing_canaries_with(
+    canaries: &BTreeMap<String, Live>,
+    states: &HashMap<&str, &CanaryState>,
+) -> Vec<routing::Entry> {
     canaries
         .values()
         .filter(|l| l.spec.mode == Mode::Enforce)
-        .map(|l| routing::Entry {
-            name: l.spec.name.clone(),
-            canary_weight: l.state.weight,
-            phase: l.state.phase.as_str().to_string(),
+        .map(|l| {
+            let s = states
+                .get(l.spec.name.as_str())
+                .copied()
+                .unwrap_or(&l.state);
+            routing::Entry {
+                name: l.spec.name.clone(),
+                canary_weight: s.weight,
+                phase: s.phase.as_str().to_string(),
+            }
         })
         .collect()
 }
@@ -307,9 +343,23 @@ impl Service {
         metrics: Arc<Metrics>,
     ) -> Result<Service, StoreError> {
         let store = Store::open(&opts.data)?;
-        let routing_version = store.routing_version()?;
+        let unreadable = |e: StoreError| {
+            StoreError(format!(
+                "the data directory failed verification at start: {}. {}",
+                e.0,
+                crate::verify::RECOVER
+            ))
+        };
+        let routing_version = store.routing_version().map_err(unreadable)?;
+        let records = store.load_canaries().map_err(|e| {
+            StoreError(format!(
+                "the data directory failed verification at start: stored canaries unreadable: {e}. {}",
+                crate::verify::RECOVER
+            ))
+        })?;
+        crate::verify::startup(&store, &records).map_err(StoreError)?;
         let mut canaries = BTreeMap::new();
-        for rec in store.load_canaries()? {
+        for rec in records {
             canaries.insert(
                 rec.spec.name.clone(),
                 Live {
@@ -323,7 +373,8 @@ impl Service {
             );
         }
         let sidecars = store
-            .sidecars()?
+            .sidecars()
+            .map_err(unreadable)?
             .into_iter()
             .map(|r| {
                 (
@@ -356,6 +407,8 @@ impl Service {
             webhooks,
             opts,
             history: crate::dashboard::History::default(),
+            writer: Mutex::new(()),
+            storage_ok: AtomicBool::new(true),
         };
         let now = log::now_ms();
         for spec in config {
@@ -383,18 +436,6 @@ impl Service {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-    }
-
-    /// Recompute the routing document; bump the version when it changed.
-    /// Returns the new version to persist, if any.
-    fn refresh_routing(inner: &mut Inner) -> Option<u64> {
-        let now = routing_canaries(&inner.canaries);
-        if now == inner.routing_canaries {
-            return None;
-        }
-        inner.routing_canaries = now;
-        inner.routing_version = inner.routing_version.saturating_add(1);
-        Some(inner.routing_version)
     }
 
     fn publish_routing(&self, inner: &Inner) {
@@ -589,132 +630,221 @@ impl Service {
         matched
     }
 
-    /// One analysis tick at `now_ms`.
+    /// One analysis tick at `now_ms`: stage, commit, then serve.
+    ///
+    /// Persist before serve: the tick's new states are computed on copies
+    /// under the state lock (ingest keeps adding to the next tick while the
+    /// commit runs, reads keep seeing the stored state), committed to SQLite
+    /// without the state lock, and only then installed and published. When
+    /// the commit fails nothing is installed: the tick's evidence (including
+    /// a pending sidecar critical) goes back into the next tick, which
+    /// retries; `/healthz` reports unhealthy until a commit succeeds.
     pub fn tick(&self, now_ms: u64) {
         Metrics::add(&self.metrics.ticks, 1);
-        let model = &self.opts.model;
-        let mut followups = Vec::new();
-        {
+        let _writer = lock(&self.writer);
+        let (staged, batch, routing) = {
             let mut guard = lock(&self.inner);
-            let inner = &mut *guard;
-            let mut batch = Batch::default();
-            self.expire_sidecars(inner, now_ms);
-            for live in inner.canaries.values_mut() {
-                let mut tick = std::mem::take(&mut live.tick);
-                let contrib = std::mem::take(&mut live.contrib);
-                let (reported, clipped) = plausibility::merge(&contrib, &self.opts.limits);
-                if clipped > 0 {
-                    Metrics::add(&self.metrics.evidence_clipped, clipped);
-                }
-                tick.stable.add(&reported.stable);
-                tick.canary.add(&reported.canary);
-                self.history.record(
-                    &live.spec.name,
-                    now_ms,
-                    &tick,
-                    live.state.weight,
-                    &live.monitor.last,
-                );
-                let mut decisions: Vec<Decision> = Vec::new();
-                let mut from_prometheus = false;
-                if live.state.phase == Phase::Pending {
-                    decisions.extend(live.state.start(&live.spec, now_ms));
-                } else if live.state.phase.is_active() {
-                    from_prometheus = tick.prometheus || live.step.prometheus;
-                    let verdict = live.monitor.observe(&tick, model);
-                    live.step.merge(&tick);
-                    // One judge: only the control-side sequential test on the
-                    // merged evidence rolls back; a sidecar's claim is noted.
-                    let rollback = analysis::judge_live(&verdict, model).map(|mut j| {
-                        if let (Some(c), Some(o)) = (&tick.critical, j.evidence.as_object_mut()) {
-                            o.insert("sidecar_claim".into(), analysis::claim_json(c));
-                        }
-                        j
-                    });
-                    if rollback.is_none() && tick.critical.is_some() {
-                        Metrics::add(&self.metrics.unconfirmed_critical, 1);
-                    }
-                    if let Some(j) = rollback {
-                        decisions.extend(live.state.rollback(&j, now_ms));
-                    } else if live.state.step_due(&live.spec, now_ms) {
-                        let j = analysis::judge_step(
-                            &live.spec,
-                            &live.step,
-                            live.state.weight,
-                            model,
-                            &verdict,
-                            live.monitor.log_e_value(),
-                        );
-                        decisions.extend(live.state.on_step_judgement(&live.spec, &j, now_ms));
-                    }
-                } else {
-                    continue;
-                }
-                if from_prometheus {
-                    for d in &mut decisions {
-                        // Which data the judgement saw (the evidence's
-                        // "source" says which judgement it was).
-                        if let Some(o) = d.evidence.as_object_mut() {
-                            o.insert("data_source".into(), json!("prometheus"));
-                        } else {
-                            d.evidence =
-                                json!({"data_source": "prometheus", "evidence": d.evidence});
-                        }
-                        d.explanation.push_str(" [data source: prometheus]");
-                    }
-                }
-                for d in &decisions {
-                    if d.new_step {
-                        // A new step's evidence starts empty; the live
-                        // monitor keeps its windows (it compares shares,
-                        // which a weight change does not move).
-                        live.step = PairTally::default();
-                    }
-                }
-                batch.canaries.push(live.record());
-                if !decisions.is_empty() {
-                    for d in &decisions {
-                        self.metrics.decision(d.kind);
-                        log::info(
-                            "decision",
-                            json!({"canary": live.spec.name, "kind": d.kind.as_str(), "from": d.from.as_str(),
-                                   "to": d.to.as_str(), "weight": d.weight_after, "explanation": d.explanation}),
-                        );
-                        batch.decisions.push((live.spec.name.clone(), d.clone()));
-                        batch
-                            .audit
-                            .push(AuditEntry::of_decision(&live.spec.name, d));
-                    }
-                    followups.push(Followup {
-                        spec: live.spec.clone(),
-                        state: live.state.clone(),
-                        decisions,
-                    });
+            self.expire_sidecars(&mut guard, now_ms);
+            self.stage_tick(&mut guard, now_ms)
+        };
+        let result = self.commit(&batch);
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        if let Err(e) = result {
+            // Nothing was stored: give the evidence back to the next tick.
+            for s in staged {
+                if let Some(live) = inner.canaries.get_mut(&s.name) {
+                    let mut t = s.taken;
+                    t.merge(&live.tick);
+                    live.tick = t;
                 }
             }
-            for sidecar in inner.dirty_sidecars.drain() {
-                if let Some(s) = inner.sidecars.get(&sidecar) {
-                    batch.sidecars.push(SidecarRow {
-                        sidecar,
-                        incarnation: s.incarnation,
-                        seq: s.seq,
-                        sent_at_ms: s.sent_at_ms,
-                        seen_ms: s.seen_ms,
-                    });
-                }
+            for row in batch.sidecars {
+                inner.dirty_sidecars.insert(row.sidecar);
             }
-            batch.forget_sidecars = std::mem::take(&mut inner.forgotten_sidecars);
-            batch.routing_version = Self::refresh_routing(inner);
-            if let Err(e) = lock(&self.store).apply(&batch) {
-                Metrics::add(&self.metrics.storage_errors, 1);
-                log::error(
-                    "could not persist the analysis tick",
-                    json!({"error": e.to_string()}),
-                );
-            }
-            self.publish_routing(inner);
+            inner.forgotten_sidecars.extend(batch.forget_sidecars);
+            log::error(
+                "could not persist the analysis tick; nothing of it is served, it is retried next tick",
+                json!({"error": e.to_string()}),
+            );
+            return;
         }
+        let mut followups = Vec::new();
+        for s in staged {
+            let Some(live) = inner.canaries.get_mut(&s.name) else {
+                continue;
+            };
+            live.state = s.state;
+            live.step = s.step;
+            live.monitor = s.monitor;
+            for d in &s.decisions {
+                self.metrics.decision(d.kind);
+                log::info(
+                    "decision",
+                    json!({"canary": live.spec.name, "kind": d.kind.as_str(), "from": d.from.as_str(),
+                           "to": d.to.as_str(), "weight": d.weight_after, "explanation": d.explanation}),
+                );
+            }
+            if !s.decisions.is_empty() {
+                followups.push(Followup {
+                    spec: live.spec.clone(),
+                    state: live.state.clone(),
+                    decisions: s.decisions,
+                });
+            }
+        }
+        if let Some((version, canaries)) = routing {
+            inner.routing_version = version;
+            inner.routing_canaries = canaries;
+        }
+        self.publish_routing(inner);
+        drop(guard);
         self.follow_up(followups);
+    }
+
+    /// Commit a batch (SQLite, off the state lock); keeps the health flag
+    /// and the failure counter.
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let result = lock(&self.store).apply(batch);
+        match &result {
+            Ok(()) => self.storage_ok.store(true, Ordering::Relaxed),
+            Err(_) => {
+                self.storage_ok.store(false, Ordering::Relaxed);
+                Metrics::add(&self.metrics.storage_errors, 1);
+            }
+        }
+        result
+    }
+
+    /// Whether the last write to the store succeeded (`/healthz`).
+    pub fn storage_healthy(&self) -> bool {
+        self.storage_ok.load(Ordering::Relaxed)
+    }
+
+    /// Compute a tick on copies: the staged canaries, the batch to write
+    /// and the new routing (version, canaries) if it changes.
+    fn stage_tick(
+        &self,
+        inner: &mut Inner,
+        now_ms: u64,
+    ) -> (Vec<Staged>, Batch, Option<(u64, Vec<routing::Entry>)>) {
+        let model = &self.opts.model;
+        let mut batch = Batch::default();
+        let mut staged = Vec::new();
+        for live in inner.canaries.values_mut() {
+            if !(live.state.phase == Phase::Pending || live.state.phase.is_active()) {
+                continue;
+            }
+            let mut taken = std::mem::take(&mut live.tick);
+            let contrib = std::mem::take(&mut live.contrib);
+            let (reported, clipped) = plausibility::merge(&contrib, &self.opts.limits);
+            if clipped > 0 {
+                Metrics::add(&self.metrics.evidence_clipped, clipped);
+            }
+            taken.stable.add(&reported.stable);
+            taken.canary.add(&reported.canary);
+            self.history.record(
+                &live.spec.name,
+                now_ms,
+                &taken,
+                live.state.weight,
+                &live.monitor.last,
+            );
+            let mut state = live.state.clone();
+            let mut step = live.step.clone();
+            let mut monitor = live.monitor.clone();
+            let mut decisions: Vec<Decision> = Vec::new();
+            let mut from_prometheus = false;
+            if state.phase == Phase::Pending {
+                decisions.extend(state.start(&live.spec, now_ms));
+            } else {
+                from_prometheus = taken.prometheus || step.prometheus;
+                let verdict = monitor.observe(&taken, model);
+                step.merge(&taken);
+                // One judge: only the control-side sequential test on the
+                // merged evidence rolls back; a sidecar's claim is noted.
+                let rollback = analysis::judge_live(&verdict, model).map(|mut j| {
+                    if let (Some(c), Some(o)) = (&taken.critical, j.evidence.as_object_mut()) {
+                        o.insert("sidecar_claim".into(), analysis::claim_json(c));
+                    }
+                    j
+                });
+                if rollback.is_none() && taken.critical.is_some() {
+                    Metrics::add(&self.metrics.unconfirmed_critical, 1);
+                }
+                if let Some(j) = rollback {
+                    decisions.extend(state.rollback(&j, now_ms));
+                } else if state.step_due(&live.spec, now_ms) {
+                    let j = analysis::judge_step(
+                        &live.spec,
+                        &step,
+                        state.weight,
+                        model,
+                        &verdict,
+                        monitor.log_e_value(),
+                    );
+                    decisions.extend(state.on_step_judgement(&live.spec, &j, now_ms));
+                }
+            }
+            if from_prometheus {
+                for d in &mut decisions {
+                    // Which data the judgement saw (the evidence's
+                    // "source" says which judgement it was).
+                    if let Some(o) = d.evidence.as_object_mut() {
+                        o.insert("data_source".into(), json!("prometheus"));
+                    } else {
+                        d.evidence = json!({"data_source": "prometheus", "evidence": d.evidence});
+                    }
+                    d.explanation.push_str(" [data source: prometheus]");
+                }
+            }
+            if decisions.iter().any(|d| d.new_step) {
+                // A new step's evidence starts empty; the live monitor keeps
+                // its windows (it compares shares, which a weight change
+                // does not move).
+                step = PairTally::default();
+            }
+            batch.canaries.push(CanaryRecord {
+                spec: live.spec.clone(),
+                state: state.clone(),
+                evidence: step.clone(),
+            });
+            for d in &decisions {
+                batch.decisions.push((live.spec.name.clone(), d.clone()));
+                batch
+                    .audit
+                    .push(AuditEntry::of_decision(&live.spec.name, d));
+            }
+            staged.push(Staged {
+                name: live.spec.name.clone(),
+                taken,
+                state,
+                step,
+                monitor,
+                decisions,
+            });
+        }
+        for sidecar in inner.dirty_sidecars.drain() {
+            if let Some(s) = inner.sidecars.get(&sidecar) {
+                batch.sidecars.push(SidecarRow {
+                    sidecar,
+                    incarnation: s.incarnation,
+                    seq: s.seq,
+                    sent_at_ms: s.sent_at_ms,
+                    seen_ms: s.seen_ms,
+                });
+            }
+        }
+        batch.forget_sidecars = std::mem::take(&mut inner.forgotten_sidecars);
+        let states: HashMap<&str, &CanaryState> =
+            staged.iter().map(|s| (s.name.as_str(), &s.state)).collect();
+        let canaries = routing_canaries_with(&inner.canaries, &states);
+        let routing = (canaries != inner.routing_canaries).then(|| {
+            let version = inner.routing_version.saturating_add(1);
+            batch.routing_version = Some(version);
+            (version, canaries)
+        });
+        (staged, batch, routing)
     }
 
     fn follow_up(&self, followups: Vec<Followup>) {
@@ -737,6 +867,9 @@ impl Service {
             if let Some(hooks) = &self.webhooks {
                 let mut urls = self.opts.webhooks.clone();
                 urls.extend(f.spec.webhooks.iter().cloned());
+                // Stored canaries keep their URLs when the allowlist shrinks:
+                // only allowed targets are called.
+                urls.retain(|u| self.opts.webhook_allow.allows(u));
                 for d in &f.decisions {
                     hooks.send(urls.clone(), &webhook::payload(&f.spec, d));
                 }
@@ -752,8 +885,15 @@ impl Service {
                 message: e.message,
             });
         }
+        if let Err((i, message)) = self.opts.webhook_allow.check(&spec.webhooks) {
+            return Err(OpError::Invalid {
+                field: format!("webhooks[{i}]"),
+                message,
+            });
+        }
         let mut followups = Vec::new();
         let outcome;
+        let _writer = lock(&self.writer);
         {
             let mut guard = lock(&self.inner);
             let inner = &mut *guard;
@@ -803,7 +943,6 @@ impl Service {
                         }
                     }
                     for d in &decisions {
-                        self.metrics.decision(d.kind);
                         batch.decisions.push((spec.name.clone(), d.clone()));
                         batch.audit.push(AuditEntry::of_decision(&spec.name, d));
                     }
@@ -843,30 +982,46 @@ impl Service {
                 evidence: evidence.to_string(),
             });
             batch.canaries.push(live.record());
-            let old = inner.canaries.insert(spec.name.clone(), live);
-            let old_version = (inner.routing_version, inner.routing_canaries.clone());
-            batch.routing_version = Self::refresh_routing(inner);
-            if let Err(e) = lock(&self.store).apply(&batch) {
-                // Nothing was written: undo in memory too.
-                match old {
-                    Some(o) => {
-                        inner.canaries.insert(spec.name.clone(), o);
-                    }
-                    None => {
-                        inner.canaries.remove(&spec.name);
-                    }
-                }
-                (inner.routing_version, inner.routing_canaries) = old_version;
-                Metrics::add(&self.metrics.storage_errors, 1);
+            let mut states: HashMap<&str, &CanaryState> = HashMap::new();
+            states.insert(spec.name.as_str(), &live.state);
+            let mut canaries = routing_canaries_with(&inner.canaries, &states);
+            if !inner.canaries.contains_key(&spec.name) && spec.mode == Mode::Enforce {
+                // A new canary: where it sorts among the others.
+                canaries.push(routing::Entry {
+                    name: spec.name.clone(),
+                    canary_weight: live.state.weight,
+                    phase: live.state.phase.as_str().to_string(),
+                });
+                canaries.sort_by(|x, y| x.name.cmp(&y.name));
+            }
+            let routing = (canaries != inner.routing_canaries)
+                .then(|| (inner.routing_version.saturating_add(1), canaries));
+            batch.routing_version = routing.as_ref().map(|(v, _)| *v);
+            drop(guard);
+            // Committed without the state lock; nothing is installed when it fails.
+            if let Err(e) = self.commit(&batch) {
                 return Err(OpError::Storage(e.to_string()));
+            }
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            inner.canaries.insert(spec.name.clone(), live);
+            if let Some((version, canaries)) = routing {
+                inner.routing_version = version;
+                inner.routing_canaries = canaries;
             }
             inner.index = Index::build(inner.canaries.values().map(|l| &l.spec));
             self.publish_routing(inner);
+            for f in &followups {
+                for d in &f.decisions {
+                    self.metrics.decision(d.kind);
+                }
+            }
             log::info(
                 "canary declared",
                 json!({"canary": spec.name, "actor": actor, "action": action}),
             );
         }
+        drop(_writer);
         self.follow_up(followups);
         Ok(outcome)
     }
@@ -892,54 +1047,69 @@ impl Service {
                 message: "at most 4096 bytes".into(),
             });
         }
-        let followup;
-        let decision;
-        {
-            let mut guard = lock(&self.inner);
-            let inner = &mut *guard;
-            let live = inner.canaries.get_mut(name).ok_or(OpError::NotFound)?;
-            let saved = (live.state.clone(), live.step.clone());
+        let _writer = lock(&self.writer);
+        let (record, d, routing) = {
+            let guard = lock(&self.inner);
+            let live = guard.canaries.get(name).ok_or(OpError::NotFound)?;
+            let mut state = live.state.clone();
+            let mut step = live.step.clone();
             let result: Result<Decision, Conflict> = match op {
-                Op::Approve => live.state.approve(&live.spec, by, comment, now_ms),
-                Op::Reject => live.state.reject(by, comment, now_ms),
-                Op::Pause => live.state.pause(by, comment, now_ms),
-                Op::Resume => live.state.resume(by, comment, now_ms),
+                Op::Approve => state.approve(&live.spec, by, comment, now_ms),
+                Op::Reject => state.reject(by, comment, now_ms),
+                Op::Pause => state.pause(by, comment, now_ms),
+                Op::Resume => state.resume(by, comment, now_ms),
             };
             let d = result.map_err(|Conflict(m)| OpError::Conflict(m))?;
             if d.new_step {
-                live.step = PairTally::default();
+                step = PairTally::default();
             }
-            let mut batch = Batch {
-                canaries: vec![live.record()],
-                decisions: vec![(name.to_string(), d.clone())],
-                audit: vec![AuditEntry::of_decision(name, &d)],
-                ..Batch::default()
-            };
-            followup = Followup {
+            let mut states: HashMap<&str, &CanaryState> = HashMap::new();
+            states.insert(name, &state);
+            let canaries = routing_canaries_with(&guard.canaries, &states);
+            let routing = (canaries != guard.routing_canaries)
+                .then(|| (guard.routing_version.saturating_add(1), canaries));
+            let record = CanaryRecord {
                 spec: live.spec.clone(),
-                state: live.state.clone(),
-                decisions: vec![d.clone()],
+                state,
+                evidence: step,
             };
-            let old_version = (inner.routing_version, inner.routing_canaries.clone());
-            batch.routing_version = Self::refresh_routing(inner);
-            if let Err(e) = lock(&self.store).apply(&batch) {
-                if let Some(live) = inner.canaries.get_mut(name) {
-                    (live.state, live.step) = saved;
-                }
-                (inner.routing_version, inner.routing_canaries) = old_version;
-                Metrics::add(&self.metrics.storage_errors, 1);
-                return Err(OpError::Storage(e.to_string()));
+            (record, d, routing)
+        };
+        let batch = Batch {
+            canaries: vec![record.clone()],
+            decisions: vec![(name.to_string(), d.clone())],
+            audit: vec![AuditEntry::of_decision(name, &d)],
+            routing_version: routing.as_ref().map(|(v, _)| *v),
+            ..Batch::default()
+        };
+        // Committed without the state lock; nothing is installed when it fails.
+        self.commit(&batch)
+            .map_err(|e| OpError::Storage(e.to_string()))?;
+        {
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            if let Some(live) = inner.canaries.get_mut(name) {
+                live.state = record.state.clone();
+                live.step = record.evidence;
+            }
+            if let Some((version, canaries)) = routing {
+                inner.routing_version = version;
+                inner.routing_canaries = canaries;
             }
             self.metrics.decision(d.kind);
             self.publish_routing(inner);
-            log::info(
-                "operator decision",
-                json!({"canary": name, "kind": d.kind.as_str(), "actor": by, "weight": d.weight_after, "explanation": d.explanation}),
-            );
-            decision = d;
         }
-        self.follow_up(vec![followup]);
-        Ok(decision)
+        drop(_writer);
+        log::info(
+            "operator decision",
+            json!({"canary": name, "kind": d.kind.as_str(), "actor": by, "weight": d.weight_after, "explanation": d.explanation}),
+        );
+        self.follow_up(vec![Followup {
+            spec: record.spec,
+            state: record.state,
+            decisions: vec![d.clone()],
+        }]);
+        Ok(d)
     }
 
     fn view(live: &Live, model: &Model) -> Value {
@@ -1064,23 +1234,13 @@ impl Service {
     }
 }
 
-/// A webhook URL without its secret part: `scheme://host[:port]/…`.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or(host);
-    let tail = if rest.len() > host.len() { "/…" } else { "" };
-    format!("{scheme}://{host}{tail}")
-}
-
-/// The spec as the read API shows it: webhook URLs (whose paths are
-/// secrets, e.g. Slack's) redacted to scheme and host.
+/// A spec as the API shows it: webhook URLs without their (secret) paths.
 fn redacted_spec(spec: &CanarySpec) -> Value {
     let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
     if let Some(hooks) = v.get_mut("webhooks").and_then(Value::as_array_mut) {
         for h in hooks.iter_mut() {
-            if let Some(u) = h.as_str() {
-                *h = Value::String(redact_url(u));
+            if let Some(url) = h.as_str() {
+                *h = Value::from(crate::egress::redact(url));
             }
         }
     }
@@ -1094,6 +1254,7 @@ pub fn render_all(data: &std::path::Path, out: &std::path::Path) -> Result<Vec<S
     let version = store.routing_version().map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     for rec in store.load_canaries().map_err(|e| e.to_string())? {
+        crate::verify::record(&rec)?;
         if rec.spec.mode == Mode::Observe {
             continue;
         }

@@ -457,12 +457,16 @@ fn check_webhooks(field: &str, urls: &[String]) -> Result<(), SpecError> {
     for (i, url) in urls.iter().enumerate() {
         let ok = url.len() <= 2048
             && url
-                .strip_prefix("http://")
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
                 .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
         if !ok {
             return Err(SpecError::new(
                 format!("{field}[{i}]"),
-                format!("must be an http:// URL, got {url:?} (https needs a relay; see control/README.md)"),
+                format!(
+                    "must be an http:// or https:// URL, got {}",
+                    crate::egress::redact(url)
+                ),
             ));
         }
     }
@@ -476,6 +480,8 @@ pub struct ServiceConfig {
     pub canaries: Vec<CanarySpec>,
     /// Webhook URLs notified of every canary's events.
     pub webhooks: Vec<String>,
+    /// Hosts (or host:port) webhooks may target; none when empty.
+    pub webhook_allow: crate::egress::Allow,
     /// Scorer model (defaults when absent).
     pub model: Model,
 }
@@ -487,6 +493,8 @@ struct RawConfig {
     canaries: Vec<serde_json::Value>,
     #[serde(default)]
     webhooks: Vec<String>,
+    #[serde(default)]
+    webhook_allow: Vec<String>,
     #[serde(default)]
     model: Option<serde_json::Value>,
 }
@@ -512,6 +520,16 @@ impl ServiceConfig {
             canaries.push(spec);
         }
         check_webhooks("webhooks", &raw.webhooks)?;
+        let webhook_allow = crate::egress::Allow::parse(&raw.webhook_allow)
+            .map_err(|e| SpecError::new("webhook_allow", e))?;
+        webhook_allow
+            .check(&raw.webhooks)
+            .map_err(|(i, m)| SpecError::new(format!("webhooks[{i}]"), m))?;
+        for (i, c) in canaries.iter().enumerate() {
+            webhook_allow
+                .check(&c.webhooks)
+                .map_err(|(j, m)| SpecError::new(format!("canaries[{i}].webhooks[{j}]"), m))?;
+        }
         let model = match raw.model {
             None => Model::default(),
             Some(v) => Model::from_json_value(v).map_err(|e| SpecError::new(e.field, e.message))?,
@@ -519,6 +537,7 @@ impl ServiceConfig {
         Ok(ServiceConfig {
             canaries,
             webhooks: raw.webhooks,
+            webhook_allow,
             model,
         })
     }
@@ -617,7 +636,7 @@ mod tests {
 
     #[test]
     fn config_file_yaml_and_duplicates() {
-        let yaml = "canaries:\n  - name: checkout\n    route: checkout\n    stable_cluster: stable\n    canary_cluster: canary\n    steps: [10, 50, 100]\n    approve_before_steps: [50]\nwebhooks: [\"http://127.0.0.1:9/hook\"]\nmodel:\n  min_requests: 10\n";
+        let yaml = "canaries:\n  - name: checkout\n    route: checkout\n    stable_cluster: stable\n    canary_cluster: canary\n    steps: [10, 50, 100]\n    approve_before_steps: [50]\nwebhooks: [\"http://127.0.0.1:9/hook\"]\nwebhook_allow: [\"127.0.0.1\"]\nmodel:\n  min_requests: 10\n";
         let cfg = ServiceConfig::parse(yaml, false).unwrap();
         assert_eq!(cfg.canaries.len(), 1);
         assert_eq!(cfg.model.min_requests, 10);

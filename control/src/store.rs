@@ -47,6 +47,11 @@ impl From<serde_json::Error> for StoreError {
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "vigil.db";
 
+/// File name of the lock held by the one service using a data directory.
+pub const LOCK_FILE: &str = "vigil.lock";
+
+/// Version 1: the original schema (written with `IF NOT EXISTS`, so a
+/// database made before versioning, at `user_version` 0, migrates as is).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS canaries (
@@ -64,9 +69,6 @@ CREATE TABLE IF NOT EXISTS audit (
   prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sidecars (
   sidecar TEXT PRIMARY KEY, seq INTEGER NOT NULL, sent_at_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS sidecar_state (
-  sidecar TEXT PRIMARY KEY, incarnation INTEGER NOT NULL, seq INTEGER NOT NULL,
-  sent_at_ms INTEGER NOT NULL, seen_ms INTEGER NOT NULL);
 ";
 
 /// What the service remembers of a sidecar (table `sidecar_state`; the
@@ -84,6 +86,30 @@ pub struct SidecarRow {
     /// The service's clock when that report arrived, ms (for expiry).
     pub seen_ms: u64,
 }
+
+/// Version 2: indexes for retention by age (see [`crate::retention`]).
+const SCHEMA_V2: &str = "
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at_ms);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ms);
+";
+
+/// Version 3: sidecars by incarnation, with the service's clock for expiry
+/// (the older `sidecars` table, without incarnations, is no longer read).
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS sidecar_state (
+  sidecar TEXT PRIMARY KEY, incarnation INTEGER NOT NULL, seq INTEGER NOT NULL,
+  sent_at_ms INTEGER NOT NULL, seen_ms INTEGER NOT NULL);
+";
+
+/// The versioned schema (SQLite `user_version`), applied in order at open.
+/// A database from a newer release (a higher version) is refused.
+static MIGRATION_STEPS: [rusqlite_migration::M<'static>; 3] = [
+    rusqlite_migration::M::up(SCHEMA),
+    rusqlite_migration::M::up(SCHEMA_V2),
+    rusqlite_migration::M::up(SCHEMA_V3),
+];
+static MIGRATIONS: rusqlite_migration::Migrations<'static> =
+    rusqlite_migration::Migrations::from_slice(&MIGRATION_STEPS);
 
 /// A canary as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,9 +228,19 @@ impl Batch {
     }
 }
 
+/// Environment variable naming a test hook file that simulates a full disk
+/// with SQLite's own limit: while the file contains `full`, every write
+/// transaction runs with `PRAGMA max_page_count` at the database's current
+/// size, so anything that needs a new page fails with SQLITE_FULL exactly
+/// as on a full disk. Used by the disk-full tests; unset in production.
+pub const QUOTA_HOOK_ENV: &str = "VIGIL_CONTROL_TEST_QUOTA_FILE";
+
 /// The database.
 pub struct Store {
     conn: Connection,
+    quota_hook: Option<std::path::PathBuf>,
+    /// The data directory's lock, held while the store is open (services only).
+    _lock: Option<std::fs::File>,
 }
 
 impl fmt::Debug for Store {
@@ -232,11 +268,47 @@ fn bits_u64(v: i64) -> u64 {
 }
 
 impl Store {
-    /// Open (creating) `DIR/vigil.db`.
+    /// Open (creating) `DIR/vigil.db` for a service: takes the exclusive
+    /// lock on `DIR/vigil.lock` first, so a second instance is refused.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        Self::open_file(&dir.join(DB_FILE))
+        let lock = Self::lock(dir)?;
+        let path = dir.join(DB_FILE);
+        let mut store = Self::open_file(&path).map_err(|e| {
+            StoreError(format!(
+                "cannot open {}: {}. {}",
+                path.display(),
+                e.0,
+                crate::verify::RECOVER
+            ))
+        })?;
+        store._lock = Some(lock);
+        Ok(store)
+    }
+
+    /// Take the data directory's exclusive lock (released when the process
+    /// exits, however it exits).
+    pub fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+        use fs4::fs_std::FileExt;
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                StoreError(format!("cannot open the lock file {}: {e}", path.display()))
+            })?;
+        match file.try_lock_exclusive() {
+            Ok(true) => Ok(file),
+            Ok(false) => Err(StoreError(format!(
+                "another vigil-control is using the data directory {} (it holds {}); two instances on one data directory would overwrite each other's decisions. Stop the other instance, or give this one its own --data",
+                dir.display(),
+                path.display()
+            ))),
+            Err(e) => Err(StoreError(format!("cannot lock {}: {e}", path.display()))),
+        }
     }
 
     /// Open an existing database file without creating anything (the
@@ -254,8 +326,19 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        let mut conn = conn;
+        MIGRATIONS.to_latest(&mut conn).map_err(|e| {
+            StoreError(format!(
+                "schema migration of {} failed: {e} (a database written by a newer vigil-control is refused; run that release, or restore a backup)",
+                path.display()
+            ))
+        })?;
+        let quota_hook = std::env::var_os(QUOTA_HOOK_ENV).map(std::path::PathBuf::from);
+        Ok(Store {
+            conn,
+            quota_hook,
+            _lock: None,
+        })
     }
 
     fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
@@ -378,14 +461,68 @@ impl Store {
         Ok(Self::meta(&self.conn, "audit_head")?.and_then(|v| parse_head(&v)))
     }
 
+    /// The checkpoint the stored chain starts after: `(seq, hash)` of the
+    /// last row pruned by retention, `None` when nothing was pruned.
+    pub fn audit_base(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(Self::meta(&self.conn, "audit_base")?.and_then(|v| parse_head(&v)))
+    }
+
+    /// Number of stored canaries.
+    pub fn canary_count(&self) -> Result<u64, StoreError> {
+        Ok(to_u64(self.conn.query_row(
+            "SELECT COUNT(*) FROM canaries",
+            [],
+            |r| r.get(0),
+        )?))
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` or SQLite's complaints.
+    pub fn integrity_check(&self) -> Result<Result<(), String>, StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let lines = rows.collect::<Result<Vec<_>, _>>()?;
+        if lines.len() == 1 && lines.first().is_some_and(|l| l == "ok") {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(lines.join("; ")))
+        }
+    }
+
+    /// The connection (retention runs its own transaction on it).
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Write a batch in one transaction.
     pub fn apply(&mut self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
+        self.apply_quota_hook()?;
         let tx = self.conn.transaction()?;
         write_batch(&tx, batch)?;
         tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// See [`QUOTA_HOOK_ENV`].
+    fn apply_quota_hook(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.quota_hook else {
+            return Ok(());
+        };
+        let full = std::fs::read_to_string(path).is_ok_and(|t| t.trim() == "full");
+        let limit: i64 = if full {
+            self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?
+        } else {
+            i64::from(u32::MAX - 1)
+        };
+        let _: i64 = self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {limit}"), [], |r| {
+                r.get(0)
+            })?;
         Ok(())
     }
 }
@@ -499,13 +636,12 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Verify the audit chain of the database in `dir`: `Ok(rows)` or the first
-/// bad row.
+/// Verify the audit chain of the database in `dir` (the same check as at
+/// start, see [`crate::verify::audit_chain`]): `Ok(rows)` or the first bad
+/// row.
 pub fn verify_audit(dir: &Path) -> Result<Result<u64, audit::ChainError>, StoreError> {
     let store = Store::open_existing(dir)?;
-    let rows = store.audit_rows()?;
-    let head = store.audit_head()?;
-    Ok(audit::verify(&rows, head))
+    crate::verify::audit_chain(&store)
 }
 
 #[cfg(test)]

@@ -167,5 +167,5 @@ async fn deliver(client: &HttpClient, url: &str, body: Bytes, d: Delivery, metri
 
 /// Scheme and authority only: webhook paths often carry secrets (Slack).
 pub fn redact(url: &str) -> String {
-    url.split('/').take(3).collect::<Vec<_>>().join("/")
+    crate::egress::redact(url)
 }

@@ -663,8 +663,9 @@ fn webhooks_announce_gates_and_decisions_without_blocking() {
     let config = data.join("vigil.json");
     std::fs::write(
         &config,
-        json!({"webhooks": [silent_url, url],
-               "canaries": [canary_spec("profile", json!({"steps": [10, 100], "approve_before_promotion": true}))]})
+        json!({"webhooks": [silent_url, url], "webhook_allow": ["127.0.0.1"],
+               "canaries": [canary_spec("profile", json!({"steps": [10, 100], "approve_before_promotion": true,
+                                                          "webhooks": [format!("{url}/per-canary-secret")]}))]})
         .to_string(),
     )
     .unwrap();
@@ -697,6 +698,21 @@ fn webhooks_announce_gates_and_decisions_without_blocking() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(got.lock().unwrap().iter().any(|e| e["kind"] == "start"));
+    // Webhook URLs are never served: the API shows scheme and host only.
+    let (_, list) = srv.get("/v1/canaries");
+    let (_, one) = srv.get("/v1/canaries/profile");
+    for v in [&list, &one] {
+        let text = v.to_string();
+        assert!(!text.contains("secret"), "webhook secret served: {text}");
+        assert!(text.contains("(redacted)"), "{text}");
+    }
+    // Targets outside the allowlist are refused, naming the field.
+    let (status, v) = srv.post(
+        "/v1/canaries",
+        &canary_spec("other", json!({"webhooks": ["http://10.1.2.3:8080/admin"]})),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["field"], "webhooks[0]", "{v}");
     drop(silent);
     let logs = srv.logs_text();
     assert!(

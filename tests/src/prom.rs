@@ -80,7 +80,7 @@ impl Metrics {
 
 fn parse_line(line: &str) -> Option<Sample> {
     let (name, rest) = match line.find(['{', ' ']) {
-        Some(i) => line.split_at(i),
+        Some(i) => line.split_at_checked(i)?,
         None => return None,
     };
     let (labels, rest) = if let Some(after_brace) = rest.strip_prefix('{') {
@@ -112,7 +112,7 @@ fn parse_labels(mut s: &str) -> Option<(BTreeMap<String, String>, &str)> {
             return Some((labels, rest));
         }
         let eq = s.find('=')?;
-        let (key, after) = s.split_at(eq);
+        let (key, after) = s.split_at_checked(eq)?;
         let after = after.strip_prefix("=\"")?;
         let mut value = String::new();
         let mut chars = after.char_indices();

@@ -76,11 +76,24 @@ pub struct Server {
 impl Server {
     /// Start `vigil-control serve` on an ephemeral port.
     pub fn start(data: &Path, config: Option<&Path>, extra: &[&str]) -> Server {
+        Self::start_env(data, config, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_env(
+        data: &Path,
+        config: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let creds = data.with_extension("credentials.yaml");
         if !creds.exists() {
             std::fs::write(&creds, credentials_yaml()).unwrap();
         }
         let mut cmd = Command::new(BIN);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(["--tick-ms", "200"])
