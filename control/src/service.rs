@@ -269,6 +269,10 @@ struct Followup {
     decisions: Vec<Decision>,
 }
 
+/// A tick computed on copies: the staged canaries, the batch to write and
+/// the new routing (version, canaries) if it changes.
+type StagedTick = (Vec<Staged>, Batch, Option<(u64, Vec<routing::Entry>)>);
+
 /// The service.
 pub struct Service {
     /// Serialises state changes (tick, upsert, operate) so a staged change
@@ -723,11 +727,7 @@ impl Service {
 
     /// Compute a tick on copies: the staged canaries, the batch to write
     /// and the new routing (version, canaries) if it changes.
-    fn stage_tick(
-        &self,
-        inner: &mut Inner,
-        now_ms: u64,
-    ) -> (Vec<Staged>, Batch, Option<(u64, Vec<routing::Entry>)>) {
+    fn stage_tick(&self, inner: &mut Inner, now_ms: u64) -> StagedTick {
         let model = &self.opts.model;
         let mut batch = Batch::default();
         let mut staged = Vec::new();
