@@ -9,7 +9,7 @@
 #   usr/local/bin/vigil-control   the static binary, 0755
 #   var/lib/vigil/                0700, owned 65532:65532
 # Config: User 65532:65532, Entrypoint vigil-control, Cmd serve --listen 0.0.0.0:8080
-# --data /var/lib/vigil (the token comes from $VIGIL_CONTROL_TOKEN or --token-file).
+# --data /var/lib/vigil (credentials: --credentials FILE or $VIGIL_CONTROL_CREDENTIALS).
 #
 # Output: $OUT/oci-control/ (OCI image layout) and $OUT/vigil-control-oci.tar.
 # OUT defaults to dist/. VIGIL_CONTROL_STATIC=<binary> skips the build (for tests).

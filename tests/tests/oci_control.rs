@@ -171,11 +171,17 @@ fn control_image_is_reproducible_valid_and_runs() {
     // Run it from the extracted layer; it writes only to its data directory.
     let data = x.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
+    let creds = x.path().join("credentials.yaml");
+    std::fs::write(
+        &creds,
+        vigil_e2e::control::credentials_yaml_for("oci-test-token", None),
+    )
+    .unwrap();
     let mut child = Command::new(&bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)
         .env_clear()
-        .env("VIGIL_CONTROL_TOKEN", "oci-test-token")
+        .env("VIGIL_CONTROL_CREDENTIALS", &creds)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
