@@ -74,3 +74,8 @@ distclean: clean
 .PHONY: bench
 bench: wasm
 	@$(STEP) bench scripts/bench.sh
+
+## eval-corpus: Vigil's self path on real labelled corpora placed outside git (CORPORA=/path)
+eval-corpus:
+	bash scripts/eval-corpus.sh
+.PHONY: eval-corpus

@@ -36,7 +36,7 @@ say "building the no-op wasm filter (bench/noop-filter)"
 
 # --- 2. host binaries ---------------------------------------------------------------------
 say "building vigil-bench and vigil-model (release)"
-cargo build --release -p vigil-bench -p vigil-scorer --bin vigil-bench --bin vigil-model >&2
+cargo build --release -p vigil-bench -p vigil-scorer -p vigil-pii --bin vigil-bench --bin vigil-model --bin vigil-pii >&2
 
 # Pinning: Envoy on CPU 0 (vigil-bench starts it through a taskset wrapper), everything else
 # (this process's children: scorer bench, upstreams, load generator) on CPU 1.
@@ -50,6 +50,9 @@ else
 fi
 
 # --- 3. scorer ----------------------------------------------------------------------------
+say "pii: vigil-pii bench (pure crate, one core, MB/s; printed, not asserted)"
+"${PIN[@]}" target/release/vigil-pii bench --mb 32 >&2
+
 say "scorer: vigil-model bench --json"
 "${PIN[@]}" target/release/vigil-model bench --json >"$OUT/scorer.json"
 

@@ -4,12 +4,14 @@
 //!
 //! Sections (all by default; `--only a,b` to pick): `dataplane` (real Envoy,
 //! four variants interleaved), `scale` (real Envoy, memory and idle tick CPU at
-//! N series), `host` (shared-data bytes and tick duration from the filter's
+//! N series), `pii` (real Envoy, the PII guard off / detect / redact against the
+//! no-op filter for 1 KB, 16 KB and 256 KB prompts), `host` (shared-data bytes and tick duration from the filter's
 //! core), `scorer`, `wasm`, `control` (folded in from files).
 
 mod dataplane;
 mod host;
 mod load;
+mod pii;
 mod report;
 
 use std::path::PathBuf;
@@ -251,6 +253,13 @@ fn find<'a>(results: &'a [Res], name: &str) -> Option<&'a Res> {
 fn goals(a: &Args, results: &[Res]) -> Vec<Res> {
     let mut g = Vec::new();
     let verdict = |ok: bool| if ok { "MET" } else { "NOT MET" };
+    // PII guard (issue 16): detect CPU per 16 KB request <= 1.5x the no-op filter.
+    if let Some(v) = find(results, "pii.16384.detect/noop.cpu_per_req").and_then(|r| r.value) {
+        g.push(
+            Res::new("goal.pii_detect_16k_cpu_vs_noop", v, "ratio")
+                .note(format!("{}: goal <= 1.5", verdict(v <= 1.5))),
+        );
+    }
     // 1. steer CPU per request <= 1.10x the no-op filter, in every condition measured.
     let mut worst: Option<(f64, String)> = None;
     let mut parts = Vec::new();
@@ -379,7 +388,7 @@ fn real_main() -> Result<()> {
         }
         host::worst_delta(&mut results);
     }
-    if wanted(&a, "dataplane") || wanted(&a, "scale") {
+    if wanted(&a, "dataplane") || wanted(&a, "scale") || wanted(&a, "pii") {
         let wrapper = dataplane::pin_wrapper(&dir, &a.envoy_cpus)?;
         // Single-threaded here: nothing else reads the environment yet.
         std::env::set_var("ENVOY_BIN", &wrapper);
@@ -401,6 +410,13 @@ fn real_main() -> Result<()> {
             if wanted(&a, "dataplane") {
                 if let Err(e) = dataplane::run(&setup, &a.dp, &mut results).await {
                     errors.push(format!("dataplane: {e}"));
+                }
+            }
+            if wanted(&a, "pii") {
+                let rounds = env_or("VIGIL_BENCH_PII_ROUNDS", 3);
+                if let Err(e) = pii::run(&setup, rounds, a.dp.secs, a.dp.conns, &mut results).await
+                {
+                    errors.push(format!("pii: {e}"));
                 }
             }
             if wanted(&a, "scale") {

@@ -130,6 +130,7 @@ fn signal_name(s: Signal) -> &'static str {
         Signal::Resets => "resets",
         Signal::Throttled => "throttled",
         Signal::Ttft => "ttft",
+        Signal::Rate => "rate",
     }
 }
 

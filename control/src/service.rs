@@ -269,10 +269,6 @@ struct Followup {
     decisions: Vec<Decision>,
 }
 
-/// A tick computed on copies: the staged canaries, the batch to write and
-/// the new routing (version, canaries) if it changes.
-type StagedTick = (Vec<Staged>, Batch, Option<(u64, Vec<routing::Entry>)>);
-
 /// The service.
 pub struct Service {
     /// Serialises state changes (tick, upsert, operate) so a staged change
@@ -302,6 +298,9 @@ impl std::fmt::Debug for Service {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// A staged tick's new routing document: its version and canaries.
+type StagedRouting = (u64, Vec<routing::Entry>);
 
 fn routing_canaries(canaries: &BTreeMap<String, Live>) -> Vec<routing::Entry> {
     routing_canaries_with(canaries, &HashMap::new())
@@ -727,7 +726,11 @@ impl Service {
 
     /// Compute a tick on copies: the staged canaries, the batch to write
     /// and the new routing (version, canaries) if it changes.
-    fn stage_tick(&self, inner: &mut Inner, now_ms: u64) -> StagedTick {
+    fn stage_tick(
+        &self,
+        inner: &mut Inner,
+        now_ms: u64,
+    ) -> (Vec<Staged>, Batch, Option<StagedRouting>) {
         let model = &self.opts.model;
         let mut batch = Batch::default();
         let mut staged = Vec::new();

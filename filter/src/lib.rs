@@ -19,6 +19,8 @@ use std::rc::Rc;
 use std::time::Duration;
 use vigil_filter_core::config::PluginConfig;
 use vigil_filter_core::engine::{ControlKind, Decision, Level, Worker};
+use vigil_filter_core::metrics::MetricCache;
+use vigil_filter_core::pii_guard::{BodyGuard, Verdict};
 use vigil_filter_core::request::RequestRecord;
 
 /// Value of the routing header that sends a request to the stable version.
@@ -39,10 +41,13 @@ mod entry {
 }
 
 type SharedWorker = Rc<RefCell<Option<Worker>>>;
+/// Metric ids of the PII guard, shared by the worker's HTTP contexts.
+type SharedPiiMetrics = Rc<RefCell<MetricCache>>;
 
 /// Root context: configuration and ticks.
 struct VigilRoot {
     worker: SharedWorker,
+    pii_metrics: SharedPiiMetrics,
     me: u64,
     /// Control-service calls in flight, by token.
     in_flight: HashMap<u32, ControlKind>,
@@ -52,6 +57,7 @@ impl VigilRoot {
     fn new() -> Self {
         VigilRoot {
             worker: Rc::new(RefCell::new(None)),
+            pii_metrics: Rc::new(RefCell::new(MetricCache::default())),
             me: random_vm_id(),
             in_flight: HashMap::new(),
         }
@@ -210,6 +216,8 @@ impl RootContext for VigilRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(VigilHttp {
             worker: Rc::clone(&self.worker),
+            pii_metrics: Rc::clone(&self.pii_metrics),
+            pii: None,
             is_grpc: false,
             streaming: false,
             request_ns: None,
@@ -227,6 +235,9 @@ impl RootContext for VigilRoot {
 /// Per-request context.
 struct VigilHttp {
     worker: SharedWorker,
+    pii_metrics: SharedPiiMetrics,
+    /// Body inspection, on routes the `pii` section lists (until decided).
+    pii: Option<PiiState>,
     /// The response is gRPC (`content-type: application/grpc…`): one that
     /// ends without a gRPC status is a truncated stream.
     is_grpc: bool,
@@ -243,6 +254,13 @@ struct VigilHttp {
     chunks: u64,
 }
 
+/// The PII guard's per-request state in the glue.
+struct PiiState {
+    guard: BodyGuard,
+    /// Most body bytes this filter asked Envoy to hold (at a paused callback).
+    held: usize,
+}
+
 /// True for a gRPC content type (`application/grpc`, `application/grpc+proto`, ...).
 fn is_grpc_content_type(value: &[u8]) -> bool {
     value
@@ -252,15 +270,119 @@ fn is_grpc_content_type(value: &[u8]) -> bool {
 
 impl Context for VigilHttp {}
 
+impl VigilHttp {
+    /// Start body inspection if the route is in the `pii` section.
+    ///
+    /// The headers are never held: Envoy turns a paused header callback into
+    /// "stop everything", so the body would never arrive. They go upstream at
+    /// once; the body is held in the body callbacks instead. A route that may
+    /// change the body's length therefore drops `content-length` here, and
+    /// the upstream request goes chunked.
+    fn start_pii(&mut self, worker: &Worker, eos: bool) {
+        let pii = &worker.config().pii;
+        if pii.routes.is_empty() || eos {
+            return;
+        }
+        let Some(route) = property(&["xds", "route_name"]) else {
+            return;
+        };
+        let Some(policy) = pii.route(&route) else {
+            return;
+        };
+        let content_type =
+            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "content-type")
+                .ok()
+                .flatten();
+        let guard = BodyGuard::new(policy, content_type.as_deref());
+        if guard.may_change_length() {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
+        }
+        self.pii = Some(PiiState { guard, held: 0 });
+    }
+
+    /// One request-body callback on an inspected route.
+    fn pii_body(&mut self, body_size: usize, eos: bool) -> Action {
+        let Some(state) = self.pii.as_mut() else {
+            return Action::Continue;
+        };
+        let guard = &mut state.guard;
+        if !guard.holds_body() {
+            // Detect: stream through, inspecting up to max_inspect_bytes.
+            if guard.inspected() < guard.policy().max_inspect_bytes {
+                let chunk = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                guard.feed(&chunk);
+            } else if body_size > 0 {
+                guard.overflow();
+            }
+            if eos {
+                guard.end();
+                self.finish_pii(&Verdict::Pass, 0);
+            }
+            return Action::Continue;
+        }
+        if !eos && guard.should_hold(body_size) {
+            state.held = state.held.max(body_size);
+            return Action::Pause;
+        }
+        // Decide on what is held: the whole body, or its first max_inspect_bytes.
+        let take = body_size.min(guard.policy().max_inspect_bytes);
+        let held = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, take)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let verdict = guard.decide(&held, !eos || body_size > take);
+        let mut action = Action::Continue;
+        match &verdict {
+            Verdict::Block { status, body } => {
+                hostcalls::send_http_response(
+                    *status,
+                    vec![("content-type", "application/json")],
+                    Some(body),
+                )
+                .ok();
+                action = Action::Pause;
+            }
+            Verdict::Replace { len, body } => {
+                // content-length was dropped at the headers unless the mask keeps lengths.
+                let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, *len, body);
+            }
+            Verdict::Pass => {}
+        }
+        let held = state.held;
+        self.finish_pii(&verdict, held);
+        action
+    }
+
+    /// Count and summarise the request's findings, then drop the guard.
+    fn finish_pii(&mut self, verdict: &Verdict, held: usize) {
+        let Some(state) = self.pii.take() else {
+            return;
+        };
+        if let Ok(mut cache) = self.pii_metrics.try_borrow_mut() {
+            state
+                .guard
+                .record(&mut cache, &mut EnvoyMetrics, verdict, held);
+        }
+        if let Some(line) = state.guard.summary(verdict) {
+            log::info!("{line}");
+        }
+    }
+}
+
 impl HttpContext for VigilHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, eos: bool) -> Action {
         self.request_ns = now_ns();
-        let Ok(mut slot) = self.worker.try_borrow_mut() else {
+        let shared = Rc::clone(&self.worker);
+        let Ok(mut slot) = shared.try_borrow_mut() else {
             return Action::Continue;
         };
         let Some(worker) = slot.as_mut() else {
             return Action::Continue;
         };
+        self.start_pii(worker, eos);
         let header = worker.config().subset_header.clone();
         // Bytes API: a non-UTF-8 client value must not reach a String getter.
         let client_value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &header)
@@ -301,6 +423,10 @@ impl HttpContext for VigilHttp {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &header);
         }
         Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, eos: bool) -> Action {
+        self.pii_body(body_size, eos)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {

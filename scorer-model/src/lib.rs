@@ -20,6 +20,8 @@ pub mod histogram;
 pub mod model;
 pub mod peer;
 pub mod ring;
+pub mod selfbase;
+pub mod selfjudge;
 pub mod sequential;
 pub mod series;
 pub mod stats;

@@ -17,7 +17,24 @@ use std::fmt;
 
 /// Version of the model document this code understands. Bumped when the
 /// meaning of a field changes (adding a defaulted field does not bump it).
-pub const MODEL_VERSION: u32 = 1;
+pub const MODEL_VERSION: u32 = 2;
+
+/// Fields of model version 1 that version 2 replaced by time-based ones,
+/// with the replacement: a document carrying one is refused with the field
+/// named (its meaning depended on the tick length, so it cannot be migrated
+/// silently). A version-1 document without them is accepted as is.
+pub const REMOVED_FIELDS: &[(&str, &str)] = &[
+    (
+        "baseline_alpha",
+        "removed in model version 2 (memories are in seconds now): use baseline_half_life_s; \
+         a per-tick weight a at tick length T s is a half-life of T * ln(0.5) / ln(1 - a) s",
+    ),
+    (
+        "warmup_ticks",
+        "removed in model version 2 (memories are in seconds now): use warmup_s \
+         (warm-up ticks times the tick length in seconds)",
+    ),
+];
 
 /// Largest accepted `window_ticks` (bounds the per-series ring memory).
 pub const MAX_WINDOW_TICKS: u32 = 3_600;
@@ -69,13 +86,39 @@ pub struct Model {
     /// Absolute increase of the judged quantile over the reference quantile,
     /// in milliseconds, needed for a latency `critical`. Default 5.0.
     pub min_latency_increase_ms: f64,
-    /// EWMA weight of one tick in the self-baseline, in (0, 1]. Default 0.05
-    /// (a memory of about 20 ticks).
-    pub baseline_alpha: f64,
-    /// Baseline updates (ticks with at least `min_requests` recent requests)
-    /// before the self-baseline is trusted; until then self-scoring says
-    /// `insufficient_data`. Default 30.
-    pub warmup_ticks: u32,
+    /// Half-life of the self-baseline's level and spread, **seconds**
+    /// (independent of the tick length). Default 1800 (30 min).
+    pub baseline_half_life_s: f64,
+    /// Seconds of learned history (ticks with enough traffic) before the
+    /// self-baseline is trusted; until then self-scoring says
+    /// `insufficient_data`. Default 120.
+    pub warmup_s: f64,
+    /// Seconds a shifted level must hold, stable, before the always-learning
+    /// challenger baseline is adopted (one `level_shift` event). An alarm
+    /// caused by a lasting shift ends within about this long. Default 120.
+    pub shift_hold_s: f64,
+    /// Half-life, seconds, of the long horizon the slow-drift check compares
+    /// the baseline with. Default 21600 (6 h).
+    pub drift_horizon_s: f64,
+    /// Distance, in spreads, of the baseline from the long horizon (in a
+    /// bad direction) that reads as `warn`; about 1.56x this is `critical`.
+    /// Default 6.
+    pub drift_z: f64,
+    /// Reference `k` of the self CUSUMs on standardized residuals (half the
+    /// shift, in spreads, they are tuned to). Default 0.5.
+    pub self_cusum_k: f64,
+    /// Self CUSUM limit for `warn` (score 400). Default 9 (ARL to a false
+    /// warn ~5·10^4 observations per side on i.i.d. normal residuals).
+    pub self_warn: f64,
+    /// Self CUSUM limit for `critical` (score 700). Default 14 (ARL ~8·10^6
+    /// observations per side). Must be `> self_warn`.
+    pub self_critical: f64,
+    /// Seconds of history after which the request-rate baseline uses its
+    /// learned hour-of-day / day-of-week shape. Default 172800 (2 days).
+    pub season_min_history_s: f64,
+    /// Relative change of the request rate against its expected value that
+    /// a rate `critical` needs (0.5: above x1.5 or below x0.67). Default 0.5.
+    pub min_rate_change: f64,
     /// Smallest relative spread assumed for the self-baseline's latency
     /// quantile (standard deviation of its logarithm), so a very steady
     /// series does not turn a small wobble into a large z. Default 0.05.
@@ -127,8 +170,16 @@ impl Default for Model {
             min_latency_share: 0.25,
             min_latency_increase: 0.2,
             min_latency_increase_ms: 5.0,
-            baseline_alpha: 0.05,
-            warmup_ticks: 30,
+            baseline_half_life_s: 1800.0,
+            warmup_s: 120.0,
+            shift_hold_s: 120.0,
+            drift_horizon_s: 21_600.0,
+            drift_z: 6.0,
+            self_cusum_k: 0.5,
+            self_warn: 9.0,
+            self_critical: 14.0,
+            season_min_history_s: 172_800.0,
+            min_rate_change: 0.5,
             baseline_min_rel_sd: 0.05,
             load_elasticity: 0.5,
             alpha: 1e-6,
@@ -154,8 +205,16 @@ pub const FIELDS: &[&str] = &[
     "min_latency_share",
     "min_latency_increase",
     "min_latency_increase_ms",
-    "baseline_alpha",
-    "warmup_ticks",
+    "baseline_half_life_s",
+    "warmup_s",
+    "shift_hold_s",
+    "drift_horizon_s",
+    "drift_z",
+    "self_cusum_k",
+    "self_warn",
+    "self_critical",
+    "season_min_history_s",
+    "min_rate_change",
     "baseline_min_rel_sd",
     "load_elasticity",
     "alpha",
@@ -213,7 +272,7 @@ impl Model {
     /// Parse and validate a model given as a JSON value (the `model` object
     /// embedded in the filter's plugin configuration).
     pub fn from_json_value(value: serde_json::Value) -> Result<Model, ModelError> {
-        let serde_json::Value::Object(map) = value else {
+        let serde_json::Value::Object(mut map) = value else {
             return Err(ModelError::whole(format!(
                 "must be a JSON object, got {}",
                 json_kind(&value)
@@ -221,7 +280,19 @@ impl Model {
         };
         // Check field by field first, so that unknown names and type errors
         // are reported against the field (serde's own messages carry no path).
+        if let Some(v) = map.get("version") {
+            if v.as_u64() == Some(1) {
+                // Version 1 differs only by the removed fields (refused below).
+                map.insert(
+                    "version".to_string(),
+                    serde_json::Value::from(MODEL_VERSION),
+                );
+            }
+        }
         for (key, field_value) in &map {
+            if let Some((_, why)) = REMOVED_FIELDS.iter().find(|(name, _)| name == key) {
+                return Err(ModelError::field(key, (*why).to_string()));
+            }
             if !FIELDS.contains(&key.as_str()) {
                 return Err(ModelError::field(
                     key,
@@ -320,8 +391,55 @@ impl Model {
             true,
             true,
         )?;
-        check_f64("baseline_alpha", self.baseline_alpha, 0.0, 1.0, false, true)?;
-        check_u32("warmup_ticks", self.warmup_ticks, 1, 1_000_000)?;
+        check_f64(
+            "baseline_half_life_s",
+            self.baseline_half_life_s,
+            1.0,
+            1e8,
+            true,
+            true,
+        )?;
+        check_f64("warmup_s", self.warmup_s, 0.0, 1e8, true, true)?;
+        check_f64("shift_hold_s", self.shift_hold_s, 1.0, 1e8, true, true)?;
+        check_f64(
+            "drift_horizon_s",
+            self.drift_horizon_s,
+            self.baseline_half_life_s,
+            1e9,
+            false,
+            true,
+        )?;
+        check_f64("drift_z", self.drift_z, 0.0, 1000.0, false, true)?;
+        check_f64("self_cusum_k", self.self_cusum_k, 0.0, 10.0, false, true)?;
+        check_f64("self_warn", self.self_warn, 0.0, 1000.0, false, true)?;
+        if !(self.self_critical.is_finite()
+            && self.self_critical > self.self_warn
+            && self.self_critical <= 1000.0)
+        {
+            return Err(ModelError::field(
+                "self_critical",
+                format!(
+                    "must be a finite number > self_warn ({}) and <= 1000, got {}",
+                    self.self_warn, self.self_critical
+                ),
+            ));
+        }
+        check_f64(
+            "season_min_history_s",
+            self.season_min_history_s,
+            0.0,
+            1e10,
+            true,
+            true,
+        )?;
+        check_f64(
+            "min_rate_change",
+            self.min_rate_change,
+            0.0,
+            100.0,
+            true,
+            true,
+        )?;
         check_f64(
             "baseline_min_rel_sd",
             self.baseline_min_rel_sd,
@@ -422,8 +540,9 @@ mod tests {
         assert_eq!(m.min_latency_share, 0.25);
         assert_eq!(m.min_latency_increase, 0.2);
         assert_eq!(m.min_latency_increase_ms, 5.0);
-        assert_eq!(m.baseline_alpha, 0.05);
-        assert_eq!(m.warmup_ticks, 30);
+        assert_eq!(m.baseline_half_life_s, 1800.0);
+        assert_eq!(m.warmup_s, 120.0);
+        assert_eq!(m.shift_hold_s, 120.0);
         assert_eq!(m.alpha, 1e-6);
         assert_eq!(m.error_margin, 0.0005);
         assert_eq!(m.latency_margin, 0.1);
@@ -447,7 +566,7 @@ mod tests {
             z_critical: 6.25,
             window_ticks: 30,
             recent_ticks: 5,
-            baseline_alpha: 0.1,
+            baseline_half_life_s: 600.0,
             latency_quantile: 0.99,
             ..Model::default()
         };
@@ -485,6 +604,18 @@ mod tests {
     }
 
     #[test]
+    fn version_1_is_migrated_or_refused_with_the_field_named() {
+        let m = Model::from_json(r#"{"version": 1, "z_critical": 6}"#).unwrap();
+        assert_eq!(m.version, MODEL_VERSION);
+        assert_eq!(m.z_critical, 6.0);
+        let err = Model::from_json(r#"{"version": 1, "baseline_alpha": 0.05}"#).unwrap_err();
+        assert_eq!(err.field, "baseline_alpha");
+        assert!(err.to_string().contains("baseline_half_life_s"), "{err}");
+        let text = Model::default().to_json();
+        assert!(text.contains("\"warmup_s\":120"), "{text}");
+    }
+
+    #[test]
     fn not_an_object_or_not_json() {
         let err = Model::from_json("[1,2]").unwrap_err();
         assert_eq!(err.field, "");
@@ -508,7 +639,7 @@ mod tests {
     #[test]
     fn every_invalid_value_names_its_field() {
         let cases: &[(&str, &str)] = &[
-            (r#"{"version": 2}"#, "version"),
+            (r#"{"version": 3}"#, "version"),
             (r#"{"window_ticks": 0}"#, "window_ticks"),
             (r#"{"window_ticks": 100000}"#, "window_ticks"),
             (r#"{"window_ticks": 2}"#, "recent_ticks"),
@@ -531,9 +662,15 @@ mod tests {
                 r#"{"min_latency_increase_ms": -5}"#,
                 "min_latency_increase_ms",
             ),
-            (r#"{"baseline_alpha": 0}"#, "baseline_alpha"),
-            (r#"{"baseline_alpha": 1.5}"#, "baseline_alpha"),
-            (r#"{"warmup_ticks": 0}"#, "warmup_ticks"),
+            (r#"{"baseline_alpha": 0.05}"#, "baseline_alpha"),
+            (r#"{"version": 1, "warmup_ticks": 30}"#, "warmup_ticks"),
+            (r#"{"baseline_half_life_s": 0}"#, "baseline_half_life_s"),
+            (r#"{"warmup_s": -1}"#, "warmup_s"),
+            (r#"{"shift_hold_s": 0}"#, "shift_hold_s"),
+            (r#"{"drift_horizon_s": 10}"#, "drift_horizon_s"),
+            (r#"{"self_warn": 20}"#, "self_critical"),
+            (r#"{"self_cusum_k": 0}"#, "self_cusum_k"),
+            (r#"{"min_rate_change": -1}"#, "min_rate_change"),
             (r#"{"baseline_min_rel_sd": 0}"#, "baseline_min_rel_sd"),
             (r#"{"load_elasticity": -1}"#, "load_elasticity"),
             (r#"{"alpha": 0}"#, "alpha"),
@@ -561,7 +698,7 @@ mod tests {
             "min_latency_share",
             "min_latency_increase",
             "min_latency_increase_ms",
-            "baseline_alpha",
+            "baseline_half_life_s",
             "baseline_min_rel_sd",
         ] {
             for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
@@ -574,7 +711,7 @@ mod tests {
                     "min_latency_share" => m.min_latency_share = bad,
                     "min_latency_increase" => m.min_latency_increase = bad,
                     "min_latency_increase_ms" => m.min_latency_increase_ms = bad,
-                    "baseline_alpha" => m.baseline_alpha = bad,
+                    "baseline_half_life_s" => m.baseline_half_life_s = bad,
                     _ => m.baseline_min_rel_sd = bad,
                 }
                 let err = m.validate().unwrap_err();

@@ -334,7 +334,7 @@ pub fn score_canary(canary: &SeriesState, stable: &SeriesState, model: &Model) -
         Signal::Errors => Some(&errors),
         Signal::Resets => Some(&resets),
         Signal::Latency => Some(&latency),
-        Signal::None | Signal::Throttled | Signal::Ttft => None,
+        Signal::None | Signal::Throttled | Signal::Ttft | Signal::Rate => None,
     };
     if let Some(b) = chosen.filter(|b| b.decided) {
         evidence.n = b.n;

@@ -66,6 +66,8 @@ pub enum Signal {
     Throttled,
     /// Time to first byte (first token of a streamed answer).
     Ttft,
+    /// Request rate against the series' own history (surge or collapse).
+    Rate,
 }
 
 /// The numbers behind a verdict. Fields that do not apply are zero.
@@ -131,6 +133,13 @@ impl Verdict {
                 e.error_ratio_ref * 100.0,
                 e.n,
                 e.n_ref,
+                e.statistic
+            ),
+            Signal::Rate => format!(
+                "rate: {} requests vs expected {} ({:+.0}%), stat={:.1}",
+                e.n,
+                e.n_ref,
+                pct_change(e.n as f64, e.n_ref as f64),
                 e.statistic
             ),
             Signal::Ttft => format!(

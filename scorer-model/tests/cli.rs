@@ -313,3 +313,62 @@ fn bench_prints_ns_per_series_tick_with_a_baseline() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["results"].as_array().map(Vec::len), Some(3));
 }
+
+/// `eval --corpus`: a generated series with one clear lasting step and one
+/// labelled window is detected by Vigil's self path, with no false alarm,
+/// and every detector appears in the JSON report.
+#[test]
+fn eval_corpus_detects_a_generated_step() {
+    let dir = std::env::temp_dir().join(format!("vigil-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut csv = String::from("timestamp,value,label\n");
+    let mut x: u64 = 12345;
+    for i in 0..3000u64 {
+        // Deterministic noise in [-1, 1).
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let noise = ((x >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0;
+        let step = if (2000..2100).contains(&i) { 20.0 } else { 0.0 };
+        let label = u8::from((2000..2100).contains(&i));
+        csv.push_str(&format!("{},{},{}\n", i * 60, 100.0 + noise + step, label));
+    }
+    std::fs::write(dir.join("step.csv"), csv).expect("write");
+    let o = run(&["eval", "--corpus", dir.to_str().expect("utf8"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let vd = &v["overall"]["vigil_default"];
+    assert_eq!(vd["windows"], 1, "{v}");
+    assert_eq!(vd["detected"], 1, "{v}");
+    assert_eq!(vd["false_alarms"], 0, "{v}");
+    assert!(v["overall"]["zscore_at_budget"].is_object(), "{v}");
+    assert!(v["overall"]["ewma_at_budget"].is_object(), "{v}");
+    // The committed real fixture (first 1500 rows of a public MIT KPI) runs.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
+    let o = run(&["eval", "--corpus", fixture]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("cpu4-head1500.csv"), "{text}");
+    assert!(text.contains("must-show"), "{text}");
+}
+
+#[test]
+fn eval_corpus_bad_label_names_row_and_column() {
+    let dir = std::env::temp_dir().join(format!("vigil-corpus-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("a.csv"), "timestamp,value,label\n0,1,0\n60,2,2\n").expect("write");
+    let o = run(&["eval", "--corpus", dir.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("row 3") && e.contains("\"label\""), "{e}");
+    assert!(o.stdout.is_empty());
+    let o = run(&[
+        "eval",
+        "--corpus",
+        dir.to_str().expect("utf8"),
+        "--column",
+        "nope",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+}

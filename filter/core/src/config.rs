@@ -83,6 +83,8 @@ pub struct PluginConfig {
     pub model: Model,
     /// The control service, when one is used.
     pub control: Option<ControlConfig>,
+    /// PII guard per route (`pii` section; see [`crate::pii_config`]).
+    pub pii: crate::pii_config::PiiConfig,
     /// Which gRPC status codes are server faults (`grpc_server_error_codes`).
     pub grpc: GrpcPolicy,
     /// Steer a canary whose only critical signal is throttling (default:
@@ -109,6 +111,7 @@ impl Default for PluginConfig {
             },
             model: Model::default(),
             control: None,
+            pii: crate::pii_config::PiiConfig::default(),
             grpc: GrpcPolicy::default(),
             steer_on_throttle: false,
         }
@@ -286,6 +289,7 @@ const TOP_FIELDS: &[&str] = &[
     "steering",
     "model",
     "control",
+    "pii",
     "grpc_server_error_codes",
     "steer_on_throttle",
 ];
@@ -444,8 +448,14 @@ impl PluginConfig {
         };
         let steer_on_throttle = f.bool("steer_on_throttle", defaults.steer_on_throttle)?;
 
+        let pii = match f.get("pii") {
+            None => crate::pii_config::PiiConfig::default(),
+            Some(v) => crate::pii_config::PiiConfig::parse(v)?,
+        };
+
         Ok(PluginConfig {
             control,
+            pii,
             grpc,
             steer_on_throttle,
             mode,

@@ -61,6 +61,25 @@ pub struct ProtocolStats {
     pub cas_exhausted: u64,
     /// Scoring passes run while holding the lease.
     pub scoring_passes: u64,
+    /// Self-baselines resumed from a checkpoint (after a lease move).
+    pub baselines_restored: u64,
+    /// Self-baseline checkpoints written to shared data.
+    pub checkpoints_written: u64,
+    /// `level_shift` events (a self-baseline adopted a sustained new level).
+    pub level_shifts: u64,
+}
+
+/// The lease holder checkpoints every series' self-baseline this often
+/// (ticks), so a new holder resumes it instead of warming up.
+pub const CHECKPOINT_EVERY_TICKS: u64 = 10;
+
+/// Upper bound of one series' checkpoint in shared data (the encoding is
+/// ~330 bytes; a larger one is not written).
+pub const CHECKPOINT_MAX_BYTES: usize = 512;
+
+/// Shared-data key of series `id`'s self-baseline checkpoint.
+pub fn checkpoint_key(id: u32) -> String {
+    format!("vigil.b.{id}")
 }
 
 /// A canary's stable and canary series on one route.
@@ -669,11 +688,44 @@ impl Worker {
         for id in 0..n as u32 {
             let (delta, extras) = self.take_delta(store, &delta_key(id), &empty);
             if scoring.series.len() <= id as usize {
-                scoring.series.push(SeriesState::new(&model));
+                let mut state = SeriesState::new(&model);
+                // A new lease holder resumes the self-baseline the previous
+                // holder checkpointed instead of warming up from nothing.
+                if let Some((bytes, _)) = store.get(&checkpoint_key(id)) {
+                    if state.restore(&bytes) {
+                        self.stats.baselines_restored += 1;
+                    }
+                }
+                scoring.series.push(state);
                 scoring.last_state.push(State::InsufficientData);
             }
+            let tick_s = self.cfg.tick_ms as f64 / 1000.0;
+            let unix_s = Some(now_ms as f64 / 1000.0);
+            let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0;
             if let Some(state) = scoring.series.get_mut(id as usize) {
-                state.observe(&delta, &model);
+                let shifts = state.level_shifts();
+                state.observe_timed(&delta, &model, tick_s, unix_s);
+                if state.level_shifts() > shifts {
+                    let name = self.registry.name(id).unwrap_or_default();
+                    let (route, cluster) = split_name(name);
+                    log(
+                        Level::Info,
+                        &format!(
+                            "vigil: level_shift route={} cluster={}: the self-baseline adopted a sustained new level",
+                            String::from_utf8_lossy(route),
+                            String::from_utf8_lossy(cluster)
+                        ),
+                    );
+                    self.stats.level_shifts += 1;
+                }
+                if checkpoint_due {
+                    let bytes = state.checkpoint();
+                    if bytes.len() <= CHECKPOINT_MAX_BYTES
+                        && store.set(&checkpoint_key(id), &bytes, None).is_ok()
+                    {
+                        self.stats.checkpoints_written += 1;
+                    }
+                }
             }
             if scoring.ttft.len() <= id as usize {
                 scoring.ttft.resize_with(id as usize + 1, TtftWindow::new);

@@ -23,7 +23,9 @@
 //! - [`steering`]: canary matching and steering hysteresis;
 //! - [`control`]: reports to and routing weights from the control service;
 //! - [`metrics`]: enriched metric names and the host metric cache;
-//! - [`engine`]: one worker's request path and tick, wiring the above.
+//! - [`engine`]: one worker's request path and tick, wiring the above;
+//! - [`pii_config`]: the `pii` section (per-route detectors, actions, buffer bound);
+//! - [`pii_guard`]: request-body inspection for the PII guard (detect / redact / block).
 
 pub mod canary;
 pub mod codec;
@@ -35,6 +37,8 @@ pub mod local;
 pub mod metrics;
 pub mod naming;
 pub mod outcome;
+pub mod pii_config;
+pub mod pii_guard;
 pub mod registry;
 pub mod request;
 pub mod resolve;

@@ -222,6 +222,17 @@ impl MetricCache {
         }
     }
 
+    /// Raise the gauge `name` to `value` if it is higher than this worker last set it.
+    pub fn raise_gauge<M: MetricSink + ?Sized>(&mut self, sink: &mut M, name: &str, value: u64) {
+        let id = self.define(sink, Kind::Gauge, name);
+        if let Some(id) = id {
+            if self.last_gauge.get(&id).is_none_or(|&v| value > v) {
+                sink.record(id, value);
+                self.last_gauge.insert(id, value);
+            }
+        }
+    }
+
     /// Forget remembered gauge values (after losing the lease, another worker
     /// may have written them).
     pub fn forget_gauges(&mut self) {

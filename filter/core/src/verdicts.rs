@@ -62,6 +62,7 @@ pub fn signal_code(s: Signal) -> u8 {
         Signal::Resets => 3,
         Signal::Throttled => 4,
         Signal::Ttft => 5,
+        Signal::Rate => 6,
     }
 }
 
@@ -73,6 +74,7 @@ pub fn signal_from_code(c: u8) -> Signal {
         3 => Signal::Resets,
         4 => Signal::Throttled,
         5 => Signal::Ttft,
+        6 => Signal::Rate,
         _ => Signal::None,
     }
 }
@@ -86,6 +88,7 @@ pub fn signal_name(s: Signal) -> &'static str {
         Signal::Resets => "resets",
         Signal::Throttled => "throttled",
         Signal::Ttft => "ttft",
+        Signal::Rate => "rate",
     }
 }
 

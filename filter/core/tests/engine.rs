@@ -11,11 +11,11 @@
 )]
 
 use vigil_filter_core::config::PluginConfig;
-use vigil_filter_core::engine::{Level, Worker};
+use vigil_filter_core::engine::{checkpoint_key, Level, Worker};
 use vigil_filter_core::metrics::MemorySink;
 use vigil_filter_core::request::RequestRecord;
-use vigil_filter_core::shared::MemoryStore;
-use vigil_scorer::verdict::Signal;
+use vigil_filter_core::shared::{MemoryStore, SharedStore};
+use vigil_scorer::verdict::{Signal, State};
 
 struct Rng(u64);
 impl Rng {
@@ -617,5 +617,67 @@ mod control {
             &mut |_, m| logs.push(m.to_string()),
         );
         assert!(logs.iter().any(|l| l.contains("works again")), "{logs:?}");
+    }
+}
+
+/// A lease move keeps the self-baselines: the new holder resumes from the
+/// checkpoint the old one left in shared data (no fresh warm-up: `ok` at
+/// once, not `insufficient_data` for `warmup_s`), and a fresh cluster
+/// without the checkpoint does warm up again (so the test can fail).
+#[test]
+fn lease_move_keeps_self_baselines() {
+    fn states(w: &Worker) -> Vec<State> {
+        w.verdict_table().series.iter().map(|v| v.state).collect()
+    }
+    for keep_checkpoints in [true, false] {
+        let mut rng = Rng(7);
+        let mut c = Cluster::new(config(r#"{}"#), 2);
+        for _ in 0..200 {
+            c.second(&mut rng, 80, 0, (0, 0));
+        }
+        let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+        let other = 1 - holder;
+        assert!(c.workers[holder].stats().checkpoints_written > 0);
+        assert!(
+            states(&c.workers[holder]).contains(&State::Ok),
+            "{:?}",
+            states(&c.workers[holder])
+        );
+        if !keep_checkpoints {
+            // Spoil every checkpoint: the new holder must then warm up.
+            for id in 0..16 {
+                c.store.set(&checkpoint_key(id), b"spoilt", None).unwrap();
+            }
+        }
+        // The holder goes silent; the other worker takes the lease.
+        let mut moved_at = None;
+        for t in 0..30u32 {
+            c.now_ms += 1000;
+            for _ in 0..80 {
+                let lat = 800 + rng.below(400);
+                c.workers[other].record(Some(b"checkout"), Some(b"stable"), &req(lat, 200));
+            }
+            let now = c.now_ms;
+            c.workers[other].on_tick(now, &c.store, &mut c.sink, &mut |_, _| {});
+            if c.workers[other].is_scorer() && moved_at.is_none() {
+                moved_at = Some(t);
+            }
+        }
+        assert!(moved_at.is_some(), "the lease never moved");
+        let after = states(&c.workers[other]);
+        let restored = c.workers[other].stats().baselines_restored;
+        if keep_checkpoints {
+            assert!(restored > 0);
+            assert!(
+                after.contains(&State::Ok),
+                "fresh warm-up after the move: {after:?}"
+            );
+        } else {
+            assert_eq!(restored, 0);
+            assert!(
+                !after.contains(&State::Ok),
+                "judged without a baseline: {after:?}"
+            );
+        }
     }
 }

@@ -100,6 +100,11 @@ impl Table {
         })
     }
 
+    /// Column names, in order.
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
     /// Number of data rows.
     pub fn len(&self) -> usize {
         self.rows.len()

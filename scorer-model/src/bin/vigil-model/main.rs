@@ -11,6 +11,7 @@
 //! 2 bad usage or bad input (the message names the row and column).
 
 mod bench;
+mod corpus;
 mod csv;
 mod detectors;
 mod eval;
@@ -34,6 +35,10 @@ commands:
   eval     [--seed N] [--runs N] [--fault-run-s N] [--quiet-run-s N] [--model PATH]
            [--scenario NAME]... [--json] [--check]
            Vigil vs Flagger, Envoy outlier detection, Kayenta MWU, 3-sigma z-score
+  eval     --corpus DIR [--column NAME]... [--direction both|up|down] [--budget FA_PER_DAY]
+           [--grace-rows N] [--model PATH] [--json]
+           Vigil's self path on labelled real series (DIR/*.csv: timestamp,value|metrics...,label)
+           beside a rolling z-score and an EWMA chart, at matched false-alarm rates
   score    --input FILE.csv --timestamp COL --column NAME=FEATURE... [--requests-per-row N]
            [--model PATH]   one verdict per row (features: requests, errors, error_ratio,
            resets, timeouts, retries, latency_{mean,p50,p95,p99}_ms)
@@ -259,7 +264,62 @@ fn cmd_simulate(args: &Args) -> Result<u8, Failure> {
     Ok(0)
 }
 
+fn cmd_eval_corpus(args: &Args, dir: &str) -> Result<u8, Failure> {
+    args.check_known(&[
+        "--corpus",
+        "--column",
+        "--direction",
+        "--budget",
+        "--grace-rows",
+        "--model",
+        "--out",
+    ])?;
+    let direction = match args.get("--direction").unwrap_or("both") {
+        "both" => vigil_scorer::selfbase::Direction::Both,
+        "up" => vigil_scorer::selfbase::Direction::Up,
+        "down" => vigil_scorer::selfbase::Direction::Down,
+        other => {
+            return Err(bad(format!(
+                "--direction: expected both, up or down, got {other:?}"
+            )))
+        }
+    };
+    let budget = match args.get("--budget") {
+        None => 0.3,
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|b| b.is_finite() && *b >= 0.0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "--budget: expected a non-negative number, got {v:?}"
+                ))
+            })?,
+    };
+    let cfg = corpus::CorpusConfig {
+        dir: dir.to_string(),
+        columns: args.all("--column").iter().map(|c| c.to_string()).collect(),
+        direction,
+        budget,
+        grace_rows: args.num("--grace-rows", 0)? as usize,
+        model: load_model(args)?,
+    };
+    let (json, table) = corpus::evaluate(&cfg).map_err(bad)?;
+    let text = if args.has("--json") {
+        let mut s = serde_json::to_string_pretty(&json).unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        table
+    };
+    write_out(args, &text)?;
+    Ok(0)
+}
+
 fn cmd_eval(args: &Args) -> Result<u8, Failure> {
+    if let Some(dir) = args.get("--corpus") {
+        return cmd_eval_corpus(args, dir);
+    }
     args.check_known(&[
         "--seed",
         "--runs",

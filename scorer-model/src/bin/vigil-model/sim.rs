@@ -91,6 +91,16 @@ pub struct FaultEffect {
     pub timeout_rate: f64,
     /// Strength ramps linearly from 0 to 1 over the fault window.
     pub ramp: bool,
+    /// Traffic multiplier while active (1 = unchanged).
+    pub rate_factor: f64,
+    /// Latency multiplier while active (1 = unchanged; ramps with `ramp`).
+    pub latency_factor: f64,
+    /// The fault hits the whole service (stable and canary), not only the
+    /// canary: an alarm on either series detects it.
+    pub service: bool,
+    /// The effect stays after the labelled window (a lasting level shift:
+    /// the window is the onset, alarms after it are false alarms).
+    pub persist: bool,
 }
 
 /// Background traffic shape.
@@ -104,6 +114,11 @@ pub enum Load {
     Surge,
     /// Low traffic: the rate wanders uniformly in 0.5–2 requests/s.
     Low,
+    /// Bursts: 15 s at x0.2, 15 s at x1.8 (20 <-> 180 rps at 100 rps).
+    Bursty,
+    /// Coarse steps: the rate steps between x1 and x1.25 at random
+    /// times (every 2–10 min), as a coarse gauge does.
+    Steps,
 }
 
 /// A named scenario.
@@ -123,6 +138,12 @@ pub struct Scenario {
     pub fault: Option<FaultEffect>,
     /// Fault window length, seconds (at the default run length).
     pub fault_s: u64,
+    /// Sigma of the log-normal latency (0.35 by default; 1 = heavy tail).
+    pub sigma: f64,
+    /// Share of requests that are outliers of `outlier_ms`.
+    pub outlier_share: f64,
+    /// Latency of an outlier, ms.
+    pub outlier_ms: f64,
 }
 
 const fn fault(extra_ms: f64, error_rate: f64) -> FaultEffect {
@@ -133,6 +154,19 @@ const fn fault(extra_ms: f64, error_rate: f64) -> FaultEffect {
         reset_rate: 0.0,
         timeout_rate: 0.0,
         ramp: false,
+        rate_factor: 1.0,
+        latency_factor: 1.0,
+        service: false,
+        persist: false,
+    }
+}
+
+const fn service(rate_factor: f64, latency_factor: f64) -> FaultEffect {
+    FaultEffect {
+        rate_factor,
+        latency_factor,
+        service: true,
+        ..fault(0.0, 0.0)
     }
 }
 
@@ -146,6 +180,9 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Flat,
         fault: Some(fault(200.0, 0.0)),
         fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "latency_ramp",
@@ -158,6 +195,9 @@ pub const SCENARIOS: &[Scenario] = &[
             ..fault(300.0, 0.0)
         }),
         fault_s: 1200,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "error_step",
@@ -167,6 +207,9 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Flat,
         fault: Some(fault(0.0, 0.10)),
         fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "error_burst",
@@ -176,6 +219,9 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Flat,
         fault: Some(fault(0.0, 0.30)),
         fault_s: 90,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "resets_timeouts",
@@ -189,6 +235,9 @@ pub const SCENARIOS: &[Scenario] = &[
             ..fault(0.0, 0.0)
         }),
         fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "masked_retries",
@@ -201,6 +250,9 @@ pub const SCENARIOS: &[Scenario] = &[
             ..fault(0.0, 0.0)
         }),
         fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "weight_1pct",
@@ -210,6 +262,9 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Flat,
         fault: Some(fault(100.0, 0.05)),
         fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "weight_5pct",
@@ -219,6 +274,9 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Flat,
         fault: Some(fault(100.0, 0.05)),
         fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "weight_10pct",
@@ -228,6 +286,63 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Flat,
         fault: Some(fault(100.0, 0.05)),
         fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
+    },
+    Scenario {
+        name: "volume_surge",
+        about: "service traffic x3 for 10 min (self path: rate surge)",
+        total_rps: 100.0,
+        canary_weight: 0.2,
+        load: Load::Flat,
+        fault: Some(service(3.0, 1.0)),
+        fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
+    },
+    Scenario {
+        name: "volume_collapse",
+        about: "service traffic drops to 30 % for 10 min (self path: rate collapse)",
+        total_rps: 100.0,
+        canary_weight: 0.2,
+        load: Load::Flat,
+        fault: Some(service(0.3, 1.0)),
+        fault_s: 600,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
+    },
+    Scenario {
+        name: "level_shift",
+        about: "service latency x1.4 from one second on, lasting; window = the first 5 min",
+        total_rps: 100.0,
+        canary_weight: 0.2,
+        load: Load::Flat,
+        fault: Some(FaultEffect {
+            persist: true,
+            ..service(1.0, 1.4)
+        }),
+        fault_s: 300,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
+    },
+    Scenario {
+        name: "slow_drift",
+        about: "service latency creeps linearly to x2 over 30 min (self path: drift)",
+        total_rps: 100.0,
+        canary_weight: 0.2,
+        load: Load::Flat,
+        fault: Some(FaultEffect {
+            ramp: true,
+            ..service(1.0, 2.0)
+        }),
+        fault_s: 1800,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "aa",
@@ -237,6 +352,9 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Flat,
         fault: None,
         fault_s: 0,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "diurnal",
@@ -246,15 +364,45 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Diurnal,
         fault: None,
         fault_s: 0,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
     Scenario {
         name: "surge",
-        about: "traffic x4 for 15 min every 2 h (latency +45 %), no fault",
+        about: "traffic x4 for 15 min every 2 h (latency +45 %); each surge is a labelled volume window",
         total_rps: 100.0,
         canary_weight: 0.2,
         load: Load::Surge,
         fault: None,
         fault_s: 0,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
+    },
+    Scenario {
+        name: "bursty_steps",
+        about: "traffic steps between x1 and x1.25 every 2-10 min (a coarse gauge), no fault",
+        total_rps: 100.0,
+        canary_weight: 0.2,
+        load: Load::Steps,
+        fault: None,
+        fault_s: 0,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
+    },
+    Scenario {
+        name: "heavy_tail_aa",
+        about: "A/A, log-normal sigma 1, 0.5 % 2 s outliers, 20 <-> 180 rps bursts every 15 s",
+        total_rps: 100.0,
+        canary_weight: 0.2,
+        load: Load::Bursty,
+        fault: None,
+        fault_s: 0,
+        sigma: 1.0,
+        outlier_share: 0.005,
+        outlier_ms: 2000.0,
     },
     Scenario {
         name: "low_traffic",
@@ -264,6 +412,9 @@ pub const SCENARIOS: &[Scenario] = &[
         load: Load::Low,
         fault: None,
         fault_s: 0,
+        sigma: 0.35,
+        outlier_share: 0.0,
+        outlier_ms: 0.0,
     },
 ];
 
@@ -306,6 +457,8 @@ pub struct Run {
     pub fault_window: Option<(u64, u64)>,
     phase: f64,
     low_rate: f64,
+    step_high: bool,
+    next_step: u64,
     t: u64,
     canary_hist: LatencyHistogram,
     stable_hist: LatencyHistogram,
@@ -334,6 +487,8 @@ impl Run {
             fault_window,
             phase,
             low_rate: 1.0,
+            step_high: false,
+            next_step: 300,
             t: 0,
             canary_hist: LatencyHistogram::new(),
             stable_hist: LatencyHistogram::new(),
@@ -355,6 +510,24 @@ impl Run {
                     1.0
                 }
             }
+            Load::Bursty => {
+                if (t / 15) % 2 == 0 {
+                    0.2
+                } else {
+                    1.8
+                }
+            }
+            Load::Steps => {
+                if t >= self.next_step {
+                    self.step_high = !self.step_high;
+                    self.next_step = t + 120 + (self.rng.uniform() * 480.0) as u64;
+                }
+                if self.step_high {
+                    1.25
+                } else {
+                    1.0
+                }
+            }
             Load::Low => {
                 // A slow random walk between 0.5 and 2 requests/s.
                 if t % 60 == 0 {
@@ -366,28 +539,59 @@ impl Run {
     }
 
     /// The next tick, or `None` at the end of the run. `hosts` is reused.
+    /// The labelled windows of this run: the fault window, or for `surge`
+    /// every surge (a volume event the self path judges).
+    pub fn windows(&self) -> Vec<(u64, u64)> {
+        if self.scenario.load == Load::Surge {
+            return (0..self.duration_s)
+                .step_by(7_200)
+                .map(|c| (c + 1_800, c + 2_700))
+                .filter(|(a, _)| *a < self.duration_s)
+                .collect();
+        }
+        self.fault_window.into_iter().collect()
+    }
+
+    /// Whether an alarm on either series detects this run's windows.
+    pub fn service_fault(&self) -> bool {
+        self.scenario.load == Load::Surge || self.scenario.fault.is_some_and(|f| f.service)
+    }
+
     pub fn next_tick(&mut self, tick: &mut Tick) -> bool {
         if self.t >= self.duration_s {
             return false;
         }
         let t = self.t;
         self.t += 1;
-        let load = self.load(t);
-        let rate = self.scenario.total_rps * load;
+        let mut load = self.load(t);
         let latency_load = if self.scenario.load == Load::Low {
             1.0
         } else {
             1.0 + 0.15 * (load - 1.0)
         };
-        let tick_factor = (0.05 * self.rng.normal()).exp() * latency_load;
+        let mut tick_factor = (0.05 * self.rng.normal()).exp() * latency_load;
         let (active, strength) = match (self.fault_window, self.scenario.fault) {
-            (Some((a, b)), Some(_)) if t >= a && t < b => {
-                let ramp = (t - a + 1) as f64 / (b - a).max(1) as f64;
-                (true, ramp)
+            (Some((a, b)), Some(f)) if t >= a && (t < b || f.persist) => {
+                let ramp = ((t - a + 1) as f64 / (b - a).max(1) as f64).min(1.0);
+                (t < b, ramp)
             }
             _ => (false, 0.0),
         };
+        let mut service_effect = FaultEffect::default();
+        if let (true, Some(f)) = (strength > 0.0, self.scenario.fault) {
+            if f.service {
+                let s = if f.ramp { strength } else { 1.0 };
+                load *= f.rate_factor;
+                tick_factor *= 1.0 + (f.latency_factor - 1.0) * s;
+                service_effect = FaultEffect {
+                    extra_ms: f.extra_ms * s,
+                    ..f
+                };
+            }
+        }
+        let rate = self.scenario.total_rps * load;
         let effect = match (active, self.scenario.fault) {
+            (_, Some(f)) if f.service => service_effect,
             (true, Some(f)) => {
                 let s = if f.ramp { strength } else { 1.0 };
                 FaultEffect {
@@ -418,7 +622,12 @@ impl Run {
         }
         for _ in 0..n_stable {
             let host = 1 + (self.rng.next_u64() % STABLE_HOSTS as u64) as usize;
-            let (lat, c) = self.request(tick_factor, &FaultEffect::default(), tick, host);
+            let stable_effect = if service_effect.service {
+                service_effect
+            } else {
+                FaultEffect::default()
+            };
+            let (lat, c) = self.request(tick_factor, &stable_effect, tick, host);
             stable.add(&c);
             self.stable_hist.record_us(lat);
         }
@@ -460,9 +669,13 @@ impl Run {
                 break;
             }
             let r = rng.uniform();
-            let base = 40.0 * (0.35 * rng.normal()).exp() * tick_factor;
+            let base = 40.0 * (self.scenario.sigma * rng.normal()).exp() * tick_factor;
             let stall = if rng.chance(0.005) {
                 rng.uniform() * 150.0
+            } else {
+                0.0
+            } + if rng.chance(self.scenario.outlier_share) {
+                self.scenario.outlier_ms
             } else {
                 0.0
             };

@@ -62,7 +62,7 @@ pub fn simulate_training(
             }
             out.push(LabelledRun {
                 ticks,
-                windows: run.fault_window.into_iter().collect(),
+                windows: run.windows(),
             });
         }
     }
@@ -153,7 +153,12 @@ fn replay(runs: &[LabelledRun], model: &Model) -> Cell {
         for tick in &run.ticks {
             vigil.step(tick, &mut alarms);
         }
-        total.add(&score_run(&alarms, &run.windows, run.ticks.len() as u64));
+        total.add(&score_run(
+            &alarms,
+            &run.windows,
+            run.ticks.len() as u64,
+            false,
+        ));
     }
     total
 }

@@ -1,0 +1,324 @@
+//! The one-shot scanner: one left-to-right pass that tries the detectors at
+//! word starts (and emails at each `@`), then keeps non-overlapping findings
+//! at or above the confidence threshold.
+
+use crate::kind::{Kind, KindSet};
+use crate::{at, numeric, secret, text};
+
+/// One detected entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    /// What it is.
+    pub kind: Kind,
+    /// Byte offset of its first byte.
+    pub start: usize,
+    /// Byte offset just past its last byte.
+    pub end: usize,
+    /// Confidence, 0–100.
+    pub confidence: u8,
+}
+
+/// Default confidence threshold: findings below it are dropped.
+pub const DEFAULT_MIN_CONFIDENCE: u8 = 50;
+
+/// A configured scanner: which kinds, and the confidence threshold.
+///
+/// ```
+/// use vigil_pii::{Kind, KindSet, Scanner};
+/// let only_email = Scanner::new(KindSet::of(&[Kind::Email]), 50);
+/// let f = only_email.scan(b"card 4111111111111111 or a@b.io");
+/// assert_eq!(f.len(), 1);
+/// assert_eq!(f[0].kind, Kind::Email);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanner {
+    /// Kinds reported.
+    pub kinds: KindSet,
+    /// Findings below this confidence are dropped.
+    pub min_confidence: u8,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner {
+            kinds: KindSet::all(),
+            min_confidence: DEFAULT_MIN_CONFIDENCE,
+        }
+    }
+}
+
+/// Letters, digits and `_`.
+// Built at compile time (a `while` over 0..256 cannot go out of bounds).
+#[allow(clippy::indexing_slicing)]
+static WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn word_char(b: u8) -> bool {
+    WORD.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// End of the word (letters, digits, `_`) starting at `i`.
+#[inline]
+fn word_end(s: &[u8], i: usize) -> usize {
+    let rest = s.get(i..).unwrap_or(&[]);
+    i + rest
+        .iter()
+        .position(|&b| !word_char(b))
+        .unwrap_or(rest.len())
+}
+
+impl Scanner {
+    /// A scanner for `kinds` with threshold `min_confidence`.
+    pub fn new(kinds: KindSet, min_confidence: u8) -> Self {
+        Scanner {
+            kinds,
+            min_confidence,
+        }
+    }
+
+    /// Findings in `s`, sorted by start, non-overlapping.
+    pub fn scan(&self, s: &[u8]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.scan_into(s, &mut out);
+        out
+    }
+
+    /// Append the findings in `s` to `out` (sorted, non-overlapping among themselves).
+    pub fn scan_into(&self, s: &[u8], out: &mut Vec<Finding>) {
+        let first = out.len();
+        let k = self.kinds;
+        let numbers = k.contains(Kind::Card)
+            || k.contains(Kind::Ssn)
+            || k.contains(Kind::Phone)
+            || k.contains(Kind::Ip);
+        let push =
+            |kind: Kind, start: usize, end: usize, confidence: u8, out: &mut Vec<Finding>| {
+                if k.contains(kind) && confidence >= self.min_confidence && end > start {
+                    out.push(Finding {
+                        kind,
+                        start,
+                        end,
+                        confidence,
+                    });
+                }
+            };
+        let n = s.len();
+        let mut i = 0;
+        while i < n {
+            let b = at(s, i);
+            if b == b'@' {
+                if k.contains(Kind::Email) {
+                    if let Some((a, e)) = text::email(s, i) {
+                        push(Kind::Email, a, e, 90, out);
+                        i = e;
+                        continue;
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            if i > 0 && word_char(b) && word_char(at(s, i - 1)) {
+                // Inside a word: skip to its end.
+                i += 1;
+                while i < n && word_char(at(s, i)) {
+                    i += 1;
+                }
+                continue;
+            }
+            match b {
+                b'0'..=b'9' | b'+' | b'(' | b':' => {
+                    if k.contains(Kind::Ip) && text::ipv6_candidate(s, i) {
+                        if let Some((a, e)) = text::ipv6(s, i) {
+                            push(Kind::Ip, a, e, 85, out);
+                            i = e;
+                            continue;
+                        }
+                    }
+                    if b == b':' || !numbers {
+                        i += 1;
+                        continue;
+                    }
+                    let (hit, next) = numeric::detect(s, i, k);
+                    if let Some((kind, e, c)) = hit {
+                        push(kind, i, e, c, out);
+                    } else if k.contains(Kind::Token) && b.is_ascii_digit() {
+                        // A key may start with a digit.
+                        let e = secret::token_end(s, i);
+                        if let Some((kind, e, c)) =
+                            secret::token(s, i, e).filter(|h| h.2 >= self.min_confidence)
+                        {
+                            push(kind, i, e, c, out);
+                            i = e;
+                            continue;
+                        }
+                    }
+                    i = next.max(i + 1);
+                }
+                b'-' => {
+                    if k.contains(Kind::PrivateKey) {
+                        if let Some((kind, e, c)) = secret::pem(s, i) {
+                            push(kind, i, e, c, out);
+                            i = e;
+                            continue;
+                        }
+                    }
+                    i += 1;
+                }
+                b'A'..=b'Z' | b'a'..=b'z' => {
+                    let we = word_end(s, i);
+                    match self.word(s, i, we) {
+                        Some((kind, e, c)) => {
+                            push(kind, i, e, c, out);
+                            i = e.max(i + 1);
+                        }
+                        None => i = we.max(i + 1),
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+        resolve(out, first);
+    }
+
+    /// Detectors for a word starting with a letter at `i`.
+    fn word(&self, s: &[u8], i: usize, we: usize) -> Option<numeric::Hit> {
+        let k = self.kinds;
+        let b = at(s, i);
+        if b.is_ascii_uppercase() && we - i >= 4 {
+            if k.contains(Kind::Iban)
+                && at(s, i + 1).is_ascii_uppercase()
+                && at(s, i + 2).is_ascii_digit()
+            {
+                if let Some(h) = text::iban(s, i) {
+                    return Some(h);
+                }
+            }
+            if k.contains(Kind::AwsKey) && b == b'A' {
+                if let Some(h) = secret::aws(s, i) {
+                    return Some(h);
+                }
+            }
+        }
+        if k.contains(Kind::Jwt) && b == b'e' && at(s, i + 1) == b'y' {
+            if let Some(h) = secret::jwt(s, i) {
+                return Some(h);
+            }
+        }
+        if k.contains(Kind::Ip) && we - i <= 4 && at(s, we) == b':' && text::ipv6_candidate(s, i) {
+            if let Some((_, e)) = text::ipv6(s, i) {
+                return Some((Kind::Ip, e, 85));
+            }
+        }
+        // Prose words are short and end in a space: no token to look at.
+        if k.contains(Kind::Token)
+            && (we - i >= 20 || matches!(at(s, we), b'-' | b'+' | b'/' | b'='))
+        {
+            let e = secret::token_end(s, i);
+            if e - i >= 20 {
+                if let Some(h) = secret::token(s, i, e).filter(|h| h.2 >= self.min_confidence) {
+                    return Some(h);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Sort `out[first..]` by start and drop overlaps, keeping the longer span.
+fn resolve(out: &mut Vec<Finding>, first: usize) {
+    let Some(tail) = out.get_mut(first..) else {
+        return;
+    };
+    tail.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    let mut kept: Vec<Finding> = Vec::with_capacity(tail.len());
+    for f in tail.iter().copied() {
+        match kept.last_mut() {
+            Some(last) if f.start < last.end => {
+                if f.end - f.start > last.end - last.start {
+                    *last = f;
+                }
+            }
+            _ => kept.push(f),
+        }
+    }
+    out.truncate(first);
+    out.extend(kept);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(s: &str) -> Vec<(Kind, String)> {
+        Scanner::default()
+            .scan(s.as_bytes())
+            .into_iter()
+            .map(|f| (f.kind, s.get(f.start..f.end).unwrap_or("?").to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn mixed_prompt() {
+        let got = kinds(
+            "Hi, I'm Ann (ann@corp.example.com, +1 415 555 0100). Card 4111-1111-1111-1111, \
+             SSN 536-22-1234, IBAN GB82 WEST 1234 5698 7654 32, server 10.0.0.12 and 2001:db8::8a2e:370:7334, \
+             key AKIAIOSFODNN7EXAMPLE.",
+        );
+        let k: Vec<Kind> = got.iter().map(|g| g.0).collect();
+        assert_eq!(
+            k,
+            vec![
+                Kind::Email,
+                Kind::Phone,
+                Kind::Card,
+                Kind::Ssn,
+                Kind::Iban,
+                Kind::Ip,
+                Kind::Ip,
+                Kind::AwsKey
+            ],
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn hard_negatives() {
+        for s in [
+            "timestamp 4000000000000002",
+            "order 4539 1488 0343 6467 shipped",
+            "version 10.2.1.4 released",
+            "id 550e8400-e29b-41d4-a716-446655440000",
+            "see v1.2.3.4",
+            "at 12:30:45 on 2024-01-15",
+            "ts=1700000000000001",
+            "sha 3f786850e387550fdab836ed7e6dc881de23001b",
+        ] {
+            assert!(kinds(s).is_empty(), "{s}: {:?}", kinds(s));
+        }
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        let s = Scanner::default();
+        let mut junk: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        junk.extend_from_slice(b"@@@@...---BEGIN -----BEGIN PRIVATE KEY-----");
+        let _ = s.scan(&junk);
+        let _ = s.scan(&vec![b'['; 100_000]);
+        let _ = s.scan(&vec![b'9'; 100_000]);
+        let _ = s.scan(&vec![b'a'; 100_000]);
+        let _ = s.scan(b"+");
+        let _ = s.scan(b"(");
+        let _ = s.scan(b"eyJ");
+        let _ = s.scan(b"::");
+        let _ = s.scan(b"a@");
+    }
+}
