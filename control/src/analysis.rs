@@ -518,8 +518,9 @@ mod tests {
     #[test]
     fn a_thin_traffic_fault_cannot_pass_a_step_on_silence() {
         // 2 canary requests a tick, half failing: the recent window never
-        // holds min_requests, so the verdict stays insufficient_data, but
-        // the e-process accumulates and the step's judgement uses it.
+        // holds min_requests. The effect-scaled low-traffic rule (issue 10)
+        // may already call it critical; either way the e-process
+        // accumulates and the step's judgement must not pass it.
         let model = Model::default();
         let mut m = Monitor::new(&model);
         let mut step = PairTally::default();
@@ -528,7 +529,11 @@ mod tests {
             m.observe(&tick, &model);
             step.merge(&tick);
         }
-        assert_eq!(m.last.state, State::InsufficientData);
+        assert!(
+            matches!(m.last.state, State::InsufficientData | State::Critical),
+            "{:?}",
+            m.last.state
+        );
         let j = judge_step(&spec(), &step, 10, &model, &m.last, m.log_e_value());
         assert_eq!(
             j.outcome,

@@ -174,7 +174,6 @@ fn the_openapi_description_matches_the_running_service() {
     }
     // Disk-full probes last (they leave the store failing until freed).
     probes.sort_by_key(|p| p.3.get("disk_full").is_some());
-    let auth = format!("Bearer {TOKEN}");
     let mut checked = 0;
     for (path, method, status, probe, resp) in probes {
         let label = format!("{method} {path} -> {status}");
@@ -194,10 +193,16 @@ fn the_openapi_description_matches_the_running_service() {
         }
         if probe.get("wait_unhealthy").is_some() {
             let reason = "x".repeat(3800);
+            // A claim counts only with its counts (one judge): the report
+            // carries both versions, the canary failing every request, so
+            // the service's own test rolls back and the tick must store it.
             let r = report(
                 "probe-sidecar",
                 1,
-                vec![],
+                vec![
+                    series("probe-crit", "stable", 2000, 0, 10),
+                    series("probe-crit", "canary", 400, 400, 10),
+                ],
                 vec![json!({"name": "probe-crit", "route": "probe-crit",
                 "state": "critical", "score": 990, "reason": reason, "steering": true})],
             );
@@ -256,7 +261,9 @@ fn the_openapi_description_matches_the_running_service() {
         let mut head =
             format!("{method} {target} HTTP/1.1\r\nhost: vigil\r\nconnection: close\r\n");
         if probe.get("auth").is_some() {
-            head.push_str(&format!("authorization: {auth}\r\n"));
+            // The reporter's credential for reports, the operator's for
+            // everything else (scoped credentials).
+            head.push_str(&format!("authorization: Bearer {}\r\n", token_for(&path)));
         }
         if let Some(c) = &ctype {
             head.push_str(&format!("content-type: {c}\r\n"));
