@@ -500,6 +500,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/canaries"),
     ("GET", "/v1/canaries/{name}"),
     ("POST", "/v1/canaries/{name}/{action}"),
+    ("POST", "/v1/flagger/{hook}"),
+    ("GET", "/v1/argo/{name}"),
+    ("GET", "/"),
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/"),
+    ("GET", "/dashboard/app.js"),
+    ("GET", "/dashboard/style.css"),
+    ("GET", "/v1/dashboard/series/{name}"),
+    ("GET", "/v1/audit"),
 ];
 
 /// The router.
