@@ -349,8 +349,9 @@ fn at_a_descriptor_limit_of_256_healthz_is_answered_not_timed_out() {
     let mut child = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "ulimit -n 256 && exec {BIN} serve --listen 127.0.0.1:0 --data {} --header-timeout-ms 6000 --idle-timeout-ms 6000",
-            data.display()
+            "ulimit -n 256 && exec {BIN} serve --listen 127.0.0.1:0 --data {} --credentials {} --header-timeout-ms 6000 --idle-timeout-ms 6000",
+            data.display(),
+            credentials_file("fd-limit-creds").display()
         ))
         .env("VIGIL_CONTROL_TOKEN", TOKEN)
         .stdout(std::process::Stdio::null())

@@ -25,6 +25,8 @@ fn try_start(data: &Path) -> Result<(), String> {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .arg("--credentials")
+        .arg(credentials_file("startup-creds"))
         .env("VIGIL_CONTROL_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -46,8 +46,9 @@ fn disk_full_during_a_tick_decision_serves_nothing_unstored_and_loses_nothing() 
     });
     assert_eq!(srv.get("/healthz").0, 200);
 
-    // The disk fills up; then a sidecar judges the canary critical. The
-    // reason is long, so the decision and audit rows need new pages.
+    // The disk fills up; then a sidecar's report shows the canary failing
+    // and claims critical with a long reason, which the rollback's evidence
+    // carries, so the decision and audit rows need new pages.
     std::fs::write(&hook, "full").unwrap();
     let reason = format!(
         "errors: 48% vs reference 0.1%, n=500/4500 {}",
@@ -56,7 +57,12 @@ fn disk_full_during_a_tick_decision_serves_nothing_unstored_and_loses_nothing() 
     let body = report(
         "sidecar-full",
         1,
-        vec![series("orders", "canary", 3, 0, 100)],
+        // One judge: the claim counts only with both versions' counts, and
+        // the service's own test must find the canary failing.
+        vec![
+            series("orders", "stable", 2000, 0, 100),
+            series("orders", "canary", 400, 400, 100),
+        ],
         vec![
             json!({"name": "orders", "route": "orders", "state": "critical", "score": 990,
                     "reason": reason, "steering": true}),
@@ -109,7 +115,7 @@ fn disk_full_during_a_tick_decision_serves_nothing_unstored_and_loses_nothing() 
     loop {
         let v = srv.canary("orders");
         if v["phase"] == "rolled_back" {
-            assert!(v["reason"].as_str().unwrap().contains("sidecar-full"));
+            assert!(v["reason"].as_str().unwrap().contains("errors"), "{v:#}");
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(3), "{v:#}");

@@ -170,6 +170,8 @@ fn https_webhooks_are_delivered_with_a_trusted_ca_and_refused_without() {
             "127.0.0.1:0",
             "--data",
             temp_dir("tls-bad").to_str().unwrap(),
+            "--credentials",
+            credentials_file("tls-bad-creds").to_str().unwrap(),
         ],
         &[
             ("VIGIL_CONTROL_CA_FILE", bad.to_str().unwrap()),

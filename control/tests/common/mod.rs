@@ -40,6 +40,14 @@ pub fn credentials_yaml() -> String {
     )
 }
 
+/// A credentials file (the harness's reporter and operator tokens) for a
+/// `serve` started by hand; `serve` refuses to start without one.
+pub fn credentials_file(name: &str) -> PathBuf {
+    let path = temp_dir(name).join("credentials.yaml");
+    std::fs::write(&path, credentials_yaml()).unwrap();
+    path
+}
+
 /// The token the harness uses for a write to `path`: the reporter's for
 /// reports, the operator's for everything else.
 pub fn token_for(path: &str) -> &'static str {
