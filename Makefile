@@ -51,6 +51,11 @@ test:
 oci: wasm
 	@$(STEP) oci scripts/oci.sh
 
+## oci-control: reproducible OCI image layout of vigil-control (static musl binary, non-root): dist/oci-control/ + dist/vigil-control-oci.tar
+.PHONY: oci-control
+oci-control:
+	@$(STEP) oci-control scripts/oci-control.sh
+
 ## demo: the whole loop: Envoy + filter (steer) + vigil-control (enforce) + stable/canary upstreams, canary fault, live timeline, target/demo/report.json
 ## (DEMO_SCENARIO=latency|errors|healthy|low-traffic|streaming; ports DEMO_LISTEN_PORT, DEMO_ADMIN_PORT, DEMO_CONTROL_PORT, DEMO_STABLE_PORT, DEMO_CANARY_PORT)
 demo: wasm

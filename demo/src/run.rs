@@ -377,6 +377,9 @@ pub async fn run(s: &Settings) -> Result<Value> {
         "  control    http://{control_addr}  canary `checkout`, enforce mode, steps {:?} % × {} s",
         s.steps, s.step_s
     );
+    println!(
+        "  dashboard  http://{control_addr}/dashboard/  (open it in a browser during the run)"
+    );
     println!("  upstreams  stable http://{stable_addr}  canary http://{canary_addr}  (log-normal latency, median 60 ms; every 4th response streamed)");
     match s.kind.fault() {
         Some((m, e)) => println!("  load       {} rps open loop ({}); at +{:.0} s the canary degrades: latency ×{m}, {:.0}% 503, time to first token ×{}", s.rps, s.kind.path(), s.fault_at.as_secs_f64(), e * 100.0, s.kind.ttft_mult()),
