@@ -165,8 +165,7 @@ fn context(s: &Setup, c: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_canary_is_rolled_back_on_prometheus_evidence() {
     let Some(bin) = prometheus_binary() else {
-        println!("SKIPPED: the prometheus binary is missing and `scripts/setup.sh prometheus` could not install it");
-        return;
+        panic!("the prometheus binary is missing and `scripts/setup.sh prometheus` could not install it");
     };
     let s = setup(&bin, "prom-fail", "observe").await;
     s.canary.set_error_ratio(0.3);
@@ -219,8 +218,7 @@ async fn failing_canary_is_rolled_back_on_prometheus_evidence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_not_rolled_back_on_prometheus_evidence() {
     let Some(bin) = prometheus_binary() else {
-        println!("SKIPPED: the prometheus binary is missing and `scripts/setup.sh prometheus` could not install it");
-        return;
+        panic!("the prometheus binary is missing and `scripts/setup.sh prometheus` could not install it");
     };
     let s = setup(&bin, "prom-healthy", "enforce").await;
     let addr = s.envoy.listener_addr();
