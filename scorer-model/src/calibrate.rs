@@ -122,8 +122,10 @@ impl Calibration {
     /// itself away).
     pub fn observe(&mut self, raw: f64, dt_s: f64, p: &CalibrationParams) -> f64 {
         let m = self.multiplier();
-        if !(p.alarms_per_day > 0.0) || !raw.is_finite() || !(dt_s > 0.0) || !dt_s.is_finite() {
-            return if p.alarms_per_day > 0.0 { m } else { 1.0 };
+        let on = p.alarms_per_day > 0.0;
+        let usable = raw.is_finite() && dt_s.is_finite() && dt_s > 0.0;
+        if !on || !usable {
+            return if on { m } else { 1.0 };
         }
         let keep = if p.half_life_s > 0.0 {
             (-dt_s / p.half_life_s).exp2()
