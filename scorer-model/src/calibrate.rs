@@ -19,8 +19,8 @@
 //! - rate of rung j = (episodes_j + prior_j) / max(days seen, PRIOR / target),
 //!   where `prior_j = PRIOR_ALARMS` (1) below the compiled-in limit and 0 at
 //!   or above it. So a young series judges at the stated limit (its ARL
-//!   holds); the limit rises only after more than `PRIOR_ALARMS` episodes in
-//!   `PRIOR_ALARMS / target` days (4 days at the default 0.25), and falls below the stated limit only once
+//!   holds); the limit rises only after more than `MIN_RAISE_EPISODES` (3)
+//!   episodes, and more than `PRIOR_ALARMS` per `PRIOR_ALARMS / target` days (4 days at the default 0.25), and falls below the stated limit only once
 //!   that long a history shows the lower rung would have stayed within the
 //!   target.
 //! - Every episode counts, true incidents included: the calibration bounds
@@ -40,6 +40,10 @@ pub const BASE: usize = 6;
 /// Episodes assumed below the stated limit before the history has shown
 /// otherwise (and the minimum history, in units of `1 / target` days).
 pub const PRIOR_ALARMS: f64 = 1.0;
+/// Episodes a rung at or above the stated limit may count, whatever the
+/// time seen, before it can be rejected: a young series (a test, a fresh
+/// deployment) keeps the stated limit through its first few incidents.
+pub const MIN_RAISE_EPISODES: f64 = 3.0;
 /// Bytes of [`Calibration::encode`].
 pub const ENCODED_BYTES: usize = LEVELS * 4 + 4 + 2 + 1;
 
@@ -155,7 +159,8 @@ impl Calibration {
         for (j, c) in self.counts.iter().enumerate() {
             let prior = if j < BASE { PRIOR_ALARMS } else { 0.0 };
             let history_ok = j >= BASE || self.days_seen() >= min_days;
-            if history_ok && (f64::from(*c) + prior) / days <= p.alarms_per_day {
+            let few = j >= BASE && f64::from(*c) <= MIN_RAISE_EPISODES;
+            if few || (history_ok && (f64::from(*c) + prior) / days <= p.alarms_per_day) {
                 return j;
             }
         }
@@ -259,6 +264,27 @@ mod tests {
         let mut off = Calibration::default();
         for _ in 0..(30 * 288) {
             assert_eq!(off.observe(100.0, 300.0, &params(0.0)), 1.0);
+        }
+    }
+
+    /// A young series (a test, a fresh deployment) keeps the stated limit
+    /// through its first three incidents; a fourth in the same hour raises
+    /// it to the first rung the incidents (raw 30 = 2.14 x 14) never reached.
+    #[test]
+    fn a_young_series_keeps_the_stated_limit_for_three_episodes() {
+        let p = params(0.25);
+        let mut c = Calibration::default();
+        for episode in 0..4 {
+            for i in 0..60 {
+                let raw = if i < 10 { 30.0 } else { 0.0 };
+                c.observe(raw, 1.0, &p);
+            }
+            let expect = if episode < 3 { 1.0 } else { 2.0 * 2f64.sqrt() };
+            assert!(
+                (c.multiplier() - expect).abs() < 1e-9,
+                "{episode}: {}",
+                c.multiplier()
+            );
         }
     }
 
