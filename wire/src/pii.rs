@@ -133,6 +133,11 @@ pub fn known_type(kind: &str) -> bool {
     vigil_pii::Kind::parse(kind).is_some()
 }
 
+/// Every PII type name, in a fixed order, comma-separated (for messages).
+pub fn type_names() -> String {
+    vigil_pii::Kind::ALL.map(|k| k.name()).join(", ")
+}
+
 /// Validate a report's `pii` (every field named `pii[i].…`).
 pub fn validate(routes: &[PiiRoute]) -> Result<(), ReportError> {
     if routes.len() > MAX_PII_ROUTES {
@@ -187,10 +192,7 @@ pub fn validate(routes: &[PiiRoute]) -> Result<(), ReportError> {
             if !known_type(&c.kind) {
                 return Err(ReportError::new(
                     g("type"),
-                    format!(
-                        "unknown type (one of {})",
-                        vigil_pii::Kind::ALL.map(|k| k.name()).join(", ")
-                    ),
+                    format!("unknown type (one of {})", type_names()),
                 ));
             }
             if !ACTIONS.contains(&c.action.as_str()) {
