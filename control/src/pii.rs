@@ -242,12 +242,15 @@ impl Staged {
     }
 }
 
+/// Counted findings by type.
+type ByType = BTreeMap<String, u64>;
+
 #[derive(Debug, Default)]
 struct Inner {
     pending: Vec<PiiRoute>,
     dropped: u64,
     /// Per watched route: (tick ms, counted findings by type), last minute.
-    window: HashMap<String, VecDeque<(u64, BTreeMap<String, u64>)>>,
+    window: HashMap<String, VecDeque<(u64, ByType)>>,
     alerting: BTreeSet<String>,
     alert: Option<AlertConfig>,
 }

@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 const CARD: &str = "4111 1111 1111 1111";
 const EMAIL: &str = "ann.lee@corp.example.com";
 
+/// Webhook requests received: (path, body).
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
 /// A webhook receiver answering 200; collects (path, body).
-fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+fn receiver() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let got = Arc::new(Mutex::new(Vec::new()));
