@@ -26,6 +26,8 @@
 //!   (a new VM, a lease move to another worker); `seq` increases by one per
 //!   report within an incarnation. A reader orders by `(incarnation, seq)`
 //!   and accepts a new incarnation with any `seq`.
+//! - `pii` (chunk 0, omitted when empty): the PII guard's counts per route,
+//!   type and action — numbers only ([`crate::pii`]).
 //! - Unknown fields are ignored; missing optional fields take their
 //!   defaults (0, empty, `insufficient_data`), so fields can be added
 //!   without a version bump.
