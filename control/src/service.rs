@@ -285,6 +285,9 @@ pub struct Service {
     pub history: crate::dashboard::History,
     /// False after a failed commit, until one succeeds.
     storage_ok: AtomicBool,
+    /// How far `GET /v1/audit` has verified the chain (from the head
+    /// verified at start, [`crate::audit_page`]).
+    audit_verified: crate::audit_page::Verified,
 }
 
 impl std::fmt::Debug for Service {
@@ -361,6 +364,8 @@ impl Service {
             ))
         })?;
         crate::verify::startup(&store, &records).map_err(StoreError)?;
+        let audit_verified =
+            crate::audit_page::Verified::new(store.audit_head().map_err(unreadable)?);
         let mut canaries = BTreeMap::new();
         for rec in records {
             canaries.insert(
@@ -412,6 +417,7 @@ impl Service {
             history: crate::dashboard::History::default(),
             writer: Mutex::new(()),
             storage_ok: AtomicBool::new(true),
+            audit_verified,
         };
         let now = log::now_ms();
         for spec in config {
@@ -1209,32 +1215,12 @@ impl Service {
         self.metrics.render(version, count, &phases)
     }
 
-    /// The latest `limit` audit rows (newest first) and the chain's status,
-    /// for the dashboard.
-    pub fn audit_view(&self, limit: usize) -> Result<Value, String> {
-        let (rows, head) = {
-            let store = lock(&self.store);
-            (
-                store.audit_rows().map_err(|e| e.to_string())?,
-                store.audit_head().map_err(|e| e.to_string())?,
-            )
-        };
-        let chain = match crate::audit::verify(&rows, head) {
-            Ok(n) => json!({"intact": true, "rows": n}),
-            Err(e) => {
-                json!({"intact": false, "rows": rows.len(), "broken_at": e.seq, "error": e.message})
-            }
-        };
-        let latest: Vec<Value> = rows
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|r| {
-                json!({"seq": r.seq, "ts_ms": r.ts_ms, "actor": r.actor, "action": r.action,
-                            "canary": r.canary, "detail": r.detail, "hash": r.hash})
-            })
-            .collect();
-        Ok(json!({"chain": chain, "rows": latest}))
+    /// A page of the audit log (newest first) and the chain's status,
+    /// verified incrementally ([`crate::audit_page`]). SQLite: call it off
+    /// the async workers.
+    pub fn audit_view(&self, q: crate::audit_page::PageQuery) -> Result<Value, String> {
+        let store = lock(&self.store);
+        crate::audit_page::page(&store, &self.audit_verified, q).map_err(|e| e.to_string())
     }
 
     /// Count a refusal made by the HTTP layer.

@@ -436,11 +436,48 @@ impl Store {
 
     /// Every audit row, in storage (seq) order.
     pub fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.audit_query("ORDER BY rowid", params![])
+    }
+
+    /// The audit rows after `seq`, in storage order (`seq` is the rowid):
+    /// incremental chain verification ([`crate::audit_page`]).
+    pub fn audit_rows_after(&self, seq: u64) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_query("WHERE rowid > ?1 ORDER BY rowid", params![to_i64(seq)])
+    }
+
+    /// The audit row `seq`, if stored.
+    pub fn audit_row(&self, seq: u64) -> Result<Option<AuditRow>, StoreError> {
+        Ok(self
+            .audit_query("WHERE rowid = ?1", params![to_i64(seq)])?
+            .into_iter()
+            .next())
+    }
+
+    /// At most `limit` audit rows with `seq < before` (from the newest
+    /// without `before`), newest first.
+    pub fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let before = before.map_or(i64::MAX, to_i64);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.audit_query(
+            "WHERE rowid < ?1 ORDER BY rowid DESC LIMIT ?2",
+            params![before, limit],
+        )
+    }
+
+    fn audit_query(
+        &self,
+        tail: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT seq, ts_ms, actor, action, canary, detail, evidence, prev_hash, hash
-             FROM audit ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
+             FROM audit {tail}"
+        ))?;
+        let rows = stmt.query_map(args, |r| {
             Ok(AuditRow {
                 seq: to_u64(r.get(0)?),
                 ts_ms: to_u64(r.get(1)?),
