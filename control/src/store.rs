@@ -652,23 +652,25 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
             [v.to_string()],
         )?;
     }
+    // Prepared once per batch: a tick may carry 10⁵ sidecar rows.
     for row in &batch.sidecars {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO sidecar_state (sidecar, incarnation, seq, sent_at_ms, seen_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(sidecar) DO UPDATE SET incarnation = excluded.incarnation,
                seq = excluded.seq, sent_at_ms = excluded.sent_at_ms, seen_ms = excluded.seen_ms",
-            params![
-                row.sidecar,
-                bits_i64(row.incarnation),
-                bits_i64(row.seq),
-                to_i64(row.sent_at_ms),
-                to_i64(row.seen_ms)
-            ],
-        )?;
+        )?
+        .execute(params![
+            row.sidecar,
+            bits_i64(row.incarnation),
+            bits_i64(row.seq),
+            to_i64(row.sent_at_ms),
+            to_i64(row.seen_ms)
+        ])?;
     }
     for sidecar in &batch.forget_sidecars {
-        tx.execute("DELETE FROM sidecar_state WHERE sidecar = ?1", [sidecar])?;
+        tx.prepare_cached("DELETE FROM sidecar_state WHERE sidecar = ?1")?
+            .execute([sidecar])?;
     }
     Ok(())
 }
