@@ -529,8 +529,9 @@ impl Service {
             inner.dirty_sidecars.insert(report.sidecar.clone());
         }
         let mut matched = 0u64;
-        // (canary, [stable requests, canary requests]) seen in this report.
-        let mut touched: Vec<(&str, [u64; 2])> = Vec::new();
+        // canary → [stable requests, canary requests] seen in this report
+        // (a map: a report may carry hundreds of canaries).
+        let mut touched: HashMap<&str, [u64; 2]> = HashMap::new();
         for s in &report.series {
             for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
                 let Some(live) = inner.canaries.get_mut(name) else {
@@ -546,23 +547,13 @@ impl Service {
                     d.add(&delta);
                 }
                 matched += 1;
-                match touched.iter_mut().find(|(n, _)| *n == name.as_str()) {
-                    Some((_, seen)) => {
-                        if let Some(x) = seen.get_mut(i) {
-                            *x = x.saturating_add(s.requests);
-                        }
-                    }
-                    None => {
-                        let mut seen = [0u64; 2];
-                        if let Some(x) = seen.get_mut(i) {
-                            *x = s.requests;
-                        }
-                        touched.push((name, seen));
-                    }
+                let seen = touched.entry(name.as_str()).or_default();
+                if let Some(x) = seen.get_mut(i) {
+                    *x = x.saturating_add(s.requests);
                 }
             }
         }
-        for (name, _) in &touched {
+        for name in touched.keys() {
             if let Some(live) = inner.canaries.get_mut(*name) {
                 live.tick.reports += 1;
             }
@@ -577,8 +568,8 @@ impl Service {
             // A claim counts only with the counts behind it: this report
             // must carry traffic of both versions of that canary.
             let supported = touched
-                .iter()
-                .any(|(n, seen)| *n == c.name.as_str() && seen.iter().all(|x| *x > 0));
+                .get(c.name.as_str())
+                .is_some_and(|seen| seen.iter().all(|x| *x > 0));
             if !supported {
                 Metrics::add(&self.metrics.unsupported_critical, 1);
                 continue;
