@@ -652,6 +652,17 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
             [v.to_string()],
         )?;
     }
+    // Forgotten first: an identity that expired and then reported again
+    // within the same tick is in both lists, and must stay stored. One
+    // statement for all of them (an expiry may forget 10⁵ identities).
+    if !batch.forget_sidecars.is_empty() {
+        let ids =
+            serde_json::to_string(&batch.forget_sidecars).map_err(|e| StoreError(e.to_string()))?;
+        tx.execute(
+            "DELETE FROM sidecar_state WHERE sidecar IN (SELECT value FROM json_each(?1))",
+            [ids],
+        )?;
+    }
     // Prepared once per batch: a tick may carry 10⁵ sidecar rows.
     for row in &batch.sidecars {
         tx.prepare_cached(
@@ -667,10 +678,6 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
             to_i64(row.sent_at_ms),
             to_i64(row.seen_ms)
         ])?;
-    }
-    for sidecar in &batch.forget_sidecars {
-        tx.prepare_cached("DELETE FROM sidecar_state WHERE sidecar = ?1")?
-            .execute([sidecar])?;
     }
     Ok(())
 }
@@ -741,6 +748,37 @@ mod tests {
         assert_eq!(store.sidecars().unwrap(), vec![row]);
         assert_eq!(store.decisions("c", 10).unwrap().len(), 1);
         assert_eq!(verify_audit(&dir).unwrap(), Ok(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn forgotten_sidecars_go_in_one_statement_and_a_returning_one_stays() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-forget-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let row = |i: u64| SidecarRow {
+            sidecar: format!("pod-{i}"),
+            incarnation: 1,
+            seq: i,
+            sent_at_ms: 1,
+            seen_ms: 1,
+        };
+        let mut store = Store::open(&dir).unwrap();
+        store
+            .apply(&Batch {
+                sidecars: (0..5000).map(row).collect(),
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.sidecars().unwrap().len(), 5000);
+        // pod-7 expired and reported again within the tick: kept.
+        store
+            .apply(&Batch {
+                sidecars: vec![row(7)],
+                forget_sidecars: (0..5000).map(|i| format!("pod-{i}")).collect(),
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.sidecars().unwrap(), vec![row(7)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
