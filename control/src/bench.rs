@@ -14,9 +14,9 @@
 //! Three phases of `--seconds` each, in one run: (1) ingest alone; (2) the
 //! routing document alone, read by one paced reader (the same-run baseline);
 //! (3) ingest and the same reader together: routing p50/p99 under ingest.
-//! The reader sends a `GET /v1/routing` every [`ROUTING_PERIOD`] and times
-//! each from its scheduled moment (a late send counts its wait: no
-//! coordinated omission). Client and server share the machine, as they
+//! The reader starts a `GET /v1/routing` every [`ROUTING_PERIOD`] (open
+//! loop, each request its own task) and times each from its scheduled
+//! start (a late start counts its wait: no coordinated omission). Client and server share the machine, as they
 //! would on a node.
 
 use crate::client::HttpClient;
@@ -277,26 +277,39 @@ async fn ingest(
     (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed))
 }
 
-/// Routing latencies (µs, sorted) and failures of one reader paced at
-/// [`ROUTING_PERIOD`] until `deadline`, each timed from its scheduled send.
+/// Routing latencies (µs, sorted) and failures of an open-loop reader: a
+/// `GET /v1/routing` is started every [`ROUTING_PERIOD`] until `deadline`,
+/// each in its own task (pooled connections, as many sidecars poll at
+/// once), each timed from its scheduled start — a slow answer never delays
+/// the next request, and a late start counts its lateness.
 async fn read_routing(base: &str, deadline: Instant) -> (Vec<u64>, u64) {
-    let client = HttpClient::new();
-    let url = format!("{base}/v1/routing");
+    let client = Arc::new(HttpClient::new());
+    let url = Arc::new(format!("{base}/v1/routing"));
     let mut every = tokio::time::interval(ROUTING_PERIOD);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let (mut lat, mut failures) = (Vec::new(), 0u64);
+    let mut requests = Vec::new();
     loop {
         let scheduled = every.tick().await.into_std();
         if scheduled >= deadline {
             break;
         }
-        match client
-            .request(Method::GET, &url, &[], None, Duration::from_secs(5))
-            .await
-        {
-            Ok(r) if r.status == 200 => {
-                lat.push(u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX))
+        let (client, url) = (client.clone(), url.clone());
+        requests.push(tokio::spawn(async move {
+            match client
+                .request(Method::GET, &url, &[], None, Duration::from_secs(5))
+                .await
+            {
+                Ok(r) if r.status == 200 => {
+                    Some(u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX))
+                }
+                _ => None,
             }
+        }));
+    }
+    let (mut lat, mut failures) = (Vec::new(), 0u64);
+    for r in requests {
+        match r.await {
+            Ok(Some(us)) => lat.push(us),
             _ => failures += 1,
         }
     }
