@@ -323,6 +323,17 @@ fn latency_json(lat: &[u64], failures: u64, secs: f64) -> serde_json::Value {
            "requests_per_s": (lat.len() as f64 / secs).round(), "failures": failures})
 }
 
+/// CPU time this process (server and clients) has used, seconds, from
+/// `/proc/self/stat` (utime + stime; Linux). `None` elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Managed series updates/s over a phase: the service's matched counter.
 fn per_s(before: Option<u64>, after: Option<u64>, secs: f64) -> Option<f64> {
     Some((after?.saturating_sub(before?)) as f64 / secs)
@@ -357,6 +368,7 @@ pub async fn run(args: BenchArgs) -> i32 {
 
     // Phase 1: ingest alone.
     let m0 = matched_total(&target).await;
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     let (reports, errors) = ingest(
         &target.base,
@@ -368,10 +380,17 @@ pub async fn run(args: BenchArgs) -> i32 {
     )
     .await;
     let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
     let m1 = matched_total(&target).await;
     let reports_per_s = reports as f64 / secs;
     let sent_per_s = reports_per_s * args.series as f64;
     let managed_per_s = per_s(m0, m1, secs);
+    // Per CPU-second of this process (server and clients together): what
+    // a loaded, shared machine still measures fairly.
+    let per_cpu_s = match (m0, m1, cpu) {
+        (Some(a), Some(b), Some(c)) if c > 0.0 => Some(b.saturating_sub(a) as f64 / c),
+        _ => None,
+    };
 
     // Phase 2: the routing document alone (same-run baseline).
     let t = Instant::now();
@@ -409,6 +428,8 @@ pub async fn run(args: BenchArgs) -> i32 {
                    "reports_per_s": reports_per_s.round(),
                    "series_per_report": args.series, "report_bytes": report_bytes, "clients": args.clients,
                    "seconds": args.seconds, "reports": reports, "errors": errors,
+                   "cpu_s": cpu, "cores_busy": cpu.map(|c| c / secs),
+                   "series_updates_per_cpu_s": per_cpu_s.map(f64::round),
                    "counted_on": "managed series: growth of vigil_control_series_matched_total"},
         "routing_idle": latency_json(&idle_lat, idle_failures, idle_secs),
         "routing_under_ingest": under,
@@ -437,6 +458,16 @@ pub async fn run(args: BenchArgs) -> i32 {
         "ingest series sent/s (client count)", sent_per_s
     );
     println!("{:<46} {:>14}", "ingest errors", errors);
+    println!(
+        "{:<46} {:>14}",
+        "ingest managed series-updates per CPU-second",
+        fmt(per_cpu_s)
+    );
+    println!(
+        "{:<46} {:>14}",
+        "ingest cores busy (server + clients)",
+        cpu.map_or_else(|| "n/a".to_string(), |c| format!("{:.2}", c / secs))
+    );
     let row = |name: &str, lat: &[u64]| {
         println!(
             "{:<46} {:>6} / {:>6} / {:>6}",
