@@ -419,9 +419,17 @@ pub async fn run(args: BenchArgs) -> i32 {
     let goal = 1_000_000.0;
     let met = managed_per_s.is_some_and(|v| v >= goal);
     let mut under = latency_json(&load_lat, load_failures, load_secs);
-    under["ingest_series_updates_per_s"] = json!(managed_under_routing.map(f64::round));
-    under["ingest_reports_per_s"] = json!((bg_reports as f64 / load_secs).round());
-    under["ingest_errors"] = json!(bg_errors);
+    if let Some(o) = under.as_object_mut() {
+        o.insert(
+            "ingest_series_updates_per_s".into(),
+            json!(managed_under_routing.map(f64::round)),
+        );
+        o.insert(
+            "ingest_reports_per_s".into(),
+            json!((bg_reports as f64 / load_secs).round()),
+        );
+        o.insert("ingest_errors".into(), json!(bg_errors));
+    }
     let results = json!({
         "ingest": {"series_updates_per_s": managed_per_s.map(f64::round),
                    "series_sent_per_s": sent_per_s.round(),
