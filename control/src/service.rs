@@ -536,8 +536,9 @@ impl Service {
                     Some(c) => c,
                     None => live.contrib.entry(report.sidecar.clone()).or_default(),
                 };
-                if let Some(d) = contribution.get_mut(i) {
+                if let Some((d, stream)) = contribution.get_mut(i) {
                     d.add(&delta);
+                    stream.add(&s.stream());
                 }
                 matched += 1;
                 match touched.iter_mut().find(|(n, _)| *n == name.as_str()) {
@@ -771,12 +772,6 @@ impl Service {
                         o.insert("sidecar_claim".into(), analysis::claim_json(c));
                     }
                     j
-                });
-                let rollback = rollback.or_else(|| {
-                    taken
-                        .critical
-                        .as_ref()
-                        .and_then(analysis::judge_untestable_claim)
                 });
                 if rollback.is_none() && taken.critical.is_some() {
                     Metrics::add(&self.metrics.unconfirmed_critical, 1);
