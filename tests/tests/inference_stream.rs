@@ -30,32 +30,34 @@ struct SseRun {
 
 /// Starts both upstreams with `shape` (`first_ms gap_ms events`), Envoy
 /// named `name`, and `rps` requests a second for `secs` seconds.
-async fn start_sse_run(name: &str, shape: &str, rps: f64, secs: u64) -> SseRun {
-    let mut stable = GrpcUpstream::start_sse("stable").unwrap();
-    let mut canary = GrpcUpstream::start_sse("canary").unwrap();
+async fn start_sse_run(name: &str, shape: &str, rps: f64, secs: u64) -> vigil_e2e::Result<SseRun> {
+    let mut stable = GrpcUpstream::start_sse("stable")?;
+    let mut canary = GrpcUpstream::start_sse("canary")?;
     for u in [&mut stable, &mut canary] {
-        assert_eq!(u.command(&format!("shape {shape}")).unwrap(), "OK");
+        let answer = u.command(&format!("shape {shape}"))?;
+        if answer != "OK" {
+            return Err(format!("shape {shape}: {answer}").into());
+        }
     }
     let envoy = Envoy::start(
         EnvoyOptions::new(name, plugin_config("steer", &serde_json::json!({})))
             .upstreams(stable.port(), canary.port()),
     )
-    .await
-    .unwrap();
+    .await?;
     let load = OpenLoop::new(rps, Duration::from_secs(secs));
     let t0 = Instant::now() + Duration::from_millis(300);
     let addr = envoy.listener_addr();
     let task = tokio::spawn(async move { load.run(addr, t0, None).await });
     let tick =
         tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
-    SseRun {
+    Ok(SseRun {
         stable,
         canary,
         envoy,
         t0,
         task,
         tick,
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +70,9 @@ async fn cut_streams_are_steered_and_never_look_fast() {
         t0,
         task,
         mut tick,
-    } = start_sse_run("stream-cuts", "50 10 10", 100.0, 25).await;
+    } = start_sse_run("stream-cuts", "50 10 10", 100.0, 25)
+        .await
+        .unwrap();
     let healthy = Duration::from_secs(10);
     let labels = CANARY;
     let mut fault_at = None;
@@ -182,7 +186,9 @@ async fn ttft_regression_with_equal_duration_is_critical() {
         t0,
         task,
         mut tick,
-    } = start_sse_run("stream-ttft", "300 100 10", 50.0, 26).await;
+    } = start_sse_run("stream-ttft", "300 100 10", 50.0, 26)
+        .await
+        .unwrap();
     let healthy = Duration::from_secs(12);
     let labels = CANARY;
     let mut fault_at = None;
