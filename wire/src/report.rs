@@ -34,6 +34,8 @@
 //!   stream shape (`stream_chunks`; `gap_sum_us / gaps` = mean inter-chunk
 //!   gap) are omitted when empty; they cost about 10 bytes per TTFT bucket
 //!   in use plus at most ~60 bytes per series.
+//! - `pii` (chunk 0, omitted when empty): the PII guard's counts per route,
+//!   type and action — numbers only ([`crate::pii`]).
 //! - Unknown fields are ignored; missing optional fields take their
 //!   defaults (0, empty, `insufficient_data`), so fields can be added
 //!   without a version bump.
@@ -338,6 +340,9 @@ pub struct Report {
     /// so the loss is visible, never silent.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub series_dropped: u64,
+    /// PII guard counts per route (chunk 0; counts only, see [`crate::pii`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pii: Vec<crate::pii::PiiRoute>,
 }
 
 impl Report {
@@ -356,6 +361,7 @@ impl Report {
             canaries: Vec::new(),
             totals: None,
             series_dropped: 0,
+            pii: Vec::new(),
         }
     }
 
@@ -432,7 +438,7 @@ pub struct ReportError {
 }
 
 impl ReportError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ReportError {
             field: field.into(),
             message: message.into(),
@@ -581,6 +587,7 @@ pub fn validate(r: &Report) -> Result<(), ReportError> {
         }
         score_ok(&f("score"), c.score)?;
     }
+    crate::pii::validate(&r.pii)?;
     if let Some(t) = &r.totals {
         if t.errors > t.requests {
             return Err(ReportError::new(
