@@ -5,7 +5,9 @@
 //! Sections (all by default; `--only a,b` to pick): `dataplane` (real Envoy,
 //! four variants interleaved), `scale` (real Envoy, memory and idle tick CPU at
 //! N series), `pii` (real Envoy, the PII guard off / detect / redact against the
-//! no-op filter for 1 KB, 16 KB and 256 KB prompts), `host` (shared-data bytes and tick duration from the filter's
+//! no-op filter for 1 KB, 16 KB and 256 KB prompts), `streaming` (real Envoy,
+//! steer CPU per request on a streaming route beside a unary one against the
+//! no-op filter), `host` (shared-data bytes and tick duration from the filter's
 //! core), `scorer`, `wasm`, `control` (folded in from files).
 
 mod dataplane;
@@ -13,6 +15,7 @@ mod host;
 mod load;
 mod pii;
 mod report;
+mod streaming;
 
 use std::path::PathBuf;
 
@@ -391,7 +394,11 @@ fn real_main() -> Result<()> {
         }
         host::worst_delta(&mut results);
     }
-    if wanted(&a, "dataplane") || wanted(&a, "scale") || wanted(&a, "pii") {
+    if wanted(&a, "dataplane")
+        || wanted(&a, "scale")
+        || wanted(&a, "pii")
+        || wanted(&a, "streaming")
+    {
         let wrapper = dataplane::pin_wrapper(&dir, &a.envoy_cpus)?;
         // Single-threaded here: nothing else reads the environment yet.
         std::env::set_var("ENVOY_BIN", &wrapper);
@@ -413,6 +420,11 @@ fn real_main() -> Result<()> {
             if wanted(&a, "dataplane") {
                 if let Err(e) = dataplane::run(&setup, &a.dp, &mut results).await {
                     errors.push(format!("dataplane: {e}"));
+                }
+            }
+            if wanted(&a, "streaming") {
+                if let Err(e) = streaming::run(&setup, &a.dp, &mut results).await {
+                    errors.push(format!("streaming: {e}"));
                 }
             }
             if wanted(&a, "pii") {

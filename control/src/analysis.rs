@@ -27,7 +27,9 @@
 //! A sidecar's own `critical` verdict is a claim, not a decision: it counts
 //! only when its report carried the canary's counts (both versions), and
 //! the rollback happens only if the control-side re-test on the merged
-//! evidence (which includes those counts) is critical.
+//! evidence (which includes those counts) is critical. That holds for every
+//! signal, time to first token included: the report carries the TTFT
+//! histograms, and the re-test runs the filter's TTFT test on them.
 
 use crate::evidence::{PairTally, SidecarCritical, Tally};
 use crate::spec::CanarySpec;
@@ -37,6 +39,7 @@ use vigil_scorer::peer::score_canary;
 use vigil_scorer::sequential::CanaryMonitor;
 use vigil_scorer::series::SeriesState;
 use vigil_scorer::stats;
+use vigil_scorer::ttft::TtftWindow;
 use vigil_scorer::verdict::{Signal, State, Verdict};
 
 /// What a judgement says to do.
@@ -68,6 +71,8 @@ pub struct Judgement {
 pub struct Monitor {
     canary: SeriesState,
     stable: SeriesState,
+    canary_ttft: TtftWindow,
+    stable_ttft: TtftWindow,
     sequential: CanaryMonitor,
     /// Latest verdict.
     pub last: Verdict,
@@ -79,6 +84,8 @@ impl Monitor {
         Monitor {
             canary: SeriesState::new(model),
             stable: SeriesState::new(model),
+            canary_ttft: TtftWindow::new(),
+            stable_ttft: TtftWindow::new(),
             sequential: CanaryMonitor::new(model),
             last: Verdict::default(),
         }
@@ -86,9 +93,19 @@ impl Monitor {
 
     /// Feed one analysis tick (every sidecar's reports merged) and judge,
     /// exactly as the filter's lease holder does for its own series.
+    /// The merged TTFT histograms go through the same [`TtftWindow`]s and
+    /// `observe_ttft` as the filter's, so a `ttft:` verdict is re-tested on
+    /// the counts, never taken on a sidecar's word.
     pub fn observe(&mut self, tick: &PairTally, model: &Model) -> Verdict {
         self.canary.observe(&tick.canary.to_delta(), model);
         self.stable.observe(&tick.stable.to_delta(), model);
+        let (w, r) = (model.window_ticks, model.recent_ticks);
+        self.canary_ttft
+            .observe(&tick.canary.ttft.to_sparse(), w, r);
+        self.stable_ttft
+            .observe(&tick.stable.ttft.to_sparse(), w, r);
+        self.sequential
+            .observe_ttft(&self.canary_ttft, &self.stable_ttft, model);
         self.last = self.sequential.update(&self.canary, &self.stable, model);
         self.last
     }
@@ -109,22 +126,6 @@ pub fn judge_live(verdict: &Verdict, model: &Model) -> Option<Judgement> {
             stable_wording(&verdict.explain())
         ),
         evidence: json!({"source": "sequential", "verdict": verdict_json(verdict)}),
-    })
-}
-
-/// A sidecar's supported `critical` claim on a signal the report does not
-/// carry, so the service cannot re-test it: time to first token (reason
-/// `ttft: …`; TTFT histograms are not in the wire report yet). Such a claim
-/// is taken on the sidecar's word — it can only roll back, never promote,
-/// and it counts only with both versions' counts in the same report.
-pub fn judge_untestable_claim(c: &SidecarCritical) -> Option<Judgement> {
-    c.reason.starts_with("ttft").then(|| Judgement {
-        outcome: Outcome::Rollback,
-        explanation: format!(
-            "sidecar {} judged the canary critical on a signal the service cannot re-test (score {}): {}",
-            c.sidecar, c.score, c.reason
-        ),
-        evidence: json!({"source": "sidecar_untestable_signal", "sidecar_claim": claim_json(c)}),
     })
 }
 

@@ -14,6 +14,7 @@ use crate::spec::Side;
 use serde_json::{json, Value};
 use vigil_scorer::histogram::LatencyHistogram;
 use vigil_scorer::window::{Counters, TickDelta};
+use vigil_wire::report::Stream;
 
 /// Merged counters and latency of one version over a span.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +23,14 @@ pub struct Tally {
     pub counters: Counters,
     /// Latency histogram, merged.
     pub latency: LatencyHistogram,
+    /// Time-to-first-byte histogram, merged (the TTFT test's evidence).
+    pub ttft: LatencyHistogram,
+    /// Response body chunks, inter-chunk gap sum (µs) and gaps, summed.
+    pub stream_chunks: u64,
+    /// See [`Tally::stream_chunks`].
+    pub gap_sum_us: u64,
+    /// See [`Tally::stream_chunks`].
+    pub gaps: u64,
 }
 
 impl Tally {
@@ -31,10 +40,22 @@ impl Tally {
         self.latency.merge_sparse(&delta.latency);
     }
 
+    /// Add one sidecar's tick TTFT histogram and stream shape.
+    pub fn add_stream(&mut self, stream: &Stream) {
+        self.ttft.merge_sparse(&stream.ttft);
+        self.stream_chunks = self.stream_chunks.saturating_add(stream.chunks);
+        self.gap_sum_us = self.gap_sum_us.saturating_add(stream.gap_sum_us);
+        self.gaps = self.gaps.saturating_add(stream.gaps);
+    }
+
     /// Add another tally.
     pub fn add(&mut self, other: &Tally) {
         self.counters.add(&other.counters);
         self.latency.merge(&other.latency);
+        self.ttft.merge(&other.ttft);
+        self.stream_chunks = self.stream_chunks.saturating_add(other.stream_chunks);
+        self.gap_sum_us = self.gap_sum_us.saturating_add(other.gap_sum_us);
+        self.gaps = self.gaps.saturating_add(other.gaps);
     }
 
     /// As one tick delta (what the scorer's `SeriesState` consumes).
@@ -67,6 +88,8 @@ impl Tally {
             "server_errors": c.server_errors, "throttled": c.throttled,
             "client_gone": c.client_gone, "grpc_unknown": c.grpc_unknown,
             "latency": self.latency.to_sparse(),
+            "ttft": self.ttft.to_sparse(), "stream_chunks": self.stream_chunks,
+            "gap_sum_us": self.gap_sum_us, "gaps": self.gaps,
         })
     }
 
@@ -89,14 +112,24 @@ impl Tally {
             client_gone: n("client_gone"),
             grpc_unknown: n("grpc_unknown"),
         };
-        let sparse: Vec<(u16, u32)> = v
-            .get("latency")
-            .cloned()
-            .and_then(|l| serde_json::from_value(l).ok())
-            .unwrap_or_default();
-        let mut latency = LatencyHistogram::new();
-        latency.merge_sparse(&sparse);
-        Tally { counters, latency }
+        let hist = |k: &str| {
+            let sparse: Vec<(u16, u32)> = v
+                .get(k)
+                .cloned()
+                .and_then(|l| serde_json::from_value(l).ok())
+                .unwrap_or_default();
+            let mut h = LatencyHistogram::new();
+            h.merge_sparse(&sparse);
+            h
+        };
+        Tally {
+            counters,
+            latency: hist("latency"),
+            ttft: hist("ttft"),
+            stream_chunks: n("stream_chunks"),
+            gap_sum_us: n("gap_sum_us"),
+            gaps: n("gaps"),
+        }
     }
 }
 
@@ -186,8 +219,15 @@ mod tests {
         p.add(Side::Canary, &d);
         p.add(Side::Canary, &d);
         p.add(Side::Stable, &d);
+        p.canary.add_stream(&Stream {
+            ttft: vec![(300, 3)],
+            chunks: 30,
+            gap_sum_us: 9_000,
+            gaps: 27,
+        });
         assert_eq!(p.canary.counters.requests, 20);
         assert_eq!(p.canary.latency.count(), 20);
+        assert_eq!((p.canary.ttft.count(), p.canary.gaps), (3, 27));
         assert!((p.canary.error_ratio() - 0.2).abs() < 1e-9);
         let back = PairTally::from_json(&p.to_json());
         assert_eq!(back, p);

@@ -29,6 +29,7 @@
 use crate::evidence::PairTally;
 use std::collections::HashMap;
 use vigil_scorer::window::{Counters, TickDelta};
+use vigil_wire::report::Stream;
 
 /// The plausibility limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,8 +50,9 @@ impl Default for Limits {
     }
 }
 
-/// One sidecar's tick: `[stable, canary]`.
-pub type Contribution = [TickDelta; 2];
+/// One sidecar's tick: `[stable, canary]`, each its counters and latency
+/// and its TTFT histogram and stream shape.
+pub type Contribution = [(TickDelta, Stream); 2];
 
 /// `delta` scaled by `f` in (0, 1): every count floored, so the bounds
 /// (errors ≤ requests, histogram ≤ requests) still hold.
@@ -88,6 +90,30 @@ pub fn scale(delta: &TickDelta, f: f64) -> TickDelta {
     }
 }
 
+/// `stream` scaled by `f` in (0, 1) like [`scale`] (the TTFT histogram
+/// stays within the scaled requests).
+pub fn scale_stream(stream: &Stream, f: f64) -> Stream {
+    let f = if f.is_finite() {
+        f.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let s = |x: u64| (x as f64 * f).floor() as u64;
+    Stream {
+        ttft: stream
+            .ttft
+            .iter()
+            .filter_map(|&(b, n)| {
+                let m = (f64::from(n) * f).floor() as u32;
+                (m > 0).then_some((b, m))
+            })
+            .collect(),
+        chunks: s(stream.chunks),
+        gap_sum_us: s(stream.gap_sum_us),
+        gaps: s(stream.gaps).min(s(stream.chunks)),
+    }
+}
+
 /// Merge one tick's contributions under `limits`. Returns the merged pair
 /// and the requests removed.
 pub fn merge(contrib: &HashMap<String, Contribution>, limits: &Limits) -> (PairTally, u64) {
@@ -95,16 +121,16 @@ pub fn merge(contrib: &HashMap<String, Contribution>, limits: &Limits) -> (PairT
     let mut clipped = 0u64;
     for side in 0..2 {
         // After the configured maximum.
-        let capped: Vec<(&TickDelta, u64)> = contrib
+        let capped: Vec<(&(TickDelta, Stream), u64)> = contrib
             .values()
             .filter_map(|c| c.get(side))
-            .filter(|d| d.counters.requests > 0)
-            .map(|d| (d, d.counters.requests.min(limits.max_requests_per_tick)))
+            .filter(|(d, _)| d.counters.requests > 0)
+            .map(|x| (x, x.0.counters.requests.min(limits.max_requests_per_tick)))
             .collect();
         let total: u64 = capped.iter().map(|(_, n)| *n).sum();
         let share = limits.max_sidecar_share;
         let share_rule = capped.len() >= 2 && share > 0.0 && share < 1.0;
-        for (delta, n) in &capped {
+        for ((delta, stream), n) in &capped {
             let mut allowed = *n;
             if share_rule {
                 let others = total.saturating_sub(*n) as f64;
@@ -113,17 +139,22 @@ pub fn merge(contrib: &HashMap<String, Contribution>, limits: &Limits) -> (PairT
             }
             let requests = delta.counters.requests;
             let scaled;
-            let target = if allowed < requests {
+            let scaled_stream;
+            let (target, target_stream) = if allowed < requests {
                 clipped = clipped.saturating_add(requests - allowed);
-                scaled = scale(delta, allowed as f64 / requests as f64);
-                &scaled
+                let f = allowed as f64 / requests as f64;
+                scaled = scale(delta, f);
+                scaled_stream = scale_stream(stream, f);
+                (&scaled, &scaled_stream)
             } else {
-                *delta
+                (delta, stream)
             };
-            match side {
-                0 => out.stable.add_delta(target),
-                _ => out.canary.add_delta(target),
-            }
+            let tally = match side {
+                0 => &mut out.stable,
+                _ => &mut out.canary,
+            };
+            tally.add_delta(target);
+            tally.add_stream(target_stream);
         }
     }
     (out, clipped)
@@ -134,19 +165,22 @@ pub fn merge(contrib: &HashMap<String, Contribution>, limits: &Limits) -> (PairT
 mod tests {
     use super::*;
 
-    fn d(requests: u64, errors: u64) -> TickDelta {
-        TickDelta {
+    fn d(requests: u64, errors: u64) -> (TickDelta, Stream) {
+        let n = u32::try_from(requests.min(u64::from(u32::MAX))).unwrap();
+        let delta = TickDelta {
             counters: Counters {
                 requests,
                 errors,
                 latency_sum_us: requests * 1000,
                 ..Default::default()
             },
-            latency: vec![(
-                10,
-                u32::try_from(requests.min(u64::from(u32::MAX))).unwrap(),
-            )],
-        }
+            latency: vec![(10, n)],
+        };
+        let stream = Stream {
+            ttft: vec![(9, n)],
+            ..Stream::default()
+        };
+        (delta, stream)
     }
 
     #[test]
@@ -159,6 +193,11 @@ mod tests {
         // evil: capped at 1e6, then at the others' 20 requests.
         assert_eq!(p.canary.counters.requests, 40);
         assert_eq!(p.canary.counters.errors, 10);
+        assert_eq!(
+            p.canary.ttft.count(),
+            40,
+            "TTFT is clipped with the requests"
+        );
         assert!(p.canary.error_ratio() >= 0.25);
         assert_eq!(clipped, 4_000_000_000 - 20);
         assert_eq!(p.stable.counters.requests, 200);
@@ -207,7 +246,7 @@ mod tests {
 
     #[test]
     fn scaling_keeps_the_bounds() {
-        let s = scale(&d(999, 998), 0.001);
+        let s = scale(&d(999, 998).0, 0.001);
         assert!(s.counters.errors <= s.counters.requests);
         let total: u64 = s.latency.iter().map(|(_, n)| u64::from(*n)).sum();
         assert!(total <= s.counters.requests);

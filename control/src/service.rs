@@ -546,8 +546,9 @@ impl Service {
                     Some(c) => c,
                     None => live.contrib.entry(report.sidecar.clone()).or_default(),
                 };
-                if let Some(d) = contribution.get_mut(i) {
+                if let Some((d, stream)) = contribution.get_mut(i) {
                     d.add(&delta);
+                    stream.add(&s.stream());
                 }
                 matched += 1;
                 let seen = touched.entry(name.as_str()).or_default();
@@ -838,12 +839,6 @@ impl Service {
                         o.insert("sidecar_claim".into(), analysis::claim_json(c));
                     }
                     j
-                });
-                let rollback = rollback.or_else(|| {
-                    taken
-                        .critical
-                        .as_ref()
-                        .and_then(analysis::judge_untestable_claim)
                 });
                 if rollback.is_none() && taken.critical.is_some() {
                     Metrics::add(&self.metrics.unconfirmed_critical, 1);

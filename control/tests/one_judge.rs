@@ -44,9 +44,11 @@ fn req(latency_us: u64, status: u16) -> RequestRecord {
 }
 
 /// Run the filter for `ticks` seconds; the canary gets `fault(t)` =
-/// (extra µs, error %) at tick `t`. Returns each tick's reports and the
-/// filter's canary verdict `(state, score)` from them.
-fn filter_run(ticks: u64, fault: impl Fn(u64) -> (u64, u64)) -> Vec<Tick> {
+/// (extra µs, error %, TTFT fault) at tick `t`: with the TTFT fault its
+/// first byte comes at 90 % of the request's duration instead of 30 %
+/// (TTFT ×3 at an equal total duration). Returns each tick's reports and
+/// the filter's canary verdict `(state, score)` from them.
+fn filter_run(ticks: u64, fault: impl Fn(u64) -> (u64, u64, bool)) -> Vec<Tick> {
     let cfg = PluginConfig::parse(
         br#"{"mode":"shadow","canaries":[{"name":"checkout","route":"checkout","stable_cluster":"stable","canary_cluster":"canary"}],"control":{"cluster":"vigil-control"}}"#,
     )
@@ -58,15 +60,24 @@ fn filter_run(ticks: u64, fault: impl Fn(u64) -> (u64, u64)) -> Vec<Tick> {
     let mut now = 1_700_000_000_000u64;
     let mut out = Vec::new();
     for t in 0..ticks {
-        let (extra_us, error_pct) = fault(t);
+        let (extra_us, error_pct, ttft_fault) = fault(t);
+        // A request with its first body byte at `share` of its duration.
+        let timed = |lat: u64, status: u16, share: u64| {
+            req(lat, status).with_body_timing(Some(0), Some(lat * share * 10), None, 1)
+        };
         for _ in 0..80 {
             let lat = 20_000 + rng.below(10_000);
-            w.record(Some(b"checkout"), Some(b"stable"), &req(lat, 200));
+            w.record(Some(b"checkout"), Some(b"stable"), &timed(lat, 200, 30));
         }
         for _ in 0..20 {
             let lat = 20_000 + rng.below(10_000) + extra_us;
             let status = if rng.below(100) < error_pct { 503 } else { 200 };
-            w.record(Some(b"checkout"), Some(b"canary"), &req(lat, status));
+            let share = if ttft_fault { 90 } else { 30 };
+            w.record(
+                Some(b"checkout"),
+                Some(b"canary"),
+                &timed(lat, status, share),
+            );
         }
         now += 1000;
         w.on_tick(now, &store, &mut sink, &mut |_, _| {});
@@ -127,7 +138,7 @@ fn replay(run: &[Tick]) -> Vec<Value> {
         .collect()
 }
 
-fn compare(name: &str, fault: impl Fn(u64) -> (u64, u64), expect_critical: bool) {
+fn compare(name: &str, fault: impl Fn(u64) -> (u64, u64, bool), expect_critical: bool) {
     let run = filter_run(90, fault);
     let control = replay(&run);
     assert_eq!(control.len(), run.len());
@@ -149,6 +160,12 @@ fn compare(name: &str, fault: impl Fn(u64) -> (u64, u64), expect_critical: bool)
         if state == "critical" {
             critical_at = Some(i);
             assert_eq!(ctl["phase"], "rolled_back", "{name}: {ctl}");
+            let reason = run[i].0.iter().find_map(|r| {
+                r["canaries"].as_array().unwrap().first()?["reason"]
+                    .as_str()
+                    .map(str::to_string)
+            });
+            println!("{name}: filter reason {reason:?}; control {ctl}");
             break;
         }
     }
@@ -159,15 +176,58 @@ fn compare(name: &str, fault: impl Fn(u64) -> (u64, u64), expect_critical: bool)
 
 #[test]
 fn the_filter_and_the_control_service_give_the_same_verdicts() {
-    compare("healthy", |_| (0, 0), false);
+    compare("healthy", |_| (0, 0, false), false);
     compare(
         "errors from tick 50",
-        |t| (0, if t >= 50 { 20 } else { 0 }),
+        |t| (0, if t >= 50 { 20 } else { 0 }, false),
         true,
     );
     compare(
         "latency from tick 50",
-        |t| (if t >= 50 { 40_000 } else { 0 }, 0),
+        |t| (if t >= 50 { 40_000 } else { 0 }, 0, false),
         true,
     );
+}
+
+/// Time to first token: the same TTFT evidence (TTFT ×3 at an equal total
+/// duration from tick 50) gives the same verdict in the filter and in the
+/// control service, which re-tests it on the TTFT histograms the reports
+/// carry (it no longer takes a sidecar's `ttft:` claim on its word).
+#[test]
+fn the_same_ttft_evidence_gives_the_same_verdict() {
+    compare("ttft x3 from tick 50", |t| (0, 0, t >= 50), true);
+    let run = filter_run(90, |t| (0, 0, t >= 50));
+    let reason = run
+        .iter()
+        .flat_map(|(reports, _)| reports)
+        .filter_map(|r| r["canaries"].as_array()?.first().cloned())
+        .find(|c| c["state"] == "critical")
+        .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    assert!(reason.starts_with("ttft"), "{reason}");
+}
+
+/// A reporter credential alone cannot force a rollback: reports claiming a
+/// `ttft:` critical whose TTFT counts show nothing wrong are not acted on.
+#[test]
+fn a_ttft_claim_without_the_counts_behind_it_rolls_nothing_back() {
+    let mut run = filter_run(60, |_| (0, 0, false));
+    for (reports, _) in run.iter_mut().skip(30) {
+        for r in reports.iter_mut() {
+            if let Some(c) = r["canaries"].as_array_mut().and_then(|a| a.first_mut()) {
+                c["state"] = "critical".into();
+                c["score"] = 950.into();
+                c["reason"] = "ttft: p95 902 ms vs stable 305 ms (+196 %), n=60".into();
+            }
+        }
+    }
+    let control = replay(&run);
+    let last = control.last().unwrap();
+    assert_ne!(last["phase"], "rolled_back", "{last}");
+    assert!(
+        control.iter().all(|c| c["state"] != "critical"),
+        "{:?}",
+        control.last()
+    );
+    println!("forged ttft claims: control ends {last}");
 }

@@ -500,7 +500,8 @@ impl HttpContext for VigilHttp {
             self.first_byte_ns,
             self.last_chunk_ns.filter(|_| self.streaming),
             self.chunks,
-        );
+        )
+        .with_pool_wait(property(&["upstream", "cx_pool_ready_duration"]).as_deref());
         // gRPC status (trailers, or headers of a trailers-only response);
         // the code details only when they can change the class.
         let grpc_status = property(&["response", "grpc_status"]);

@@ -7,7 +7,10 @@ use crate::histogram::{LatencyHistogram, SparseHistogram};
 /// Request counters of one series over one window. All additive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Requests completed (logged).
+    /// Requests completed with an outcome the judgement uses: every logged
+    /// request except those whose client left (`client_gone`, counted
+    /// apart), so a client resetting its own requests changes no share, no
+    /// minimum evidence and no rate.
     pub requests: u64,
     /// Errors as users see them and the upstream answers for: server errors,
     /// upstream resets / truncated streams / no response, timeouts and
@@ -31,7 +34,8 @@ pub struct Counters {
     pub server_errors: u64,
     /// Throttled requests (429, gRPC `RESOURCE_EXHAUSTED`, `UO`).
     pub throttled: u64,
-    /// Requests the client abandoned (`DC`, downstream reset): never an error.
+    /// Requests the client abandoned (`DC`, downstream reset): never an
+    /// error, and not part of `requests`.
     pub client_gone: u64,
     /// Responses with a gRPC status code outside the defined ones.
     pub grpc_unknown: u64,

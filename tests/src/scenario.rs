@@ -31,6 +31,8 @@ pub enum Fault {
     Errors(f64),
     /// This fraction of canary responses are 429 (evenly spaced).
     Throttle(f64),
+    /// This fraction of canary responses (evenly spaced) are this much slower.
+    SlowShare(f64, Duration),
 }
 
 impl Fault {
@@ -40,6 +42,9 @@ impl Fault {
             Fault::Latency(d) => format!("canary +{} ms latency", d.as_millis()),
             Fault::Errors(r) => format!("canary {:.0}% 503", r * 100.0),
             Fault::Throttle(r) => format!("canary {:.0}% 429", r * 100.0),
+            Fault::SlowShare(r, d) => {
+                format!("canary {:.0}% of requests +{} ms", r * 100.0, d.as_millis())
+            }
         }
     }
 }
@@ -179,6 +184,7 @@ impl Scenario {
                         canary.set_error_status(429);
                         canary.set_error_ratio(r);
                     }
+                    Fault::SlowShare(r, d) => canary.set_slow_share(r, d),
                     Fault::None => {}
                 }
                 fault_at = Some(t0.elapsed());

@@ -3,7 +3,8 @@
 //! Every response carries `x-served-by: <name>` and, when the request had one,
 //! `x-seen-subset: <value of x-vigil-subset>`. Base latency is about 1 ms with a small
 //! deterministic jitter. Faults switchable at run time: extra latency, and a ratio of
-//! 503 answers spaced deterministically (ratio 0.2 → exactly every 5th request). A path
+//! 503 answers spaced deterministically (ratio 0.2 → exactly every 5th request), and a
+//! slow tail (a ratio of requests, spaced the same way, answered later). A path
 //! containing `/fail` is always answered 503 (exact error accounting).
 //! The server stops when the [`Upstream`] is dropped.
 
@@ -39,6 +40,11 @@ struct State {
     error_status: AtomicU64,
     /// Requests counted for the error ratio since it was last set.
     ratio_seq: AtomicU64,
+    /// Share of requests (parts per million, evenly spaced) that get
+    /// `slow_extra_ms` more latency: a slow tail.
+    slow_ppm: AtomicU64,
+    slow_extra_ms: AtomicU64,
+    slow_seq: AtomicU64,
     served: AtomicU64,
     failed: AtomicU64,
     seen_subset: AtomicU64,
@@ -63,6 +69,9 @@ impl Upstream {
             error_ppm: AtomicU64::new(0),
             error_status: AtomicU64::new(503),
             ratio_seq: AtomicU64::new(0),
+            slow_ppm: AtomicU64::new(0),
+            slow_extra_ms: AtomicU64::new(0),
+            slow_seq: AtomicU64::new(0),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             seen_subset: AtomicU64::new(0),
@@ -97,6 +106,16 @@ impl Upstream {
         let ppm = (ratio.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
         self.state.ratio_seq.store(0, Ordering::SeqCst);
         self.state.error_ppm.store(ppm, Ordering::SeqCst);
+    }
+
+    /// Gives this fraction (0..=1) of requests, evenly spaced, `extra` more
+    /// latency from now on (a slow tail; zero ratio removes it).
+    pub fn set_slow_share(&self, ratio: f64, extra: Duration) {
+        let ppm = (ratio.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
+        let ms = u64::try_from(extra.as_millis()).unwrap_or(u64::MAX);
+        self.state.slow_extra_ms.store(ms, Ordering::SeqCst);
+        self.state.slow_seq.store(0, Ordering::SeqCst);
+        self.state.slow_ppm.store(ppm, Ordering::SeqCst);
     }
 
     /// The status the error ratio answers with (503 by default; 429 to throttle).
@@ -184,7 +203,14 @@ async fn handle(
     if subset.is_some() {
         state.seen_subset.fetch_add(1, Ordering::SeqCst);
     }
-    let extra = Duration::from_millis(state.extra_latency_ms.load(Ordering::SeqCst));
+    let mut extra = Duration::from_millis(state.extra_latency_ms.load(Ordering::SeqCst));
+    let slow_ppm = state.slow_ppm.load(Ordering::SeqCst);
+    if slow_ppm > 0 {
+        let k = state.slow_seq.fetch_add(1, Ordering::SeqCst);
+        if (k + 1) * slow_ppm / 1_000_000 > k * slow_ppm / 1_000_000 {
+            extra += Duration::from_millis(state.slow_extra_ms.load(Ordering::SeqCst));
+        }
+    }
     tokio::time::sleep(Duration::from_micros(800) + jitter(seq) + extra).await;
 
     let forced = req.uri().path().contains("/fail");

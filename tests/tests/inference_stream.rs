@@ -6,43 +6,80 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Interval;
 use vigil_e2e::envoy::{Envoy, EnvoyOptions};
 use vigil_e2e::grpc::GrpcUpstream;
 use vigil_e2e::load::{OpenLoop, Outcome};
 use vigil_e2e::scenario::{plugin_config, state_name};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cut_streams_are_steered_and_never_look_fast() {
-    let mut stable = GrpcUpstream::start_sse("stable").unwrap();
-    let mut canary = GrpcUpstream::start_sse("canary").unwrap();
+/// The canary series' labels.
+const CANARY: [(&str, &str); 2] = [("route", "checkout"), ("cluster", "canary")];
+
+/// One run: a stable and a canary SSE upstream, Envoy (steer mode) in front,
+/// an open-loop load already running, and a once-a-second ticker.
+struct SseRun {
+    #[allow(dead_code)] // kept alive for the run
+    stable: GrpcUpstream,
+    canary: GrpcUpstream,
+    envoy: Envoy,
+    t0: Instant,
+    task: JoinHandle<vigil_e2e::Result<Vec<Outcome>>>,
+    tick: Interval,
+}
+
+/// Starts both upstreams with `shape` (`first_ms gap_ms events`), Envoy
+/// named `name`, and `rps` requests a second for `secs` seconds.
+async fn start_sse_run(name: &str, shape: &str, rps: f64, secs: u64) -> vigil_e2e::Result<SseRun> {
+    let mut stable = GrpcUpstream::start_sse("stable")?;
+    let mut canary = GrpcUpstream::start_sse("canary")?;
     for u in [&mut stable, &mut canary] {
-        // ~50 ms to the first token, 10 tokens 10 ms apart: ~140 ms a stream.
-        assert_eq!(u.command("shape 50 10 10").unwrap(), "OK");
+        let answer = u.command(&format!("shape {shape}"))?;
+        if answer != "OK" {
+            return Err(format!("shape {shape}: {answer}").into());
+        }
     }
     let envoy = Envoy::start(
-        EnvoyOptions::new(
-            "stream-cuts",
-            plugin_config("steer", &serde_json::json!({})),
-        )
-        .upstreams(stable.port(), canary.port()),
+        EnvoyOptions::new(name, plugin_config("steer", &serde_json::json!({})))
+            .upstreams(stable.port(), canary.port()),
     )
-    .await
-    .unwrap();
-    let healthy = Duration::from_secs(10);
-    let load = OpenLoop::new(100.0, Duration::from_secs(25));
+    .await?;
+    let load = OpenLoop::new(rps, Duration::from_secs(secs));
     let t0 = Instant::now() + Duration::from_millis(300);
     let addr = envoy.listener_addr();
-    let (tx, _rx) = mpsc::unbounded_channel::<Outcome>();
-    let task = tokio::spawn(async move { load.run(addr, t0, Some(tx)).await });
-    let labels = [("route", "checkout"), ("cluster", "canary")];
+    let task = tokio::spawn(async move { load.run(addr, t0, None).await });
+    let tick =
+        tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    Ok(SseRun {
+        stable,
+        canary,
+        envoy,
+        t0,
+        task,
+        tick,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_streams_are_steered_and_never_look_fast() {
+    // ~50 ms to the first token, 10 tokens 10 ms apart: ~140 ms a stream.
+    let SseRun {
+        stable: _stable,
+        mut canary,
+        envoy,
+        t0,
+        task,
+        mut tick,
+    } = start_sse_run("stream-cuts", "50 10 10", 100.0, 25)
+        .await
+        .unwrap();
+    let healthy = Duration::from_secs(10);
+    let labels = CANARY;
     let mut fault_at = None;
     let mut critical_at = None;
     let mut p50_before = Vec::new();
     let mut p50_after = Vec::new();
     let mut states = Vec::new();
-    let mut tick =
-        tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
     while !task.is_finished() {
         tick.tick().await;
         let now = t0.elapsed();
@@ -142,31 +179,21 @@ async fn cut_streams_are_steered_and_never_look_fast() {
 /// duration stays 1.2 s: critical within 10 s, and the reason names TTFT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttft_regression_with_equal_duration_is_critical() {
-    let mut stable = GrpcUpstream::start_sse("stable").unwrap();
-    let mut canary = GrpcUpstream::start_sse("canary").unwrap();
-    for u in [&mut stable, &mut canary] {
-        assert_eq!(u.command("shape 300 100 10").unwrap(), "OK");
-    }
-    let envoy = Envoy::start(
-        EnvoyOptions::new(
-            "stream-ttft",
-            plugin_config("steer", &serde_json::json!({})),
-        )
-        .upstreams(stable.port(), canary.port()),
-    )
-    .await
-    .unwrap();
+    let SseRun {
+        stable: _stable,
+        mut canary,
+        envoy,
+        t0,
+        task,
+        mut tick,
+    } = start_sse_run("stream-ttft", "300 100 10", 50.0, 26)
+        .await
+        .unwrap();
     let healthy = Duration::from_secs(12);
-    let load = OpenLoop::new(50.0, Duration::from_secs(26));
-    let t0 = Instant::now() + Duration::from_millis(300);
-    let addr = envoy.listener_addr();
-    let task = tokio::spawn(async move { load.run(addr, t0, None).await });
-    let labels = [("route", "checkout"), ("cluster", "canary")];
+    let labels = CANARY;
     let mut fault_at = None;
     let mut critical_at = None;
     let mut samples = Vec::new();
-    let mut tick =
-        tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
     while !task.is_finished() {
         tick.tick().await;
         let now = t0.elapsed();

@@ -14,7 +14,9 @@
 //!  "seq":42,"sent_at_ms":1700000000000,"tick_ms":1000,"chunk":0,"chunks":1,
 //!  "series":[{"route":"checkout","cluster":"canary","requests":20,"errors":1,
 //!    "status_4xx":0,"resets":0,"overflows":0,"timeouts":0,"retries":0,
-//!    "latency_sum_us":123456,"latency":[[10,5],[40,15]],"state":"ok","score":12}],
+//!    "latency_sum_us":123456,"latency":[[10,5],[40,15]],
+//!    "ttft":[[300,4],[420,16]],"stream_chunks":180,"gap_sum_us":1600000,"gaps":160,
+//!    "state":"ok","score":12}],
 //!  "canaries":[{"name":"checkout","route":"checkout","state":"critical","score":910,
 //!    "reason":"errors: …","steering":true}],
 //!  "totals":{"series":18250,"requests":91000,"errors":12}}
@@ -26,6 +28,12 @@
 //!   (a new VM, a lease move to another worker); `seq` increases by one per
 //!   report within an incarnation. A reader orders by `(incarnation, seq)`
 //!   and accepts a new incarnation with any `seq`.
+//! - `requests` excludes requests whose client left (`client_gone`,
+//!   counted apart): they are never judged.
+//! - `ttft` (time to first response byte, the latency buckets) and the
+//!   stream shape (`stream_chunks`; `gap_sum_us / gaps` = mean inter-chunk
+//!   gap) are omitted when empty; they cost about 10 bytes per TTFT bucket
+//!   in use plus at most ~60 bytes per series.
 //! - `pii` (chunk 0, omitted when empty): the PII guard's counts per route,
 //!   type and action — numbers only ([`crate::pii`]).
 //! - Unknown fields are ignored; missing optional fields take their
@@ -76,7 +84,8 @@ pub struct Series {
     pub route: String,
     /// Upstream cluster name.
     pub cluster: String,
-    /// Requests completed this tick.
+    /// Requests completed this tick, except those whose client left
+    /// (`client_gone`, counted apart: never judged).
     pub requests: u64,
     /// 5xx and no-response.
     #[serde(default)]
@@ -105,7 +114,8 @@ pub struct Series {
     /// Outcome class: throttled (429, gRPC RESOURCE_EXHAUSTED, UO).
     #[serde(default)]
     pub throttled: u64,
-    /// Outcome class: the client went away (never an upstream error).
+    /// Outcome class: the client went away (never an upstream error; not
+    /// part of `requests`).
     #[serde(default)]
     pub client_gone: u64,
     /// Outcome class: a gRPC status the filter does not know.
@@ -114,6 +124,22 @@ pub struct Series {
     /// Sparse latency histogram `[[bucket, count], …]`, buckets increasing.
     #[serde(default)]
     pub latency: Vec<(u16, u32)>,
+    /// Sparse histogram of times to first response byte (TTFT of a streamed
+    /// answer), same buckets and rules as `latency`; omitted when empty.
+    /// What the control service re-tests a `ttft:` claim on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ttft: Vec<(u16, u32)>,
+    /// Response body chunks (stream shape); omitted when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stream_chunks: u64,
+    /// Sum of the streamed responses' first-to-last-chunk spans, µs, and the
+    /// gaps behind it (chunks − 1 per response): mean inter-chunk gap =
+    /// `gap_sum_us / gaps`. Omitted when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gap_sum_us: u64,
+    /// See `gap_sum_us`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gaps: u64,
     /// The sender's verdict on the series.
     #[serde(default = "insufficient")]
     pub state: String,
@@ -148,8 +174,31 @@ impl Series {
             client_gone: c.client_gone,
             grpc_unknown: c.grpc_unknown,
             latency: delta.latency.clone(),
+            ttft: Vec::new(),
+            stream_chunks: 0,
+            gap_sum_us: 0,
+            gaps: 0,
             state: state.as_str().to_string(),
             score,
+        }
+    }
+
+    /// Add the tick's TTFT histogram and stream shape.
+    pub fn with_stream(mut self, stream: &Stream) -> Self {
+        self.ttft.clone_from(&stream.ttft);
+        self.stream_chunks = stream.chunks;
+        self.gap_sum_us = stream.gap_sum_us;
+        self.gaps = stream.gaps;
+        self
+    }
+
+    /// The TTFT histogram and stream shape it carries.
+    pub fn stream(&self) -> Stream {
+        Stream {
+            ttft: self.ttft.clone(),
+            chunks: self.stream_chunks,
+            gap_sum_us: self.gap_sum_us,
+            gaps: self.gaps,
         }
     }
 
@@ -178,6 +227,38 @@ impl Series {
     /// validated report has only known states).
     pub fn state(&self) -> State {
         parse_state(&self.state).unwrap_or(State::InsufficientData)
+    }
+}
+
+/// One tick's time to first byte and stream shape of a series (the
+/// inference signals beside [`TickDelta`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stream {
+    /// Sparse TTFT histogram (the latency buckets).
+    pub ttft: Vec<(u16, u32)>,
+    /// Response body chunks.
+    pub chunks: u64,
+    /// Sum of first-to-last-chunk spans, µs.
+    pub gap_sum_us: u64,
+    /// Inter-chunk gaps behind `gap_sum_us`.
+    pub gaps: u64,
+}
+
+impl Stream {
+    /// Add another tick's (or sidecar's) stream (sparse merge, stays sorted).
+    pub fn add(&mut self, other: &Stream) {
+        let mut a = TickDelta {
+            latency: std::mem::take(&mut self.ttft),
+            ..TickDelta::default()
+        };
+        a.add(&TickDelta {
+            latency: other.ttft.clone(),
+            ..TickDelta::default()
+        });
+        self.ttft = a.latency;
+        self.chunks = self.chunks.saturating_add(other.chunks);
+        self.gap_sum_us = self.gap_sum_us.saturating_add(other.gap_sum_us);
+        self.gaps = self.gaps.saturating_add(other.gaps);
     }
 }
 
@@ -568,7 +649,6 @@ fn validate_series(i: usize, s: &Series) -> Result<(), ReportError> {
         ("timeouts", s.timeouts),
         ("server_errors", s.server_errors),
         ("throttled", s.throttled),
-        ("client_gone", s.client_gone),
         ("grpc_unknown", s.grpc_unknown),
     ] {
         if value > n {
@@ -587,32 +667,40 @@ fn validate_series(i: usize, s: &Series) -> Result<(), ReportError> {
             ),
         ));
     }
-    let mut previous: Option<u16> = None;
-    let mut total: u64 = 0;
-    for (j, &(bucket, count)) in s.latency.iter().enumerate() {
-        let field = || format!("series[{i}].latency[{j}]");
-        if bucket as usize >= BUCKETS {
+    for (name, hist) in [("latency", &s.latency), ("ttft", &s.ttft)] {
+        let mut previous: Option<u16> = None;
+        let mut total: u64 = 0;
+        for (j, &(bucket, count)) in hist.iter().enumerate() {
+            let field = || format!("series[{i}].{name}[{j}]");
+            if bucket as usize >= BUCKETS {
+                return Err(ReportError::new(
+                    field(),
+                    format!("bucket index {bucket} out of range (< {BUCKETS})"),
+                ));
+            }
+            if let Some(p) = previous.filter(|p| bucket <= *p) {
+                return Err(ReportError::new(
+                    field(),
+                    format!("bucket indices must be strictly increasing, {bucket} follows {p}"),
+                ));
+            }
+            if count == 0 {
+                return Err(ReportError::new(field(), "count must be at least 1"));
+            }
+            previous = Some(bucket);
+            total = total.saturating_add(u64::from(count));
+        }
+        if total > n {
             return Err(ReportError::new(
-                field(),
-                format!("bucket index {bucket} out of range (< {BUCKETS})"),
+                f(name),
+                format!("histogram counts {total} exceed requests {n}"),
             ));
         }
-        if let Some(p) = previous.filter(|p| bucket <= *p) {
-            return Err(ReportError::new(
-                field(),
-                format!("bucket indices must be strictly increasing, {bucket} follows {p}"),
-            ));
-        }
-        if count == 0 {
-            return Err(ReportError::new(field(), "count must be at least 1"));
-        }
-        previous = Some(bucket);
-        total = total.saturating_add(u64::from(count));
     }
-    if total > n {
+    if s.gaps > s.stream_chunks {
         return Err(ReportError::new(
-            f("latency"),
-            format!("histogram counts {total} exceed requests {n}"),
+            f("gaps"),
+            format!("{} exceeds stream_chunks {}", s.gaps, s.stream_chunks),
         ));
     }
     Ok(())
@@ -649,6 +737,31 @@ mod tests {
     }
 
     #[test]
+    fn ttft_and_stream_shape_round_trip_and_cost_little() {
+        let mut v = good();
+        let plain = parse(v.to_string().as_bytes()).unwrap();
+        assert!(
+            !String::from_utf8(plain.encode()).unwrap().contains("ttft"),
+            "an empty TTFT histogram is not sent"
+        );
+        v["series"][0]["ttft"] = json!([[300, 4], [420, 16]]);
+        v["series"][0]["stream_chunks"] = json!(180);
+        v["series"][0]["gap_sum_us"] = json!(1_600_000);
+        v["series"][0]["gaps"] = json!(160);
+        let r = parse(v.to_string().as_bytes()).unwrap();
+        let s = r.series[0].stream();
+        assert_eq!(
+            (s.ttft.len(), s.chunks, s.gap_sum_us, s.gaps),
+            (2, 180, 1_600_000, 160)
+        );
+        assert_eq!(parse(&r.encode()).unwrap(), r);
+        // Bytes per series: the stream fields cost ~10 bytes per TTFT
+        // bucket in use plus ~50 for the shape.
+        let grown = r.encode().len() - plain.encode().len();
+        assert!(grown < 100, "{grown}");
+    }
+
+    #[test]
     fn unknown_fields_are_ignored() {
         let mut v = good();
         v["future_field"] = json!({"x": 1});
@@ -676,6 +789,16 @@ mod tests {
         let mut v = good();
         v["series"][0]["latency"] = json!([[3, 21]]);
         assert_eq!(err_field(v), "series[0].latency");
+        let mut v = good();
+        v["series"][0]["ttft"] = json!([[40, 1], [10, 1]]);
+        assert_eq!(err_field(v), "series[0].ttft[1]");
+        let mut v = good();
+        v["series"][0]["ttft"] = json!([[3, 21]]);
+        assert_eq!(err_field(v), "series[0].ttft");
+        let mut v = good();
+        v["series"][0]["stream_chunks"] = json!(3);
+        v["series"][0]["gaps"] = json!(4);
+        assert_eq!(err_field(v), "series[0].gaps");
         let mut v = good();
         v["series"][0]["errors"] = json!(21);
         assert_eq!(err_field(v), "series[0].errors");

@@ -41,7 +41,9 @@ use vigil_scorer::series::SeriesState;
 use vigil_scorer::ttft::TtftWindow;
 use vigil_scorer::verdict::{Signal, State, Verdict};
 use vigil_scorer::window::TickDelta;
-use vigil_wire::report::{Canary as WireCanary, Report, Series as WireSeries, Totals};
+use vigil_wire::report::{
+    Canary as WireCanary, Report, Series as WireSeries, Stream as WireStream, Totals,
+};
 
 /// Severity of an engine log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -701,7 +703,7 @@ impl Worker {
         let n = self.registry.len();
 
         // Observe every series once this tick (empty delta when it had no traffic).
-        let mut tick_deltas: Vec<(u32, TickDelta)> = Vec::new();
+        let mut tick_deltas: Vec<(u32, TickDelta, Extras)> = Vec::new();
         for id in 0..n as u32 {
             let (delta, extras) = self.take_delta(store, &delta_key(id), &empty);
             if scoring.series.len() <= id as usize {
@@ -751,7 +753,7 @@ impl Worker {
                 w.observe(&extras.ttft, model.window_ticks, model.recent_ticks);
             }
             if self.cfg.control.is_some() && delta.counters.requests > 0 {
-                tick_deltas.push((id, delta));
+                tick_deltas.push((id, delta, extras));
             }
         }
         let mut verdicts: Vec<Verdict> = scoring
@@ -1035,7 +1037,7 @@ impl Worker {
     fn queue_control_calls(
         &mut self,
         now_ms: u64,
-        tick_deltas: &[(u32, TickDelta)],
+        tick_deltas: &[(u32, TickDelta, Extras)],
         verdicts: &[Verdict],
         canary_verdicts: &[(usize, Vec<u8>, Verdict, bool)],
     ) {
@@ -1051,7 +1053,7 @@ impl Worker {
         );
         let mut totals = Totals::default();
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        for (id, delta) in tick_deltas {
+        for (id, delta, extras) in tick_deltas {
             let Some(name) = self.registry.name(*id) else {
                 continue;
             };
@@ -1063,13 +1065,15 @@ impl Worker {
             }
             let (route, cluster) = split_name(name);
             let v = verdicts.get(*id as usize).copied().unwrap_or_default();
-            report.series.push(WireSeries::from_delta(
-                &lossy(route),
-                &lossy(cluster),
-                delta,
-                v.state,
-                v.score,
-            ));
+            report.series.push(
+                WireSeries::from_delta(&lossy(route), &lossy(cluster), delta, v.state, v.score)
+                    .with_stream(&WireStream {
+                        ttft: extras.ttft.clone(),
+                        chunks: extras.stream_chunks,
+                        gap_sum_us: extras.gap_sum_us,
+                        gaps: extras.gaps,
+                    }),
+            );
         }
         report.totals = Some(totals);
         report.pii = std::mem::take(&mut self.pii_for_report);

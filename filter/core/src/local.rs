@@ -105,7 +105,7 @@ impl Slot {
 
     /// True when there is something to merge into shared data.
     pub fn has_pending(&self) -> bool {
-        self.counters.requests > 0
+        self.counters.requests > 0 || self.counters.client_gone > 0
     }
 
     /// The pending observations as a delta.

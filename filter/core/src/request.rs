@@ -40,6 +40,11 @@ pub struct RequestRecord {
     pub chunks: u64,
     /// Time from the first to the last body chunk, µs.
     pub stream_span_us: u64,
+    /// Time the request waited for a ready upstream connection
+    /// (`upstream.cx_pool_ready_duration`), µs: a new connection's connect
+    /// time, or queueing in a full pool. Taken out of the judged latency and
+    /// TTFT (see [`RequestRecord::with_pool_wait`]).
+    pub pool_wait_us: u64,
 }
 
 impl Default for RequestRecord {
@@ -53,6 +58,7 @@ impl Default for RequestRecord {
             ttft_us: None,
             chunks: 0,
             stream_span_us: 0,
+            pool_wait_us: 0,
         }
     }
 }
@@ -84,6 +90,7 @@ impl RequestRecord {
             ttft_us: None,
             chunks: 0,
             stream_span_us: 0,
+            pool_wait_us: 0,
         };
         r.classify(None, false, None, &GrpcPolicy::default());
         r
@@ -105,6 +112,24 @@ impl RequestRecord {
             self.stream_span_us = last.saturating_sub(first) / 1000;
         }
         self.chunks = chunks;
+        self
+    }
+
+    /// Take the time the request waited for a ready upstream connection
+    /// (Envoy's `upstream.cx_pool_ready_duration`, ns; missing or malformed:
+    /// nothing) out of its latency and TTFT. Why: how often a request must
+    /// open a new upstream connection is not the upstream's doing — a client
+    /// that resets its own requests makes Envoy close the upstream connection
+    /// each abandoned request ran on, so the next requests pay a connect —
+    /// while what the upstream does once connected is. Connection failures
+    /// stay judged (`UF`, `UH` are resets).
+    pub fn with_pool_wait(mut self, pool_ready_ns: Option<&[u8]>) -> Self {
+        let wait = decode_int(pool_ready_ns).unwrap_or(0) / 1000;
+        self.pool_wait_us = wait;
+        self.latency_us = self.latency_us.saturating_sub(wait);
+        if let Some(t) = self.ttft_us.as_mut() {
+            *t = t.saturating_sub(wait);
+        }
         self
     }
 
@@ -169,8 +194,15 @@ impl RequestRecord {
         !self.outcome.excluded_from_latency(self.status)
     }
 
-    /// Add this request to a window's counters.
+    /// Add this request to a window's counters. A client that left is
+    /// counted in `client_gone` only: never in `requests` (so it can
+    /// neither dilute nor inflate a share, nor supply evidence), nor in a
+    /// histogram, an error or a retry.
     pub fn count_into(&self, c: &mut Counters) {
+        if self.outcome == Outcome::ClientGone {
+            c.client_gone = c.client_gone.saturating_add(1);
+            return;
+        }
         c.requests += 1;
         if self.is_error() {
             c.errors += 1;
@@ -182,7 +214,7 @@ impl RequestRecord {
             Outcome::Timeout => Some(&mut c.timeouts),
             Outcome::Throttled => Some(&mut c.throttled),
             Outcome::ClientError => Some(&mut c.status_4xx),
-            Outcome::ClientGone => Some(&mut c.client_gone),
+            Outcome::ClientGone => None,
             Outcome::GrpcUnknown => Some(&mut c.grpc_unknown),
         };
         if let Some(n) = class {
@@ -191,9 +223,7 @@ impl RequestRecord {
         if self.response_flags & flags::UPSTREAM_OVERFLOW != 0 {
             c.overflows += 1;
         }
-        if self.outcome != Outcome::ClientGone {
-            c.retries += self.attempts.saturating_sub(1);
-        }
+        c.retries += self.attempts.saturating_sub(1);
         if self.counts_latency() {
             c.latency_sum_us = c.latency_sum_us.saturating_add(self.latency_us);
         }
@@ -268,8 +298,28 @@ mod tests {
         let mut c = Counters::default();
         r.count_into(&mut c);
         assert_eq!((c.errors, c.resets, c.client_gone), (0, 0, 1));
+        assert_eq!(c.requests, 0, "a client that left is no judged request");
         assert!(!r.counts_latency());
         assert_eq!(c.latency_sum_us, 0);
+    }
+
+    #[test]
+    fn the_wait_for_an_upstream_connection_is_not_judged() {
+        let r = RequestRecord::from_properties(
+            Some(&le(5_000_000)),
+            Some(&le(200)),
+            None,
+            Some(&le(1)),
+        )
+        .with_body_timing(Some(0), Some(3_000_000), None, 1)
+        .with_pool_wait(Some(&le(400_000)));
+        assert_eq!(
+            (r.latency_us, r.ttft_us, r.pool_wait_us),
+            (4_600, Some(2_600), 400)
+        );
+        let r = RequestRecord::from_properties(Some(&le(5_000_000)), Some(&le(200)), None, None)
+            .with_pool_wait(Some(b"junk"));
+        assert_eq!(r.latency_us, 5_000);
     }
 
     #[test]
