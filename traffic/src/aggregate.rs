@@ -452,7 +452,7 @@ impl EdgeBatch {
     /// The report's edges and overflow: the busiest edges first, within
     /// [`EDGES_TARGET_BYTES`] and [`MAX_EDGES`]; the rest counted as overflow.
     pub fn into_report_edges(mut self) -> (Vec<Edge>, u64) {
-        self.edges.sort_by(|a, b| b.requests.cmp(&a.requests));
+        self.edges.sort_by_key(|e| std::cmp::Reverse(e.requests));
         let mut out = Vec::with_capacity(self.edges.len().min(MAX_EDGES));
         let mut bytes = 0usize;
         let mut overflow = self.overflow;

@@ -66,37 +66,26 @@ pub fn template(path: &[u8]) -> String {
         .unwrap_or(path.len());
     let path = path.get(..end).unwrap_or_default();
     let mut out = String::with_capacity(path.len().min(MAX_TEMPLATE_BYTES));
-    let mut segments = 0usize;
     let body = path.strip_prefix(b"/").unwrap_or(path);
     if body.is_empty() {
         return "/".to_string();
     }
-    for seg in body.split(|&b| b == b'/') {
-        if segments == MAX_SEGMENTS {
+    // Room kept for a final `/{rest}`.
+    let budget = MAX_TEMPLATE_BYTES - REST.len() - 1;
+    for (i, seg) in body.split(|&b| b == b'/').enumerate() {
+        let variable = !seg.is_empty() && is_variable(seg);
+        let len = if variable { ID.len() } else { seg.len() };
+        if i == MAX_SEGMENTS || out.len() + 1 + len > budget {
             out.push('/');
             out.push_str(REST);
             break;
         }
-        segments += 1;
         out.push('/');
-        if seg.is_empty() {
-            continue;
-        }
-        if is_variable(seg) {
+        if variable {
             out.push_str(ID);
         } else {
-            // Safe bytes are ASCII.
+            // Kept segments are safe ASCII.
             out.extend(seg.iter().map(|&b| char::from(b)));
-        }
-        if out.len() > MAX_TEMPLATE_BYTES {
-            out.truncate(MAX_TEMPLATE_BYTES - REST.len() - 1);
-            // Cut back to a segment boundary.
-            if let Some(p) = out.rfind('/') {
-                out.truncate(p);
-            }
-            out.push('/');
-            out.push_str(REST);
-            break;
         }
     }
     out

@@ -187,6 +187,10 @@ pub struct Worker {
     metrics: MetricCache,
     stats: ProtocolStats,
     flushed_stats: ProtocolStats,
+    /// Observed edges, when the `edges` section enables them.
+    edges: Option<crate::edges::EdgeState>,
+    /// Edges the scorer took this tick, for its report.
+    report_edges: Option<vigil_traffic::aggregate::EdgeBatch>,
 }
 
 /// Encoded empty delta, written by the lease holder when it takes a series' data.
@@ -222,6 +226,44 @@ impl Worker {
             metrics: MetricCache::default(),
             stats: ProtocolStats::default(),
             flushed_stats: ProtocolStats::default(),
+            edges: None,
+            report_edges: None,
+        }
+        .with_edges(&crate::edges::NodeFacts::default())
+    }
+
+    fn with_edges(mut self, node: &crate::edges::NodeFacts) -> Self {
+        self.set_node_facts(node);
+        self
+    }
+
+    /// Start edge recording with what the glue read from node metadata
+    /// (no-op unless the `edges` section enables it).
+    pub fn set_node_facts(&mut self, node: &crate::edges::NodeFacts) {
+        if self.cfg.edges.enabled {
+            self.edges = Some(crate::edges::EdgeState::new(
+                &self.cfg.edges,
+                node,
+                &self.sidecar,
+            ));
+        }
+    }
+
+    /// Whether the glue should read the edge properties of each request.
+    pub fn edges_enabled(&self) -> bool {
+        self.edges.is_some()
+    }
+
+    /// The edge state (tests, benches).
+    pub fn edge_state(&self) -> Option<&crate::edges::EdgeState> {
+        self.edges.as_ref()
+    }
+
+    /// Count a finished request's edge (no-op unless edges are enabled).
+    pub fn record_edge(&mut self, facts: &crate::edges::EdgeFacts<'_>, rec: &RequestRecord) {
+        if let Some(e) = self.edges.as_mut() {
+            let latency = rec.counts_latency().then_some(rec.latency_us);
+            e.record(facts, rec.status, rec.is_error(), latency);
         }
     }
 
@@ -455,6 +497,9 @@ impl Worker {
         self.registry.refresh(store);
         self.register_new_series(store);
         self.merge_pending(store, sink);
+        if let Some(e) = self.edges.as_mut() {
+            e.flush(store, self.cfg.cas_retries, &mut self.metrics, sink);
+        }
 
         let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
         if lease::acquire(store, self.me, now_ms, ttl) {
@@ -948,6 +993,9 @@ impl Worker {
         }
         self.metrics
             .set(sink, global::SERIES, self.registry.tracked() as u64);
+        if self.edges.is_some() {
+            self.report_edges = crate::edges::take_shared(store, self.cfg.cas_retries);
+        }
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
     }
@@ -1052,6 +1100,9 @@ impl Worker {
             ));
         }
         report.totals = Some(totals);
+        if let Some(batch) = self.report_edges.take() {
+            (report.edges, report.edges_overflow) = batch.into_report_edges();
+        }
         for (ci, route, verdict, steering) in canary_verdicts {
             let Some(spec) = self.cfg.canaries.get(*ci) else {
                 continue;

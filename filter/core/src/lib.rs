@@ -25,12 +25,14 @@
 //! - [`metrics`]: enriched metric names and the host metric cache;
 //! - [`engine`]: one worker's request path and tick, wiring the above;
 //! - [`pii_config`]: the `pii` section (per-route detectors, actions, buffer bound);
-//! - [`pii_guard`]: request-body inspection for the PII guard (detect / redact / block).
+//! - [`pii_guard`]: request-body inspection for the PII guard (detect / redact / block);
+//! - [`edges`]: observed edges (caller identity × destination × method × path template).
 
 pub mod canary;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod edges;
 pub mod engine;
 pub mod lease;
 pub mod local;
