@@ -19,7 +19,9 @@
 //! (webhook allowlist, redaction), [`webhook`] and [`client`] (hyper +
 //! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers;
 //! [`inspect`] resolves plugin configurations against Envoy config dumps
-//! with the filter's own code (`vigil-filter-core`).
+//! with the filter's own code (`vigil-filter-core`). Observed traffic:
+//! [`graph`] (the dependency map and its events) and [`policy`]
+//! (least-privilege drafts) are pure; [`traffic_http`] serves them.
 
 pub mod analysis;
 pub mod audit;
@@ -31,6 +33,7 @@ pub mod dashboard;
 pub mod edge;
 pub mod egress;
 pub mod evidence;
+pub mod graph;
 pub mod hooks;
 pub mod http;
 pub mod inspect;
@@ -38,6 +41,7 @@ pub mod log;
 pub mod machine;
 pub mod metrics;
 pub mod plausibility;
+pub mod policy;
 pub mod prometheus;
 pub mod render;
 pub mod replay;
@@ -47,5 +51,6 @@ pub mod service;
 pub mod spec;
 pub mod store;
 pub mod text;
+pub mod traffic_http;
 pub mod verify;
 pub mod webhook;
