@@ -122,6 +122,15 @@ struct Bucket {
     denied: u64,
     latency_sum_us: u64,
     latency: Vec<(u16, u32)>,
+    ttft: Vec<(u16, u32)>,
+    streamed: u64,
+}
+
+fn merge_sparse(a: &[(u16, u32)], b: &[(u16, u32)]) -> Vec<(u16, u32)> {
+    let mut h = LatencyHistogram::new();
+    h.merge_sparse(a);
+    h.merge_sparse(b);
+    h.to_sparse()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -148,10 +157,11 @@ impl Side {
             b.status_4xx = b.status_4xx.saturating_add(e.status_4xx);
             b.denied = b.denied.saturating_add(e.denied);
             b.latency_sum_us = b.latency_sum_us.saturating_add(e.latency_sum_us);
-            let mut h = LatencyHistogram::new();
-            h.merge_sparse(&b.latency);
-            h.merge_sparse(&e.latency);
-            b.latency = h.to_sparse();
+            b.latency = merge_sparse(&b.latency, &e.latency);
+            if !e.ttft.is_empty() {
+                b.ttft = merge_sparse(&b.ttft, &e.ttft);
+            }
+            b.streamed = b.streamed.saturating_add(e.streamed);
         }
         self.last_ms = Some(now_ms);
     }
@@ -174,6 +184,8 @@ struct Entry {
     inbound: Side,
     outbound: Side,
     reporters: BTreeSet<String>,
+    /// Per reporting sidecar (≤ 16), since first seen: (requests, errors).
+    by_reporter: BTreeMap<String, (u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +231,13 @@ pub struct EdgeView {
     pub observed_by: &'static str,
     /// Sidecars that reported it.
     pub reporters: Vec<String>,
+    /// Time-to-first-byte histogram (sparse).
+    pub ttft: Vec<(u16, u32)>,
+    /// Streamed responses.
+    pub streamed: u64,
+    /// Per reporting sidecar since first seen: (requests, errors) — on the
+    /// inbound side, one destination instance each.
+    pub by_reporter: Vec<(String, u64, u64)>,
 }
 
 impl EdgeView {
@@ -322,10 +341,18 @@ impl Graph {
                 inbound: Side::default(),
                 outbound: Side::default(),
                 reporters: BTreeSet::new(),
+                by_reporter: BTreeMap::new(),
             });
             entry.last_seen_ms = now_ms;
             if entry.reporters.len() < 16 {
                 entry.reporters.insert(sidecar.to_string());
+            }
+            if e.inbound
+                && (entry.by_reporter.len() < 16 || entry.by_reporter.contains_key(sidecar))
+            {
+                let r = entry.by_reporter.entry(sidecar.to_string()).or_default();
+                r.0 = r.0.saturating_add(e.requests);
+                r.1 = r.1.saturating_add(e.errors);
             }
             if e.inbound {
                 entry.inbound.add(e, now_ms, width);
@@ -434,15 +461,26 @@ impl Graph {
                 last_seen_ms: e.last_seen_ms,
                 observed_by,
                 reporters: e.reporters.iter().cloned().collect(),
+                ttft: Vec::new(),
+                streamed: 0,
+                by_reporter: e
+                    .by_reporter
+                    .iter()
+                    .map(|(k, (n, err))| (k.clone(), *n, *err))
+                    .collect(),
             };
             let mut h = LatencyHistogram::new();
+            let mut t = LatencyHistogram::new();
             for b in &side.buckets {
                 v.requests += b.requests;
                 v.errors += b.errors;
                 v.status_4xx += b.status_4xx;
                 v.denied += b.denied;
+                v.streamed += b.streamed;
                 h.merge_sparse(&b.latency);
+                t.merge_sparse(&b.ttft);
             }
+            v.ttft = t.to_sparse();
             if v.requests == 0 {
                 continue;
             }
@@ -602,6 +640,8 @@ mod tests {
             denied: 0,
             latency_sum_us: 1000 * n,
             latency: vec![(vigil_scorer::histogram::bucket_index(1000), n as u32)],
+            ttft: vec![],
+            streamed: 0,
         }
     }
 

@@ -273,6 +273,9 @@ mod tests {
             last_seen_ms: 2000,
             observed_by: "inbound",
             reporters: vec![],
+            ttft: vec![],
+            streamed: 0,
+            by_reporter: vec![],
         }
     }
 

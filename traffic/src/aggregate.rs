@@ -98,6 +98,10 @@ pub struct Observation<'a> {
     pub is_error: bool,
     /// Duration, µs (`None`: not counted in latency).
     pub latency_us: Option<u64>,
+    /// Time to the first response byte, µs (`None`: no body or not counted).
+    pub ttft_us: Option<u64>,
+    /// The response came in two or more body chunks.
+    pub streamed: bool,
 }
 
 /// A method name from a bounded set (others: `OTHER`).
@@ -129,6 +133,8 @@ struct Stats {
     denied: u64,
     latency_sum_us: u64,
     latency: Vec<(u16, u32)>,
+    ttft: Vec<(u16, u32)>,
+    streamed: u64,
 }
 
 fn add_sparse(into: &mut Vec<(u16, u32)>, bucket: u16, n: u32) {
@@ -300,6 +306,10 @@ impl EdgeAggregator {
             stats.latency_sum_us = stats.latency_sum_us.saturating_add(us);
             add_sparse(&mut stats.latency, bucket_index(us), 1);
         }
+        if let Some(us) = o.ttft_us {
+            add_sparse(&mut stats.ttft, bucket_index(us), 1);
+        }
+        stats.streamed += u64::from(o.streamed);
     }
 
     /// Take this tick's edges (the aggregator keeps its known templates and callers).
@@ -320,6 +330,8 @@ impl EdgeAggregator {
                 denied: s.denied,
                 latency_sum_us: s.latency_sum_us,
                 latency: s.latency,
+                ttft: s.ttft,
+                streamed: s.streamed,
             })
             .collect();
         EdgeBatch {
@@ -371,6 +383,10 @@ fn merge_edge(into: &mut Edge, e: &Edge) {
     for &(b, n) in &e.latency {
         add_sparse(&mut into.latency, b, n);
     }
+    for &(b, n) in &e.ttft {
+        add_sparse(&mut into.ttft, b, n);
+    }
+    into.streamed = into.streamed.saturating_add(e.streamed);
 }
 
 impl EdgeBatch {
@@ -489,6 +505,8 @@ mod tests {
             status,
             is_error: status >= 500,
             latency_us: Some(2_000),
+            ttft_us: Some(1_000),
+            streamed: false,
         }
     }
 

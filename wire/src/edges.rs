@@ -63,6 +63,16 @@ pub struct Edge {
     /// Sparse latency histogram `[[bucket, count], …]` (vigil-scorer buckets).
     #[serde(default)]
     pub latency: Vec<(u16, u32)>,
+    /// Sparse histogram of the time to the first response byte (streaming-aware advice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ttft: Vec<(u16, u32)>,
+    /// Requests whose response came in two or more body chunks (a stream).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub streamed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Edge {
@@ -116,22 +126,33 @@ pub fn validate_edge(e: &Edge) -> Result<(), (String, String)> {
             format!("{} exceeds status_4xx {}", e.denied, e.status_4xx),
         ));
     }
+    if e.streamed > e.requests {
+        return Err((
+            "streamed".into(),
+            format!("{} exceeds requests {}", e.streamed, e.requests),
+        ));
+    }
+    check_histogram("latency", &e.latency, e.requests)?;
+    check_histogram("ttft", &e.ttft, e.requests)
+}
+
+fn check_histogram(name: &str, h: &[(u16, u32)], requests: u64) -> Result<(), (String, String)> {
     let mut previous: Option<u16> = None;
     let mut total = 0u64;
-    for (j, &(bucket, count)) in e.latency.iter().enumerate() {
+    for (j, &(bucket, count)) in h.iter().enumerate() {
         if bucket as usize >= BUCKETS || previous.is_some_and(|p| bucket <= p) || count == 0 {
             return Err((
-                format!("latency[{j}]"),
+                format!("{name}[{j}]"),
                 format!("bucket {bucket} count {count}: buckets must increase below {BUCKETS}, counts ≥ 1"),
             ));
         }
         previous = Some(bucket);
         total = total.saturating_add(u64::from(count));
     }
-    if total > e.requests {
+    if total > requests {
         return Err((
-            "latency".into(),
-            format!("histogram counts {total} exceed requests {}", e.requests),
+            name.into(),
+            format!("histogram counts {total} exceed requests {requests}"),
         ));
     }
     Ok(())

@@ -263,6 +263,20 @@ impl EdgeState {
         is_error: bool,
         latency_us: Option<u64>,
     ) {
+        self.record_timed(facts, status, is_error, latency_us, None, false);
+    }
+
+    /// [`EdgeState::record`] with the time to first byte and whether the
+    /// response was streamed (two or more body chunks).
+    pub fn record_timed(
+        &mut self,
+        facts: &EdgeFacts<'_>,
+        status: u16,
+        is_error: bool,
+        latency_us: Option<u64>,
+        ttft_us: Option<u64>,
+        streamed: bool,
+    ) {
         let peer = facts.peer_san.filter(|s| !s.is_empty()).map(clean);
         let inbound = match self.cfg.direction {
             Direction::Auto => peer.is_some(),
@@ -289,6 +303,8 @@ impl EdgeState {
             status,
             is_error,
             latency_us,
+            ttft_us,
+            streamed,
         });
     }
 

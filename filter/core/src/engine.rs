@@ -263,7 +263,15 @@ impl Worker {
     pub fn record_edge(&mut self, facts: &crate::edges::EdgeFacts<'_>, rec: &RequestRecord) {
         if let Some(e) = self.edges.as_mut() {
             let latency = rec.counts_latency().then_some(rec.latency_us);
-            e.record(facts, rec.status, rec.is_error(), latency);
+            let ttft = rec.ttft_us.filter(|_| rec.counts_ttft());
+            e.record_timed(
+                facts,
+                rec.status,
+                rec.is_error(),
+                latency,
+                ttft,
+                rec.chunks >= 2,
+            );
         }
     }
 
