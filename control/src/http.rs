@@ -511,6 +511,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit"),
     ("GET", "/v1/graph"),
     ("GET", "/v1/policies"),
+    ("GET", "/v1/advice"),
 ];
 
 /// The router.

@@ -21,8 +21,9 @@
 //! [`inspect`] resolves plugin configurations against Envoy config dumps
 //! with the filter's own code (`vigil-filter-core`). Observed traffic:
 //! [`graph`] (the dependency map and its events) and [`policy`]
-//! (least-privilege drafts) are pure; [`traffic_http`] serves them.
+//! (least-privilege drafts) and [`advice`] (resilience advice) are pure; [`traffic_http`] serves them.
 
+pub mod advice;
 pub mod analysis;
 pub mod audit;
 pub mod bench;

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /v1/graph[?format=json\|dot]` | the dependency map ([`crate::graph`]) as JSON, or Graphviz DOT |
 //! | `GET /v1/policies[?format=json\|yaml][&kind=istio\|kuma][&mesh=NAME]` | least-privilege drafts per destination ([`crate::policy`]) |
+//! | `GET /v1/advice[?format=json\|yaml][&namespace=NS][&mesh=NAME]` | resilience advice per route ([`crate::advice`]) |
 //!
 //! A bad query parameter is a JSON 400 naming it.
 
@@ -37,6 +38,16 @@ fn check_known(q: &HashMap<String, String>, known: &[&str]) -> Option<Response> 
             format!("unknown query parameter (known: {})", known.join(", ")),
         )
     })
+}
+
+/// The query parameter `key` (else `default`) if it is a DNS label.
+fn dns_label(q: &HashMap<String, String>, key: &str, default: &str) -> Option<String> {
+    let v = q.get(key).map_or(default, String::as_str);
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok.then(|| v.to_string())
 }
 
 async fn graph(State(svc): State<Arc<Service>>, Query(q): Params) -> Response {
@@ -106,10 +117,44 @@ async fn policies(State(svc): State<Arc<Service>>, Query(q): Params) -> Response
     }
 }
 
+async fn advice(State(svc): State<Arc<Service>>, Query(q): Params) -> Response {
+    if let Some(r) = check_known(&q, &["format", "namespace", "mesh"]) {
+        return r;
+    }
+    let (Some(namespace), Some(mesh)) = (
+        dns_label(&q, "namespace", "default"),
+        dns_label(&q, "mesh", "default"),
+    ) else {
+        let field = if dns_label(&q, "namespace", "default").is_none() {
+            "namespace"
+        } else {
+            "mesh"
+        };
+        return bad(field, "must be a DNS label".to_string());
+    };
+    let routes = crate::advice::advise(&svc.graph_edges(log::now_ms()));
+    match q.get("format").map(String::as_str) {
+        None | Some("json") => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            crate::advice::to_json(&routes).to_string(),
+        )
+            .into_response(),
+        Some("yaml") => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/yaml")],
+            crate::advice::to_yaml(&crate::advice::render(&routes, &namespace, &mesh)),
+        )
+            .into_response(),
+        Some(other) => bad("format", format!("must be json or yaml, got {other:?}")),
+    }
+}
+
 /// The routes.
 pub fn router(svc: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/graph", get(graph))
         .route("/v1/policies", get(policies))
+        .route("/v1/advice", get(advice))
         .with_state(svc)
 }
