@@ -348,6 +348,34 @@ async fn dependency_map_policies_and_rbac_in_real_envoy_with_mtls() {
     assert_eq!(ev["requests"], 10);
     println!("orders draft: {}", orders_draft["authorization_policy"]);
 
+    // Resilience advice from the same real traffic: POST generation gets no
+    // retries; the rendered documents pass the CRDs.
+    let advice = control.get("/v1/advice").await.unwrap();
+    let infer: Vec<&Value> = advice["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "/v1/models/llama-3/infer")
+        .collect();
+    assert_eq!(infer.len(), 1, "{advice:#}");
+    assert_eq!(infer[0]["retries"], 0);
+    assert!(infer[0]["timeout_ms"].as_u64().unwrap() >= 100);
+    let advice_yaml = vigil_e2e::http::HttpClient::new()
+        .get(
+            control.addr(),
+            "/v1/advice?format=yaml&namespace=shop",
+            &[],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .text();
+    validate_documents(&advice_yaml)
+        .unwrap_or_else(|e| panic!("advice fails the CRDs: {e:#?}\n{advice_yaml}"));
+    // The caps are exported by the sidecar as metrics.
+    let m = envoys[1].metrics().await.unwrap();
+    assert_eq!(m.sum("vigil_edges_cap_edges", &[]), Some(1024.0));
+
     // 3. A new caller after the learning period: one new-edge event with its identity.
     wait_for(
         &control,
