@@ -770,6 +770,7 @@ async fn serve(cmd: Command) -> i32 {
         Err(e) => return fail(e.to_string()),
     };
     svc.set_graph_options(graph);
+    svc.pii.set_alert(config.pii_alert.clone());
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {listen}: {e}")),

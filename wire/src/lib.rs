@@ -14,5 +14,6 @@
 //! meaning of a field needs a new version.
 
 pub mod edges;
+pub mod pii;
 pub mod report;
 pub mod routing;

@@ -187,6 +187,10 @@ pub struct Worker {
     metrics: MetricCache,
     stats: ProtocolStats,
     flushed_stats: ProtocolStats,
+    /// PII guard counts of this worker's requests, not yet in shared data.
+    pii: crate::pii_report::PiiOutbox,
+    /// PII guard counts the lease holder took for this tick's report.
+    pii_for_report: Vec<vigil_wire::pii::PiiRoute>,
     /// Observed edges, when the `edges` section enables them.
     edges: Option<crate::edges::EdgeState>,
     /// Edges the scorer took this tick, for its report.
@@ -226,6 +230,8 @@ impl Worker {
             metrics: MetricCache::default(),
             stats: ProtocolStats::default(),
             flushed_stats: ProtocolStats::default(),
+            pii: crate::pii_report::PiiOutbox::default(),
+            pii_for_report: Vec::new(),
             edges: None,
             report_edges: None,
         }
@@ -465,6 +471,15 @@ impl Worker {
             .record(&name, rec, |name| is_managed(canaries, name));
     }
 
+    /// Count one inspected request's PII guard findings for the control
+    /// service's report (counts only; nothing when no control service is
+    /// configured).
+    pub fn record_pii(&mut self, counts: &vigil_wire::pii::PiiRoute) {
+        if self.cfg.control.is_some() {
+            self.pii.add(counts);
+        }
+    }
+
     /// Published score of a series, for the optional response header.
     pub fn score_of(&self, route: &[u8], cluster: &[u8]) -> Option<u16> {
         let id = self.registry.id(&series_name(route, cluster))?;
@@ -505,6 +520,8 @@ impl Worker {
         self.registry.refresh(store);
         self.register_new_series(store);
         self.merge_pending(store, sink);
+        let retries = self.pii.flush(store, self.cfg.cas_retries);
+        self.stats.cas_retries += u64::from(retries);
         if let Some(e) = self.edges.as_mut() {
             e.flush(store, self.cfg.cas_retries, &mut self.metrics, sink);
         }
@@ -1001,6 +1018,9 @@ impl Worker {
         }
         self.metrics
             .set(sink, global::SERIES, self.registry.tracked() as u64);
+        if self.cfg.control.is_some() {
+            self.pii_for_report = crate::pii_report::take(store, self.cfg.cas_retries);
+        }
         if self.edges.is_some() {
             self.report_edges = crate::edges::take_shared(store, self.cfg.cas_retries);
         }
@@ -1108,6 +1128,7 @@ impl Worker {
             ));
         }
         report.totals = Some(totals);
+        report.pii = std::mem::take(&mut self.pii_for_report);
         if let Some(batch) = self.report_edges.take() {
             (report.edges, report.edges_overflow) = batch.into_report_edges();
         }

@@ -27,6 +27,7 @@
 //! - [`pii_config`]: the `pii` section (per-route detectors, actions, buffer bound);
 //! - [`pii_guard`]: request-body inspection for the PII guard (detect / redact / block);
 //! - [`edges`]: observed edges (caller identity × destination × method × path template).
+//! - [`pii_report`]: the guard's counts, merged across workers into the control-service report.
 
 pub mod canary;
 pub mod codec;
@@ -41,6 +42,7 @@ pub mod naming;
 pub mod outcome;
 pub mod pii_config;
 pub mod pii_guard;
+pub mod pii_report;
 pub mod registry;
 pub mod request;
 pub mod resolve;
