@@ -13,7 +13,8 @@
 //! Pure logic — [`spec`], [`report`], [`evidence`], [`analysis`],
 //! [`machine`], [`audit`], [`render`], [`metrics`] — is separate from the
 //! I/O glue — [`store`] (SQLite, migrations, the data-dir lock), [`verify`]
-//! (start-up checks), [`retention`] (export + prune), [`service`] (locks,
+//! (start-up checks), [`audit_page`] (bounded, incrementally verified
+//! audit pages), [`retention`] (export + prune), [`service`] (locks,
 //! ticks, persist before serve), [`http`] (axum handlers), [`edge`]
 //! (connections, timeouts, shutdown, JSON for hyper's errors), [`egress`]
 //! (webhook allowlist, redaction), [`webhook`] and [`client`] (hyper +
@@ -27,6 +28,7 @@
 pub mod advice;
 pub mod analysis;
 pub mod audit;
+pub mod audit_page;
 pub mod bench;
 pub mod cli;
 pub mod client;

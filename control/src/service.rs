@@ -285,6 +285,9 @@ pub struct Service {
     pub history: crate::dashboard::History,
     /// False after a failed commit, until one succeeds.
     storage_ok: AtomicBool,
+    /// How far `GET /v1/audit` has verified the chain (from the head
+    /// verified at start, [`crate::audit_page`]).
+    audit_verified: crate::audit_page::Verified,
     /// PII guard counts per route and the findings alert ([`crate::pii`]).
     pub pii: crate::pii::PiiState,
     /// The dependency map from the reports' edges (`crate::graph`).
@@ -365,6 +368,8 @@ impl Service {
             ))
         })?;
         crate::verify::startup(&store, &records).map_err(StoreError)?;
+        let audit_verified =
+            crate::audit_page::Verified::new(store.audit_head().map_err(unreadable)?);
         let mut canaries = BTreeMap::new();
         for rec in records {
             canaries.insert(
@@ -416,6 +421,7 @@ impl Service {
             history: crate::dashboard::History::default(),
             writer: Mutex::new(()),
             storage_ok: AtomicBool::new(true),
+            audit_verified,
             pii: crate::pii::PiiState::default(),
             graph: Mutex::new(crate::graph::Graph::default()),
         };
@@ -529,8 +535,9 @@ impl Service {
             inner.dirty_sidecars.insert(report.sidecar.clone());
         }
         let mut matched = 0u64;
-        // (canary, [stable requests, canary requests]) seen in this report.
-        let mut touched: Vec<(&str, [u64; 2])> = Vec::new();
+        // canary → [stable requests, canary requests] seen in this report
+        // (a map: a report may carry hundreds of canaries).
+        let mut touched: HashMap<&str, [u64; 2]> = HashMap::new();
         for s in &report.series {
             for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
                 let Some(live) = inner.canaries.get_mut(name) else {
@@ -546,23 +553,13 @@ impl Service {
                     d.add(&delta);
                 }
                 matched += 1;
-                match touched.iter_mut().find(|(n, _)| *n == name.as_str()) {
-                    Some((_, seen)) => {
-                        if let Some(x) = seen.get_mut(i) {
-                            *x = x.saturating_add(s.requests);
-                        }
-                    }
-                    None => {
-                        let mut seen = [0u64; 2];
-                        if let Some(x) = seen.get_mut(i) {
-                            *x = s.requests;
-                        }
-                        touched.push((name, seen));
-                    }
+                let seen = touched.entry(name.as_str()).or_default();
+                if let Some(x) = seen.get_mut(i) {
+                    *x = x.saturating_add(s.requests);
                 }
             }
         }
-        for (name, _) in &touched {
+        for name in touched.keys() {
             if let Some(live) = inner.canaries.get_mut(*name) {
                 live.tick.reports += 1;
             }
@@ -577,8 +574,8 @@ impl Service {
             // A claim counts only with the counts behind it: this report
             // must carry traffic of both versions of that canary.
             let supported = touched
-                .iter()
-                .any(|(n, seen)| *n == c.name.as_str() && seen.iter().all(|x| *x > 0));
+                .get(c.name.as_str())
+                .is_some_and(|seen| seen.iter().all(|x| *x > 0));
             if !supported {
                 Metrics::add(&self.metrics.unsupported_critical, 1);
                 continue;
@@ -1348,32 +1345,12 @@ impl Service {
         self.metrics.render(version, count, &phases)
     }
 
-    /// The latest `limit` audit rows (newest first) and the chain's status,
-    /// for the dashboard.
-    pub fn audit_view(&self, limit: usize) -> Result<Value, String> {
-        let (rows, head) = {
-            let store = lock(&self.store);
-            (
-                store.audit_rows().map_err(|e| e.to_string())?,
-                store.audit_head().map_err(|e| e.to_string())?,
-            )
-        };
-        let chain = match crate::audit::verify(&rows, head) {
-            Ok(n) => json!({"intact": true, "rows": n}),
-            Err(e) => {
-                json!({"intact": false, "rows": rows.len(), "broken_at": e.seq, "error": e.message})
-            }
-        };
-        let latest: Vec<Value> = rows
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|r| {
-                json!({"seq": r.seq, "ts_ms": r.ts_ms, "actor": r.actor, "action": r.action,
-                            "canary": r.canary, "detail": r.detail, "hash": r.hash})
-            })
-            .collect();
-        Ok(json!({"chain": chain, "rows": latest}))
+    /// A page of the audit log (newest first) and the chain's status,
+    /// verified incrementally ([`crate::audit_page`]). SQLite: call it off
+    /// the async workers.
+    pub fn audit_view(&self, q: crate::audit_page::PageQuery) -> Result<Value, String> {
+        let store = lock(&self.store);
+        crate::audit_page::page(&store, &self.audit_verified, q).map_err(|e| e.to_string())
     }
 
     /// Count a refusal made by the HTTP layer.

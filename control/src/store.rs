@@ -453,11 +453,48 @@ impl Store {
 
     /// Every audit row, in storage (seq) order.
     pub fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.audit_query("ORDER BY rowid", params![])
+    }
+
+    /// The audit rows after `seq`, in storage order (`seq` is the rowid):
+    /// incremental chain verification ([`crate::audit_page`]).
+    pub fn audit_rows_after(&self, seq: u64) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_query("WHERE rowid > ?1 ORDER BY rowid", params![to_i64(seq)])
+    }
+
+    /// The audit row `seq`, if stored.
+    pub fn audit_row(&self, seq: u64) -> Result<Option<AuditRow>, StoreError> {
+        Ok(self
+            .audit_query("WHERE rowid = ?1", params![to_i64(seq)])?
+            .into_iter()
+            .next())
+    }
+
+    /// At most `limit` audit rows with `seq < before` (from the newest
+    /// without `before`), newest first.
+    pub fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let before = before.map_or(i64::MAX, to_i64);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.audit_query(
+            "WHERE rowid < ?1 ORDER BY rowid DESC LIMIT ?2",
+            params![before, limit],
+        )
+    }
+
+    fn audit_query(
+        &self,
+        tail: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT seq, ts_ms, actor, action, canary, detail, evidence, prev_hash, hash
-             FROM audit ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
+             FROM audit {tail}"
+        ))?;
+        let rows = stmt.query_map(args, |r| {
             Ok(AuditRow {
                 seq: to_u64(r.get(0)?),
                 ts_ms: to_u64(r.get(1)?),
@@ -702,23 +739,32 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
             [v.to_string()],
         )?;
     }
-    for row in &batch.sidecars {
+    // Forgotten first: an identity that expired and then reported again
+    // within the same tick is in both lists, and must stay stored. One
+    // statement for all of them (an expiry may forget 10⁵ identities).
+    if !batch.forget_sidecars.is_empty() {
+        let ids =
+            serde_json::to_string(&batch.forget_sidecars).map_err(|e| StoreError(e.to_string()))?;
         tx.execute(
+            "DELETE FROM sidecar_state WHERE sidecar IN (SELECT value FROM json_each(?1))",
+            [ids],
+        )?;
+    }
+    // Prepared once per batch: a tick may carry 10⁵ sidecar rows.
+    for row in &batch.sidecars {
+        tx.prepare_cached(
             "INSERT INTO sidecar_state (sidecar, incarnation, seq, sent_at_ms, seen_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(sidecar) DO UPDATE SET incarnation = excluded.incarnation,
                seq = excluded.seq, sent_at_ms = excluded.sent_at_ms, seen_ms = excluded.seen_ms",
-            params![
-                row.sidecar,
-                bits_i64(row.incarnation),
-                bits_i64(row.seq),
-                to_i64(row.sent_at_ms),
-                to_i64(row.seen_ms)
-            ],
-        )?;
-    }
-    for sidecar in &batch.forget_sidecars {
-        tx.execute("DELETE FROM sidecar_state WHERE sidecar = ?1", [sidecar])?;
+        )?
+        .execute(params![
+            row.sidecar,
+            bits_i64(row.incarnation),
+            bits_i64(row.seq),
+            to_i64(row.sent_at_ms),
+            to_i64(row.seen_ms)
+        ])?;
     }
     write_pii(tx, &batch.pii)
 }
@@ -823,6 +869,37 @@ mod tests {
         assert_eq!(store.sidecars().unwrap(), vec![row]);
         assert_eq!(store.decisions("c", 10).unwrap().len(), 1);
         assert_eq!(verify_audit(&dir).unwrap(), Ok(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn forgotten_sidecars_go_in_one_statement_and_a_returning_one_stays() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-forget-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let row = |i: u64| SidecarRow {
+            sidecar: format!("pod-{i}"),
+            incarnation: 1,
+            seq: i,
+            sent_at_ms: 1,
+            seen_ms: 1,
+        };
+        let mut store = Store::open(&dir).unwrap();
+        store
+            .apply(&Batch {
+                sidecars: (0..5000).map(row).collect(),
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.sidecars().unwrap().len(), 5000);
+        // pod-7 expired and reported again within the tick: kept.
+        store
+            .apply(&Batch {
+                sidecars: vec![row(7)],
+                forget_sidecars: (0..5000).map(|i| format!("pod-{i}")).collect(),
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.sidecars().unwrap(), vec![row(7)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
