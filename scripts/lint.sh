@@ -12,7 +12,7 @@ if [[ -f .tools/wasm.env ]]; then
     kind=$(sed -n 's/^VIGIL_WASM_TOOLCHAIN_KIND=//p' .tools/wasm.env)
 fi
 if [[ "$kind" == rustup ]]; then
-    cargo clippy --target wasm32-wasip1 -p vigil-filter -p vigil-filter-core -p vigil-scorer -p vigil-pii --all-targets -- -D warnings \
+    cargo clippy --target wasm32-wasip1 -p vigil-filter -p vigil-filter-core -p vigil-scorer -p vigil-pii -p vigil-traffic --all-targets -- -D warnings \
         || { echo "lint: wasm32-wasip1 clippy failed" >&2; exit 1; }
 else
     # Debian's rustc-web ships no clippy and rustup's clippy has no wasm32-wasip1 std here.

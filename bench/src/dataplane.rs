@@ -1,6 +1,7 @@
 //! Real Envoy: the data-plane cost of (a) no wasm filter, (b) the no-op wasm
-//! filter, (c) Vigil shadow, (d) Vigil steer with a managed canary, measured
-//! side by side, and the scale figures (memory, idle tick CPU) at N series.
+//! filter, (c) Vigil shadow, (d) Vigil steer with a managed canary, (e) the
+//! same with observed edges enabled (issue 15: three more properties read and
+//! one aggregator update per request), measured side by side, and the scale figures (memory, idle tick CPU) at N series.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,15 +28,18 @@ pub enum Variant {
     Shadow,
     /// (d) Vigil in steer mode with a managed canary.
     Steer,
+    /// (e) (d) with the `edges` section enabled.
+    SteerEdges,
 }
 
 impl Variant {
     /// All four, in report order.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::None,
         Variant::Noop,
         Variant::Shadow,
         Variant::Steer,
+        Variant::SteerEdges,
     ];
 
     /// Short name used in result names.
@@ -45,6 +49,7 @@ impl Variant {
             Variant::Noop => "noop",
             Variant::Shadow => "shadow",
             Variant::Steer => "steer",
+            Variant::SteerEdges => "steer_edges",
         }
     }
 }
@@ -79,10 +84,15 @@ pub async fn start(
     } else {
         "steer"
     };
-    let extra = match max_series {
+    let mut extra = match max_series {
         Some(m) => json!({ "max_series": m }),
         None => json!({}),
     };
+    if variant == Variant::SteerEdges {
+        if let Some(o) = extra.as_object_mut() {
+            o.insert("edges".into(), json!({"service": "bench", "version": "v1"}));
+        }
+    }
     let noop = setup.noop_wasm.to_string_lossy().into_owned();
     let opts = EnvoyOptions::new(
         &format!("bench-{}-c{concurrency}", variant.name()),
@@ -134,7 +144,7 @@ fn transform(b: &mut Value, variant: Variant, noop: &str) -> Result<()> {
                 .ok_or("bootstrap has no wasm code path")?;
             *slot = Value::from(noop);
         }
-        Variant::Shadow | Variant::Steer => {}
+        Variant::Shadow | Variant::Steer | Variant::SteerEdges => {}
     }
     Ok(())
 }
@@ -214,7 +224,10 @@ pub async fn run(setup: &Setup, cfg: &DpConfig, out: &mut Vec<Res>) -> Result<()
     let canary = FastUpstream::start("canary").await?;
     let ports = (stable.port(), canary.port());
     for &conc in &cfg.concurrencies {
-        eprintln!("bench: data plane, --concurrency {conc}: starting 4 Envoys");
+        eprintln!(
+            "bench: data plane, --concurrency {conc}: starting {} Envoys",
+            Variant::ALL.len()
+        );
         let mut envoys = Vec::new();
         for v in Variant::ALL {
             let r = start(setup, v, conc, ports, 0, None).await?;
@@ -249,7 +262,7 @@ pub async fn run(setup: &Setup, cfg: &DpConfig, out: &mut Vec<Res>) -> Result<()
         }
         // Sanity: the Vigil Envoys really ran Vigil (their counters moved).
         for (v, r) in &envoys {
-            if matches!(v, Variant::Shadow | Variant::Steer) {
+            if matches!(v, Variant::Shadow | Variant::Steer | Variant::SteerEdges) {
                 let m = r.envoy.metrics().await?;
                 let total = m.sum("vigil_requests_total", &[]).unwrap_or(0.0);
                 if total <= 0.0 {
@@ -341,6 +354,8 @@ fn summarize(
             (Variant::Shadow, Variant::None),
             (Variant::Steer, Variant::None),
             (Variant::Noop, Variant::None),
+            (Variant::SteerEdges, Variant::Steer),
+            (Variant::SteerEdges, Variant::Noop),
         ];
         for (num, den) in pairs {
             let (Some(a), Some(b)) = (samples.get(&(mode, num)), samples.get(&(mode, den))) else {

@@ -3,7 +3,7 @@
 //! passes the scorer and control-service figures in). See bench/README.md.
 //!
 //! Sections (all by default; `--only a,b` to pick): `dataplane` (real Envoy,
-//! four variants interleaved), `scale` (real Envoy, memory and idle tick CPU at
+//! five variants interleaved: none, no-op, shadow, steer, steer with edges), `scale` (real Envoy, memory and idle tick CPU at
 //! N series), `pii` (real Envoy, the PII guard off / detect / redact against the
 //! no-op filter for 1 KB, 16 KB and 256 KB prompts), `streaming` (real Envoy,
 //! steer CPU per request on a streaming route beside a unary one against the

@@ -44,6 +44,7 @@ USAGE:
                       [--header-timeout-ms 10000] [--body-timeout-ms 30000]
                       [--idle-timeout-ms 60000] [--max-connections 4096]
                       [--shutdown-grace-ms 3000]
+                      [--graph-horizon-s 900] [--graph-learning-s 300] [--graph-vanish-s 600]
   vigil-control canary list [--server URL]
   vigil-control canary show NAME [--server URL]
   vigil-control canary approve|reject|pause|resume NAME [--comment TEXT]
@@ -105,6 +106,8 @@ pub enum Command {
         trust_xfcc: bool,
         /// Connection limits and timeouts.
         edge_limits: crate::edge::Limits,
+        /// Dependency map horizon, learning period, vanish delay.
+        graph: crate::graph::GraphOptions,
     },
     /// `canary list|show|approve|reject|pause|resume`.
     Canary {
@@ -261,6 +264,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "idle-timeout-ms",
                     "max-connections",
                     "shutdown-grace-ms",
+                    "graph-horizon-s",
+                    "graph-learning-s",
+                    "graph-vanish-s",
                 ],
             )?;
             if let Some(p) = f.positional.first() {
@@ -303,6 +309,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 max_header_bytes: d.max_header_bytes,
                 shutdown_grace: ms("shutdown-grace-ms", d.shutdown_grace)?,
             };
+            let gd = crate::graph::GraphOptions::default();
+            let secs = |key: &str, default_ms: u64| -> Result<u64, String> {
+                let v = num(&f, key, default_ms / 1000)?;
+                if !(1..=7 * 86_400).contains(&v) {
+                    return Err(format!("--{key} must be in 1..=604800 (seconds)"));
+                }
+                Ok(v * 1000)
+            };
+            let graph = crate::graph::GraphOptions {
+                horizon_ms: secs("graph-horizon-s", gd.horizon_ms)?,
+                learning_ms: secs("graph-learning-s", gd.learning_ms)?,
+                vanish_ms: secs("graph-vanish-s", gd.vanish_ms)?,
+                max_edges: gd.max_edges,
+            };
             let tick_ms = num(&f, "tick-ms", 1000u64)?;
             if !(50..=60_000).contains(&tick_ms) {
                 return Err("--tick-ms must be in 50..=60000".into());
@@ -341,6 +361,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     }
                 },
                 edge_limits,
+                graph,
             })
         }
         "canary" => {
@@ -682,6 +703,7 @@ async fn serve(cmd: Command) -> i32 {
         limits,
         trust_xfcc,
         edge_limits,
+        graph,
     } = cmd
     else {
         return 2;
@@ -747,6 +769,7 @@ async fn serve(cmd: Command) -> i32 {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(e.to_string()),
     };
+    svc.set_graph_options(graph);
     svc.pii.set_alert(config.pii_alert.clone());
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,

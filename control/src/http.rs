@@ -564,6 +564,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/dashboard/style.css"),
     ("GET", "/v1/dashboard/series/{name}"),
     ("GET", "/v1/audit"),
+    ("GET", "/v1/graph"),
+    ("GET", "/v1/policies"),
+    ("GET", "/v1/advice"),
     ("GET", "/v1/pii/findings"),
 ];
 
@@ -585,6 +588,7 @@ pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
         .fallback(not_found)
         .with_state(app)
         .merge(crate::hooks::router(svc.clone()))
+        .merge(crate::traffic_http::router(svc.clone()))
         .merge(crate::dashboard::router(svc))
         .layer(axum::middleware::from_fn(crate::edge::json_errors))
 }

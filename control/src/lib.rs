@@ -21,8 +21,11 @@
 //! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers;
 //! [`pii`] keeps the PII guard's per-route counts and the findings alert;
 //! [`inspect`] resolves plugin configurations against Envoy config dumps
-//! with the filter's own code (`vigil-filter-core`).
+//! with the filter's own code (`vigil-filter-core`). Observed traffic:
+//! [`graph`] (the dependency map and its events) and [`policy`]
+//! (least-privilege drafts) and [`advice`] (resilience advice) are pure; [`traffic_http`] serves them.
 
+pub mod advice;
 pub mod analysis;
 pub mod audit;
 pub mod audit_page;
@@ -34,6 +37,7 @@ pub mod dashboard;
 pub mod edge;
 pub mod egress;
 pub mod evidence;
+pub mod graph;
 pub mod hooks;
 pub mod http;
 pub mod inspect;
@@ -42,6 +46,7 @@ pub mod machine;
 pub mod metrics;
 pub mod pii;
 pub mod plausibility;
+pub mod policy;
 pub mod prometheus;
 pub mod render;
 pub mod replay;
@@ -51,5 +56,6 @@ pub mod service;
 pub mod spec;
 pub mod store;
 pub mod text;
+pub mod traffic_http;
 pub mod verify;
 pub mod webhook;

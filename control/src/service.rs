@@ -290,6 +290,8 @@ pub struct Service {
     audit_verified: crate::audit_page::Verified,
     /// PII guard counts per route and the findings alert ([`crate::pii`]).
     pub pii: crate::pii::PiiState,
+    /// The dependency map from the reports' edges (`crate::graph`).
+    pub(crate) graph: Mutex<crate::graph::Graph>,
 }
 
 impl std::fmt::Debug for Service {
@@ -421,6 +423,7 @@ impl Service {
             storage_ok: AtomicBool::new(true),
             audit_verified,
             pii: crate::pii::PiiState::default(),
+            graph: Mutex::new(crate::graph::Graph::default()),
         };
         let now = log::now_ms();
         for spec in config {
@@ -587,6 +590,14 @@ impl Service {
             }
         }
         self.pii.ingest(&report.pii);
+        if !report.edges.is_empty() || report.edges_overflow > 0 {
+            lock(&self.graph).ingest(
+                &report.sidecar,
+                &report.edges,
+                report.edges_overflow,
+                now_ms,
+            );
+        }
         Metrics::add(&self.metrics.reports_accepted, 1);
         Metrics::add(&self.metrics.series_updates, report.series.len() as u64);
         Metrics::add(&self.metrics.series_matched, matched);
@@ -647,6 +658,7 @@ impl Service {
     pub fn tick(&self, now_ms: u64) {
         Metrics::add(&self.metrics.ticks, 1);
         self.pii_tick(now_ms);
+        self.graph_tick(now_ms);
         let _writer = lock(&self.writer);
         let (staged, batch, routing) = {
             let mut guard = lock(&self.inner);
@@ -706,6 +718,63 @@ impl Service {
         self.publish_routing(inner);
         drop(guard);
         self.follow_up(followups);
+    }
+
+    /// The dependency map's tick: expire, and audit + webhook its new-edge /
+    /// vanished-edge events (service-wide: no canary; global webhooks only).
+    fn graph_tick(&self, now_ms: u64) {
+        let events = lock(&self.graph).tick(now_ms);
+        if events.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            audit: events
+                .iter()
+                .map(|e| AuditEntry {
+                    ts_ms: now_ms,
+                    actor: "vigil-control".to_string(),
+                    action: format!("graph:{}", e.kind),
+                    canary: String::new(),
+                    detail: e.explain(),
+                    evidence: e.to_json().to_string(),
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        if let Err(e) = self.commit(&batch) {
+            log::error(
+                "could not audit dependency-map events",
+                json!({"error": e.to_string(), "events": events.len()}),
+            );
+        }
+        for e in &events {
+            log::info("dependency map", e.to_json());
+            if let Some(hooks) = &self.webhooks {
+                let mut urls = self.opts.webhooks.clone();
+                urls.retain(|u| self.opts.webhook_allow.allows(u));
+                hooks.send(urls, &e.to_json());
+            }
+        }
+    }
+
+    /// `GET /v1/graph` (JSON) at the service clock.
+    pub fn graph_view(&self, now_ms: u64) -> Value {
+        lock(&self.graph).view(now_ms)
+    }
+
+    /// `GET /v1/graph?format=dot`.
+    pub fn graph_dot(&self, now_ms: u64) -> String {
+        lock(&self.graph).dot(now_ms)
+    }
+
+    /// The graph's edges (policy drafts, advice).
+    pub fn graph_edges(&self, now_ms: u64) -> Vec<crate::graph::EdgeView> {
+        lock(&self.graph).edges(now_ms)
+    }
+
+    /// Set the dependency map's horizon and learning period (`serve` flags).
+    pub fn set_graph_options(&self, opts: crate::graph::GraphOptions) {
+        lock(&self.graph).set_options(opts);
     }
 
     /// The PII part of a tick: store the counts since the last tick per

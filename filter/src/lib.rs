@@ -185,6 +185,20 @@ impl RootContext for VigilRoot {
                 ) {
                     worker.set_sidecar_identity(&id);
                 }
+                if worker.config().edges.enabled {
+                    let meta = |key: &[&str]| {
+                        let mut path = vec!["xds", "node", "metadata"];
+                        path.extend_from_slice(key);
+                        text(&path).filter(|s| !s.is_empty())
+                    };
+                    worker.set_node_facts(&vigil_filter_core::edges::NodeFacts {
+                        app: meta(&["LABELS", "app"])
+                            .or_else(|| meta(&["LABELS", "app.kubernetes.io/name"])),
+                        version: meta(&["LABELS", "version"]),
+                        namespace: meta(&["NAMESPACE"]),
+                        service_account: meta(&["SERVICE_ACCOUNT"]),
+                    });
+                }
                 if worker.config().control.is_some() {
                     log::info!(
                         "vigil: reporting to the control service as sidecar '{}'",
@@ -519,5 +533,19 @@ impl HttpContext for VigilHttp {
         let route = property(&["xds", "route_name"]);
         let cluster = property(&["xds", "cluster_name"]);
         worker.record(route.as_deref(), cluster.as_deref(), &record);
+        if worker.edges_enabled() {
+            let peer = property(&["connection", "uri_san_peer_certificate"]);
+            let method = property(&["request", "method"]);
+            let path = property(&["request", "path"]);
+            worker.record_edge(
+                &vigil_filter_core::edges::EdgeFacts {
+                    peer_san: peer.as_deref(),
+                    method: method.as_deref(),
+                    path: path.as_deref(),
+                    cluster: cluster.as_deref(),
+                },
+                &record,
+            );
+        }
     }
 }

@@ -29,6 +29,7 @@ pub mod prom;
 pub mod resets;
 pub mod scenario;
 pub mod schema;
+pub mod sidecars;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

@@ -164,3 +164,13 @@ async fn non_boolean_steer_on_throttle_is_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn zero_edge_cap_is_refused() {
+    refused(
+        "cfg-edges-cap",
+        r#"{"edges":{"service":"orders","max_edges":0}}"#,
+        "edges.max_edges",
+    )
+    .await;
+}

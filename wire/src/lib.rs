@@ -13,6 +13,7 @@
 //! added (with a default) without a version bump; removing or changing the
 //! meaning of a field needs a new version.
 
+pub mod edges;
 pub mod pii;
 pub mod report;
 pub mod routing;

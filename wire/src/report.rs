@@ -340,6 +340,12 @@ pub struct Report {
     /// so the loss is visible, never silent.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub series_dropped: u64,
+    /// Observed edges of the tick (chunk 0; see [`crate::edges`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<crate::edges::Edge>,
+    /// Requests the sender could not attribute to an edge within its caps.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub edges_overflow: u64,
     /// PII guard counts per route (chunk 0; counts only, see [`crate::pii`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pii: Vec<crate::pii::PiiRoute>,
@@ -361,6 +367,8 @@ impl Report {
             canaries: Vec::new(),
             totals: None,
             series_dropped: 0,
+            edges: Vec::new(),
+            edges_overflow: 0,
             pii: Vec::new(),
         }
     }
@@ -418,6 +426,10 @@ impl Report {
                     r.version = self.version;
                     r
                 };
+                if i > 0 {
+                    r.edges.clear();
+                    r.edges_overflow = 0;
+                }
                 r.seq = self.seq.saturating_add(i as u64);
                 r.chunk = i as u32;
                 r.chunks = chunks;
@@ -605,6 +617,20 @@ pub fn validate(r: &Report) -> Result<(), ReportError> {
             ));
         }
         score_ok(|| f("score"), c.score)?;
+    }
+    if r.edges.len() > crate::edges::MAX_EDGES {
+        return Err(ReportError::new(
+            "edges",
+            format!(
+                "at most {} edges per report, got {}",
+                crate::edges::MAX_EDGES,
+                r.edges.len()
+            ),
+        ));
+    }
+    for (i, e) in r.edges.iter().enumerate() {
+        crate::edges::validate_edge(e)
+            .map_err(|(field, message)| ReportError::new(format!("edges[{i}].{field}"), message))?;
     }
     crate::pii::validate(&r.pii)?;
     if let Some(t) = &r.totals {
@@ -830,6 +856,35 @@ mod tests {
         let mut v = good();
         v["chunk"] = json!(1);
         assert_eq!(err_field(v), "chunk");
+    }
+
+    #[test]
+    fn edges_are_optional_validated_and_named() {
+        let mut v = good();
+        v["edges"] = json!([{"source":"spiffe://td/ns/a/sa/b","service":"orders","method":"GET",
+            "path":"/v1/orders/{id}","inbound":true,"requests":3,"errors":1,"status_4xx":1,"denied":1,
+            "latency":[[10,3]]}]);
+        v["edges_overflow"] = json!(7);
+        let r = parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(r.edges.len(), 1);
+        assert_eq!(r.edges_overflow, 7);
+        assert_eq!(parse(&r.encode()).unwrap(), r);
+        let mut bad = v.clone();
+        bad["edges"][0]["errors"] = json!(3);
+        assert_eq!(err_field(bad), "edges[0].errors");
+        let mut bad = v.clone();
+        bad["edges"][0]["path"] = json!("x".repeat(300));
+        assert_eq!(err_field(bad), "edges[0].path");
+        let mut bad = v.clone();
+        bad["edges"][0]["latency"] = json!([[10, 4]]);
+        assert_eq!(err_field(bad), "edges[0].latency");
+        let mut bad = v;
+        bad["edges"][0]["denied"] = json!(2);
+        assert_eq!(err_field(bad), "edges[0].denied");
+        // A report without edges encodes without the field.
+        assert!(!String::from_utf8(Report::new("s", 0, 1, 1, 1000).encode())
+            .unwrap()
+            .contains("edges"));
     }
 
     #[test]

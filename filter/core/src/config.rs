@@ -90,6 +90,8 @@ pub struct PluginConfig {
     /// Steer a canary whose only critical signal is throttling (default:
     /// throttling warns, never steers).
     pub steer_on_throttle: bool,
+    /// Observed edges (`edges` section; see [`crate::edges`]).
+    pub edges: crate::edges::EdgesConfig,
 }
 
 impl Default for PluginConfig {
@@ -114,6 +116,7 @@ impl Default for PluginConfig {
             pii: crate::pii_config::PiiConfig::default(),
             grpc: GrpcPolicy::default(),
             steer_on_throttle: false,
+            edges: crate::edges::EdgesConfig::default(),
         }
     }
 }
@@ -292,6 +295,7 @@ const TOP_FIELDS: &[&str] = &[
     "pii",
     "grpc_server_error_codes",
     "steer_on_throttle",
+    "edges",
 ];
 const CONTROL_FIELDS: &[&str] = &[
     "cluster",
@@ -453,7 +457,13 @@ impl PluginConfig {
             Some(v) => crate::pii_config::PiiConfig::parse(v)?,
         };
 
+        let edges = match f.get("edges") {
+            None => crate::edges::EdgesConfig::default(),
+            Some(v) => crate::edges::EdgesConfig::parse(v)?,
+        };
+
         Ok(PluginConfig {
+            edges,
             control,
             pii,
             grpc,

@@ -193,6 +193,10 @@ pub struct Worker {
     pii: crate::pii_report::PiiOutbox,
     /// PII guard counts the lease holder took for this tick's report.
     pii_for_report: Vec<vigil_wire::pii::PiiRoute>,
+    /// Observed edges, when the `edges` section enables them.
+    edges: Option<crate::edges::EdgeState>,
+    /// Edges the scorer took this tick, for its report.
+    report_edges: Option<vigil_traffic::aggregate::EdgeBatch>,
 }
 
 /// Encoded empty delta, written by the lease holder when it takes a series' data.
@@ -230,6 +234,52 @@ impl Worker {
             flushed_stats: ProtocolStats::default(),
             pii: crate::pii_report::PiiOutbox::default(),
             pii_for_report: Vec::new(),
+            edges: None,
+            report_edges: None,
+        }
+        .with_edges(&crate::edges::NodeFacts::default())
+    }
+
+    fn with_edges(mut self, node: &crate::edges::NodeFacts) -> Self {
+        self.set_node_facts(node);
+        self
+    }
+
+    /// Start edge recording with what the glue read from node metadata
+    /// (no-op unless the `edges` section enables it).
+    pub fn set_node_facts(&mut self, node: &crate::edges::NodeFacts) {
+        if self.cfg.edges.enabled {
+            self.edges = Some(crate::edges::EdgeState::new(
+                &self.cfg.edges,
+                node,
+                &self.sidecar,
+            ));
+        }
+    }
+
+    /// Whether the glue should read the edge properties of each request.
+    pub fn edges_enabled(&self) -> bool {
+        self.edges.is_some()
+    }
+
+    /// The edge state (tests, benches).
+    pub fn edge_state(&self) -> Option<&crate::edges::EdgeState> {
+        self.edges.as_ref()
+    }
+
+    /// Count a finished request's edge (no-op unless edges are enabled).
+    pub fn record_edge(&mut self, facts: &crate::edges::EdgeFacts<'_>, rec: &RequestRecord) {
+        if let Some(e) = self.edges.as_mut() {
+            let latency = rec.counts_latency().then_some(rec.latency_us);
+            let ttft = rec.ttft_us.filter(|_| rec.counts_ttft());
+            e.record_timed(
+                facts,
+                rec.status,
+                rec.is_error(),
+                latency,
+                ttft,
+                rec.chunks >= 2,
+            );
         }
     }
 
@@ -474,6 +524,9 @@ impl Worker {
         self.merge_pending(store, sink);
         let retries = self.pii.flush(store, self.cfg.cas_retries);
         self.stats.cas_retries += u64::from(retries);
+        if let Some(e) = self.edges.as_mut() {
+            e.flush(store, self.cfg.cas_retries, &mut self.metrics, sink);
+        }
 
         let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
         if lease::acquire(store, self.me, now_ms, ttl) {
@@ -970,6 +1023,9 @@ impl Worker {
         if self.cfg.control.is_some() {
             self.pii_for_report = crate::pii_report::take(store, self.cfg.cas_retries);
         }
+        if self.edges.is_some() {
+            self.report_edges = crate::edges::take_shared(store, self.cfg.cas_retries);
+        }
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
     }
@@ -1077,6 +1133,9 @@ impl Worker {
         }
         report.totals = Some(totals);
         report.pii = std::mem::take(&mut self.pii_for_report);
+        if let Some(batch) = self.report_edges.take() {
+            (report.edges, report.edges_overflow) = batch.into_report_edges();
+        }
         for (ci, route, verdict, steering) in canary_verdicts {
             let Some(spec) = self.cfg.canaries.get(*ci) else {
                 continue;

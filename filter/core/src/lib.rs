@@ -26,12 +26,14 @@
 //! - [`engine`]: one worker's request path and tick, wiring the above;
 //! - [`pii_config`]: the `pii` section (per-route detectors, actions, buffer bound);
 //! - [`pii_guard`]: request-body inspection for the PII guard (detect / redact / block);
+//! - [`edges`]: observed edges (caller identity × destination × method × path template).
 //! - [`pii_report`]: the guard's counts, merged across workers into the control-service report.
 
 pub mod canary;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod edges;
 pub mod engine;
 pub mod lease;
 pub mod local;
