@@ -637,6 +637,7 @@ fn lease_move_keeps_self_baselines() {
         }
         let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
         let other = 1 - holder;
+        let before = states(&c.workers[holder]);
         assert!(c.workers[holder].stats().checkpoints_written > 0);
         assert!(
             states(&c.workers[holder]).contains(&State::Ok),
@@ -649,8 +650,11 @@ fn lease_move_keeps_self_baselines() {
                 c.store.set(&checkpoint_key(id), b"spoilt", None).unwrap();
             }
         }
-        // The holder goes silent; the other worker takes the lease.
+        // The holder goes silent; the other worker takes the lease. The
+        // deltas merged while nobody scored reach the new holder in one
+        // tick (a false surge, unless the resumed baseline skips it).
         let mut moved_at = None;
+        let mut published = Vec::new();
         for t in 0..30u32 {
             c.now_ms += 1000;
             for _ in 0..80 {
@@ -662,6 +666,19 @@ fn lease_move_keeps_self_baselines() {
             if c.workers[other].is_scorer() && moved_at.is_none() {
                 moved_at = Some(t);
             }
+            if c.workers[other].is_scorer() {
+                published.push(states(&c.workers[other]));
+            }
+        }
+        if keep_checkpoints {
+            // Verdicts unchanged across the move: every tick the new holder
+            // published the verdicts the old one last did (no warm-up, no
+            // false surge from the deltas that piled up meanwhile).
+            let changed: Vec<_> = published.iter().filter(|p| **p != before).collect();
+            assert!(
+                changed.is_empty(),
+                "verdicts changed across the move: before {before:?}, after {changed:?}"
+            );
         }
         assert!(moved_at.is_some(), "the lease never moved");
         let after = states(&c.workers[other]);
