@@ -698,3 +698,56 @@ fn lease_move_keeps_self_baselines() {
         }
     }
 }
+
+/// The `lease_release_after_s` test hook: the first holder stops scoring
+/// after that long, the other worker takes the lease once it expires and
+/// keeps it (the hook fires once per process), resuming the checkpointed
+/// baselines with unchanged verdicts.
+#[test]
+fn lease_release_hook_moves_the_lease_once() {
+    let mut rng = Rng(11);
+    let mut c = Cluster::new(config(r#"{"lease_release_after_s": 150}"#), 2);
+    for _ in 0..140 {
+        c.second(&mut rng, 80, 0, (0, 0));
+    }
+    let first = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+    let before: Vec<State> = c.workers[first]
+        .verdict_table()
+        .series
+        .iter()
+        .map(|v| v.state)
+        .collect();
+    assert!(before.contains(&State::Ok), "{before:?}");
+    let mut tables = Vec::new();
+    for _ in 0..300 {
+        c.second(&mut rng, 80, 0, (0, 0));
+        if let Some(w) = c.workers.iter().find(|w| w.is_scorer()) {
+            tables.push(
+                w.verdict_table()
+                    .series
+                    .iter()
+                    .map(|v| v.state)
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    let hooks = c
+        .logs
+        .iter()
+        .filter(|l| l.contains("test hook lease_release_after_s"))
+        .count();
+    let acquired = c
+        .logs
+        .iter()
+        .filter(|l| l.contains("(lease acquired)"))
+        .count();
+    assert_eq!(hooks, 1, "{:?}", c.logs);
+    assert_eq!(acquired, 2, "{:?}", c.logs);
+    assert!(
+        c.workers[1 - first].is_scorer(),
+        "the other worker holds the lease"
+    );
+    assert!(c.workers[1 - first].stats().baselines_restored > 0);
+    let changed: Vec<_> = tables.iter().filter(|t| **t != before).collect();
+    assert!(changed.is_empty(), "verdicts changed: {changed:?}");
+}
