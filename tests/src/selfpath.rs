@@ -47,6 +47,8 @@ pub struct StateSample {
     pub states: Vec<Option<f64>>,
     /// `vigil_anomaly_score`, in the same order.
     pub scores: Vec<Option<f64>>,
+    /// `vigil_latency_p95_ms` (over the window), in the same order.
+    pub p95_ms: Vec<Option<f64>>,
 }
 
 /// Reads the watched series' states once.
@@ -62,6 +64,7 @@ pub async fn sample_states(envoy: &Envoy, watched: &[SeriesKey], at: Duration) -
         at,
         states: read("vigil_state"),
         scores: read("vigil_anomaly_score"),
+        p95_ms: read("vigil_latency_p95_ms"),
     }
 }
 
@@ -100,6 +103,19 @@ impl StateTimeline {
             .filter(|s| s.at >= from && s.at < to)
             .filter_map(|s| s.scores.get(i).copied().flatten())
             .fold(0.0, f64::max)
+    }
+
+    /// Median of the sampled window p95 (ms) of the series on `route` in `[from, to)`.
+    pub fn median_p95_ms(&self, route: &str, from: Duration, to: Duration) -> Option<f64> {
+        let i = self.index(route)?;
+        let mut v: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.at >= from && s.at < to)
+            .filter_map(|s| s.p95_ms.get(i).copied().flatten())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
     }
 
     /// First time at or after `from` the series on `route` had a state ≥ `state`.

@@ -183,12 +183,14 @@ async fn surge_collapse_shift_and_creep() {
     let surge = Upstream::start("surge").await.unwrap();
     let collapse = Upstream::start("collapse").await.unwrap();
     let shift = Upstream::start("shift").await.unwrap();
-    shift.set_latency_profile(LatencyProfile::fixed(Duration::from_millis(20)));
-    // The canary pair for the creep: 50 ms on both.
+    // Latencies well above a loaded machine's scheduling noise (tens of ms at a
+    // load average of 15 on 2 cores), which would otherwise hide a +40 % step.
+    shift.set_latency_profile(LatencyProfile::fixed(Duration::from_millis(150)));
+    // The canary pair for the creep: 100 ms on both.
     let stable = Upstream::start("stable").await.unwrap();
     let canary = Upstream::start("canary").await.unwrap();
-    stable.set_latency_profile(LatencyProfile::fixed(Duration::from_millis(50)));
-    canary.set_latency_profile(LatencyProfile::fixed(Duration::from_millis(50)));
+    stable.set_latency_profile(LatencyProfile::fixed(Duration::from_millis(100)));
+    canary.set_latency_profile(LatencyProfile::fixed(Duration::from_millis(100)));
     let routes = vec![
         ("surge".to_string(), surge.port()),
         ("collapse".to_string(), collapse.port()),
@@ -241,7 +243,7 @@ async fn surge_collapse_shift_and_creep() {
         ),
     ];
     println!(
-        "[self-detect] at F = {} s: surge 40 -> 120 rps (30 s), collapse 60 -> 18 rps, shift (30 rps) 20 ms -> 28 ms (holds), canary 50 ms creeping +2% / 10 s; run {} s",
+        "[self-detect] at F = {} s: surge 40 -> 120 rps (30 s), collapse 60 -> 18 rps, shift (30 rps) 150 ms -> 210 ms (holds), canary 100 ms creeping +2% / 10 s; run {} s",
         f.as_secs(),
         duration.as_secs()
     );
@@ -334,6 +336,13 @@ async fn surge_collapse_shift_and_creep() {
         adoption.as_secs(),
         creep_scale_at.unwrap_or(f64::NAN)
     );
+    for r in ["surge", "collapse", "shift", "checkout"] {
+        println!(
+            "[self-detect] {r}: window p95 median {:?} ms in the 60 s before F, {:?} ms in the 60 s after",
+            timeline.median_p95_ms(r, f - Duration::from_secs(60), f),
+            timeline.median_p95_ms(r, f, f + Duration::from_secs(60)),
+        );
+    }
     for t in transitions(&log, "shift", "shift") {
         println!("[self-detect] shift: {}", t.line);
     }
