@@ -13,7 +13,7 @@
 //! | `GET /`, `GET /dashboard/` | – | the page (`assets/dashboard.html`) |
 //! | `GET /dashboard/app.js`, `/dashboard/style.css` | – | its script and style |
 //! | `GET /v1/dashboard/series/{canary}` | – | per-tick samples of the last minutes ([`History`]) |
-//! | `GET /v1/audit` | – | the latest audit rows and the chain's status |
+//! | `GET /v1/audit?limit=N&before=SEQ` | – | a page of audit rows (newest first, ≤ 500) and the chain's status ([`crate::audit_page`]) |
 //!
 //! Writes (approve, reject) go through the ordinary API with
 //! `Authorization: Bearer <token>` set by the page's script from a token the
@@ -24,7 +24,7 @@
 
 use crate::evidence::{PairTally, Tally};
 use crate::service::Service;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -40,8 +40,6 @@ const CSS: &str = include_str!("../assets/style.css");
 
 /// Samples kept per canary (at the default 1 s tick, ten minutes).
 pub const MAX_SAMPLES: usize = 600;
-/// Audit rows the page shows.
-pub const AUDIT_ROWS: usize = 50;
 
 /// One version's numbers over one analysis tick.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -229,8 +227,21 @@ async fn series(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Re
     json_response(StatusCode::OK, &svc.history.series_json(&name))
 }
 
-async fn audit(State(svc): State<Arc<Service>>) -> Response {
-    match svc.audit_view(AUDIT_ROWS) {
+async fn audit(State(svc): State<Arc<Service>>, RawQuery(query): RawQuery) -> Response {
+    let q = match crate::audit_page::parse_query(query.as_deref()) {
+        Ok(q) => q,
+        Err((field, message)) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": message, "field": field}),
+            )
+        }
+    };
+    // SQLite work, off the async workers.
+    let done = tokio::task::spawn_blocking(move || svc.audit_view(q))
+        .await
+        .unwrap_or_else(|_| Err("internal worker failed".to_string()));
+    match done {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(m) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -13,16 +13,19 @@
 //! Pure logic — [`spec`], [`report`], [`evidence`], [`analysis`],
 //! [`machine`], [`audit`], [`render`], [`metrics`] — is separate from the
 //! I/O glue — [`store`] (SQLite, migrations, the data-dir lock), [`verify`]
-//! (start-up checks), [`retention`] (export + prune), [`service`] (locks,
+//! (start-up checks), [`audit_page`] (bounded, incrementally verified
+//! audit pages), [`retention`] (export + prune), [`service`] (locks,
 //! ticks, persist before serve), [`http`] (axum handlers), [`edge`]
 //! (connections, timeouts, shutdown, JSON for hyper's errors), [`egress`]
 //! (webhook allowlist, redaction), [`webhook`] and [`client`] (hyper +
 //! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers;
+//! [`pii`] keeps the PII guard's per-route counts and the findings alert;
 //! [`inspect`] resolves plugin configurations against Envoy config dumps
 //! with the filter's own code (`vigil-filter-core`).
 
 pub mod analysis;
 pub mod audit;
+pub mod audit_page;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -37,6 +40,7 @@ pub mod inspect;
 pub mod log;
 pub mod machine;
 pub mod metrics;
+pub mod pii;
 pub mod plausibility;
 pub mod prometheus;
 pub mod render;

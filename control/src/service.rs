@@ -285,6 +285,11 @@ pub struct Service {
     pub history: crate::dashboard::History,
     /// False after a failed commit, until one succeeds.
     storage_ok: AtomicBool,
+    /// How far `GET /v1/audit` has verified the chain (from the head
+    /// verified at start, [`crate::audit_page`]).
+    audit_verified: crate::audit_page::Verified,
+    /// PII guard counts per route and the findings alert ([`crate::pii`]).
+    pub pii: crate::pii::PiiState,
 }
 
 impl std::fmt::Debug for Service {
@@ -361,6 +366,8 @@ impl Service {
             ))
         })?;
         crate::verify::startup(&store, &records).map_err(StoreError)?;
+        let audit_verified =
+            crate::audit_page::Verified::new(store.audit_head().map_err(unreadable)?);
         let mut canaries = BTreeMap::new();
         for rec in records {
             canaries.insert(
@@ -412,6 +419,8 @@ impl Service {
             history: crate::dashboard::History::default(),
             writer: Mutex::new(()),
             storage_ok: AtomicBool::new(true),
+            audit_verified,
+            pii: crate::pii::PiiState::default(),
         };
         let now = log::now_ms();
         for spec in config {
@@ -523,8 +532,9 @@ impl Service {
             inner.dirty_sidecars.insert(report.sidecar.clone());
         }
         let mut matched = 0u64;
-        // (canary, [stable requests, canary requests]) seen in this report.
-        let mut touched: Vec<(&str, [u64; 2])> = Vec::new();
+        // canary → [stable requests, canary requests] seen in this report
+        // (a map: a report may carry hundreds of canaries).
+        let mut touched: HashMap<&str, [u64; 2]> = HashMap::new();
         for s in &report.series {
             for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
                 let Some(live) = inner.canaries.get_mut(name) else {
@@ -540,23 +550,13 @@ impl Service {
                     d.add(&delta);
                 }
                 matched += 1;
-                match touched.iter_mut().find(|(n, _)| *n == name.as_str()) {
-                    Some((_, seen)) => {
-                        if let Some(x) = seen.get_mut(i) {
-                            *x = x.saturating_add(s.requests);
-                        }
-                    }
-                    None => {
-                        let mut seen = [0u64; 2];
-                        if let Some(x) = seen.get_mut(i) {
-                            *x = s.requests;
-                        }
-                        touched.push((name, seen));
-                    }
+                let seen = touched.entry(name.as_str()).or_default();
+                if let Some(x) = seen.get_mut(i) {
+                    *x = x.saturating_add(s.requests);
                 }
             }
         }
-        for (name, _) in &touched {
+        for name in touched.keys() {
             if let Some(live) = inner.canaries.get_mut(*name) {
                 live.tick.reports += 1;
             }
@@ -571,8 +571,8 @@ impl Service {
             // A claim counts only with the counts behind it: this report
             // must carry traffic of both versions of that canary.
             let supported = touched
-                .iter()
-                .any(|(n, seen)| *n == c.name.as_str() && seen.iter().all(|x| *x > 0));
+                .get(c.name.as_str())
+                .is_some_and(|seen| seen.iter().all(|x| *x > 0));
             if !supported {
                 Metrics::add(&self.metrics.unsupported_critical, 1);
                 continue;
@@ -585,6 +585,7 @@ impl Service {
                 });
             }
         }
+        self.pii.ingest(&report.pii);
         Metrics::add(&self.metrics.reports_accepted, 1);
         Metrics::add(&self.metrics.series_updates, report.series.len() as u64);
         Metrics::add(&self.metrics.series_matched, matched);
@@ -644,6 +645,7 @@ impl Service {
     /// retries; `/healthz` reports unhealthy until a commit succeeds.
     pub fn tick(&self, now_ms: u64) {
         Metrics::add(&self.metrics.ticks, 1);
+        self.pii_tick(now_ms);
         let _writer = lock(&self.writer);
         let (staged, batch, routing) = {
             let mut guard = lock(&self.inner);
@@ -703,6 +705,71 @@ impl Service {
         self.publish_routing(inner);
         drop(guard);
         self.follow_up(followups);
+    }
+
+    /// The PII part of a tick: store the counts since the last tick per
+    /// minute with any alert raised or cleared (audited, one transaction),
+    /// then announce the alerts through the webhooks. A failed commit gives
+    /// the counts back to the next tick.
+    fn pii_tick(&self, now_ms: u64) {
+        let staged = self.pii.stage(now_ms);
+        if staged.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            pii: staged.rows.clone(),
+            audit: staged.events.iter().map(|e| e.audit()).collect(),
+            ..Batch::default()
+        };
+        if let Err(e) = self.commit(&batch) {
+            log::error(
+                "could not persist PII counts; retried next tick",
+                json!({"error": e.to_string()}),
+            );
+            self.pii.restore(staged);
+            return;
+        }
+        self.pii.install(&staged);
+        if staged.events.is_empty() {
+            return;
+        }
+        let mut urls = self.opts.webhooks.clone();
+        urls.extend(self.pii.alert().map(|a| a.webhooks).unwrap_or_default());
+        urls.retain(|u| self.opts.webhook_allow.allows(u));
+        for e in &staged.events {
+            log::warn(
+                if e.raised {
+                    "pii alert"
+                } else {
+                    "pii alert cleared"
+                },
+                json!({"route": e.route, "findings": e.findings, "threshold_per_minute": e.threshold}),
+            );
+            if let Some(hooks) = &self.webhooks {
+                hooks.send(urls.clone(), &e.payload());
+            }
+        }
+    }
+
+    /// `GET /v1/pii/findings`: stored PII counts per route and minute in
+    /// `[since_ms, until_ms]` (one route or all).
+    pub fn pii_findings(
+        &self,
+        route: Option<&str>,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<Value, StoreError> {
+        let (rows, truncated) =
+            lock(&self.store).pii_rows(route, since_ms, until_ms, crate::pii::MAX_ROWS)?;
+        let alert = self.pii.alert();
+        Ok(crate::pii::view(
+            &rows,
+            since_ms,
+            until_ms,
+            truncated,
+            alert.as_ref(),
+            &self.pii.alerting(),
+        ))
     }
 
     /// Commit a batch (SQLite, off the state lock); keeps the health flag
@@ -1209,32 +1276,12 @@ impl Service {
         self.metrics.render(version, count, &phases)
     }
 
-    /// The latest `limit` audit rows (newest first) and the chain's status,
-    /// for the dashboard.
-    pub fn audit_view(&self, limit: usize) -> Result<Value, String> {
-        let (rows, head) = {
-            let store = lock(&self.store);
-            (
-                store.audit_rows().map_err(|e| e.to_string())?,
-                store.audit_head().map_err(|e| e.to_string())?,
-            )
-        };
-        let chain = match crate::audit::verify(&rows, head) {
-            Ok(n) => json!({"intact": true, "rows": n}),
-            Err(e) => {
-                json!({"intact": false, "rows": rows.len(), "broken_at": e.seq, "error": e.message})
-            }
-        };
-        let latest: Vec<Value> = rows
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|r| {
-                json!({"seq": r.seq, "ts_ms": r.ts_ms, "actor": r.actor, "action": r.action,
-                            "canary": r.canary, "detail": r.detail, "hash": r.hash})
-            })
-            .collect();
-        Ok(json!({"chain": chain, "rows": latest}))
+    /// A page of the audit log (newest first) and the chain's status,
+    /// verified incrementally ([`crate::audit_page`]). SQLite: call it off
+    /// the async workers.
+    pub fn audit_view(&self, q: crate::audit_page::PageQuery) -> Result<Value, String> {
+        let store = lock(&self.store);
+        crate::audit_page::page(&store, &self.audit_verified, q).map_err(|e| e.to_string())
     }
 
     /// Count a refusal made by the HTTP layer.

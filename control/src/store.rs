@@ -101,12 +101,26 @@ CREATE TABLE IF NOT EXISTS sidecar_state (
   sent_at_ms INTEGER NOT NULL, seen_ms INTEGER NOT NULL);
 ";
 
+/// Version 4: the PII guard's counts per route per minute (see
+/// [`crate::pii`]): counts only — types, actions and numbers, never a value.
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS pii_minutes (
+  route TEXT NOT NULL, minute_ms INTEGER NOT NULL, requests INTEGER NOT NULL,
+  inspected_bytes INTEGER NOT NULL, partial INTEGER NOT NULL, blocked INTEGER NOT NULL,
+  redacted INTEGER NOT NULL, PRIMARY KEY (route, minute_ms));
+CREATE INDEX IF NOT EXISTS pii_minutes_at ON pii_minutes (minute_ms);
+CREATE TABLE IF NOT EXISTS pii_findings (
+  route TEXT NOT NULL, minute_ms INTEGER NOT NULL, type TEXT NOT NULL, action TEXT NOT NULL,
+  count INTEGER NOT NULL, PRIMARY KEY (route, minute_ms, type, action));
+";
+
 /// The versioned schema (SQLite `user_version`), applied in order at open.
 /// A database from a newer release (a higher version) is refused.
-static MIGRATION_STEPS: [rusqlite_migration::M<'static>; 3] = [
+static MIGRATION_STEPS: [rusqlite_migration::M<'static>; 4] = [
     rusqlite_migration::M::up(SCHEMA),
     rusqlite_migration::M::up(SCHEMA_V2),
     rusqlite_migration::M::up(SCHEMA_V3),
+    rusqlite_migration::M::up(SCHEMA_V4),
 ];
 static MIGRATIONS: rusqlite_migration::Migrations<'static> =
     rusqlite_migration::Migrations::from_slice(&MIGRATION_STEPS);
@@ -214,6 +228,8 @@ pub struct Batch {
     pub sidecars: Vec<SidecarRow>,
     /// Expired sidecars to forget.
     pub forget_sidecars: Vec<String>,
+    /// PII guard counts to add, per route per minute.
+    pub pii: Vec<crate::pii::PiiRow>,
 }
 
 impl Batch {
@@ -225,6 +241,7 @@ impl Batch {
             && self.routing_version.is_none()
             && self.sidecars.is_empty()
             && self.forget_sidecars.is_empty()
+            && self.pii.is_empty()
     }
 }
 
@@ -436,11 +453,48 @@ impl Store {
 
     /// Every audit row, in storage (seq) order.
     pub fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.audit_query("ORDER BY rowid", params![])
+    }
+
+    /// The audit rows after `seq`, in storage order (`seq` is the rowid):
+    /// incremental chain verification ([`crate::audit_page`]).
+    pub fn audit_rows_after(&self, seq: u64) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_query("WHERE rowid > ?1 ORDER BY rowid", params![to_i64(seq)])
+    }
+
+    /// The audit row `seq`, if stored.
+    pub fn audit_row(&self, seq: u64) -> Result<Option<AuditRow>, StoreError> {
+        Ok(self
+            .audit_query("WHERE rowid = ?1", params![to_i64(seq)])?
+            .into_iter()
+            .next())
+    }
+
+    /// At most `limit` audit rows with `seq < before` (from the newest
+    /// without `before`), newest first.
+    pub fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let before = before.map_or(i64::MAX, to_i64);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.audit_query(
+            "WHERE rowid < ?1 ORDER BY rowid DESC LIMIT ?2",
+            params![before, limit],
+        )
+    }
+
+    fn audit_query(
+        &self,
+        tail: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT seq, ts_ms, actor, action, canary, detail, evidence, prev_hash, hash
-             FROM audit ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
+             FROM audit {tail}"
+        ))?;
+        let rows = stmt.query_map(args, |r| {
             Ok(AuditRow {
                 seq: to_u64(r.get(0)?),
                 ts_ms: to_u64(r.get(1)?),
@@ -465,6 +519,76 @@ impl Store {
     /// last row pruned by retention, `None` when nothing was pruned.
     pub fn audit_base(&self) -> Result<Option<(u64, String)>, StoreError> {
         Ok(Self::meta(&self.conn, "audit_base")?.and_then(|v| parse_head(&v)))
+    }
+
+    /// Stored PII minutes in `[since_ms, until_ms]` (of one route, or all),
+    /// sorted by route then minute; at most `limit` rows, the newest kept.
+    /// Returns the rows and whether some were left out.
+    pub fn pii_rows(
+        &self,
+        route: Option<&str>,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<crate::pii::PiiRow>, bool), StoreError> {
+        let (since, until) = (to_i64(since_ms), to_i64(until_ms));
+        let mut stmt = self.conn.prepare(
+            "SELECT route, minute_ms, requests, inspected_bytes, partial, blocked, redacted
+             FROM pii_minutes WHERE minute_ms >= ?1 AND minute_ms <= ?2 AND (?3 IS NULL OR route = ?3)
+             ORDER BY minute_ms DESC, route LIMIT ?4",
+        )?;
+        let limit_plus = to_i64(limit as u64 + 1);
+        let mut rows = stmt
+            .query_map(params![since, until, route, limit_plus], |r| {
+                Ok(crate::pii::PiiRow {
+                    minute_ms: to_u64(r.get(1)?),
+                    counts: vigil_wire::pii::PiiRoute {
+                        route: r.get(0)?,
+                        requests: to_u64(r.get(2)?),
+                        inspected_bytes: to_u64(r.get(3)?),
+                        partial: to_u64(r.get(4)?),
+                        blocked: to_u64(r.get(5)?),
+                        redacted: to_u64(r.get(6)?),
+                        findings: Vec::new(),
+                    },
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let truncated = rows.len() > limit;
+        rows.truncate(limit);
+        let oldest = rows.last().map_or(since_ms, |r| r.minute_ms);
+        let mut stmt = self.conn.prepare(
+            "SELECT route, minute_ms, type, action, count FROM pii_findings
+             WHERE minute_ms >= ?1 AND minute_ms <= ?2 AND (?3 IS NULL OR route = ?3)
+             ORDER BY type, action",
+        )?;
+        let findings = stmt.query_map(params![to_i64(oldest), until, route], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                to_u64(r.get(1)?),
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                to_u64(r.get(4)?),
+            ))
+        })?;
+        let mut index: std::collections::HashMap<(String, u64), usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.counts.route.clone(), r.minute_ms), i))
+            .collect();
+        for f in findings {
+            let (route, minute, kind, action, count) = f?;
+            if let Some(row) = index
+                .get_mut(&(route, minute))
+                .and_then(|i| rows.get_mut(*i))
+            {
+                row.counts.add_finding(&kind, &action, count);
+            }
+        }
+        rows.sort_by(|a, b| {
+            (a.counts.route.as_str(), a.minute_ms).cmp(&(b.counts.route.as_str(), b.minute_ms))
+        });
+        Ok((rows, truncated))
     }
 
     /// Number of stored canaries.
@@ -615,23 +739,65 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
             [v.to_string()],
         )?;
     }
-    for row in &batch.sidecars {
+    // Forgotten first: an identity that expired and then reported again
+    // within the same tick is in both lists, and must stay stored. One
+    // statement for all of them (an expiry may forget 10⁵ identities).
+    if !batch.forget_sidecars.is_empty() {
+        let ids =
+            serde_json::to_string(&batch.forget_sidecars).map_err(|e| StoreError(e.to_string()))?;
         tx.execute(
+            "DELETE FROM sidecar_state WHERE sidecar IN (SELECT value FROM json_each(?1))",
+            [ids],
+        )?;
+    }
+    // Prepared once per batch: a tick may carry 10⁵ sidecar rows.
+    for row in &batch.sidecars {
+        tx.prepare_cached(
             "INSERT INTO sidecar_state (sidecar, incarnation, seq, sent_at_ms, seen_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(sidecar) DO UPDATE SET incarnation = excluded.incarnation,
                seq = excluded.seq, sent_at_ms = excluded.sent_at_ms, seen_ms = excluded.seen_ms",
+        )?
+        .execute(params![
+            row.sidecar,
+            bits_i64(row.incarnation),
+            bits_i64(row.seq),
+            to_i64(row.sent_at_ms),
+            to_i64(row.seen_ms)
+        ])?;
+    }
+    write_pii(tx, &batch.pii)
+}
+
+/// Add PII rows to the per-minute sums (counts only).
+fn write_pii(tx: &Transaction<'_>, rows: &[crate::pii::PiiRow]) -> Result<(), StoreError> {
+    for row in rows {
+        let c = &row.counts;
+        let minute = to_i64(row.minute_ms);
+        tx.execute(
+            "INSERT INTO pii_minutes (route, minute_ms, requests, inspected_bytes, partial, blocked, redacted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(route, minute_ms) DO UPDATE SET requests = requests + excluded.requests,
+               inspected_bytes = inspected_bytes + excluded.inspected_bytes,
+               partial = partial + excluded.partial, blocked = blocked + excluded.blocked,
+               redacted = redacted + excluded.redacted",
             params![
-                row.sidecar,
-                bits_i64(row.incarnation),
-                bits_i64(row.seq),
-                to_i64(row.sent_at_ms),
-                to_i64(row.seen_ms)
+                c.route,
+                minute,
+                to_i64(c.requests),
+                to_i64(c.inspected_bytes),
+                to_i64(c.partial),
+                to_i64(c.blocked),
+                to_i64(c.redacted)
             ],
         )?;
-    }
-    for sidecar in &batch.forget_sidecars {
-        tx.execute("DELETE FROM sidecar_state WHERE sidecar = ?1", [sidecar])?;
+        for f in &c.findings {
+            tx.execute(
+                "INSERT INTO pii_findings (route, minute_ms, type, action, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(route, minute_ms, type, action) DO UPDATE SET count = count + excluded.count",
+                params![c.route, minute, f.kind, f.action, to_i64(f.count)],
+            )?;
+        }
     }
     Ok(())
 }
@@ -678,6 +844,7 @@ mod tests {
                 routing_version: Some(7),
                 sidecars: vec![row.clone()],
                 forget_sidecars: Vec::new(),
+                pii: Vec::new(),
             };
             store.apply(&batch).unwrap();
             store
@@ -702,6 +869,78 @@ mod tests {
         assert_eq!(store.sidecars().unwrap(), vec![row]);
         assert_eq!(store.decisions("c", 10).unwrap().len(), 1);
         assert_eq!(verify_audit(&dir).unwrap(), Ok(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn forgotten_sidecars_go_in_one_statement_and_a_returning_one_stays() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-forget-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let row = |i: u64| SidecarRow {
+            sidecar: format!("pod-{i}"),
+            incarnation: 1,
+            seq: i,
+            sent_at_ms: 1,
+            seen_ms: 1,
+        };
+        let mut store = Store::open(&dir).unwrap();
+        store
+            .apply(&Batch {
+                sidecars: (0..5000).map(row).collect(),
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.sidecars().unwrap().len(), 5000);
+        // pod-7 expired and reported again within the tick: kept.
+        store
+            .apply(&Batch {
+                sidecars: vec![row(7)],
+                forget_sidecars: (0..5000).map(|i| format!("pod-{i}")).collect(),
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.sidecars().unwrap(), vec![row(7)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pii_rows_add_up_per_minute() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-pii-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let row = |route: &str, minute_ms: u64, n: u64| {
+            let mut c = vigil_wire::pii::PiiRoute::new(route);
+            c.requests = n;
+            c.inspected_bytes = 100 * n;
+            c.add_finding("card", "block", n);
+            crate::pii::PiiRow {
+                minute_ms,
+                counts: c,
+            }
+        };
+        let mut store = Store::open(&dir).unwrap();
+        for batch in [
+            vec![row("chat", 60_000, 1), row("notes", 60_000, 5)],
+            vec![row("chat", 60_000, 2), row("chat", 120_000, 4)],
+        ] {
+            store
+                .apply(&Batch {
+                    pii: batch,
+                    ..Batch::default()
+                })
+                .unwrap();
+        }
+        let (rows, truncated) = store.pii_rows(Some("chat"), 0, u64::MAX / 2, 100).unwrap();
+        assert!(!truncated);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].minute_ms, rows[0].counts.requests), (60_000, 3));
+        assert_eq!(rows[0].counts.findings_total(), 3);
+        assert_eq!(rows[0].counts.inspected_bytes, 300);
+        assert_eq!(rows[1].counts.findings_total(), 4);
+        let (all, _) = store.pii_rows(None, 0, 60_000, 100).unwrap();
+        assert_eq!(all.len(), 2, "chat and notes in the first minute");
+        let (newest, truncated) = store.pii_rows(None, 0, u64::MAX / 2, 1).unwrap();
+        assert!(truncated);
+        assert_eq!(newest[0].minute_ms, 120_000, "the newest are kept");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

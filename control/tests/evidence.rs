@@ -226,6 +226,7 @@ fn a_filter_with_20_000_active_series_is_accepted_and_its_canary_judged() {
     let mut accepted = 0;
     let mut max_bytes = 0;
     let mut totals = Value::Null;
+    let mut verdicts = 0;
     for t in 0..4 {
         for i in 0..20_000 {
             let route = format!("route-{i}");
@@ -248,6 +249,20 @@ fn a_filter_with_20_000_active_series_is_accepted_and_its_canary_judged() {
             let v: Value = serde_json::from_slice(&body).unwrap();
             if t > 0 {
                 totals = v["totals"].clone();
+                // Only the managed canary's series travel; its verdict rides
+                // in chunk 0 of the same accepted report.
+                assert!(v["series"].as_array().unwrap().len() <= 2, "{v}");
+                if v["chunk"].as_u64().unwrap_or(0) == 0 {
+                    assert!(
+                        v["canaries"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|c| c["name"] == "checkout" && c["state"].is_string()),
+                        "tick {t}: no checkout verdict in {v}"
+                    );
+                    verdicts += 1;
+                }
             }
             let (status, answer) = srv.post("/v1/reports", &v);
             assert_eq!(status, 202, "tick {t}: {answer}");
@@ -255,7 +270,8 @@ fn a_filter_with_20_000_active_series_is_accepted_and_its_canary_judged() {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    println!("{accepted} reports accepted, largest {max_bytes} bytes, totals {totals}");
+    println!("{accepted} reports accepted, largest {max_bytes} bytes, totals {totals}, {verdicts} with the canary verdict");
+    assert!(verdicts >= 2, "{verdicts}");
     assert!(totals["series"].as_u64().unwrap() >= 20_000, "{totals}");
     assert!(max_bytes < vigil_wire::report::MAX_REPORT_BYTES);
     let v = srv.canary("checkout");

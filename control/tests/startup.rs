@@ -16,46 +16,24 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Start `serve` on `data`; `Err(stderr)` if it exits (refused) within
-/// 10 s, `Ok(())` if it starts listening (then it is killed).
+/// Start `serve` on `data` (the shared harness, [`Server::spawn`]):
+/// `Err(stderr)` if it exits (refused, exit code 2) within 10 s, `Ok(())`
+/// if it starts listening (then it is killed).
 fn try_start(data: &Path) -> Result<(), String> {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .arg("--credentials")
-        .arg(credentials_file("startup-creds"))
-        .env("VIGIL_CONTROL_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("\"listening\"") {
-                let _ = tx.send(Ok(()));
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        let _ = tx.send(Err(all));
-    });
     let start = Instant::now();
-    let r = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    if r.is_err() {
-        assert_eq!(status.code(), Some(2), "refusal exit code");
-        assert!(start.elapsed() < Duration::from_secs(10));
+    match Server::spawn(data, None, &[], &[]) {
+        Ok(srv) => {
+            srv.kill9();
+            Ok(())
+        }
+        Err(r) => {
+            assert_eq!(r.code, Some(2), "refusal exit code: {}", r.logs);
+            assert!(start.elapsed() < Duration::from_secs(10));
+            Err(r.logs)
+        }
     }
-    r
 }
 
 fn copy_of(data: &Path) -> PathBuf {

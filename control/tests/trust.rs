@@ -78,16 +78,42 @@ fn a_reporter_credential_cannot_move_a_canary_or_read_webhook_secrets() {
     let after = srv.canary("reviews");
     assert_eq!(after["phase"], "waiting_approval");
     assert_eq!(after["decisions"], before["decisions"]);
-    // Webhook URLs are never served.
-    for path in ["/v1/canaries", "/v1/canaries/reviews"] {
+    // Without a credential (or with an unknown one): 401 JSON.
+    for token in [None, Some("not-a-known-token")] {
+        let mut headers = vec![("content-type", "application/json")];
+        let auth = token.map(|t| format!("Bearer {t}"));
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        let (status, v) = http(
+            &srv.addr,
+            "POST",
+            "/v1/canaries/reviews/approve",
+            Some(b"{}"),
+            &headers,
+        );
+        assert_eq!(status, 401, "{token:?}: {v}");
+        assert_eq!(v["field"], "authorization", "{v}");
+    }
+    // Webhook URLs are never served, by any unauthenticated read.
+    for path in [
+        "/v1/canaries",
+        "/v1/canaries/reviews",
+        "/v1/audit?limit=500",
+        "/v1/dashboard/series/reviews",
+        "/v1/argo/reviews",
+        "/metrics",
+    ] {
         let (status, raw) = http_raw(&srv.addr, "GET", path, None, &[]);
         assert_eq!(status, 200);
         let text = String::from_utf8(raw).unwrap();
         assert!(
             !text.contains("SECRET") && !text.contains("/services/"),
-            "{text}"
+            "{path}: {text}"
         );
-        assert!(text.contains("http://127.0.0.1:9/(redacted)"), "{text}");
+        if path.starts_with("/v1/canaries") {
+            assert!(text.contains("http://127.0.0.1:9/(redacted)"), "{text}");
+        }
     }
     // Acting under another name is refused; the action is the credential's.
     let (status, v) = srv.post(

@@ -106,43 +106,10 @@ fn rename(
     let mut map: Vec<(&str, String)> = clusters.to_vec();
     map.push((listener_name, new_listener.to_string()));
     walk(&mut dump, &map);
-    let configs = dump
-        .pointer_mut("/configs")
-        .and_then(Value::as_array_mut)
-        .ok_or("dump without configs")?;
-    for c in configs {
-        for l in c
-            .get_mut("dynamic_listeners")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            let Some(listener) = l.pointer_mut("/active_state/listener") else {
-                continue;
-            };
-            if listener.get("name").and_then(Value::as_str) != Some(new_listener) {
-                continue;
-            }
-            edit(routes_of(listener)?, &route_name);
-        }
-        // The same route configuration also appears in the RoutesConfigDump.
-        for rc in c
-            .get_mut("static_route_configs")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if rc.pointer("/route_config/name").and_then(Value::as_str) != Some(new_listener) {
-                continue;
-            }
-            if let Some(routes) = rc
-                .pointer_mut("/route_config/virtual_hosts/0/routes")
-                .and_then(Value::as_array_mut)
-            {
-                edit(routes, &route_name);
-            }
-        }
-    }
+    each_route_list(&mut dump, new_listener, &mut |routes| {
+        edit(routes, &route_name);
+        Ok(())
+    })?;
     Ok(dump)
 }
 
@@ -242,13 +209,23 @@ pub fn istio_dump() -> Result<Value> {
 /// Inserts, before the last route (the weighted default) of `listener_name`'s routes
 /// (inline and in the RoutesConfigDump), a copy of it matching `prefix`.
 fn add_weighted_copy(dump: &mut Value, listener_name: &str, prefix: &str) -> Result<()> {
-    fn insert(routes: &mut Vec<Value>, prefix: &str) -> Result<()> {
+    each_route_list(dump, listener_name, &mut |routes| {
         let mut copy = routes.last().cloned().ok_or("no routes")?;
         put(&mut copy, "/match", json!({"prefix": prefix}))?;
         let at = routes.len().saturating_sub(1);
         routes.insert(at, copy);
         Ok(())
-    }
+    })
+}
+
+/// Calls `f` on every copy of `listener_name`'s route list in a dump: the
+/// listener's inline route configuration (`dynamic_listeners`) and the
+/// RoutesConfigDump entry of the same name (`static_route_configs`).
+fn each_route_list(
+    dump: &mut Value,
+    listener_name: &str,
+    f: &mut dyn FnMut(&mut Vec<Value>) -> Result<()>,
+) -> Result<()> {
     let configs = dump
         .pointer_mut("/configs")
         .and_then(Value::as_array_mut)
@@ -262,7 +239,7 @@ fn add_weighted_copy(dump: &mut Value, listener_name: &str, prefix: &str) -> Res
         {
             if let Some(listener) = l.pointer_mut("/active_state/listener") {
                 if listener.get("name").and_then(Value::as_str) == Some(listener_name) {
-                    insert(routes_of(listener)?, prefix)?;
+                    f(routes_of(listener)?)?;
                 }
             }
         }
@@ -277,7 +254,7 @@ fn add_weighted_copy(dump: &mut Value, listener_name: &str, prefix: &str) -> Res
                     .pointer_mut("/route_config/virtual_hosts/0/routes")
                     .and_then(Value::as_array_mut)
                 {
-                    insert(routes, prefix)?;
+                    f(routes)?;
                 }
             }
         }
@@ -413,5 +390,46 @@ mod tests {
             kuma_legacy_route_name(&json!({"match": {"prefix": "/"}})),
             "9Zuf5Tg79OuZcQITwBbQykxAk2u4fRKrwYn3//AL4Yo="
         );
+    }
+
+    /// The route names of `listener_name`: inline in the listener and in the
+    /// RoutesConfigDump entry.
+    fn both_route_name_lists(dump: &Value, name: &str) -> (Vec<String>, Vec<String>) {
+        let names = |routes: Option<&Value>| -> Vec<String> {
+            routes
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|r| r["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        let inline = names(listener(dump, name).ok().and_then(|l| {
+            l.pointer("/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes")
+        }));
+        let rds = dump["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["static_route_configs"].as_array().into_iter().flatten())
+            .find(|rc| rc.pointer("/route_config/name").and_then(Value::as_str) == Some(name))
+            .map(|rc| names(rc.pointer("/route_config/virtual_hosts/0/routes")))
+            .unwrap_or_default();
+        (inline, rds)
+    }
+
+    #[test]
+    fn generated_dumps_edit_the_inline_and_the_rds_routes_alike() {
+        let istio = istio_dump().unwrap();
+        let (inline, rds) = both_route_name_lists(&istio, "0.0.0.0_8080");
+        assert_eq!(
+            inline,
+            ["vigil-stable", "vigil-canary", "weighted-b", "weighted"]
+        );
+        assert_eq!(inline, rds);
+        let legacy = kuma_legacy_dump().unwrap();
+        let (inline, rds) = both_route_name_lists(&legacy, "outbound:127.0.0.1:10001");
+        assert_eq!(inline.len(), 3, "{inline:?}");
+        assert!(inline.iter().all(|n| n.ends_with('=')), "{inline:?}");
+        assert_eq!(inline, rds);
     }
 }

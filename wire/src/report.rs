@@ -26,6 +26,8 @@
 //!   (a new VM, a lease move to another worker); `seq` increases by one per
 //!   report within an incarnation. A reader orders by `(incarnation, seq)`
 //!   and accepts a new incarnation with any `seq`.
+//! - `pii` (chunk 0, omitted when empty): the PII guard's counts per route,
+//!   type and action — numbers only ([`crate::pii`]).
 //! - Unknown fields are ignored; missing optional fields take their
 //!   defaults (0, empty, `insufficient_data`), so fields can be added
 //!   without a version bump.
@@ -257,6 +259,9 @@ pub struct Report {
     /// so the loss is visible, never silent.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub series_dropped: u64,
+    /// PII guard counts per route (chunk 0; counts only, see [`crate::pii`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pii: Vec<crate::pii::PiiRoute>,
 }
 
 impl Report {
@@ -275,6 +280,7 @@ impl Report {
             canaries: Vec::new(),
             totals: None,
             series_dropped: 0,
+            pii: Vec::new(),
         }
     }
 
@@ -351,7 +357,7 @@ pub struct ReportError {
 }
 
 impl ReportError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ReportError {
             field: field.into(),
             message: message.into(),
@@ -377,23 +383,42 @@ pub fn parse_state(s: &str) -> Option<State> {
     .find(|st| st.as_str() == s)
 }
 
-fn check_name(field: &str, value: &str, allow_empty: bool) -> Result<(), ReportError> {
+/// Check a name; `field` is only formatted on a refusal (a report may
+/// carry 10 000 series: no allocation per accepted field).
+fn check_name(
+    field: impl FnOnce() -> String,
+    value: &str,
+    allow_empty: bool,
+) -> Result<(), ReportError> {
     if value.len() > MAX_NAME_BYTES {
         return Err(ReportError::new(
-            field,
+            field(),
             format!("longer than {MAX_NAME_BYTES} bytes ({})", value.len()),
         ));
     }
     if !allow_empty && value.is_empty() {
-        return Err(ReportError::new(field, "must not be empty"));
+        return Err(ReportError::new(field(), "must not be empty"));
     }
     if value.chars().any(char::is_control) {
         return Err(ReportError::new(
-            field,
+            field(),
             "must not contain control characters",
         ));
     }
     Ok(())
+}
+
+fn version_error(found: Option<u64>) -> ReportError {
+    ReportError::new(
+        "version",
+        format!(
+            "unsupported report version {}, this reader accepts {REPORT_VERSION}",
+            found.map_or_else(
+                || "(missing or not an integer)".to_string(),
+                |n| n.to_string()
+            )
+        ),
+    )
 }
 
 /// Parse and validate a report body. Pure.
@@ -404,38 +429,38 @@ pub fn parse(body: &[u8]) -> Result<Report, ReportError> {
             format!("{} bytes exceeds {MAX_REPORT_BYTES}", body.len()),
         ));
     }
-    // The version is checked first, on its own, so a future version gets a
-    // version error rather than a confusing shape error.
-    #[derive(Deserialize)]
-    struct VersionOnly {
-        version: Option<serde_json::Value>,
-    }
-    let v: VersionOnly = serde_json::from_slice(body)
-        .map_err(|e| ReportError::new("body", format!("not a JSON object: {e}")))?;
-    match v.version.as_ref().and_then(serde_json::Value::as_u64) {
-        Some(REPORT_VERSION) => {}
-        other => {
-            return Err(ReportError::new(
-                "version",
-                format!(
-                    "unsupported report version {}, this reader accepts {REPORT_VERSION}",
-                    other.map_or_else(
-                        || "(missing or not an integer)".to_string(),
-                        |n| n.to_string()
-                    )
-                ),
-            ))
+    // One pass on the hot path: the whole document. A future (or missing)
+    // version still gets a version error rather than a confusing shape
+    // error: the version alone is looked at when the document does not
+    // parse as this version, or parses with another version number.
+    let report = match serde_json::from_slice::<Report>(body) {
+        Ok(r) if r.version == REPORT_VERSION => r,
+        Ok(r) => return Err(version_error(Some(r.version))),
+        Err(e) => {
+            #[derive(Deserialize)]
+            struct VersionOnly {
+                version: Option<serde_json::Value>,
+            }
+            let v: VersionOnly = serde_json::from_slice(body)
+                .map_err(|e| ReportError::new("body", format!("not a JSON object: {e}")))?;
+            match v.version.as_ref().and_then(serde_json::Value::as_u64) {
+                Some(REPORT_VERSION) => {
+                    return Err(ReportError::new(
+                        "body",
+                        format!("does not match report version 1: {e}"),
+                    ))
+                }
+                other => return Err(version_error(other)),
+            }
         }
-    }
-    let report: Report = serde_json::from_slice(body)
-        .map_err(|e| ReportError::new("body", format!("does not match report version 1: {e}")))?;
+    };
     validate(&report)?;
     Ok(report)
 }
 
 /// Validate a report's bounds and consistency (every field named).
 pub fn validate(r: &Report) -> Result<(), ReportError> {
-    check_name("sidecar", &r.sidecar, false)?;
+    check_name(|| "sidecar".to_string(), &r.sidecar, false)?;
     if !TICK_MS_RANGE.contains(&r.tick_ms) {
         return Err(ReportError::new(
             "tick_ms",
@@ -484,8 +509,8 @@ pub fn validate(r: &Report) -> Result<(), ReportError> {
     }
     for (i, c) in r.canaries.iter().enumerate() {
         let f = |name: &str| format!("canaries[{i}].{name}");
-        check_name(&f("name"), &c.name, false)?;
-        check_name(&f("route"), &c.route, true)?;
+        check_name(|| f("name"), &c.name, false)?;
+        check_name(|| f("route"), &c.route, true)?;
         if c.reason.len() > MAX_REASON_BYTES {
             return Err(ReportError::new(
                 f("reason"),
@@ -498,8 +523,9 @@ pub fn validate(r: &Report) -> Result<(), ReportError> {
                 format!("unknown state {:?}", c.state),
             ));
         }
-        score_ok(&f("score"), c.score)?;
+        score_ok(|| f("score"), c.score)?;
     }
+    crate::pii::validate(&r.pii)?;
     if let Some(t) = &r.totals {
         if t.errors > t.requests {
             return Err(ReportError::new(
@@ -511,12 +537,12 @@ pub fn validate(r: &Report) -> Result<(), ReportError> {
     Ok(())
 }
 
-fn score_ok(field: &str, score: u16) -> Result<(), ReportError> {
+fn score_ok(field: impl FnOnce() -> String, score: u16) -> Result<(), ReportError> {
     if score <= 1000 {
         Ok(())
     } else {
         Err(ReportError::new(
-            field,
+            field(),
             format!("must be in 0..=1000, got {score}"),
         ))
     }
@@ -524,15 +550,15 @@ fn score_ok(field: &str, score: u16) -> Result<(), ReportError> {
 
 fn validate_series(i: usize, s: &Series) -> Result<(), ReportError> {
     let f = |name: &str| format!("series[{i}].{name}");
-    check_name(&f("route"), &s.route, true)?;
-    check_name(&f("cluster"), &s.cluster, true)?;
+    check_name(|| f("route"), &s.route, true)?;
+    check_name(|| f("cluster"), &s.cluster, true)?;
     if parse_state(&s.state).is_none() {
         return Err(ReportError::new(
             f("state"),
             format!("unknown state {:?}", s.state),
         ));
     }
-    score_ok(&f("score"), s.score)?;
+    score_ok(|| f("score"), s.score)?;
     let n = s.requests;
     for (name, value) in [
         ("errors", s.errors),

@@ -74,6 +74,15 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A `serve` that exited instead of listening.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Its exit code.
+    pub code: Option<i32>,
+    /// Its stderr, line by line.
+    pub logs: String,
+}
+
 pub struct Server {
     pub child: Child,
     pub addr: String,
@@ -94,6 +103,21 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        match Self::spawn(data, config, extra, env) {
+            Ok(s) => s,
+            Err(r) => panic!("server did not start (exit {:?}): {}", r.code, r.logs),
+        }
+    }
+
+    /// Start `vigil-control serve` and wait until it listens: `Err` with
+    /// its exit code and stderr if it exits first (a refusal at start).
+    /// Panics if it neither listens nor exits within 20 s.
+    pub fn spawn(
+        data: &Path,
+        config: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, Refusal> {
         let creds = data.with_extension("credentials.yaml");
         if !creds.exists() {
             std::fs::write(&creds, credentials_yaml()).unwrap();
@@ -123,24 +147,34 @@ impl Server {
                 let Ok(line) = line else { break };
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["msg"] == "listening" {
-                        let _ = tx.send(v["addr"].as_str().unwrap_or("").to_string());
+                        let _ = tx.send(Some(v["addr"].as_str().unwrap_or("").to_string()));
                     }
                 }
                 sink.lock().unwrap().push(line);
             }
+            // stderr closed: the process exited.
+            let _ = tx.send(None);
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(addr)) => Ok(Server {
+                child,
+                addr,
+                data: data.to_path_buf(),
+                logs,
+            }),
+            Ok(None) => {
+                let code = child.wait().unwrap().code();
+                let logs = logs.lock().unwrap().join("\n");
+                Err(Refusal { code, logs })
+            }
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not start: {:?}", logs.lock().unwrap());
+                let _ = child.wait();
+                panic!(
+                    "server neither listened nor exited in 20 s: {:?}",
+                    logs.lock().unwrap()
+                );
             }
-        };
-        Server {
-            child,
-            addr,
-            data: data.to_path_buf(),
-            logs,
         }
     }
 

@@ -198,6 +198,10 @@ pub struct Worker {
     holding_since: Option<u64>,
     /// The `lease_release_after_s` test hook made this worker give the lease up.
     lease_given_up: bool,
+    /// PII guard counts of this worker's requests, not yet in shared data.
+    pii: crate::pii_report::PiiOutbox,
+    /// PII guard counts the lease holder took for this tick's report.
+    pii_for_report: Vec<vigil_wire::pii::PiiRoute>,
 }
 
 /// Encoded empty delta, written by the lease holder when it takes a series' data.
@@ -235,6 +239,8 @@ impl Worker {
             flushed_stats: ProtocolStats::default(),
             holding_since: None,
             lease_given_up: false,
+            pii: crate::pii_report::PiiOutbox::default(),
+            pii_for_report: Vec::new(),
         }
     }
 
@@ -428,6 +434,15 @@ impl Worker {
             .record(&name, rec, |name| is_managed(canaries, name));
     }
 
+    /// Count one inspected request's PII guard findings for the control
+    /// service's report (counts only; nothing when no control service is
+    /// configured).
+    pub fn record_pii(&mut self, counts: &vigil_wire::pii::PiiRoute) {
+        if self.cfg.control.is_some() {
+            self.pii.add(counts);
+        }
+    }
+
     /// Published score of a series, for the optional response header.
     pub fn score_of(&self, route: &[u8], cluster: &[u8]) -> Option<u16> {
         let id = self.registry.id(&series_name(route, cluster))?;
@@ -468,6 +483,8 @@ impl Worker {
         self.registry.refresh(store);
         self.register_new_series(store);
         self.merge_pending(store, sink);
+        let retries = self.pii.flush(store, self.cfg.cas_retries);
+        self.stats.cas_retries += u64::from(retries);
 
         let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
         if !self.gives_lease_up(now_ms, store, log) && lease::acquire(store, self.me, now_ms, ttl) {
@@ -1051,6 +1068,9 @@ impl Worker {
         }
         self.metrics
             .set(sink, global::SERIES, self.registry.tracked() as u64);
+        if self.cfg.control.is_some() {
+            self.pii_for_report = crate::pii_report::take(store, self.cfg.cas_retries);
+        }
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
     }
@@ -1155,6 +1175,7 @@ impl Worker {
             ));
         }
         report.totals = Some(totals);
+        report.pii = std::mem::take(&mut self.pii_for_report);
         for (ci, route, verdict, steering) in canary_verdicts {
             let Some(spec) = self.cfg.canaries.get(*ci) else {
                 continue;
