@@ -189,9 +189,13 @@ impl SelfJudge {
             };
             let was_ready = self.rate.ready(&p);
             let lim = (change < model.min_rate_change * 0.5).then_some(p.k);
+            let rate_p = TrackParams {
+                z_cap: crate::selfbase::RATE_Z_CAP,
+                ..p
+            };
             let step = self
                 .rate
-                .observe(x, dt, block.unix_s, floor, Direction::Both, lim, &p);
+                .observe(x, dt, block.unix_s, floor, Direction::Both, lim, &rate_p);
             if was_ready && expected_n >= model.min_requests as f64 {
                 push(
                     &mut cands,

@@ -89,6 +89,22 @@ pub struct SeriesState {
     block_ticks: usize,
     /// Extra up-is-bad value (TTFT) for the current block.
     extra: Option<f32>,
+    /// Set by [`SeriesState::restore`]: the next block is not judged (it
+    /// holds the deltas that piled up while no worker scored), and no
+    /// block has been judged since the restore.
+    resumed: Resumed,
+}
+
+/// Where a series stands after [`SeriesState::restore`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Resumed {
+    /// Not restored, or judged since.
+    #[default]
+    No,
+    /// Restored; the block now filling is skipped.
+    SkipBlock,
+    /// Restored; the skipped block is over, the next one is judged.
+    Waiting,
 }
 
 impl SeriesState {
@@ -112,6 +128,7 @@ impl SeriesState {
             self_verdict: CachedSelf::default(),
             block_ticks: 0,
             extra: None,
+            resumed: Resumed::No,
         }
     }
 
@@ -147,6 +164,15 @@ impl SeriesState {
         self.block_ticks += 1;
         if self.block_ticks >= self.recent_ticks {
             self.block_ticks = 0;
+            if self.resumed == Resumed::SkipBlock {
+                // The first block after a lease move holds the deltas of the
+                // ticks nobody scored, in one tick: a false surge. Not
+                // judged, not learned.
+                self.resumed = Resumed::Waiting;
+                self.extra = None;
+                return;
+            }
+            self.resumed = Resumed::No;
             let tick_s = if tick_s.is_finite() && tick_s > 0.0 {
                 tick_s
             } else {
@@ -181,14 +207,28 @@ impl SeriesState {
 
     /// Resume the self-baseline from [`SeriesState::checkpoint`] bytes;
     /// false (and nothing changed) when they are not a valid checkpoint.
+    ///
+    /// The restore happens on a lease move, whose first tick carries every
+    /// delta merged while no worker scored (the old holder's lease had to
+    /// expire first): the block that tick falls in is neither judged nor
+    /// learned, and [`SeriesState::awaiting_judgement`] is true until the
+    /// next one is (the caller keeps publishing the verdict it had).
     pub fn restore(&mut self, bytes: &[u8]) -> bool {
         match SelfJudge::decode(bytes) {
             Some(j) => {
                 self.judge = j;
+                self.resumed = Resumed::SkipBlock;
+                self.block_ticks = 0;
                 true
             }
             None => false,
         }
+    }
+
+    /// True after [`SeriesState::restore`] until the first block after it
+    /// has been judged: the self verdict is not known yet.
+    pub fn awaiting_judgement(&self) -> bool {
+        self.resumed != Resumed::No
     }
 
     /// Counters over the full window (`window_ticks`).

@@ -11,6 +11,8 @@
 //! - [`schema`]: manifests validated against the mesh CRDs in `../shared/schemas`;
 //! - [`mesh`]: Istio / Kong Mesh manifests translated into the local Envoy bootstrap;
 //! - [`kuma`]: what kumactl enforces for the fields we use, and the filter-value check it lacks;
+//! - [`selfpath`]: extra self-judged routes in one Envoy, per-series state timelines and
+//!   the filter's state-change and `level_shift` log lines;
 //! - [`dump`]: mesh-generated config dumps (the real Kuma one, Kuma 2.x and Istio naming)
 //!   turned into runnable bootstraps.
 //!
@@ -29,6 +31,7 @@ pub mod prom;
 pub mod resets;
 pub mod scenario;
 pub mod schema;
+pub mod selfpath;
 pub mod sidecars;
 pub mod upstream;
 

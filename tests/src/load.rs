@@ -2,7 +2,8 @@
 //!
 //! - [`OpenLoop`]: request *i* is sent at `t0 + i/rps` whether or not earlier requests
 //!   have been answered (no coordinated omission), for a bounded duration; each request
-//!   is bounded by a timeout, so the whole run is bounded.
+//!   is bounded by a timeout, so the whole run is bounded. With a [`Schedule`] the rate
+//!   follows a function of time (surges, collapses, bursts).
 //! - [`fixed_requests`]: exactly N requests over exactly C keep-alive connections
 //!   (closed loop per connection), for exact accounting.
 //!
@@ -63,11 +64,54 @@ impl Outcome {
     }
 }
 
+/// A request rate as a function of the time since the run's `t0` (requests per second;
+/// values below 0.1 are taken as 0.1, above 100 000 as 100 000).
+#[derive(Clone)]
+pub struct Schedule(pub Arc<dyn Fn(Duration) -> f64 + Send + Sync>);
+
+impl Schedule {
+    /// A schedule from a closure.
+    pub fn new(f: impl Fn(Duration) -> f64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The rate at `t`, clamped to what the generator sends.
+    pub fn rate_at(&self, t: Duration) -> f64 {
+        let r = (self.0)(t);
+        if r.is_finite() {
+            r.clamp(0.1, 100_000.0)
+        } else {
+            0.1
+        }
+    }
+
+    /// The send times of a run of `duration` (request i+1 is sent 1/rate(tᵢ) after
+    /// request i).
+    pub fn times(&self, duration: Duration) -> Vec<Duration> {
+        let mut out = Vec::new();
+        let mut t = 0.0f64;
+        let end = duration.as_secs_f64();
+        while t < end {
+            out.push(Duration::from_secs_f64(t));
+            t += 1.0 / self.rate_at(Duration::from_secs_f64(t));
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Schedule(..)")
+    }
+}
+
 /// An open-loop run's settings.
 #[derive(Debug, Clone)]
 pub struct OpenLoop {
-    /// Requests per second.
+    /// Requests per second (ignored when `schedule` is set).
     pub rps: f64,
+    /// A time-varying rate instead of `rps`.
+    pub schedule: Option<Schedule>,
     /// How long to keep scheduling requests.
     pub duration: Duration,
     /// Request path.
@@ -83,6 +127,7 @@ impl OpenLoop {
     pub fn new(rps: f64, duration: Duration) -> Self {
         Self {
             rps,
+            schedule: None,
             duration,
             path: "/".to_string(),
             headers: Vec::new(),
@@ -90,9 +135,31 @@ impl OpenLoop {
         }
     }
 
+    /// A run whose rate follows `schedule` for `duration`, to `path`.
+    pub fn scheduled(schedule: Schedule, duration: Duration, path: &str) -> Self {
+        Self {
+            schedule: Some(schedule),
+            path: path.to_string(),
+            ..Self::new(1.0, duration)
+        }
+    }
+
     /// Number of requests the run schedules.
     pub fn total(&self) -> usize {
-        (self.rps * self.duration.as_secs_f64()).floor() as usize
+        match &self.schedule {
+            Some(s) => s.times(self.duration).len(),
+            None => (self.rps * self.duration.as_secs_f64()).floor() as usize,
+        }
+    }
+
+    /// When each request is sent, relative to `t0`.
+    fn send_times(&self) -> Vec<Duration> {
+        match &self.schedule {
+            Some(s) => s.times(self.duration),
+            None => (0..self.total())
+                .map(|i| Duration::from_secs_f64(i as f64 / self.rps))
+                .collect(),
+        }
     }
 
     /// Runs against `addr` with request 0 scheduled at `t0` (which may be in the future).
@@ -104,16 +171,15 @@ impl OpenLoop {
         t0: Instant,
         live: Option<UnboundedSender<Outcome>>,
     ) -> Result<Vec<Outcome>> {
-        if !(self.rps > 0.0 && self.rps <= 100_000.0) {
+        if self.schedule.is_none() && !(self.rps > 0.0 && self.rps <= 100_000.0) {
             return Err(format!("open loop: rps must be in (0, 100000], got {}", self.rps).into());
         }
         let client = HttpClient::new();
-        let total = self.total();
+        let times = self.send_times();
         let mut tasks = JoinSet::new();
-        let mut outcomes = Vec::with_capacity(total);
+        let mut outcomes = Vec::with_capacity(times.len());
         let shared = Arc::new(self.clone());
-        for index in 0..total {
-            let scheduled = Duration::from_secs_f64(index as f64 / self.rps);
+        for (index, scheduled) in times.into_iter().enumerate() {
             tokio::time::sleep_until((t0 + scheduled).into()).await;
             let client = client.clone();
             let cfg = shared.clone();

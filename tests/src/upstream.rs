@@ -6,6 +6,9 @@
 //! 503 answers spaced deterministically (ratio 0.2 → exactly every 5th request), and a
 //! slow tail (a ratio of requests, spaced the same way, answered later). A path
 //! containing `/fail` is always answered 503 (exact error accounting).
+//! A latency profile ([`LatencyProfile`]: a fixed base, optionally log-normal with rare
+//! outliers, deterministic per request) and a latency scale (×1.40 for a level shift,
+//! a creep of +2 % per step) replace the ~1 ms default when set.
 //! The server stops when the [`Upstream`] is dropped.
 
 use std::convert::Infallible;
@@ -48,6 +51,73 @@ struct State {
     served: AtomicU64,
     failed: AtomicU64,
     seen_subset: AtomicU64,
+    /// The latency profile (None: the ~1 ms default).
+    profile: std::sync::Mutex<Option<LatencyProfile>>,
+    /// Multiplier of the profile's latency, in parts per million.
+    scale_ppm: AtomicU64,
+}
+
+/// A response-latency distribution, sampled deterministically from the request's
+/// sequence number (so a run is repeatable): `median · e^(sigma·N(0,1))`, except that
+/// `outlier_ppm` of requests (evenly spread by the hash) take `outlier` instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyProfile {
+    /// Median latency (the fixed latency when `sigma` is 0).
+    pub median: Duration,
+    /// Log-normal shape σ (0: fixed latency).
+    pub sigma: f64,
+    /// Requests per million answered after `outlier` instead.
+    pub outlier_ppm: u64,
+    /// The outliers' latency.
+    pub outlier: Duration,
+}
+
+impl LatencyProfile {
+    /// A fixed latency.
+    pub fn fixed(latency: Duration) -> Self {
+        Self {
+            median: latency,
+            sigma: 0.0,
+            outlier_ppm: 0,
+            outlier: Duration::ZERO,
+        }
+    }
+
+    /// Log-normal latency with median `median` and shape `sigma`, plus `outlier_ppm`
+    /// requests per million taking `outlier`.
+    pub fn log_normal(median: Duration, sigma: f64, outlier_ppm: u64, outlier: Duration) -> Self {
+        Self {
+            median,
+            sigma,
+            outlier_ppm,
+            outlier,
+        }
+    }
+
+    /// The latency of request `seq`, before any scale.
+    pub fn sample(&self, seq: u64) -> Duration {
+        let u1 = unit(seq.wrapping_mul(2).wrapping_add(0x5151));
+        let u2 = unit(seq.wrapping_mul(2).wrapping_add(0xA3A3));
+        if self.outlier_ppm > 0 && (u1 * 1_000_000.0) < self.outlier_ppm as f64 {
+            return self.outlier;
+        }
+        // Box-Muller; u1 is re-spread over (0, 1] after the outlier draw took its share.
+        let spread = (1.0 - u1).max(1e-12);
+        let n = (-2.0 * spread.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        Duration::from_secs_f64((self.median.as_secs_f64() * (self.sigma * n).exp()).min(60.0))
+    }
+}
+
+/// splitmix64 of `x`, as a uniform in [0, 1).
+fn unit(x: u64) -> f64 {
+    (splitmix(x) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn splitmix(seq: u64) -> u64 {
+    let mut z = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// A running upstream server.
@@ -75,6 +145,8 @@ impl Upstream {
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             seen_subset: AtomicU64::new(0),
+            profile: std::sync::Mutex::new(None),
+            scale_ppm: AtomicU64::new(1_000_000),
         });
         let task = tokio::spawn(serve_http1(listener, state.clone(), handle));
         Ok(Self { state, addr, task })
@@ -123,6 +195,19 @@ impl Upstream {
         self.state
             .error_status
             .store(u64::from(status), Ordering::SeqCst);
+    }
+
+    /// Replaces the ~1 ms default latency by `profile` from now on.
+    pub fn set_latency_profile(&self, profile: LatencyProfile) {
+        if let Ok(mut p) = self.state.profile.lock() {
+            *p = Some(profile);
+        }
+    }
+
+    /// Multiplies the profile's latency by `scale` from now on (1.0: as profiled).
+    pub fn set_latency_scale(&self, scale: f64) {
+        let ppm = (scale.clamp(0.0, 1000.0) * 1_000_000.0).round() as u64;
+        self.state.scale_ppm.store(ppm, Ordering::SeqCst);
     }
 
     /// Removes all faults.
@@ -188,10 +273,7 @@ where
 
 /// Deterministic jitter in 0..300 µs from a sequence number (splitmix64).
 fn jitter(seq: u64) -> Duration {
-    let mut z = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    Duration::from_micros((z ^ (z >> 31)) % 300)
+    Duration::from_micros(splitmix(seq) % 300)
 }
 
 async fn handle(
@@ -211,7 +293,15 @@ async fn handle(
             extra += Duration::from_millis(state.slow_extra_ms.load(Ordering::SeqCst));
         }
     }
-    tokio::time::sleep(Duration::from_micros(800) + jitter(seq) + extra).await;
+    let profile = state.profile.lock().ok().and_then(|p| *p);
+    let base = match profile {
+        Some(p) => {
+            let scale = state.scale_ppm.load(Ordering::SeqCst) as f64 / 1_000_000.0;
+            p.sample(seq).mul_f64(scale) + jitter(seq)
+        }
+        None => Duration::from_micros(800) + jitter(seq),
+    };
+    tokio::time::sleep(base + extra).await;
 
     let forced = req.uri().path().contains("/fail");
     let ppm = state.error_ppm.load(Ordering::SeqCst);

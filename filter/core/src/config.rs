@@ -70,6 +70,11 @@ pub struct PluginConfig {
     pub score_header: bool,
     /// Lease time-to-live in ticks: how long a silent scorer keeps the lease.
     pub lease_ttl_ticks: u64,
+    /// Test hook (`lease_release_after_s`, 0 = never): the first worker of the
+    /// process to hold the scorer lease this long stops scoring for good, as
+    /// if its ticks had stalled, so another worker takes the lease over once
+    /// it expires. For lease-move tests in real Envoy.
+    pub lease_release_after_ms: u64,
     /// Bounded compare-and-swap retries per shared-data update.
     pub cas_retries: u32,
     /// Managed canaries.
@@ -104,6 +109,7 @@ impl Default for PluginConfig {
             trust_client_subset_header: false,
             score_header: false,
             lease_ttl_ticks: 3,
+            lease_release_after_ms: 0,
             cas_retries: 8,
             canaries: Vec::new(),
             unmatched_after_ms: 30_000,
@@ -286,6 +292,7 @@ const TOP_FIELDS: &[&str] = &[
     "trust_client_subset_header",
     "score_header",
     "lease_ttl_ticks",
+    "lease_release_after_s",
     "cas_retries",
     "canaries",
     "unmatched_after_s",
@@ -372,6 +379,9 @@ impl PluginConfig {
         )?;
         let score_header = f.bool("score_header", defaults.score_header)?;
         let lease_ttl_ticks = f.uint("lease_ttl_ticks", defaults.lease_ttl_ticks, 2, 60)?;
+        let lease_release_after_ms = f
+            .uint("lease_release_after_s", 0, 0, 86_400)?
+            .saturating_mul(1000);
         let cas_retries = f.uint("cas_retries", defaults.cas_retries as u64, 1, 64)? as u32;
 
         let canaries = match f.get("canaries") {
@@ -475,6 +485,7 @@ impl PluginConfig {
             trust_client_subset_header,
             score_header,
             lease_ttl_ticks,
+            lease_release_after_ms,
             cas_retries,
             canaries,
             unmatched_after_ms,
@@ -592,6 +603,10 @@ mod tests {
     fn errors_name_the_field() {
         assert_eq!(reject(r#"{"tick_ms":"fast"}"#).field, "tick_ms");
         assert_eq!(reject(r#"{"tick_ms":-5}"#).field, "tick_ms");
+        assert_eq!(
+            reject(r#"{"lease_release_after_s":-1}"#).field,
+            "lease_release_after_s"
+        );
         assert_eq!(reject(r#"{"bogus":1}"#).field, "bogus");
         assert_eq!(reject(r#"{"mode":"loud"}"#).field, "mode");
         assert_eq!(reject(r#"{"max_series":0}"#).field, "max_series");

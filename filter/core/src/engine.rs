@@ -79,6 +79,10 @@ pub const CHECKPOINT_EVERY_TICKS: u64 = 10;
 /// ~330 bytes; a larger one is not written).
 pub const CHECKPOINT_MAX_BYTES: usize = 512;
 
+/// Shared-data key the `lease_release_after_s` test hook marks once a worker
+/// has given the lease up (so only the first holder of the process does).
+pub const LEASE_RELEASED_KEY: &str = "vigil.lease_released";
+
 /// Shared-data key of series `id`'s self-baseline checkpoint.
 pub fn checkpoint_key(id: u32) -> String {
     format!("vigil.b.{id}")
@@ -150,6 +154,9 @@ struct Scoring {
     pairs: Vec<Pair>,
     pairs_for: usize,
     controllers: HashMap<(usize, Vec<u8>), SteerController>,
+    /// Last self verdict of each managed canary series (whose published
+    /// verdict is the canary test's), by series id: its changes are logged.
+    last_self_canary: HashMap<u32, State>,
     /// Anytime-valid canary-vs-stable test per (canary, route), fed once per tick.
     monitors: HashMap<(usize, Vec<u8>), CanaryMonitor>,
     /// Host ids of each series' gauges, by series id, once defined.
@@ -189,6 +196,10 @@ pub struct Worker {
     metrics: MetricCache,
     stats: ProtocolStats,
     flushed_stats: ProtocolStats,
+    /// When this worker last acquired the scorer lease (ms), while it holds it.
+    holding_since: Option<u64>,
+    /// The `lease_release_after_s` test hook made this worker give the lease up.
+    lease_given_up: bool,
     /// PII guard counts of this worker's requests, not yet in shared data.
     pii: crate::pii_report::PiiOutbox,
     /// PII guard counts the lease holder took for this tick's report.
@@ -232,6 +243,8 @@ impl Worker {
             metrics: MetricCache::default(),
             stats: ProtocolStats::default(),
             flushed_stats: ProtocolStats::default(),
+            holding_since: None,
+            lease_given_up: false,
             pii: crate::pii_report::PiiOutbox::default(),
             pii_for_report: Vec::new(),
             edges: None,
@@ -529,16 +542,59 @@ impl Worker {
         }
 
         let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
-        if lease::acquire(store, self.me, now_ms, ttl) {
+        if !self.gives_lease_up(now_ms, store, log) && lease::acquire(store, self.me, now_ms, ttl) {
+            self.holding_since.get_or_insert(now_ms);
             self.score(now_ms, store, sink, log);
-        } else if self.scoring.take().is_some() {
-            self.metrics.forget_gauges();
-            log(Level::Info, "vigil: scorer lease moved to another worker");
+        } else {
+            self.holding_since = None;
+            if self.scoring.take().is_some() {
+                self.metrics.forget_gauges();
+                log(Level::Info, "vigil: scorer lease moved to another worker");
+            }
         }
 
         self.refresh_verdicts(store);
         self.watch_unmatched(now_ms, sink, log);
         self.flush_counters(sink);
+    }
+
+    /// The `lease_release_after_s` test hook: true once this worker, as the
+    /// first holder of the process to keep the lease that long, has given it
+    /// up for good (it stops renewing; another worker takes over when the
+    /// lease expires, as after a stalled holder).
+    fn gives_lease_up<S: SharedStore + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        store: &S,
+        log: &mut dyn FnMut(Level, &str),
+    ) -> bool {
+        if self.lease_given_up {
+            return true;
+        }
+        let after = self.cfg.lease_release_after_ms;
+        let Some(since) = self.holding_since.filter(|_| after > 0) else {
+            return false;
+        };
+        if now_ms.saturating_sub(since) < after
+            || store
+                .set(
+                    LEASE_RELEASED_KEY,
+                    b"1",
+                    Some(crate::shared::CREATE_ONLY_CAS),
+                )
+                .is_err()
+        {
+            return false;
+        }
+        self.lease_given_up = true;
+        log(
+            Level::Info,
+            &format!(
+                "vigil: test hook lease_release_after_s: this worker stops scoring after holding the lease {} s",
+                after / 1000
+            ),
+        );
+        true
     }
 
     /// Once traffic has flowed for `unmatched_after_s`, a canary none of
@@ -757,19 +813,24 @@ impl Worker {
 
         // Observe every series once this tick (empty delta when it had no traffic).
         let mut tick_deltas: Vec<(u32, TickDelta, Extras)> = Vec::new();
+        let restored_before = self.stats.baselines_restored;
         for id in 0..n as u32 {
             let (delta, extras) = self.take_delta(store, &delta_key(id), &empty);
             if scoring.series.len() <= id as usize {
                 let mut state = SeriesState::new(&model);
+                let mut last = State::InsufficientData;
                 // A new lease holder resumes the self-baseline the previous
-                // holder checkpointed instead of warming up from nothing.
+                // holder checkpointed instead of warming up from nothing, and
+                // keeps the verdict it published until the resumed baseline
+                // has judged a block of its own.
                 if let Some((bytes, _)) = store.get(&checkpoint_key(id)) {
                     if state.restore(&bytes) {
                         self.stats.baselines_restored += 1;
+                        last = self.table.series.get(id as usize).map_or(last, |v| v.state);
                     }
                 }
                 scoring.series.push(state);
-                scoring.last_state.push(State::InsufficientData);
+                scoring.last_state.push(last);
             }
             let tick_s = self.cfg.tick_ms as f64 / 1000.0;
             let unix_s = Some(now_ms as f64 / 1000.0);
@@ -809,10 +870,28 @@ impl Worker {
                 tick_deltas.push((id, delta, extras));
             }
         }
+        let restored = self.stats.baselines_restored - restored_before;
+        if restored > 0 {
+            log(
+                Level::Info,
+                &format!("vigil: resumed {restored} self-baseline(s) from checkpoints (no fresh warm-up)"),
+            );
+        }
+        let held = &self.table.series;
         let mut verdicts: Vec<Verdict> = scoring
             .series
             .iter()
-            .map(|s| s.score_self(&model))
+            .enumerate()
+            .map(|(id, s)| {
+                let mut v = s.score_self(&model);
+                // Resumed after a lease move, not judged yet: the verdict the
+                // previous holder published stands.
+                if let Some(p) = held.get(id).filter(|_| s.awaiting_judgement()) {
+                    v.state = p.state;
+                    v.score = p.score;
+                }
+                v
+            })
             .collect();
 
         if scoring.pairs_for != n {
@@ -843,6 +922,30 @@ impl Worker {
             }
             let verdict = monitor.update(canary, stable, &model);
             if let Some(v) = verdicts.get_mut(pair.canary_id as usize) {
+                // The canary's own self judgement is not published (the canary
+                // test is); its changes to and from warn/critical are logged.
+                let own = v.state;
+                let last = scoring
+                    .last_self_canary
+                    .insert(pair.canary_id, own)
+                    .unwrap_or(State::InsufficientData);
+                let notable = |s: State| matches!(s, State::Warn | State::Critical);
+                if last != own && (notable(last) || notable(own)) {
+                    let name = self.registry.name(pair.canary_id).unwrap_or_default();
+                    let (route, cluster) = split_name(name);
+                    log(
+                        Level::Info,
+                        &format!(
+                            "vigil: self-judgement route={} cluster={} {} -> {} (score {}): {}",
+                            String::from_utf8_lossy(route),
+                            String::from_utf8_lossy(cluster),
+                            last.as_str(),
+                            own.as_str(),
+                            v.score,
+                            v.explain()
+                        ),
+                    );
+                }
                 *v = verdict;
             }
             let canary_name = self

@@ -695,6 +695,7 @@ fn lease_move_keeps_self_baselines() {
         }
         let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
         let other = 1 - holder;
+        let before = states(&c.workers[holder]);
         assert!(c.workers[holder].stats().checkpoints_written > 0);
         assert!(
             states(&c.workers[holder]).contains(&State::Ok),
@@ -707,8 +708,11 @@ fn lease_move_keeps_self_baselines() {
                 c.store.set(&checkpoint_key(id), b"spoilt", None).unwrap();
             }
         }
-        // The holder goes silent; the other worker takes the lease.
+        // The holder goes silent; the other worker takes the lease. The
+        // deltas merged while nobody scored reach the new holder in one
+        // tick (a false surge, unless the resumed baseline skips it).
         let mut moved_at = None;
+        let mut published = Vec::new();
         for t in 0..30u32 {
             c.now_ms += 1000;
             for _ in 0..80 {
@@ -720,6 +724,19 @@ fn lease_move_keeps_self_baselines() {
             if c.workers[other].is_scorer() && moved_at.is_none() {
                 moved_at = Some(t);
             }
+            if c.workers[other].is_scorer() {
+                published.push(states(&c.workers[other]));
+            }
+        }
+        if keep_checkpoints {
+            // Verdicts unchanged across the move: every tick the new holder
+            // published the verdicts the old one last did (no warm-up, no
+            // false surge from the deltas that piled up meanwhile).
+            let changed: Vec<_> = published.iter().filter(|p| **p != before).collect();
+            assert!(
+                changed.is_empty(),
+                "verdicts changed across the move: before {before:?}, after {changed:?}"
+            );
         }
         assert!(moved_at.is_some(), "the lease never moved");
         let after = states(&c.workers[other]);
@@ -738,4 +755,57 @@ fn lease_move_keeps_self_baselines() {
             );
         }
     }
+}
+
+/// The `lease_release_after_s` test hook: the first holder stops scoring
+/// after that long, the other worker takes the lease once it expires and
+/// keeps it (the hook fires once per process), resuming the checkpointed
+/// baselines with unchanged verdicts.
+#[test]
+fn lease_release_hook_moves_the_lease_once() {
+    let mut rng = Rng(11);
+    let mut c = Cluster::new(config(r#"{"lease_release_after_s": 150}"#), 2);
+    for _ in 0..140 {
+        c.second(&mut rng, 80, 0, (0, 0));
+    }
+    let first = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+    let before: Vec<State> = c.workers[first]
+        .verdict_table()
+        .series
+        .iter()
+        .map(|v| v.state)
+        .collect();
+    assert!(before.contains(&State::Ok), "{before:?}");
+    let mut tables = Vec::new();
+    for _ in 0..300 {
+        c.second(&mut rng, 80, 0, (0, 0));
+        if let Some(w) = c.workers.iter().find(|w| w.is_scorer()) {
+            tables.push(
+                w.verdict_table()
+                    .series
+                    .iter()
+                    .map(|v| v.state)
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    let hooks = c
+        .logs
+        .iter()
+        .filter(|l| l.contains("test hook lease_release_after_s"))
+        .count();
+    let acquired = c
+        .logs
+        .iter()
+        .filter(|l| l.contains("(lease acquired)"))
+        .count();
+    assert_eq!(hooks, 1, "{:?}", c.logs);
+    assert_eq!(acquired, 2, "{:?}", c.logs);
+    assert!(
+        c.workers[1 - first].is_scorer(),
+        "the other worker holds the lease"
+    );
+    assert!(c.workers[1 - first].stats().baselines_restored > 0);
+    let changed: Vec<_> = tables.iter().filter(|t| **t != before).collect();
+    assert!(changed.is_empty(), "verdicts changed: {changed:?}");
 }
