@@ -5,7 +5,12 @@
 //! schema says `x-kubernetes-preserve-unknown-fields`), they point at the endpoints
 //! `vigil-control` serves, and broken variants are refused naming the field.
 
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
