@@ -1,4 +1,5 @@
-//! A zero-delay upstream, a duration-bounded closed-loop load generator, and
+//! A zero-delay upstream, a duration-bounded closed-loop load generator (GETs,
+//! or POSTs of a body: one loop for the data-plane and the PII benches), and
 //! Envoy's CPU and memory read from `/proc`.
 
 use std::convert::Infallible;
@@ -6,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client_http1;
 use hyper::server::conn::http1 as server_http1;
@@ -26,8 +27,18 @@ pub struct FastUpstream {
 }
 
 impl FastUpstream {
-    /// Binds a kernel-chosen port and serves.
+    /// Binds a kernel-chosen port and serves, without reading request bodies.
     pub async fn start(name: &'static str) -> Result<Self> {
+        Self::serve(name, false).await
+    }
+
+    /// [`FastUpstream::start`], reading every request body whole before it
+    /// answers (what a model server does with a prompt).
+    pub async fn start_reading_bodies(name: &'static str) -> Result<Self> {
+        Self::serve(name, true).await
+    }
+
+    async fn serve(name: &'static str, read_bodies: bool) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
@@ -38,7 +49,10 @@ impl FastUpstream {
                         let Ok((stream, _)) = accepted else { continue };
                         let _ = stream.set_nodelay(true);
                         conns.spawn(async move {
-                            let svc = service_fn(move |_req: Request<Incoming>| async move {
+                            let svc = service_fn(move |req: Request<Incoming>| async move {
+                                if read_bodies {
+                                    let _ = req.into_body().collect().await;
+                                }
                                 let resp = Response::builder()
                                     .status(200)
                                     .header("x-served-by", name)
@@ -88,7 +102,55 @@ impl LoadResult {
     }
 }
 
-async fn open_conn(addr: SocketAddr) -> Result<client_http1::SendRequest<Empty<Bytes>>> {
+/// The request a closed loop sends, again and again.
+#[derive(Debug, Clone)]
+pub struct Req {
+    /// `GET` or `POST`.
+    pub method: hyper::Method,
+    /// Path.
+    pub path: &'static str,
+    /// `content-type`, when there is a body.
+    pub content_type: Option<&'static str>,
+    /// Body (empty: none).
+    pub body: Bytes,
+}
+
+impl Req {
+    /// `GET path`, no body.
+    pub fn get(path: &'static str) -> Self {
+        Req {
+            method: hyper::Method::GET,
+            path,
+            content_type: None,
+            body: Bytes::new(),
+        }
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post_json(path: &'static str, body: Bytes) -> Self {
+        Req {
+            method: hyper::Method::POST,
+            path,
+            content_type: Some("application/json"),
+            body,
+        }
+    }
+
+    fn build(&self) -> Result<Request<Full<Bytes>>> {
+        let mut b = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path)
+            .header("host", "vigil.bench");
+        if let Some(ct) = self.content_type {
+            b = b.header("content-type", ct);
+        }
+        // An empty `Full` is an end-of-stream body: no content-length is
+        // sent, exactly like a bodiless GET.
+        Ok(b.body(Full::new(self.body.clone()))?)
+    }
+}
+
+async fn open_conn(addr: SocketAddr) -> Result<client_http1::SendRequest<Full<Bytes>>> {
     let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
         .await
         .map_err(|_| format!("connect to {addr} timed out"))??;
@@ -109,14 +171,25 @@ pub async fn closed_loop(
     duration: Duration,
     path: &'static str,
 ) -> Result<LoadResult> {
+    closed_loop_req(addr, conns, duration, Req::get(path)).await
+}
+
+/// [`closed_loop`] with any request ([`Req`]): every connection sends `req`.
+pub async fn closed_loop_req(
+    addr: SocketAddr,
+    conns: usize,
+    duration: Duration,
+    req: Req,
+) -> Result<LoadResult> {
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = JoinSet::new();
     for _ in 0..conns.max(1) {
+        let req = req.clone();
         tasks.spawn(async move {
             let mut lat = Vec::new();
             let mut failed = 0usize;
-            let mut sender: Option<client_http1::SendRequest<Empty<Bytes>>> = None;
+            let mut sender: Option<client_http1::SendRequest<Full<Bytes>>> = None;
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let r = async {
@@ -125,12 +198,10 @@ pub async fn closed_loop(
                         _ => open_conn(addr).await?,
                     };
                     s.ready().await?;
-                    let req = Request::get(path)
-                        .header("host", "vigil.bench")
-                        .body(Empty::<Bytes>::new())?;
-                    let resp = tokio::time::timeout(Duration::from_secs(5), s.send_request(req))
-                        .await
-                        .map_err(|_| "request timed out")??;
+                    let resp =
+                        tokio::time::timeout(Duration::from_secs(5), s.send_request(req.build()?))
+                            .await
+                            .map_err(|_| "request timed out")??;
                     let ok = resp.status().is_success();
                     resp.into_body().collect().await?;
                     sender = Some(s);

@@ -1,30 +1,20 @@
 //! Real Envoy: the cost of the PII guard per request for 1 KB, 16 KB and
 //! 256 KB chat prompts, with the guard off (Vigil without a `pii` section),
 //! `detect` and `redact`, against the no-op wasm filter. Closed loop of POSTs
-//! over keep-alive connections to an upstream that reads every body; Envoy CPU
-//! per request from `/proc`, p50/p99 from the client. Printed, never asserted.
+//! over keep-alive connections (the data-plane bench's loop, [`crate::load`])
+//! to an upstream that reads every body; Envoy CPU per request from `/proc`,
+//! p50/p99 from the client. Printed, never asserted.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1 as client_http1;
-use hyper::server::conn::http1 as server_http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
 use vigil_e2e::envoy::{hcm_mut, Envoy, EnvoyOptions};
 use vigil_e2e::scenario::plugin_config;
 use vigil_e2e::Result;
 
 use crate::dataplane::Setup;
-use crate::load::cpu_sched_ns;
+use crate::load::{closed_loop_req, cpu_sched_ns, FastUpstream, Req};
 use crate::report::{quantile_sorted, Res};
 
 /// Per variant: CPU µs/req, p50 µs, p99 µs per round.
@@ -58,45 +48,6 @@ impl Variant {
     }
 }
 
-/// An upstream that reads each body whole, then answers 200.
-struct BodyUpstream {
-    port: u16,
-    task: JoinHandle<()>,
-}
-
-impl BodyUpstream {
-    async fn start() -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let _ = stream.set_nodelay(true);
-                        conns.spawn(async move {
-                            let svc = service_fn(|req: Request<Incoming>| async move {
-                                let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n.to_string()))))
-                            });
-                            let _ = server_http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                        });
-                    }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        });
-        Ok(BodyUpstream { port, task })
-    }
-}
-
-impl Drop for BodyUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// A chat prompt of about `size` bytes with a few entities in it.
 pub fn prompt(size: usize) -> Bytes {
     let mut content = String::from(
@@ -110,68 +61,6 @@ pub fn prompt(size: usize) -> Bytes {
     Bytes::from(
         json!({ "model": "m", "messages": [{ "role": "user", "content": content }] }).to_string(),
     )
-}
-
-async fn post_loop(
-    addr: SocketAddr,
-    conns: usize,
-    dur: Duration,
-    body: Bytes,
-) -> Result<(Vec<f64>, usize)> {
-    let deadline = Instant::now() + dur;
-    let mut tasks = JoinSet::new();
-    for _ in 0..conns.max(1) {
-        let body = body.clone();
-        tasks.spawn(async move {
-            let mut lat = Vec::new();
-            let mut failed = 0usize;
-            let mut sender: Option<client_http1::SendRequest<Full<Bytes>>> = None;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = async {
-                    let mut s = match sender.take() {
-                        Some(s) if !s.is_closed() => s,
-                        _ => {
-                            let stream = TcpStream::connect(addr).await?;
-                            stream.set_nodelay(true)?;
-                            let (s, conn) = client_http1::handshake(TokioIo::new(stream)).await?;
-                            tokio::spawn(async move {
-                                let _ = conn.await;
-                            });
-                            s
-                        }
-                    };
-                    s.ready().await?;
-                    let req = Request::post("/")
-                        .header("host", "vigil.bench")
-                        .header("content-type", "application/json")
-                        .body(Full::new(body.clone()))?;
-                    let resp = tokio::time::timeout(Duration::from_secs(5), s.send_request(req))
-                        .await
-                        .map_err(|_| "request timed out")??;
-                    let ok = resp.status().is_success();
-                    resp.into_body().collect().await?;
-                    sender = Some(s);
-                    Ok::<bool, vigil_e2e::Error>(ok)
-                }
-                .await;
-                match r {
-                    Ok(true) => lat.push(t.elapsed().as_secs_f64() * 1e6),
-                    _ => failed += 1,
-                }
-            }
-            (lat, failed)
-        });
-    }
-    let mut lat = Vec::new();
-    let mut failed = 0;
-    while let Some(done) = tasks.join_next().await {
-        let (l, f) = done?;
-        lat.extend(l);
-        failed += f;
-    }
-    lat.sort_by(f64::total_cmp);
-    Ok((lat, failed))
 }
 
 async fn start(setup: &Setup, v: Variant, port: u16) -> Result<(Envoy, u32)> {
@@ -223,10 +112,10 @@ pub async fn run(
     conns: usize,
     out: &mut Vec<Res>,
 ) -> Result<()> {
-    let up = BodyUpstream::start().await?;
+    let up = FastUpstream::start_reading_bodies("pii").await?;
     let mut envoys = Vec::new();
     for v in Variant::ALL {
-        envoys.push((v, start(setup, v, up.port).await?));
+        envoys.push((v, start(setup, v, up.port()).await?));
     }
     for size in SIZES {
         let body = prompt(size);
@@ -234,12 +123,13 @@ pub async fn run(
             .iter()
             .map(|v| (*v, vec![], vec![], vec![]))
             .collect();
+        let req = Req::post_json("/", body.clone());
         for (_, (e, _)) in &envoys {
-            post_loop(
+            closed_loop_req(
                 e.listener_addr(),
                 conns,
                 Duration::from_secs(1),
-                body.clone(),
+                req.clone(),
             )
             .await?;
         }
@@ -249,13 +139,14 @@ pub async fn run(
                     continue;
                 };
                 let s0 = cpu_sched_ns(*pid)?;
-                let (lat, failed) = post_loop(
+                let run = closed_loop_req(
                     e.listener_addr(),
                     conns,
                     Duration::from_secs_f64(secs),
-                    body.clone(),
+                    req.clone(),
                 )
                 .await?;
+                let (lat, failed) = (run.latencies_us, run.failed);
                 let s1 = cpu_sched_ns(*pid)?;
                 let n = (lat.len() + failed).max(1) as f64;
                 let us = s1.saturating_sub(s0) as f64 / 1e3 / n;

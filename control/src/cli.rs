@@ -747,6 +747,7 @@ async fn serve(cmd: Command) -> i32 {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(e.to_string()),
     };
+    svc.pii.set_alert(config.pii_alert.clone());
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {listen}: {e}")),

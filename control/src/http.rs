@@ -20,6 +20,7 @@
 //! | `POST /v1/canaries/{name}/{approve,reject,pause,resume}` | operator | operator actions |
 //! | `GET /dashboard/`, `GET /v1/dashboard/series/{name}`, `GET /v1/audit` | – | the operator's page ([`crate::dashboard`]) |
 //! | `POST /v1/flagger/{hook}`, `GET /v1/argo/{name}` | – | Flagger / Argo Rollouts ([`crate::hooks`]) |
+//! | `GET /v1/pii/findings` | – | PII guard counts per route per minute, and the alert ([`crate::pii`]) |
 
 // Handlers return a ready `Response` as their error: boxing it would only
 // add an allocation on the refusal path.
@@ -480,6 +481,60 @@ async fn operate(
     }
 }
 
+/// `GET /v1/pii/findings?route=R&since_ms=A&until_ms=B`: the PII guard's
+/// counts per route and minute (default: every route, the last hour), and
+/// the alert's state. Counts only — no value ever reaches the service.
+async fn pii_findings(
+    State(app): State<App>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    for key in q.keys() {
+        if !["route", "since_ms", "until_ms"].contains(&key.as_str()) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown parameter {key:?} (route, since_ms, until_ms)"),
+                key,
+            );
+        }
+    }
+    let number = |key: &str| -> Result<Option<u64>, Response> {
+        q.get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("{key} must be milliseconds since the epoch, got {v:?}"),
+                        key,
+                    )
+                })
+            })
+            .transpose()
+    };
+    let now = log::now_ms();
+    let until = match number("until_ms") {
+        Ok(v) => v.unwrap_or(now),
+        Err(r) => return r,
+    };
+    let since = match number("since_ms") {
+        Ok(v) => v.unwrap_or(until.saturating_sub(crate::pii::DEFAULT_RANGE_MS)),
+        Err(r) => return r,
+    };
+    if since > until {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("since_ms {since} is after until_ms {until}"),
+            "since_ms",
+        );
+    }
+    let route = q.get("route").cloned();
+    let svc = app.svc.clone();
+    match blocking(move || svc.pii_findings(route.as_deref(), since, until)).await {
+        Ok(Ok(v)) => ok_json(StatusCode::OK, &v),
+        Ok(Err(e)) => op_error(OpError::Storage(e.to_string())),
+        Err(r) => r,
+    }
+}
+
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint", "path")
 }
@@ -505,6 +560,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/dashboard/style.css"),
     ("GET", "/v1/dashboard/series/{name}"),
     ("GET", "/v1/audit"),
+    ("GET", "/v1/pii/findings"),
 ];
 
 /// The router.
@@ -521,6 +577,7 @@ pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
         .route("/v1/canaries", get(list).post(declare))
         .route("/v1/canaries/{name}", get(show))
         .route("/v1/canaries/{name}/{action}", post(operate))
+        .route("/v1/pii/findings", get(pii_findings))
         .fallback(not_found)
         .with_state(app)
         .merge(crate::hooks::router(svc.clone()))

@@ -18,6 +18,7 @@
 //! (connections, timeouts, shutdown, JSON for hyper's errors), [`egress`]
 //! (webhook allowlist, redaction), [`webhook`] and [`client`] (hyper +
 //! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers;
+//! [`pii`] keeps the PII guard's per-route counts and the findings alert;
 //! [`inspect`] resolves plugin configurations against Envoy config dumps
 //! with the filter's own code (`vigil-filter-core`).
 
@@ -37,6 +38,7 @@ pub mod inspect;
 pub mod log;
 pub mod machine;
 pub mod metrics;
+pub mod pii;
 pub mod plausibility;
 pub mod prometheus;
 pub mod render;

@@ -112,6 +112,15 @@ pub fn run(data: &Path, cutoff_ms: u64, export: &Path) -> Result<Pruned, StoreEr
         "DELETE FROM decisions WHERE at_ms < ?1",
         params![to_i64(cutoff_ms)],
     )?;
+    // PII counts by age too (counts only; not exported).
+    tx.execute(
+        "DELETE FROM pii_minutes WHERE minute_ms < ?1",
+        params![to_i64(cutoff_ms)],
+    )?;
+    tx.execute(
+        "DELETE FROM pii_findings WHERE minute_ms < ?1",
+        params![to_i64(cutoff_ms)],
+    )?;
     tx.commit()?;
     Ok(Pruned {
         audit_rows: prune.len() as u64,

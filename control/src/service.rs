@@ -285,6 +285,8 @@ pub struct Service {
     pub history: crate::dashboard::History,
     /// False after a failed commit, until one succeeds.
     storage_ok: AtomicBool,
+    /// PII guard counts per route and the findings alert ([`crate::pii`]).
+    pub pii: crate::pii::PiiState,
 }
 
 impl std::fmt::Debug for Service {
@@ -412,6 +414,7 @@ impl Service {
             history: crate::dashboard::History::default(),
             writer: Mutex::new(()),
             storage_ok: AtomicBool::new(true),
+            pii: crate::pii::PiiState::default(),
         };
         let now = log::now_ms();
         for spec in config {
@@ -585,6 +588,7 @@ impl Service {
                 });
             }
         }
+        self.pii.ingest(&report.pii);
         Metrics::add(&self.metrics.reports_accepted, 1);
         Metrics::add(&self.metrics.series_updates, report.series.len() as u64);
         Metrics::add(&self.metrics.series_matched, matched);
@@ -644,6 +648,7 @@ impl Service {
     /// retries; `/healthz` reports unhealthy until a commit succeeds.
     pub fn tick(&self, now_ms: u64) {
         Metrics::add(&self.metrics.ticks, 1);
+        self.pii_tick(now_ms);
         let _writer = lock(&self.writer);
         let (staged, batch, routing) = {
             let mut guard = lock(&self.inner);
@@ -703,6 +708,71 @@ impl Service {
         self.publish_routing(inner);
         drop(guard);
         self.follow_up(followups);
+    }
+
+    /// The PII part of a tick: store the counts since the last tick per
+    /// minute with any alert raised or cleared (audited, one transaction),
+    /// then announce the alerts through the webhooks. A failed commit gives
+    /// the counts back to the next tick.
+    fn pii_tick(&self, now_ms: u64) {
+        let staged = self.pii.stage(now_ms);
+        if staged.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            pii: staged.rows.clone(),
+            audit: staged.events.iter().map(|e| e.audit()).collect(),
+            ..Batch::default()
+        };
+        if let Err(e) = self.commit(&batch) {
+            log::error(
+                "could not persist PII counts; retried next tick",
+                json!({"error": e.to_string()}),
+            );
+            self.pii.restore(staged);
+            return;
+        }
+        self.pii.install(&staged);
+        if staged.events.is_empty() {
+            return;
+        }
+        let mut urls = self.opts.webhooks.clone();
+        urls.extend(self.pii.alert().map(|a| a.webhooks).unwrap_or_default());
+        urls.retain(|u| self.opts.webhook_allow.allows(u));
+        for e in &staged.events {
+            log::warn(
+                if e.raised {
+                    "pii alert"
+                } else {
+                    "pii alert cleared"
+                },
+                json!({"route": e.route, "findings": e.findings, "threshold_per_minute": e.threshold}),
+            );
+            if let Some(hooks) = &self.webhooks {
+                hooks.send(urls.clone(), &e.payload());
+            }
+        }
+    }
+
+    /// `GET /v1/pii/findings`: stored PII counts per route and minute in
+    /// `[since_ms, until_ms]` (one route or all).
+    pub fn pii_findings(
+        &self,
+        route: Option<&str>,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<Value, StoreError> {
+        let (rows, truncated) =
+            lock(&self.store).pii_rows(route, since_ms, until_ms, crate::pii::MAX_ROWS)?;
+        let alert = self.pii.alert();
+        Ok(crate::pii::view(
+            &rows,
+            since_ms,
+            until_ms,
+            truncated,
+            alert.as_ref(),
+            &self.pii.alerting(),
+        ))
     }
 
     /// Commit a batch (SQLite, off the state lock); keeps the health flag

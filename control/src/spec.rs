@@ -133,7 +133,8 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// An error on `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         SpecError {
             field: field.into(),
             message: message.into(),
@@ -484,6 +485,8 @@ pub struct ServiceConfig {
     pub webhook_allow: crate::egress::Allow,
     /// Scorer model (defaults when absent).
     pub model: Model,
+    /// The PII findings alert (`pii_alert`), when configured.
+    pub pii_alert: Option<crate::pii::AlertConfig>,
 }
 
 #[derive(Deserialize)]
@@ -497,6 +500,8 @@ struct RawConfig {
     webhook_allow: Vec<String>,
     #[serde(default)]
     model: Option<serde_json::Value>,
+    #[serde(default)]
+    pii_alert: Option<serde_json::Value>,
 }
 
 impl ServiceConfig {
@@ -534,11 +539,22 @@ impl ServiceConfig {
             None => Model::default(),
             Some(v) => Model::from_json_value(v).map_err(|e| SpecError::new(e.field, e.message))?,
         };
+        let pii_alert = raw
+            .pii_alert
+            .map(crate::pii::AlertConfig::from_json_value)
+            .transpose()?;
+        if let Some(a) = &pii_alert {
+            check_webhooks("pii_alert.webhooks", &a.webhooks)?;
+            webhook_allow
+                .check(&a.webhooks)
+                .map_err(|(i, m)| SpecError::new(format!("pii_alert.webhooks[{i}]"), m))?;
+        }
         Ok(ServiceConfig {
             canaries,
             webhooks: raw.webhooks,
             webhook_allow,
             model,
+            pii_alert,
         })
     }
 }

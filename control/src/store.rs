@@ -101,12 +101,26 @@ CREATE TABLE IF NOT EXISTS sidecar_state (
   sent_at_ms INTEGER NOT NULL, seen_ms INTEGER NOT NULL);
 ";
 
+/// Version 4: the PII guard's counts per route per minute (see
+/// [`crate::pii`]): counts only — types, actions and numbers, never a value.
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS pii_minutes (
+  route TEXT NOT NULL, minute_ms INTEGER NOT NULL, requests INTEGER NOT NULL,
+  inspected_bytes INTEGER NOT NULL, partial INTEGER NOT NULL, blocked INTEGER NOT NULL,
+  redacted INTEGER NOT NULL, PRIMARY KEY (route, minute_ms));
+CREATE INDEX IF NOT EXISTS pii_minutes_at ON pii_minutes (minute_ms);
+CREATE TABLE IF NOT EXISTS pii_findings (
+  route TEXT NOT NULL, minute_ms INTEGER NOT NULL, type TEXT NOT NULL, action TEXT NOT NULL,
+  count INTEGER NOT NULL, PRIMARY KEY (route, minute_ms, type, action));
+";
+
 /// The versioned schema (SQLite `user_version`), applied in order at open.
 /// A database from a newer release (a higher version) is refused.
-static MIGRATION_STEPS: [rusqlite_migration::M<'static>; 3] = [
+static MIGRATION_STEPS: [rusqlite_migration::M<'static>; 4] = [
     rusqlite_migration::M::up(SCHEMA),
     rusqlite_migration::M::up(SCHEMA_V2),
     rusqlite_migration::M::up(SCHEMA_V3),
+    rusqlite_migration::M::up(SCHEMA_V4),
 ];
 static MIGRATIONS: rusqlite_migration::Migrations<'static> =
     rusqlite_migration::Migrations::from_slice(&MIGRATION_STEPS);
@@ -214,6 +228,8 @@ pub struct Batch {
     pub sidecars: Vec<SidecarRow>,
     /// Expired sidecars to forget.
     pub forget_sidecars: Vec<String>,
+    /// PII guard counts to add, per route per minute.
+    pub pii: Vec<crate::pii::PiiRow>,
 }
 
 impl Batch {
@@ -225,6 +241,7 @@ impl Batch {
             && self.routing_version.is_none()
             && self.sidecars.is_empty()
             && self.forget_sidecars.is_empty()
+            && self.pii.is_empty()
     }
 }
 
@@ -467,6 +484,76 @@ impl Store {
         Ok(Self::meta(&self.conn, "audit_base")?.and_then(|v| parse_head(&v)))
     }
 
+    /// Stored PII minutes in `[since_ms, until_ms]` (of one route, or all),
+    /// sorted by route then minute; at most `limit` rows, the newest kept.
+    /// Returns the rows and whether some were left out.
+    pub fn pii_rows(
+        &self,
+        route: Option<&str>,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<crate::pii::PiiRow>, bool), StoreError> {
+        let (since, until) = (to_i64(since_ms), to_i64(until_ms));
+        let mut stmt = self.conn.prepare(
+            "SELECT route, minute_ms, requests, inspected_bytes, partial, blocked, redacted
+             FROM pii_minutes WHERE minute_ms >= ?1 AND minute_ms <= ?2 AND (?3 IS NULL OR route = ?3)
+             ORDER BY minute_ms DESC, route LIMIT ?4",
+        )?;
+        let limit_plus = to_i64(limit as u64 + 1);
+        let mut rows = stmt
+            .query_map(params![since, until, route, limit_plus], |r| {
+                Ok(crate::pii::PiiRow {
+                    minute_ms: to_u64(r.get(1)?),
+                    counts: vigil_wire::pii::PiiRoute {
+                        route: r.get(0)?,
+                        requests: to_u64(r.get(2)?),
+                        inspected_bytes: to_u64(r.get(3)?),
+                        partial: to_u64(r.get(4)?),
+                        blocked: to_u64(r.get(5)?),
+                        redacted: to_u64(r.get(6)?),
+                        findings: Vec::new(),
+                    },
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let truncated = rows.len() > limit;
+        rows.truncate(limit);
+        let oldest = rows.last().map_or(since_ms, |r| r.minute_ms);
+        let mut stmt = self.conn.prepare(
+            "SELECT route, minute_ms, type, action, count FROM pii_findings
+             WHERE minute_ms >= ?1 AND minute_ms <= ?2 AND (?3 IS NULL OR route = ?3)
+             ORDER BY type, action",
+        )?;
+        let findings = stmt.query_map(params![to_i64(oldest), until, route], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                to_u64(r.get(1)?),
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                to_u64(r.get(4)?),
+            ))
+        })?;
+        let mut index: std::collections::HashMap<(String, u64), usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.counts.route.clone(), r.minute_ms), i))
+            .collect();
+        for f in findings {
+            let (route, minute, kind, action, count) = f?;
+            if let Some(row) = index
+                .get_mut(&(route, minute))
+                .and_then(|i| rows.get_mut(*i))
+            {
+                row.counts.add_finding(&kind, &action, count);
+            }
+        }
+        rows.sort_by(|a, b| {
+            (a.counts.route.as_str(), a.minute_ms).cmp(&(b.counts.route.as_str(), b.minute_ms))
+        });
+        Ok((rows, truncated))
+    }
+
     /// Number of stored canaries.
     pub fn canary_count(&self) -> Result<u64, StoreError> {
         Ok(to_u64(self.conn.query_row(
@@ -633,6 +720,39 @@ fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
     for sidecar in &batch.forget_sidecars {
         tx.execute("DELETE FROM sidecar_state WHERE sidecar = ?1", [sidecar])?;
     }
+    write_pii(tx, &batch.pii)
+}
+
+/// Add PII rows to the per-minute sums (counts only).
+fn write_pii(tx: &Transaction<'_>, rows: &[crate::pii::PiiRow]) -> Result<(), StoreError> {
+    for row in rows {
+        let c = &row.counts;
+        let minute = to_i64(row.minute_ms);
+        tx.execute(
+            "INSERT INTO pii_minutes (route, minute_ms, requests, inspected_bytes, partial, blocked, redacted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(route, minute_ms) DO UPDATE SET requests = requests + excluded.requests,
+               inspected_bytes = inspected_bytes + excluded.inspected_bytes,
+               partial = partial + excluded.partial, blocked = blocked + excluded.blocked,
+               redacted = redacted + excluded.redacted",
+            params![
+                c.route,
+                minute,
+                to_i64(c.requests),
+                to_i64(c.inspected_bytes),
+                to_i64(c.partial),
+                to_i64(c.blocked),
+                to_i64(c.redacted)
+            ],
+        )?;
+        for f in &c.findings {
+            tx.execute(
+                "INSERT INTO pii_findings (route, minute_ms, type, action, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(route, minute_ms, type, action) DO UPDATE SET count = count + excluded.count",
+                params![c.route, minute, f.kind, f.action, to_i64(f.count)],
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -678,6 +798,7 @@ mod tests {
                 routing_version: Some(7),
                 sidecars: vec![row.clone()],
                 forget_sidecars: Vec::new(),
+                pii: Vec::new(),
             };
             store.apply(&batch).unwrap();
             store
@@ -702,6 +823,47 @@ mod tests {
         assert_eq!(store.sidecars().unwrap(), vec![row]);
         assert_eq!(store.decisions("c", 10).unwrap().len(), 1);
         assert_eq!(verify_audit(&dir).unwrap(), Ok(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pii_rows_add_up_per_minute() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-pii-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let row = |route: &str, minute_ms: u64, n: u64| {
+            let mut c = vigil_wire::pii::PiiRoute::new(route);
+            c.requests = n;
+            c.inspected_bytes = 100 * n;
+            c.add_finding("card", "block", n);
+            crate::pii::PiiRow {
+                minute_ms,
+                counts: c,
+            }
+        };
+        let mut store = Store::open(&dir).unwrap();
+        for batch in [
+            vec![row("chat", 60_000, 1), row("notes", 60_000, 5)],
+            vec![row("chat", 60_000, 2), row("chat", 120_000, 4)],
+        ] {
+            store
+                .apply(&Batch {
+                    pii: batch,
+                    ..Batch::default()
+                })
+                .unwrap();
+        }
+        let (rows, truncated) = store.pii_rows(Some("chat"), 0, u64::MAX / 2, 100).unwrap();
+        assert!(!truncated);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].minute_ms, rows[0].counts.requests), (60_000, 3));
+        assert_eq!(rows[0].counts.findings_total(), 3);
+        assert_eq!(rows[0].counts.inspected_bytes, 300);
+        assert_eq!(rows[1].counts.findings_total(), 4);
+        let (all, _) = store.pii_rows(None, 0, 60_000, 100).unwrap();
+        assert_eq!(all.len(), 2, "chat and notes in the first minute");
+        let (newest, truncated) = store.pii_rows(None, 0, u64::MAX / 2, 1).unwrap();
+        assert!(truncated);
+        assert_eq!(newest[0].minute_ms, 120_000, "the newest are kept");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -369,6 +369,11 @@ impl VigilHttp {
         if let Some(line) = state.guard.summary(verdict) {
             log::info!("{line}");
         }
+        if let Ok(mut slot) = self.worker.try_borrow_mut() {
+            if let Some(worker) = slot.as_mut().filter(|w| w.config().control.is_some()) {
+                worker.record_pii(&state.guard.counts(verdict));
+            }
+        }
     }
 }
 

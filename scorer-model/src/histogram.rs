@@ -106,28 +106,202 @@ const CHUNKS: usize = BUCKETS / SUB_BUCKETS;
 /// Directory entry of a chunk without a slot (and owner of a free slot).
 const NO_SLOT: u8 = u8::MAX;
 
+/// A histogram cell: 16 bits while every count fits, 32 bits after.
+trait Cell: Copy + Default + PartialEq + std::fmt::Debug {
+    /// Largest count the cell holds.
+    const MAX: u32;
+    fn get(self) -> u32;
+    /// `v` must be `<= MAX`.
+    fn make(v: u32) -> Self;
+}
+
+impl Cell for u16 {
+    const MAX: u32 = u16::MAX as u32;
+    #[inline]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+    #[inline]
+    fn make(v: u32) -> Self {
+        v.min(<Self as Cell>::MAX) as u16
+    }
+}
+
+impl Cell for u32 {
+    const MAX: u32 = u32::MAX;
+    #[inline]
+    fn get(self) -> u32 {
+        self
+    }
+    #[inline]
+    fn make(v: u32) -> Self {
+        v
+    }
+}
+
 /// Sum of a chunk's counts from sub-bucket `from` on.
 #[inline]
-fn chunk_sum(chunk: &[u32; SUB_BUCKETS], from: usize) -> u64 {
-    chunk.iter().skip(from).map(|&n| n as u64).sum()
+fn chunk_sum<C: Cell>(chunk: &[C; SUB_BUCKETS], from: usize) -> u64 {
+    chunk.iter().skip(from).map(|&n| u64::from(n.get())).sum()
 }
 
 /// One chunk's storage: its counts, their total and the chunk it holds.
 #[derive(Debug, Clone)]
-struct Slot {
-    counts: [u32; SUB_BUCKETS],
+struct Slot<C> {
+    counts: [C; SUB_BUCKETS],
     /// Sum of `counts` (lets quantile walks skip whole chunks).
     total: u64,
     /// Chunk held, or [`NO_SLOT`] when the slot is free.
     chunk: u8,
 }
 
-impl Slot {
-    const FREE: Slot = Slot {
-        counts: [0; SUB_BUCKETS],
-        total: 0,
-        chunk: NO_SLOT,
+impl<C: Cell> Slot<C> {
+    fn free() -> Self {
+        Slot {
+            counts: [C::default(); SUB_BUCKETS],
+            total: 0,
+            chunk: NO_SLOT,
+        }
+    }
+}
+
+/// The slots: 16-bit cells (a chunk's 32 counts in 64 bytes, one cache
+/// line) until a count would pass 65 535, then every slot widens to 32 bits
+/// for good (a histogram that once held that many in one bucket will again).
+#[derive(Debug, Clone)]
+enum Store {
+    Narrow(Vec<Slot<u16>>),
+    Wide(Vec<Slot<u32>>),
+}
+
+/// The slot holding chunk `chunk_i`, taking a free one (or a new one) when
+/// it has none. `None` only for an out-of-range chunk.
+#[inline]
+fn slot_or_insert<'a, C: Cell>(
+    dir: &mut [u8; CHUNKS],
+    slots: &'a mut Vec<Slot<C>>,
+    chunk_i: usize,
+) -> Option<&'a mut Slot<C>> {
+    let entry = dir.get_mut(chunk_i)?;
+    if *entry == NO_SLOT {
+        let free = match slots.iter().position(|s| s.chunk == NO_SLOT) {
+            Some(i) => i,
+            None => {
+                // Exact growth: slots are big and few (at most 26).
+                slots.reserve_exact(1);
+                slots.push(Slot::free());
+                slots.len() - 1
+            }
+        };
+        *entry = free as u8;
+        if let Some(slot) = slots.get_mut(free) {
+            slot.chunk = chunk_i as u8;
+        }
+    }
+    let s = usize::from(*entry);
+    slots.get_mut(s)
+}
+
+/// Add `n` at (chunk, sub); `Err(())` (nothing changed) when the cell
+/// cannot hold the sum and the store must widen first.
+#[inline]
+fn add_in<C: Cell>(
+    dir: &mut [u8; CHUNKS],
+    slots: &mut Vec<Slot<C>>,
+    count: &mut u64,
+    chunk_i: usize,
+    sub: usize,
+    n: u32,
+) -> Result<(), ()> {
+    if let Some(slot) = slot_or_insert(dir, slots, chunk_i) {
+        if let Some(cell) = slot.counts.get_mut(sub) {
+            let old = cell.get();
+            let sum = old.saturating_add(n);
+            if sum > C::MAX {
+                return Err(());
+            }
+            *cell = C::make(sum);
+            let added = u64::from(sum - old);
+            slot.total += added;
+            *count += added;
+        }
+    }
+    Ok(())
+}
+
+#[inline]
+fn sub_in<C: Cell>(
+    dir: &mut [u8; CHUNKS],
+    slots: &mut [Slot<C>],
+    count: &mut u64,
+    chunk_i: usize,
+    sub: usize,
+    n: u32,
+) {
+    let Some(entry) = dir.get_mut(chunk_i) else {
+        return;
     };
+    let Some(slot) = slots.get_mut(usize::from(*entry)) else {
+        return;
+    };
+    if let Some(cell) = slot.counts.get_mut(sub) {
+        let taken = cell.get().min(n);
+        *cell = C::make(cell.get() - taken);
+        slot.total -= u64::from(taken);
+        *count -= u64::from(taken);
+        if slot.total == 0 {
+            slot.chunk = NO_SLOT;
+            *entry = NO_SLOT;
+        }
+    }
+}
+
+/// Chunks in use, in index order, with their slots.
+fn chunks_in<'a, C: Cell>(
+    dir: &'a [u8; CHUNKS],
+    slots: &'a [Slot<C>],
+) -> impl Iterator<Item = (usize, &'a Slot<C>)> + 'a {
+    dir.iter()
+        .enumerate()
+        .filter_map(move |(ci, &s)| slots.get(usize::from(s)).map(|slot| (ci, slot)))
+}
+
+fn quantile_in<C: Cell>(dir: &[u8; CHUNKS], slots: &[Slot<C>], rank: u64) -> Option<f64> {
+    // Skip whole chunks by their totals (the scorer asks for quantiles of
+    // every series every tick); descend only into the chunk that holds the
+    // rank.
+    let mut seen = 0u64;
+    for (ci, slot) in chunks_in(dir, slots) {
+        if seen + slot.total < rank {
+            seen += slot.total;
+            continue;
+        }
+        for (si, &n) in slot.counts.iter().enumerate() {
+            seen += u64::from(n.get());
+            if n.get() > 0 && seen >= rank {
+                return Some(bucket_value_us((ci * SUB_BUCKETS + si) as u16));
+            }
+        }
+    }
+    None
+}
+
+fn count_above_in<C: Cell>(
+    dir: &[u8; CHUNKS],
+    slots: &[Slot<C>],
+    first_chunk: usize,
+    first_sub: usize,
+) -> u64 {
+    chunks_in(dir, slots)
+        .filter(|&(ci, _)| ci >= first_chunk)
+        .map(|(ci, slot)| {
+            if ci == first_chunk {
+                chunk_sum(&slot.counts, first_sub)
+            } else {
+                slot.total
+            }
+        })
+        .sum()
 }
 
 /// Recording histogram, chunked per octave.
@@ -136,12 +310,13 @@ impl Slot {
 /// directory; a chunk that empties (a rolling window moved on) gives its
 /// slot back for reuse, so a window whose latencies drift keeps the
 /// footprint of the octaves it currently spans, and a walk touches one
-/// allocation.
+/// allocation. Cells are 16-bit until a count passes 65 535 (then 32-bit:
+/// [`Store`]), so a chunk's counts are one cache line.
 #[derive(Debug, Clone)]
 pub struct LatencyHistogram {
     /// Slot of each chunk, or [`NO_SLOT`].
     dir: [u8; CHUNKS],
-    slots: Vec<Slot>,
+    store: Store,
     count: u64,
 }
 
@@ -149,7 +324,7 @@ impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
             dir: [NO_SLOT; CHUNKS],
-            slots: Vec::new(),
+            store: Store::Narrow(Vec::new()),
             count: 0,
         }
     }
@@ -163,6 +338,37 @@ impl PartialEq for LatencyHistogram {
 }
 
 impl Eq for LatencyHistogram {}
+
+/// Non-zero buckets of a [`LatencyHistogram`] in index order.
+pub struct Iter<'a> {
+    h: &'a LatencyHistogram,
+    index: usize,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = (u16, u32);
+    fn next(&mut self) -> Option<(u16, u32)> {
+        while self.index < BUCKETS {
+            let (ci, si) = (self.index / SUB_BUCKETS, self.index % SUB_BUCKETS);
+            let slot = usize::from(self.h.dir.get(ci).copied().unwrap_or(NO_SLOT));
+            let n = match &self.h.store {
+                Store::Narrow(v) => v.get(slot).and_then(|s| s.counts.get(si)).map(|c| c.get()),
+                Store::Wide(v) => v.get(slot).and_then(|s| s.counts.get(si)).map(|c| c.get()),
+            };
+            let Some(n) = n else {
+                // No slot for this chunk: skip it whole.
+                self.index = (ci + 1) * SUB_BUCKETS;
+                continue;
+            };
+            let index = self.index;
+            self.index += 1;
+            if n > 0 {
+                return Some((index as u16, n));
+            }
+        }
+        None
+    }
+}
 
 impl LatencyHistogram {
     /// An empty histogram (allocates nothing until the first record).
@@ -180,35 +386,35 @@ impl LatencyHistogram {
         self.count == 0
     }
 
-    /// Forget every value, keeping allocated slots for reuse.
+    /// Whether the cells have widened to 32 bits.
+    pub fn is_wide(&self) -> bool {
+        matches!(self.store, Store::Wide(_))
+    }
+
+    /// Forget every value, keeping allocated slots (and the cell width)
+    /// for reuse.
     pub fn clear(&mut self) {
-        self.slots.fill(Slot::FREE);
+        match &mut self.store {
+            Store::Narrow(v) => v.fill(Slot::free()),
+            Store::Wide(v) => v.fill(Slot::free()),
+        }
         self.dir = [NO_SLOT; CHUNKS];
         self.count = 0;
     }
 
-    /// The slot holding chunk `chunk_i`, taking a free one (or a new one)
-    /// when it has none. `None` only for an out-of-range chunk.
-    #[inline]
-    fn slot_or_insert(&mut self, chunk_i: usize) -> Option<&mut Slot> {
-        let entry = self.dir.get_mut(chunk_i)?;
-        if *entry == NO_SLOT {
-            let free = match self.slots.iter().position(|s| s.chunk == NO_SLOT) {
-                Some(i) => i,
-                None => {
-                    // Exact growth: slots are big and few (at most 26).
-                    self.slots.reserve_exact(1);
-                    self.slots.push(Slot::FREE);
-                    self.slots.len() - 1
-                }
-            };
-            *entry = free as u8;
-            if let Some(slot) = self.slots.get_mut(free) {
-                slot.chunk = chunk_i as u8;
-            }
+    /// Widen every cell to 32 bits (same slots, same directory).
+    fn widen(&mut self) {
+        if let Store::Narrow(v) = &self.store {
+            let wide = v
+                .iter()
+                .map(|s| Slot {
+                    counts: s.counts.map(u32::from),
+                    total: s.total,
+                    chunk: s.chunk,
+                })
+                .collect();
+            self.store = Store::Wide(wide);
         }
-        let s = usize::from(*entry);
-        self.slots.get_mut(s)
     }
 
     /// Record one latency in microseconds.
@@ -227,13 +433,14 @@ impl LatencyHistogram {
             return;
         }
         let (chunk_i, sub) = (index / SUB_BUCKETS, index % SUB_BUCKETS);
-        if let Some(slot) = self.slot_or_insert(chunk_i) {
-            if let Some(cell) = slot.counts.get_mut(sub) {
-                let old = *cell;
-                *cell = old.saturating_add(n);
-                let added = u64::from(*cell - old);
-                slot.total += added;
-                self.count += added;
+        let done = match &mut self.store {
+            Store::Narrow(v) => add_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n),
+            Store::Wide(v) => add_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n),
+        };
+        if done.is_err() {
+            self.widen();
+            if let Store::Wide(v) = &mut self.store {
+                let _ = add_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n);
             }
         }
     }
@@ -244,21 +451,9 @@ impl LatencyHistogram {
     pub fn sub_from_bucket(&mut self, index: u16, n: u32) {
         let index = index as usize;
         let (chunk_i, sub) = (index / SUB_BUCKETS, index % SUB_BUCKETS);
-        let Some(entry) = self.dir.get_mut(chunk_i) else {
-            return;
-        };
-        let Some(slot) = self.slots.get_mut(usize::from(*entry)) else {
-            return;
-        };
-        if let Some(cell) = slot.counts.get_mut(sub) {
-            let taken = (*cell).min(n);
-            *cell -= taken;
-            slot.total -= u64::from(taken);
-            self.count -= u64::from(taken);
-            if slot.total == 0 {
-                slot.chunk = NO_SLOT;
-                *entry = NO_SLOT;
-            }
+        match &mut self.store {
+            Store::Narrow(v) => sub_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n),
+            Store::Wide(v) => sub_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n),
         }
     }
 
@@ -283,23 +478,9 @@ impl LatencyHistogram {
         }
     }
 
-    /// Chunks in use, in index order, with their slots.
-    fn chunks(&self) -> impl Iterator<Item = (usize, &Slot)> + '_ {
-        self.dir
-            .iter()
-            .enumerate()
-            .filter_map(|(ci, &s)| self.slots.get(usize::from(s)).map(|slot| (ci, slot)))
-    }
-
     /// Non-zero buckets in index order.
-    pub fn iter(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
-        self.chunks().flat_map(|(ci, slot)| {
-            slot.counts
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(move |(si, n)| ((ci * SUB_BUCKETS + si) as u16, *n))
-        })
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { h: self, index: 0 }
     }
 
     /// The sparse form (sorted, no zeros).
@@ -316,24 +497,13 @@ impl LatencyHistogram {
         // Rank of the value, 1-based: the smallest value with at least
         // ceil(q * count) values at or below it.
         let rank = ((q * self.count as f64).ceil() as u64).max(1);
-        // Skip whole chunks by their totals (the scorer asks for quantiles
-        // of every series every tick); descend only into the chunk that
-        // holds the rank.
-        let mut seen = 0u64;
-        for (ci, slot) in self.chunks() {
-            if seen + slot.total < rank {
-                seen += slot.total;
-                continue;
-            }
-            for (si, &n) in slot.counts.iter().enumerate() {
-                seen += n as u64;
-                if n > 0 && seen >= rank {
-                    return Some(bucket_value_us((ci * SUB_BUCKETS + si) as u16));
-                }
-            }
-        }
-        // Only reachable if the count disagrees with the buckets.
-        self.iter().last().map(|(index, _)| bucket_value_us(index))
+        let found = match &self.store {
+            Store::Narrow(v) => quantile_in(&self.dir, v, rank),
+            Store::Wide(v) => quantile_in(&self.dir, v, rank),
+        };
+        // The fallback is only reachable if the count disagrees with the
+        // buckets.
+        found.or_else(|| self.iter().last().map(|(index, _)| bucket_value_us(index)))
     }
 
     /// Number of recorded values strictly above `threshold_us` (whole buckets
@@ -345,21 +515,18 @@ impl LatencyHistogram {
         }
         let first = first_bucket_above(threshold_us);
         let (first_chunk, first_sub) = (first / SUB_BUCKETS, first % SUB_BUCKETS);
-        self.chunks()
-            .filter(|&(ci, _)| ci >= first_chunk)
-            .map(|(ci, slot)| {
-                if ci == first_chunk {
-                    chunk_sum(&slot.counts, first_sub)
-                } else {
-                    slot.total
-                }
-            })
-            .sum()
+        match &self.store {
+            Store::Narrow(v) => count_above_in(&self.dir, v, first_chunk, first_sub),
+            Store::Wide(v) => count_above_in(&self.dir, v, first_chunk, first_sub),
+        }
     }
 
     /// Approximate heap bytes held (for memory accounting in benchmarks).
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
+        match &self.store {
+            Store::Narrow(v) => v.capacity() * std::mem::size_of::<Slot<u16>>(),
+            Store::Wide(v) => v.capacity() * std::mem::size_of::<Slot<u32>>(),
+        }
     }
 }
 
@@ -506,7 +673,7 @@ mod tests {
             }
             assert_eq!(h.count(), 2);
             assert!(
-                h.heap_bytes() <= 2 * std::mem::size_of::<Slot>(),
+                h.heap_bytes() <= 2 * std::mem::size_of::<Slot<u16>>(),
                 "{octave}"
             );
         }
@@ -537,6 +704,26 @@ mod tests {
         h.sub_from_bucket(40, u32::MAX);
         assert_eq!(h.count(), 7);
         assert_eq!(h.quantile_us(0.0), Some(bucket_value_us(41)));
+    }
+
+    /// 16-bit cells widen, exactly, when a count passes 65 535; values,
+    /// quantiles and totals are the same as before.
+    #[test]
+    fn cells_widen_on_overflow() {
+        let mut h = LatencyHistogram::new();
+        h.add_to_bucket(40, 60_000);
+        h.add_to_bucket(300, 3);
+        assert!(!h.is_wide());
+        let narrow_bytes = h.heap_bytes();
+        h.add_to_bucket(40, 10_000);
+        assert!(h.is_wide());
+        assert!(h.heap_bytes() > narrow_bytes);
+        assert_eq!(h.count(), 70_003);
+        assert_eq!(h.to_sparse(), vec![(40, 70_000), (300, 3)]);
+        assert_eq!(h.quantile_us(1.0), Some(bucket_value_us(300)));
+        assert_eq!(h.count_above_us(bucket_start_us(41)), 3);
+        h.sub_from_bucket(40, 69_999);
+        assert_eq!(h.to_sparse(), vec![(40, 1), (300, 3)]);
     }
 
     #[test]

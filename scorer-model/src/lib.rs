@@ -16,6 +16,7 @@
 //! Parameters live in a versioned [`model::Model`] (JSON); the small-sample
 //! test statistics both judgements share are in [`stats`].
 
+pub mod calibrate;
 pub mod histogram;
 pub mod model;
 pub mod peer;

@@ -113,6 +113,19 @@ pub struct Model {
     /// Self CUSUM limit for `critical` (score 700). Default 14 (ARL ~8·10^6
     /// observations per side). Must be `> self_warn`.
     pub self_critical: f64,
+    /// Target alarm episodes per day of one self-judged series: the self
+    /// path calibrates its limits on the series' own history
+    /// ([`crate::calibrate`]) so that the episodes it would raise at
+    /// `self_critical` meet this rate (true incidents included, so false
+    /// alarms stay below it). A young series judges at the stated limits
+    /// until `1 / self_alarms_per_day` days of history. 0 disables the
+    /// calibration (the limits are then the stated CUSUM limits). Default
+    /// 0.25 (chosen on the tuning half of one real corpus, see
+    /// `scorer-model/README.md`, "Real data").
+    pub self_alarms_per_day: f64,
+    /// Half-life, seconds, of the episode counts the calibration keeps.
+    /// Default 2592000 (30 days).
+    pub self_calibration_half_life_s: f64,
     /// Seconds of history after which the request-rate baseline uses its
     /// learned hour-of-day / day-of-week shape. Default 172800 (2 days).
     pub season_min_history_s: f64,
@@ -178,6 +191,8 @@ impl Default for Model {
             self_cusum_k: 0.5,
             self_warn: 9.0,
             self_critical: 14.0,
+            self_alarms_per_day: 0.25,
+            self_calibration_half_life_s: 2_592_000.0,
             season_min_history_s: 172_800.0,
             min_rate_change: 0.5,
             baseline_min_rel_sd: 0.05,
@@ -213,6 +228,8 @@ pub const FIELDS: &[&str] = &[
     "self_cusum_k",
     "self_warn",
     "self_critical",
+    "self_alarms_per_day",
+    "self_calibration_half_life_s",
     "season_min_history_s",
     "min_rate_change",
     "baseline_min_rel_sd",
@@ -424,6 +441,22 @@ impl Model {
                 ),
             ));
         }
+        check_f64(
+            "self_alarms_per_day",
+            self.self_alarms_per_day,
+            0.0,
+            1e4,
+            true,
+            true,
+        )?;
+        check_f64(
+            "self_calibration_half_life_s",
+            self.self_calibration_half_life_s,
+            1.0,
+            1e10,
+            true,
+            true,
+        )?;
         check_f64(
             "season_min_history_s",
             self.season_min_history_s,

@@ -27,13 +27,15 @@
 //! `min_requests` per block and a change beyond `min_rate_change` (either
 //! way). An immaterial deviation adds nothing to the CUSUMs.
 
+use crate::calibrate::{Calibration, CalibrationParams};
 use crate::model::Model;
 use crate::selfbase::{Direction, Step, Track, TrackParams};
 use crate::stats::{self, Candidate};
 use crate::verdict::Signal;
 
 /// Version byte of [`SelfJudge::encode`].
-pub const CHECKPOINT_VERSION: u8 = 1;
+/// (2: the limit calibration, [`crate::calibrate`], follows the tracks.)
+pub const CHECKPOINT_VERSION: u8 = 2;
 
 /// One block's numbers, as the series computed them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,6 +89,8 @@ pub struct SelfJudge {
     extra: Option<Box<Track>>,
     /// Whether the rate track has started (a block with enough traffic).
     rate_started: bool,
+    /// The series' limit calibration (on the largest raw statistic).
+    calib: Calibration,
 }
 
 /// The candidates of one block, before the decision.
@@ -298,6 +302,22 @@ impl SelfJudge {
             }
         }
         let ready = len > 0;
+        if ready {
+            // Calibrate the limits on the series' own history: every
+            // candidate reads on the calibrated scale.
+            let raw = cands
+                .get(..len)
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.z)
+                .fold(0.0, f64::max);
+            let m = self
+                .calib
+                .observe(raw, dt, &CalibrationParams::from_model(model));
+            for c in cands.iter_mut().take(len) {
+                c.z /= m;
+            }
+        }
         Judged {
             candidates: cands,
             len,
@@ -316,6 +336,7 @@ impl SelfJudge {
         if let Some(t) = &self.extra {
             t.encode(out);
         }
+        self.calib.encode(out);
     }
 
     /// Read a checkpoint from [`SelfJudge::encode`]; `None` when the version
@@ -339,12 +360,14 @@ impl SelfJudge {
         } else {
             None
         };
+        let (calib, _) = Calibration::decode(rest)?;
         Some(SelfJudge {
             latency,
             errors,
             rate,
             extra,
             rate_started: flags & 1 != 0,
+            calib,
         })
     }
 }

@@ -10,7 +10,11 @@
 //!   hold; the read that crosses the bound is decided and released at once),
 //!   counted `partial`, delivered whole;
 //! - fuzzed bodies (invalid UTF-8, deep JSON, huge strings) never crash the VM;
-//! - a bad `pii` section is refused at start with the field named.
+//! - a bad `pii` section is refused at start with the field named;
+//! - the filter's counts reach the real control service (`vigil-control`):
+//!   `GET /v1/pii/findings` reports exactly what Envoy counted, the
+//!   `pii_alert` threshold fires the webhook to a local receiver, and no value
+//!   reaches the service (its SQLite files, logs and answers are scanned).
 
 // Helpers shared by this file's tests fail the test the way the tests themselves do.
 #![allow(
@@ -33,7 +37,8 @@ use hyper::{Request, Response};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vigil_e2e::envoy::{routes_mut, tail, Envoy, EnvoyOptions};
+use vigil_e2e::control::{ControlService, TOKEN};
+use vigil_e2e::envoy::{add_cluster, routes_mut, tail, Envoy, EnvoyOptions};
 use vigil_e2e::scenario::plugin_config;
 use vigil_e2e::upstream::serve_http1;
 
@@ -216,13 +221,25 @@ async fn exchange(addr: SocketAddr, writes: &[Vec<u8>], pause: Duration) -> Resp
 /// One Envoy with routes `chat-detect` (/detect), `chat-redact` (/redact) and
 /// `chat-block` (/block), all to the echo upstream.
 async fn start(name: &str, echo: &Echo) -> Envoy {
+    start_with(name, echo, None).await
+}
+
+/// [`start`], reporting to the control service on `control_port` when given.
+async fn start_with(name: &str, echo: &Echo, control_port: Option<u16>) -> Envoy {
     let pii = json!({ "routes": [
         { "route": "chat-detect", "action": "detect", "max_inspect_bytes": MAX_INSPECT },
         { "route": "chat-redact", "action": "redact", "max_inspect_bytes": MAX_INSPECT },
         { "route": "chat-block", "action": "block", "max_inspect_bytes": MAX_INSPECT },
     ]});
-    let config = plugin_config("shadow", &json!({ "pii": pii }));
-    let opts = EnvoyOptions::new(name, config).upstreams(echo.port, echo.port).transform(|b| {
+    let mut extra = json!({ "pii": pii });
+    if control_port.is_some() {
+        extra["control"] = json!({"cluster": "vigil-control", "token": TOKEN, "timeout_ms": 500});
+    }
+    let config = plugin_config("shadow", &extra);
+    let opts = EnvoyOptions::new(name, config).upstreams(echo.port, echo.port).transform(move |b| {
+        if let Some(port) = control_port {
+            add_cluster(b, "vigil-control", port)?;
+        }
         // While a redact/block route holds its prefix, Envoy keeps reading the
         // socket into the same buffer until the filter releases it; under load
         // one read can pass the default 1 MiB connection limit and Envoy answers
@@ -597,4 +614,204 @@ async fn bad_pii_config_is_refused_naming_the_field() {
             tail(&log, 20)
         );
     }
+}
+
+/// A webhook receiver on a thread, answering 200; collects the JSON bodies.
+fn webhook_receiver() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                sink.lock().unwrap().push(v);
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (format!("http://{addr}/hooks/pii"), got)
+}
+
+/// Every byte of the files under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.extend(std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_reach_the_control_service_and_raise_the_alert() {
+    let (hook, got) = webhook_receiver();
+    let control = ControlService::start(
+        "pii-control",
+        &format!(
+            "webhook_allow: [\"127.0.0.1\"]\npii_alert:\n  findings_per_minute: 5\n  routes: [chat-block]\n  webhooks: [\"{hook}\"]\n"
+        ),
+        500,
+    )
+    .await
+    .unwrap();
+    let echo = Echo::start().await;
+    let envoy = start_with("pii-control", &echo, Some(control.port())).await;
+    let addr = envoy.listener_addr();
+
+    // Six blocked prompts with a card (and an email) on chat-block, two
+    // detected ones on chat-detect.
+    let card = "4111 1111 1111 1111";
+    let email = "ann.lee@corp.example.com";
+    let prompt = chat(&format!("charge card {card}, receipt to {email}"));
+    for _ in 0..6 {
+        assert_eq!(
+            post(addr, "/block", "application/json", &prompt)
+                .await
+                .status,
+            400
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            post(addr, "/detect", "application/json", &prompt)
+                .await
+                .status,
+            200
+        );
+    }
+
+    // The webhook fires for chat-block.
+    let start = std::time::Instant::now();
+    let alert = loop {
+        if let Some(a) = got
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "pii_alert")
+            .cloned()
+        {
+            break a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no pii_alert webhook; control log:\n{}",
+            tail(&control.logs(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("webhook: {alert}");
+    assert_eq!(alert["route"], "chat-block");
+    assert!(alert["findings"].as_u64().unwrap() >= 5, "{alert}");
+
+    // The endpoint reports what Envoy counted, exactly (wait for the last tick).
+    let m = envoy.metrics().await.unwrap();
+    let envoy_count = |route: &str, kind: &str, action: &str| {
+        m.value(
+            "vigil_pii_findings_total",
+            &[("route", route), ("type", kind), ("action", action)],
+        )
+        .unwrap_or(0.0) as u64
+    };
+    assert_eq!(envoy_count("chat-block", "card", "block"), 6);
+    let mut v = Value::Null;
+    for _ in 0..100 {
+        v = control.get("/v1/pii/findings?since_ms=0").await.unwrap();
+        let detect_done = v["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["route"] == "chat-detect"))
+            .is_some_and(|r| r["totals"]["requests"] == 2);
+        let block_done = v["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["route"] == "chat-block"))
+            .is_some_and(|r| r["totals"]["requests"] == 6);
+        if detect_done && block_done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("GET /v1/pii/findings: {v}");
+    let route = |name: &str| {
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {v}"))
+            .clone()
+    };
+    let block = route("chat-block");
+    let detect = route("chat-detect");
+    for (r, name, action, n) in [
+        (&block, "chat-block", "block", 6u64),
+        (&detect, "chat-detect", "detect", 2),
+    ] {
+        for kind in ["card", "email"] {
+            assert_eq!(
+                r["totals"]["by_type"][kind][action].as_u64(),
+                Some(envoy_count(name, kind, action)),
+                "{name} {kind}: the control service and Envoy agree"
+            );
+            assert_eq!(envoy_count(name, kind, action), n);
+        }
+        assert_eq!(r["totals"]["requests"], n);
+        assert_eq!(r["totals"]["inspected_bytes"], n * prompt.len() as u64);
+    }
+    assert_eq!(block["totals"]["blocked"], 6);
+    assert_eq!(block["alerting"], true);
+    assert_eq!(detect["alerting"], false, "not a watched route");
+    let audit = control.get("/v1/audit").await.unwrap();
+    assert!(
+        audit["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "pii:alert"),
+        "{audit}"
+    );
+
+    // No value reached the control service.
+    let disk = String::from_utf8_lossy(&files_under(&control.data_dir())).to_string();
+    assert!(
+        disk.contains("chat-block"),
+        "the scan reads the data directory"
+    );
+    let logs = control.logs();
+    for (what, text) in [
+        ("data directory", &disk),
+        ("log", &logs),
+        ("findings", &v.to_string()),
+        ("audit", &audit.to_string()),
+    ] {
+        for value in [card, "4111111111111111", email] {
+            assert!(
+                !text.contains(value),
+                "{value:?} reached the control service's {what}"
+            );
+        }
+    }
+    assert!(envoy.wasm_failures().await.unwrap().is_empty());
 }

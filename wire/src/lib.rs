@@ -13,5 +13,6 @@
 //! added (with a default) without a version bump; removing or changing the
 //! meaning of a field needs a new version.
 
+pub mod pii;
 pub mod report;
 pub mod routing;

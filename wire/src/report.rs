@@ -26,6 +26,8 @@
 //!   (a new VM, a lease move to another worker); `seq` increases by one per
 //!   report within an incarnation. A reader orders by `(incarnation, seq)`
 //!   and accepts a new incarnation with any `seq`.
+//! - `pii` (chunk 0, omitted when empty): the PII guard's counts per route,
+//!   type and action — numbers only ([`crate::pii`]).
 //! - Unknown fields are ignored; missing optional fields take their
 //!   defaults (0, empty, `insufficient_data`), so fields can be added
 //!   without a version bump.
@@ -257,6 +259,9 @@ pub struct Report {
     /// so the loss is visible, never silent.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub series_dropped: u64,
+    /// PII guard counts per route (chunk 0; counts only, see [`crate::pii`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pii: Vec<crate::pii::PiiRoute>,
 }
 
 impl Report {
@@ -275,6 +280,7 @@ impl Report {
             canaries: Vec::new(),
             totals: None,
             series_dropped: 0,
+            pii: Vec::new(),
         }
     }
 
@@ -351,7 +357,7 @@ pub struct ReportError {
 }
 
 impl ReportError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ReportError {
             field: field.into(),
             message: message.into(),
@@ -500,6 +506,7 @@ pub fn validate(r: &Report) -> Result<(), ReportError> {
         }
         score_ok(&f("score"), c.score)?;
     }
+    crate::pii::validate(&r.pii)?;
     if let Some(t) = &r.totals {
         if t.errors > t.requests {
             return Err(ReportError::new(

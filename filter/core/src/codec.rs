@@ -175,6 +175,44 @@ pub fn encode_pending(d: &TickDelta, x: &Extras) -> Vec<u8> {
     w.finish()
 }
 
+/// The counters a record carries, in their order on the wire: the first
+/// layout's eight, then the outcome classes (an optional tail, so records
+/// of the first layout still decode). One table serves both directions, so
+/// writer and reader cannot drift apart.
+type Field = fn(&mut Counters) -> &mut u64;
+const HEAD_FIELDS: [Field; 8] = [
+    |c| &mut c.requests,
+    |c| &mut c.errors,
+    |c| &mut c.status_4xx,
+    |c| &mut c.resets,
+    |c| &mut c.overflows,
+    |c| &mut c.timeouts,
+    |c| &mut c.retries,
+    |c| &mut c.latency_sum_us,
+];
+const TAIL_FIELDS: [Field; 4] = [
+    |c| &mut c.server_errors,
+    |c| &mut c.throttled,
+    |c| &mut c.client_gone,
+    |c| &mut c.grpc_unknown,
+];
+
+fn write_fields(w: &mut Writer, c: &Counters, fields: &[Field]) {
+    let mut c = *c;
+    for f in fields {
+        w.uint(*f(&mut c));
+    }
+}
+
+fn read_fields(r: &mut Reader<'_>, c: &mut Counters, fields: &[Field]) -> Option<()> {
+    for f in fields {
+        *f(c) = r.uint()?;
+    }
+    Some(())
+}
+
+/// A sparse histogram: its length, then (index step, count) pairs with
+/// strictly increasing indices.
 fn write_sparse(w: &mut Writer, h: &SparseHistogram) {
     w.uint(h.len() as u64);
     let mut prev = 0u16;
@@ -202,30 +240,9 @@ fn read_sparse(r: &mut Reader<'_>) -> Option<SparseHistogram> {
 }
 
 fn write_delta(w: &mut Writer, d: &TickDelta) {
-    let c = &d.counters;
-    for v in [
-        c.requests,
-        c.errors,
-        c.status_4xx,
-        c.resets,
-        c.overflows,
-        c.timeouts,
-        c.retries,
-        c.latency_sum_us,
-    ] {
-        w.uint(v);
-    }
-    w.uint(d.latency.len() as u64);
-    let mut prev = 0u16;
-    for &(index, n) in &d.latency {
-        w.uint(u64::from(index.wrapping_sub(prev)));
-        w.uint(u64::from(n));
-        prev = index;
-    }
-    // Outcome classes, appended so records of the previous layout still decode.
-    for v in [c.server_errors, c.throttled, c.client_gone, c.grpc_unknown] {
-        w.uint(v);
-    }
+    write_fields(w, &d.counters, &HEAD_FIELDS);
+    write_sparse(w, &d.latency);
+    write_fields(w, &d.counters, &TAIL_FIELDS);
 }
 
 /// Decode a delta record; `None` when corrupt.
@@ -236,35 +253,11 @@ pub fn decode_delta(bytes: &[u8]) -> Option<TickDelta> {
 /// Decode a pending record with its [`Extras`]; `None` when corrupt.
 pub fn decode_pending(bytes: &[u8]) -> Option<(TickDelta, Extras)> {
     let mut r = Reader::new(bytes)?;
-    let mut next = || r.uint();
-    let mut counters = Counters {
-        requests: next()?,
-        errors: next()?,
-        status_4xx: next()?,
-        resets: next()?,
-        overflows: next()?,
-        timeouts: next()?,
-        retries: next()?,
-        latency_sum_us: next()?,
-        ..Counters::default()
-    };
-    let n = r.count(2)?;
-    let mut latency = Vec::with_capacity(n);
-    let mut index = 0u16;
-    for i in 0..n {
-        let step = u16::try_from(r.uint()?).ok()?;
-        if i > 0 && step == 0 {
-            return None; // indices must be strictly increasing
-        }
-        index = index.checked_add(step)?;
-        let count = u32::try_from(r.uint()?).ok()?;
-        latency.push((index, count));
-    }
+    let mut counters = Counters::default();
+    read_fields(&mut r, &mut counters, &HEAD_FIELDS)?;
+    let latency = read_sparse(&mut r)?;
     if !r.is_done() {
-        counters.server_errors = r.uint()?;
-        counters.throttled = r.uint()?;
-        counters.client_gone = r.uint()?;
-        counters.grpc_unknown = r.uint()?;
+        read_fields(&mut r, &mut counters, &TAIL_FIELDS)?;
     }
     let mut extras = Extras::default();
     if !r.is_done() {
@@ -322,6 +315,41 @@ mod tests {
             // Never a panic; a cut inside the tail is refused.
             let _ = decode_pending(&bytes[..cut]);
         }
+    }
+
+    /// The bytes of a record are pinned: a change to the layout must bump
+    /// [`FORMAT_VERSION`] (and update this test), never silently change what
+    /// another build of the filter in the same Envoy reads.
+    #[test]
+    fn format_is_pinned_to_its_version() {
+        let d = TickDelta {
+            counters: Counters {
+                requests: 300,
+                errors: 2,
+                latency_sum_us: 1,
+                server_errors: 1,
+                grpc_unknown: 5,
+                ..Default::default()
+            },
+            latency: vec![(4, 3), (200, 1)],
+        };
+        let x = Extras {
+            ttft: vec![(7, 2)],
+            stream_chunks: 3,
+            gap_sum_us: 130,
+            gaps: 2,
+        };
+        assert_eq!(FORMAT_VERSION, 1);
+        assert_eq!(
+            encode_pending(&d, &x),
+            vec![
+                1, // version
+                0xac, 0x02, 2, 0, 0, 0, 0, 0, 1, // head counters
+                2, 4, 3, 196, 1, 1, // latency: 2 entries, steps 4 and 196
+                1, 0, 0, 5, // outcome classes
+                1, 7, 2, 3, 0x82, 0x01, 2, // extras
+            ]
+        );
     }
 
     #[test]

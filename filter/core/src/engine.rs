@@ -187,6 +187,10 @@ pub struct Worker {
     metrics: MetricCache,
     stats: ProtocolStats,
     flushed_stats: ProtocolStats,
+    /// PII guard counts of this worker's requests, not yet in shared data.
+    pii: crate::pii_report::PiiOutbox,
+    /// PII guard counts the lease holder took for this tick's report.
+    pii_for_report: Vec<vigil_wire::pii::PiiRoute>,
 }
 
 /// Encoded empty delta, written by the lease holder when it takes a series' data.
@@ -222,6 +226,8 @@ impl Worker {
             metrics: MetricCache::default(),
             stats: ProtocolStats::default(),
             flushed_stats: ProtocolStats::default(),
+            pii: crate::pii_report::PiiOutbox::default(),
+            pii_for_report: Vec::new(),
         }
     }
 
@@ -415,6 +421,15 @@ impl Worker {
             .record(&name, rec, |name| is_managed(canaries, name));
     }
 
+    /// Count one inspected request's PII guard findings for the control
+    /// service's report (counts only; nothing when no control service is
+    /// configured).
+    pub fn record_pii(&mut self, counts: &vigil_wire::pii::PiiRoute) {
+        if self.cfg.control.is_some() {
+            self.pii.add(counts);
+        }
+    }
+
     /// Published score of a series, for the optional response header.
     pub fn score_of(&self, route: &[u8], cluster: &[u8]) -> Option<u16> {
         let id = self.registry.id(&series_name(route, cluster))?;
@@ -455,6 +470,8 @@ impl Worker {
         self.registry.refresh(store);
         self.register_new_series(store);
         self.merge_pending(store, sink);
+        let retries = self.pii.flush(store, self.cfg.cas_retries);
+        self.stats.cas_retries += u64::from(retries);
 
         let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
         if lease::acquire(store, self.me, now_ms, ttl) {
@@ -948,6 +965,9 @@ impl Worker {
         }
         self.metrics
             .set(sink, global::SERIES, self.registry.tracked() as u64);
+        if self.cfg.control.is_some() {
+            self.pii_for_report = crate::pii_report::take(store, self.cfg.cas_retries);
+        }
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
     }
@@ -1052,6 +1072,7 @@ impl Worker {
             ));
         }
         report.totals = Some(totals);
+        report.pii = std::mem::take(&mut self.pii_for_report);
         for (ci, route, verdict, steering) in canary_verdicts {
             let Some(spec) = self.cfg.canaries.get(*ci) else {
                 continue;

@@ -25,7 +25,8 @@
 //! - [`metrics`]: enriched metric names and the host metric cache;
 //! - [`engine`]: one worker's request path and tick, wiring the above;
 //! - [`pii_config`]: the `pii` section (per-route detectors, actions, buffer bound);
-//! - [`pii_guard`]: request-body inspection for the PII guard (detect / redact / block).
+//! - [`pii_guard`]: request-body inspection for the PII guard (detect / redact / block);
+//! - [`pii_report`]: the guard's counts, merged across workers into the control-service report.
 
 pub mod canary;
 pub mod codec;
@@ -39,6 +40,7 @@ pub mod naming;
 pub mod outcome;
 pub mod pii_config;
 pub mod pii_guard;
+pub mod pii_report;
 pub mod registry;
 pub mod request;
 pub mod resolve;

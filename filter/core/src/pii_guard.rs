@@ -279,6 +279,24 @@ impl BodyGuard {
         }
     }
 
+    /// This request's counts for the control-service report (route, types,
+    /// actions and numbers; never a value or a span). Call once, at the end
+    /// of inspection, like [`BodyGuard::record`].
+    pub fn counts(&self, verdict: &Verdict) -> vigil_wire::pii::PiiRoute {
+        let blocked = matches!(verdict, Verdict::Block { .. });
+        let mut out = vigil_wire::pii::PiiRoute::new(&self.policy.route);
+        out.requests = 1;
+        out.inspected_bytes = self.inspected as u64;
+        out.partial = u64::from(self.partial);
+        out.blocked = u64::from(blocked);
+        out.redacted = u64::from(matches!(verdict, Verdict::Replace { .. }));
+        for k in Kind::ALL {
+            let n = self.findings.iter().filter(|f| f.kind == k).count() as u64;
+            out.add_finding(k.name(), self.applied(k, blocked).name(), n);
+        }
+        out
+    }
+
     /// One-line audit summary: route, types and counts, never values.
     pub fn summary(&self, verdict: &Verdict) -> Option<String> {
         if self.findings.is_empty() && !self.partial {

@@ -412,6 +412,64 @@ mod control {
     }
 
     #[test]
+    fn reports_carry_pii_counts_once_and_never_a_value() {
+        use vigil_filter_core::pii_guard::BodyGuard;
+        let pii = r#""pii":{"routes":[{"route":"chat","action":"block"},{"route":"notes","action":"detect"}]}"#;
+        let cfg = config(&format!(r#"{{"mode":"shadow",{CANARY},{CONTROL},{pii}}}"#));
+        let mut c = Cluster::new(cfg.clone(), 2);
+        let card = "4111 1111 1111 1111";
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":"card {card} and mail ann@example.com"}}]}}"#
+        );
+        // Three requests per route spread over both workers.
+        for i in 0..6 {
+            let route = if i % 2 == 0 { "chat" } else { "notes" };
+            let policy = cfg.pii.route(route.as_bytes()).unwrap();
+            let mut g = BodyGuard::new(policy, Some(b"application/json"));
+            let verdict = g.decide(body.as_bytes(), false);
+            c.workers[i % 2].record_pii(&g.counts(&verdict));
+        }
+        let mut reported: Vec<serde_json::Value> = Vec::new();
+        for _ in 0..3 {
+            c.tick();
+            for w in c.workers.iter_mut() {
+                for call in w.take_control_calls() {
+                    if call.kind != ControlKind::Report {
+                        continue;
+                    }
+                    let text = String::from_utf8(call.body.clone().unwrap()).unwrap();
+                    assert!(!text.contains("4111") && !text.contains("ann@"), "{text}");
+                    let r = vigil_wire::report::parse(text.as_bytes()).unwrap();
+                    reported.extend(r.pii.iter().map(|p| serde_json::to_value(p).unwrap()));
+                }
+            }
+        }
+        let sum = |route: &str, key: &str| -> u64 {
+            reported
+                .iter()
+                .filter(|p| p["route"] == route)
+                .map(|p| p[key].as_u64().unwrap())
+                .sum()
+        };
+        let finding = |route: &str, kind: &str, action: &str| -> u64 {
+            reported
+                .iter()
+                .filter(|p| p["route"] == route)
+                .flat_map(|p| p["findings"].as_array().unwrap().clone())
+                .filter(|f| f["type"] == kind && f["action"] == action)
+                .map(|f| f["count"].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!((sum("chat", "requests"), sum("chat", "blocked")), (3, 3));
+        assert_eq!((sum("notes", "requests"), sum("notes", "blocked")), (3, 0));
+        assert_eq!(sum("notes", "inspected_bytes"), 3 * body.len() as u64);
+        assert_eq!(finding("chat", "card", "block"), 3);
+        assert_eq!(finding("chat", "email", "block"), 3);
+        assert_eq!(finding("notes", "card", "detect"), 3);
+        assert_eq!(finding("notes", "email", "detect"), 3);
+    }
+
+    #[test]
     fn reports_carry_every_request_exactly_once() {
         let mut c = Cluster::new(
             config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),

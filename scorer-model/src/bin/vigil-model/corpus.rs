@@ -23,7 +23,10 @@
 //! - **Detectors** (per metric, same direction rule `--direction`, same
 //!   warm-up `warmup_s`, same spread floor):
 //!   `vigil`: [`Track`] statistic (robust baseline, challenger, drift,
-//!   CUSUM), critical at `self_critical`;
+//!   CUSUM), the largest over the series' metrics, calibrated on the
+//!   series' own history by [`Calibration`] (target `self_alarms_per_day`,
+//!   the code the filter's self judge runs on the largest of its signals),
+//!   critical at `self_critical`;
 //!   `zscore`: |x - mean| / sd over the previous `W = warmup_s / dt` rows;
 //!   `ewma`: EWMA chart, λ = 0.2, |ewma - mean| / (sd · sqrt(λ / (2 - λ)))
 //!   with mean and sd over the same previous `W` rows.
@@ -34,6 +37,7 @@
 
 use crate::csv::Table;
 use serde_json::{json, Value};
+use vigil_scorer::calibrate::{Calibration, CalibrationParams};
 use vigil_scorer::model::Model;
 use vigil_scorer::selfbase::{Direction, Track, TrackParams};
 
@@ -49,13 +53,30 @@ pub struct CorpusConfig {
     pub budget: f64,
     /// Rows after a window during which an alarm still detects it.
     pub grace_rows: usize,
+    /// Which series (sorted by file name) are judged: all, the tuning half
+    /// (even positions) or the held-out half (odd positions).
+    pub half: Half,
     /// The model (self-path parameters, in seconds).
     pub model: Model,
+}
+
+/// A split of a corpus' series for choosing parameters on one half and
+/// reporting on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    /// Every series.
+    All,
+    /// Series at even positions (0, 2, ...) of the sorted file names.
+    Tune,
+    /// Series at odd positions.
+    HeldOut,
 }
 
 /// One series: per-detector per-row scores (max over metrics), labels.
 struct Series {
     name: String,
+    /// Where the calibration ended (for the report).
+    calibration: Value,
     /// Scored rows' timestamps.
     t: Vec<f64>,
     labels: Vec<bool>,
@@ -400,19 +421,29 @@ fn load_series(cfg: &CorpusConfig, path: &std::path::Path) -> Result<Series, Str
         .parent()
         .map(|d| d.join("train").join(&name))
         .filter(|p| p.is_file());
+    // Raw Vigil statistic per row (largest over metrics) and row steps,
+    // training rows first: the calibration learns from both.
+    let mut raw_rows: Vec<(f64, f64)> = Vec::new();
     if let Some(tp) = train {
         let (tt, tv, _) = read_file(&tp.to_string_lossy(), &cfg.columns, false)?;
         let tdt = median_dt(&tt);
+        let mut raw = vec![(0.0f64, tdt); tt.len()];
         for (m, col) in dets.iter_mut().zip(&tv) {
             let mut prev: Option<f64> = None;
-            for (&ti, &x) in tt.iter().zip(col) {
+            for (i, (&ti, &x)) in tt.iter().zip(col).enumerate() {
                 let step = prev.map_or(tdt, |pt| (ti - pt).max(1.0));
                 prev = Some(ti);
-                m.step(x, step, &p, cfg.direction);
+                let s = m.step(x, step, &p, cfg.direction);
+                if let Some(r) = raw.get_mut(i) {
+                    *r = (r.0.max(s[0]), step);
+                }
             }
         }
+        raw_rows.extend(raw);
     }
+    let n_train = raw_rows.len();
     let mut scores: [Vec<f64>; 3] = [vec![0.0; t.len()], vec![0.0; t.len()], vec![0.0; t.len()]];
+    let mut steps = vec![dt; t.len()];
     for (m, col) in dets.iter_mut().zip(&values) {
         let mut prev: Option<f64> = None;
         for (i, (&ti, &x)) in t.iter().zip(col).enumerate() {
@@ -424,9 +455,29 @@ fn load_series(cfg: &CorpusConfig, path: &std::path::Path) -> Result<Series, Str
                     *slot = slot.max(*v);
                 }
             }
+            if let Some(slot) = steps.get_mut(i) {
+                *slot = step;
+            }
         }
     }
+    raw_rows.extend(scores[0].iter().copied().zip(steps));
+    // The calibration, row by row (causal: each row is judged with the
+    // limit learned before it).
+    let cp = CalibrationParams::from_model(&cfg.model);
+    let mut calib = Calibration::default();
+    for (i, (raw, step)) in raw_rows.iter().enumerate() {
+        let m = calib.observe(*raw, *step, &cp);
+        if let Some(slot) = i.checked_sub(n_train).and_then(|k| scores[0].get_mut(k)) {
+            *slot = raw / m;
+        }
+    }
+    let calibration = json!({
+        "multiplier_at_end": round4(calib.multiplier()),
+        "days_seen": round4(calib.days_seen()),
+        "episodes_per_day_by_rung": calib.rates_per_day().map(round4),
+    });
     Ok(Series {
+        calibration,
         name,
         t,
         labels,
@@ -493,6 +544,16 @@ pub fn evaluate(cfg: &CorpusConfig) -> Result<(Value, String), String> {
         .filter(|p| p.extension().is_some_and(|x| x == "csv") && p.is_file())
         .collect();
     paths.sort();
+    let paths: Vec<_> = paths
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| match cfg.half {
+            Half::All => true,
+            Half::Tune => i % 2 == 0,
+            Half::HeldOut => i % 2 == 1,
+        })
+        .map(|(_, p)| p)
+        .collect();
     if paths.is_empty() {
         return Err(format!("{}: no *.csv files", cfg.dir));
     }
@@ -516,6 +577,12 @@ pub fn evaluate(cfg: &CorpusConfig) -> Result<(Value, String), String> {
         cfg.direction,
         cfg.model.warmup_s,
         grace
+    );
+    let _ = writeln!(
+        text,
+        "series judged: {:?} half; vigil's limit calibrated per series to self_alarms_per_day {} (half-life {} s); \
+         every figure below is an estimate on this corpus only",
+        cfg.half, cfg.model.self_alarms_per_day, cfg.model.self_calibration_half_life_s
     );
     let _ = writeln!(text, "\nper series (vigil at its default critical threshold {default_thr}; zscore/ewma at their thresholds matched overall, below)");
     let z_m = best_at(&series, 1, matched_budget, grace);
@@ -556,6 +623,7 @@ pub fn evaluate(cfg: &CorpusConfig) -> Result<(Value, String), String> {
         per_series.push(json!({
             "series": s.name,
             "vigil": v.json(default_thr),
+            "vigil_calibration": s.calibration,
             "zscore": z.map(|t| t.json(z_m.as_ref().map_or(0.0, |m| m.0))),
             "ewma": e.map(|t| t.json(e_m.as_ref().map_or(0.0, |m| m.0))),
         }));

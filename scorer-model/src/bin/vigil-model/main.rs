@@ -36,7 +36,7 @@ commands:
            [--scenario NAME]... [--json] [--check]
            Vigil vs Flagger, Envoy outlier detection, Kayenta MWU, 3-sigma z-score
   eval     --corpus DIR [--column NAME]... [--direction both|up|down] [--budget FA_PER_DAY]
-           [--grace-rows N] [--model PATH] [--json]
+           [--grace-rows N] [--half all|tune|held-out] [--model PATH] [--json]
            Vigil's self path on labelled real series (DIR/*.csv: timestamp,value|metrics...,label)
            beside a rolling z-score and an EWMA chart, at matched false-alarm rates
   score    --input FILE.csv --timestamp COL --column NAME=FEATURE... [--requests-per-row N]
@@ -271,9 +271,20 @@ fn cmd_eval_corpus(args: &Args, dir: &str) -> Result<u8, Failure> {
         "--direction",
         "--budget",
         "--grace-rows",
+        "--half",
         "--model",
         "--out",
     ])?;
+    let half = match args.get("--half").unwrap_or("all") {
+        "all" => corpus::Half::All,
+        "tune" => corpus::Half::Tune,
+        "held-out" => corpus::Half::HeldOut,
+        other => {
+            return Err(bad(format!(
+                "--half: expected all, tune or held-out, got {other:?}"
+            )))
+        }
+    };
     let direction = match args.get("--direction").unwrap_or("both") {
         "both" => vigil_scorer::selfbase::Direction::Both,
         "up" => vigil_scorer::selfbase::Direction::Up,
@@ -302,6 +313,7 @@ fn cmd_eval_corpus(args: &Args, dir: &str) -> Result<u8, Failure> {
         direction,
         budget,
         grace_rows: args.num("--grace-rows", 0)? as usize,
+        half,
         model: load_model(args)?,
     };
     let (json, table) = corpus::evaluate(&cfg).map_err(bad)?;
