@@ -56,6 +56,11 @@ oci: wasm
 oci-control:
 	@$(STEP) oci-control scripts/oci-control.sh
 
+## pin-control-image: build the control image and write its manifest digest into the Istio / Kong Mesh manifests (…/vigil-control@sha256:…)
+.PHONY: pin-control-image
+pin-control-image:
+	@$(STEP) pin-control-image scripts/pin-control-image.sh
+
 ## demo: the whole loop: Envoy + filter (steer) + vigil-control (enforce) + stable/canary upstreams, canary fault, live timeline, target/demo/report.json
 ## (DEMO_SCENARIO=latency|errors|healthy|low-traffic|streaming; ports DEMO_LISTEN_PORT, DEMO_ADMIN_PORT, DEMO_CONTROL_PORT, DEMO_STABLE_PORT, DEMO_CANARY_PORT)
 demo: wasm

@@ -18,12 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
+source scripts/lib/oci.sh
 out=${OUT:-dist}
 tag=${VIGIL_OCI_TAG:-0.1.0}
 target=x86_64-unknown-linux-musl
-for tool in tar gzip sha256sum stat; do
-    command -v "$tool" >/dev/null || { echo "oci-control: $tool is required" >&2; exit 1; }
-done
+oci_require oci-control tar gzip sha256sum stat
 
 bin=${VIGIL_CONTROL_STATIC:-}
 if [[ -z "$bin" ]]; then
@@ -40,16 +39,9 @@ if [[ -z "$bin" ]]; then
 fi
 [[ -f "$bin" ]] || { echo "oci-control: $bin not found" >&2; exit 1; }
 
-layout="$out/oci-control"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-rm -rf "$layout" && mkdir -p "$layout/blobs/sha256"
+oci_init "$out/oci-control"
 
-sha() { sha256sum "$1" | cut -d' ' -f1; }
-size() { stat -c %s "$1"; }
-blob() { local d; d=$(sha "$1"); mv "$1" "$layout/blobs/sha256/$d"; echo "$d"; }
-
-r="$work/root"
+r="$OCI_WORK/root"
 mkdir -p "$r/etc" "$r/usr/local/bin" "$r/var/lib/vigil"
 printf 'root:x:0:0:root:/nonexistent:/sbin/nologin\nvigil:x:65532:65532:vigil-control:/nonexistent:/sbin/nologin\n' > "$r/etc/passwd"
 printf 'root:x:0:\nvigil:x:65532:\n' > "$r/etc/group"
@@ -59,30 +51,14 @@ chmod 0755 "$r/usr/local/bin/vigil-control" "$r/etc" "$r/usr" "$r/usr/local" "$r
 chmod 0700 "$r/var/lib/vigil"
 common=(--format=ustar --mtime=@0 --numeric-owner -C "$r")
 # Root-owned files first (sorted), then the data directory owned by the service user.
-tar "${common[@]}" --owner=0 --group=0 --no-recursion -cf "$work/layer.tar" \
+tar "${common[@]}" --owner=0 --group=0 --no-recursion -cf "$OCI_WORK/layer.tar" \
     etc etc/group etc/passwd usr usr/local usr/local/bin usr/local/bin/vigil-control var var/lib
-tar "${common[@]}" --owner=65532 --group=65532 --no-recursion -rf "$work/layer.tar" var/lib/vigil
-diff_id=$(sha "$work/layer.tar")
-gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
-layer_size=$(size "$work/layer.tar.gz")
-layer=$(blob "$work/layer.tar.gz")
+tar "${common[@]}" --owner=65532 --group=65532 --no-recursion -rf "$OCI_WORK/layer.tar" var/lib/vigil
+oci_layer "$OCI_WORK/layer.tar"
 
-printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"User":"65532:65532","Entrypoint":["/usr/local/bin/vigil-control"],"Cmd":["serve","--listen","0.0.0.0:8080","--data","/var/lib/vigil"],"Env":["PATH=/usr/local/bin"],"WorkingDir":"/var/lib/vigil","ExposedPorts":{"8080/tcp":{}},"Volumes":{"/var/lib/vigil":{}},"Labels":{"org.opencontainers.image.title":"vigil-control","org.opencontainers.image.version":"%s"}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$tag" "$diff_id" > "$work/config.json"
-config_size=$(size "$work/config.json")
-config=$(blob "$work/config.json")
-
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}],"annotations":{"org.opencontainers.image.title":"vigil-control","org.opencontainers.image.version":"%s"}}' \
-    "$config" "$config_size" "$layer" "$layer_size" "$tag" > "$work/manifest.json"
-manifest_size=$(size "$work/manifest.json")
-manifest=$(blob "$work/manifest.json")
-
-printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
-    "$manifest" "$manifest_size" "$tag" > "$layout/index.json"
-
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
-    -C "$layout" -cf "$out/vigil-control-oci.tar.tmp" oci-layout index.json blobs
-mv "$out/vigil-control-oci.tar.tmp" "$out/vigil-control-oci.tar"
-echo "oci-control: $layout (tag $tag) and $out/vigil-control-oci.tar"
-echo "oci-control: manifest sha256:$manifest  layer sha256:$layer  binary sha256:$(sha "$bin")"
+oci_image vigil-control "$tag" \
+    "$(printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"User":"65532:65532","Entrypoint":["/usr/local/bin/vigil-control"],"Cmd":["serve","--listen","0.0.0.0:8080","--data","/var/lib/vigil"],"Env":["PATH=/usr/local/bin"],"WorkingDir":"/var/lib/vigil","ExposedPorts":{"8080/tcp":{}},"Volumes":{"/var/lib/vigil":{}},"Labels":{"org.opencontainers.image.title":"vigil-control","org.opencontainers.image.version":"%s"}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$tag" "$OCI_DIFF_ID")" \
+    "" '{"architecture":"amd64","os":"linux"}'
+oci_tarball "$out/vigil-control-oci.tar"
+echo "oci-control: $OCI_LAYOUT (tag $tag) and $out/vigil-control-oci.tar"
+echo "oci-control: manifest sha256:$OCI_MANIFEST  layer sha256:$OCI_LAYER  binary sha256:$(oci_sha "$bin")"

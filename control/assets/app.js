@@ -96,8 +96,10 @@ function drawChart(canvas, series, marks, t0, t1, unit) {
   }
   g.fillText(fmtTime(t0), L, h - 4);
   g.fillText(fmtTime(t1), w - R - 50, h - 4);
+  const drawn = [];
   for (const m of marks) {
     if (m.t < t0 || m.t > t1) continue;
+    drawn.push(m.kind);
     g.strokeStyle = MARK_COLORS[m.kind] || "#999"; g.setLineDash([3, 3]);
     g.beginPath(); g.moveTo(x(m.t), T); g.lineTo(x(m.t), h - B); g.stroke();
     g.setLineDash([]); g.fillStyle = g.strokeStyle;
@@ -117,6 +119,7 @@ function drawChart(canvas, series, marks, t0, t1, unit) {
     g.fillStyle = s.color; g.fillText(s.label, L + 4, ly); ly += 11;
   }
   canvas.dataset.points = String(points);
+  canvas.dataset.marks = drawn.join(" ");
   canvas.dataset.t1 = String(t1);
 }
 

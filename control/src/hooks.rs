@@ -24,11 +24,12 @@
 // Handlers return a ready `Response` as their error (as in `crate::http`).
 #![allow(clippy::result_large_err)]
 
+use crate::http::{error, ok_json, op_error};
 use crate::service::{OpError, Service};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -267,19 +268,6 @@ impl FlaggerPayload {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn error(status: StatusCode, message: impl Into<String>, field: &str) -> Response {
-    json_response(status, &json!({"error": message.into(), "field": field}))
-}
-
 fn view_of(svc: &Service, name: &str) -> Result<Value, Response> {
     svc.show(name).map_err(|e| match e {
         OpError::NotFound => error(
@@ -287,13 +275,7 @@ fn view_of(svc: &Service, name: &str) -> Result<Value, Response> {
             format!("no Vigil canary named {name:?}"),
             "name",
         ),
-        OpError::Storage(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage failure reading the canary",
-            "",
-        ),
-        OpError::Conflict(m) => error(StatusCode::CONFLICT, m, "phase"),
-        OpError::Invalid { field, message } => error(StatusCode::BAD_REQUEST, message, &field),
+        e => op_error(e),
     })
 }
 
@@ -381,12 +363,12 @@ async fn flagger(
         o.insert("flagger_phase".into(), json!(payload.phase));
         o.insert("checksum".into(), json!(payload.checksum));
     }
-    json_response(status, &body)
+    ok_json(status, &body)
 }
 
 async fn argo(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
     match view_of(&svc, &name) {
-        Ok(view) => json_response(StatusCode::OK, &assessment_json(&assess(&view))),
+        Ok(view) => ok_json(StatusCode::OK, &assessment_json(&assess(&view))),
         Err(r) => r,
     }
 }

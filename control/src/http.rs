@@ -54,18 +54,13 @@ struct App {
     creds: Arc<CredentialStore>,
 }
 
-/// A JSON error response.
-fn error(status: StatusCode, message: impl Into<String>, field: &str) -> Response {
-    let body = json!({"error": message.into(), "field": field});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+/// A JSON error response `{"error", "field"}` (the one shape of every 4xx/5xx).
+pub(crate) fn error(status: StatusCode, message: impl Into<String>, field: &str) -> Response {
+    ok_json(status, &json!({"error": message.into(), "field": field}))
 }
 
-fn ok_json(status: StatusCode, body: &Value) -> Response {
+/// A JSON response with `status` (the one response builder of the HTTP API).
+pub(crate) fn ok_json(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -320,7 +315,8 @@ async fn list(State(app): State<App>) -> Response {
     ok_json(StatusCode::OK, &json!({"canaries": app.svc.list()}))
 }
 
-fn op_error(e: OpError) -> Response {
+/// A refused service operation as its JSON error (storage failures are logged).
+pub(crate) fn op_error(e: OpError) -> Response {
     match e {
         OpError::NotFound => error(StatusCode::NOT_FOUND, "no such canary", "name"),
         OpError::Conflict(m) => error(StatusCode::CONFLICT, m, "phase"),

@@ -121,6 +121,8 @@ pub struct Settings {
     pub fault_at: Duration,
     /// Control service analysis tick.
     pub control_tick_ms: u64,
+    /// How long everything (load, dashboard) keeps running after the decision.
+    pub linger: Duration,
     /// Ports.
     pub ports: Ports,
     /// Output directory (report.json, requests.csv, audit log, run/).
@@ -139,7 +141,8 @@ fn env_num<T: std::str::FromStr>(var: &str, default: T) -> Result<T> {
 impl Settings {
     /// `DEMO_SCENARIO` (latency|errors|healthy|low-traffic), `DEMO_STEP_S` (8),
     /// `DEMO_FAULT_AT_S` (12), `DEMO_RPS` (100; 1 for low-traffic), `DEMO_CONTROL_TICK_MS`
-    /// (500), `DEMO_OUT` (target/demo), ports `DEMO_LISTEN_PORT` (10000),
+    /// (500), `DEMO_LINGER_S` (4: seconds the run, and so the dashboard, stays up after
+    /// the decision), `DEMO_OUT` (target/demo), ports `DEMO_LISTEN_PORT` (10000),
     /// `DEMO_ADMIN_PORT` (9901), `DEMO_CONTROL_PORT` (9090), `DEMO_STABLE_PORT` (8081),
     /// `DEMO_CANARY_PORT` (8082).
     pub fn from_env() -> Result<Self> {
@@ -166,6 +169,7 @@ impl Settings {
             step_s: env_num("DEMO_STEP_S", 8)?,
             fault_at: Duration::from_secs_f64(env_num("DEMO_FAULT_AT_S", 12.0)?),
             control_tick_ms: env_num("DEMO_CONTROL_TICK_MS", 500)?,
+            linger: Duration::from_secs_f64(env_num("DEMO_LINGER_S", 4.0)?),
             ports: Ports {
                 listen: env_num("DEMO_LISTEN_PORT", 10000)?,
                 admin: env_num("DEMO_ADMIN_PORT", 9901)?,
@@ -393,7 +397,7 @@ pub async fn run(s: &Settings) -> Result<Value> {
         Kind::Latency | Kind::Errors | Kind::Streaming => s.fault_at + Duration::from_secs(40),
         Kind::Healthy => Duration::from_secs(s.step_s * s.steps.len() as u64 + 25),
         Kind::LowTraffic => Duration::from_secs(s.step_s * 3 + 5),
-    };
+    } + s.linger.saturating_sub(Duration::from_secs(4));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut load = OpenLoop::new(s.rps, max + Duration::from_secs(5));
     load.path = s.kind.path().to_string();
@@ -533,7 +537,7 @@ pub async fn run(s: &Settings) -> Result<Value> {
                             progress(detected, steered, Some(at))
                         );
                     }
-                    end_at = Some(now + Duration::from_secs(4));
+                    end_at = Some(now + s.linger);
                 }
             }
             last_view = v;

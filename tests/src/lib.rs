@@ -3,6 +3,7 @@
 //!
 //! - [`envoy`]: find, configure, start and stop Envoy with the Vigil filter;
 //! - [`upstream`]: small HTTP servers ("stable", "canary") with switchable faults;
+//! - [`browser`]: child processes read by line; the Chromium (playwright-core) driver;
 //! - [`control`]: the real `vigil-control` service as a child process;
 //! - [`load`]: an open-loop generator (fixed arrival rate) and a closed-loop
 //!   "exactly N requests over C connections" helper;
@@ -19,6 +20,7 @@
 //! Everything a harness value starts is stopped when the value is dropped, also when a
 //! test panics. Every wait is bounded in time.
 
+pub mod browser;
 pub mod control;
 pub mod dump;
 pub mod envoy;

@@ -8,6 +8,9 @@
 //!
 //! - unknown fields are errors, except under `x-kubernetes-preserve-unknown-fields: true`
 //!   (an object without `properties`/`additionalProperties` accepts no fields at all);
+//!   as in the API server the marker is per node: a preserving node still checks the
+//!   properties it declares, and a nested node with its own `properties` is strict again
+//!   unless it carries the marker too;
 //! - `x-kubernetes-int-or-string: true` accepts an integer or a string;
 //! - `nullable: true` also accepts `null`;
 //! - `format: int32` / `int64` bound integers to their range;
@@ -643,5 +646,31 @@ mod tests {
             "int32 range"
         );
         assert!(!v.is_valid(&json!({"ios": true})));
+    }
+
+    #[test]
+    fn preserve_unknown_fields_is_per_node() {
+        let s = json!({
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+            "properties": {
+                "k": {"type": "integer"},
+                "strict": {"type": "object", "properties": {"a": {"type": "string"}}}
+            }
+        });
+        let v = jsonschema::draft4::options().build(&convert(&s)).unwrap();
+        assert!(v.is_valid(&json!({"k": 1, "other": {"x": [1]}})));
+        assert!(
+            !v.is_valid(&json!({"k": "one"})),
+            "declared properties still checked"
+        );
+        assert!(v.is_valid(&json!({"strict": {"a": "x"}})));
+        assert!(
+            !v.is_valid(&json!({"strict": {"b": 1}})),
+            "a nested node with properties is strict again"
+        );
+        let any = json!({"x-kubernetes-preserve-unknown-fields": true});
+        let v = jsonschema::draft4::options().build(&convert(&any)).unwrap();
+        assert!(v.is_valid(&json!({"cpu": "1", "n": 2})) && v.is_valid(&json!(3)));
     }
 }

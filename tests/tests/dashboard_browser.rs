@@ -14,11 +14,10 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use vigil_e2e::browser::{run_script, Next};
 use vigil_e2e::control::{ControlService, OPERATOR_TOKEN, TOKEN};
 use vigil_e2e::envoy::{add_cluster, Envoy, EnvoyOptions};
 use vigil_e2e::load::OpenLoop;
@@ -26,22 +25,8 @@ use vigil_e2e::repo_root;
 use vigil_e2e::scenario::plugin_config;
 use vigil_e2e::upstream::Upstream;
 
-fn chromium() -> String {
-    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_chromium_shows_plots_approval_and_rollback() {
-    let browser_dir = repo_root().join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "tests/browser/node_modules/playwright-core is missing: run scripts/setup.sh (npm ci in tests/browser)"
-    );
-    assert!(
-        std::path::Path::new(&chromium()).exists(),
-        "{} is missing: run scripts/setup.sh (apt-get install chromium)",
-        chromium()
-    );
     let out = repo_root().join("target/dashboard");
     std::fs::create_dir_all(&out).unwrap();
     for f in [
@@ -82,31 +67,22 @@ async fn dashboard_in_chromium_shows_plots_approval_and_rollback() {
 
     let url = format!("http://{}/dashboard/", control.addr());
     println!("dashboard: {url}");
-    let mut child = Command::new("node")
-        .arg(browser_dir.join("dashboard.mjs"))
-        .current_dir(&browser_dir)
-        .env("DASH_URL", &url)
-        .env("DASH_TOKEN", OPERATOR_TOKEN)
-        .env("DASH_REPORTER_TOKEN", TOKEN)
-        .env("DASH_OUT", &out)
-        .env("CHROMIUM", chromium())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}): install nodejs (scripts/setup.sh)"));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut browser = run_script(
+        "dashboard.mjs",
+        [
+            ("DASH_URL", url.as_str()),
+            ("DASH_TOKEN", OPERATOR_TOKEN),
+            ("DASH_REPORTER_TOKEN", TOKEN),
+            ("DASH_OUT", out.to_str().unwrap()),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut result: Option<Value> = None;
     let mut fault_at = None;
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
+        match browser.next(Duration::from_millis(200)) {
+            Next::Line(line) => {
                 println!("browser: {line}");
                 if line == "APPROVED" {
                     canary.set_error_ratio(0.5);
@@ -116,16 +92,14 @@ async fn dashboard_in_chromium_shows_plots_approval_and_rollback() {
                     result = Some(serde_json::from_str(r).unwrap());
                 }
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("the browser run did not finish in time");
-                }
-            }
+            Next::Closed => break,
+            Next::Idle => assert!(
+                Instant::now() < deadline,
+                "the browser run did not finish in time"
+            ),
         }
     }
-    let status = child.wait().unwrap();
+    let status = browser.wait(Duration::from_secs(20)).unwrap();
     load.abort();
     assert!(status.success(), "browser run failed: {status}");
     let result = result.expect("no RESULT line");

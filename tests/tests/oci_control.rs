@@ -1,8 +1,10 @@
 //! `scripts/oci-control.sh` (what `make oci-control` runs) builds a reproducible OCI image
 //! layout of vigil-control: index.json → manifest → config + one tar+gzip layer, every
 //! digest and size matching its blob; the config runs as a non-root user with the data
-//! directory as the only writable path; two builds are byte-identical; and the static
-//! binary extracted from the layer serves /healthz.
+//! directory as the only writable path; two builds are byte-identical; the static
+//! binary extracted from the layer serves /healthz; and every manifest that deploys the
+//! control service (istio-manifests/, kong-mesh-manifests/, deploy/) names this image by
+//! its manifest digest (`make pin-control-image` rewrites them).
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -59,6 +61,55 @@ fn has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
+/// Every `vigil-control` image reference in the deployment manifests, as
+/// (file, reference).
+fn control_image_refs() -> Vec<(String, String)> {
+    let mut refs = Vec::new();
+    for dir in ["istio-manifests", "kong-mesh-manifests", "deploy"] {
+        for f in vigil_e2e::schema::manifest_files(&repo_root().join(dir)).unwrap() {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let shown = f.strip_prefix(repo_root()).unwrap().display().to_string();
+            for line in text.lines() {
+                let Some(image) = line.trim().strip_prefix("image:") else {
+                    continue;
+                };
+                let image = image.trim().trim_matches('"');
+                if image.contains("/vigil-control") {
+                    refs.push((shown.clone(), image.to_string()));
+                }
+            }
+        }
+    }
+    refs
+}
+
+/// The manifests pin the image `make oci-control` builds, by digest.
+fn check_manifests_pin(manifest_digest: &str) {
+    let refs = control_image_refs();
+    println!("control image references: {refs:?}");
+    for dir in ["istio-manifests/", "kong-mesh-manifests/"] {
+        assert!(
+            refs.iter().any(|(f, _)| f.starts_with(dir)),
+            "no vigil-control Deployment image under {dir}"
+        );
+    }
+    let stale: Vec<String> = refs
+        .iter()
+        .filter(|(_, r)| r.rsplit_once('@').map(|(_, d)| d) != Some(manifest_digest))
+        .map(|(f, r)| format!("{f}: {r}"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "manifests do not reference the built control image {manifest_digest} by digest \
+         (run `make pin-control-image` and commit):\n{}",
+        stale.join("\n")
+    );
+    println!(
+        "{} manifests pin vigil-control@{manifest_digest}",
+        refs.len()
+    );
+}
+
 #[test]
 fn control_image_is_reproducible_valid_and_runs() {
     let a = ScratchDir::new("oci-control-a").unwrap();
@@ -89,6 +140,7 @@ fn control_image_is_reproducible_valid_and_runs() {
     );
     let manifest: Value =
         serde_json::from_slice(&blob(&layout, m["digest"].as_str().unwrap(), &m["size"])).unwrap();
+    check_manifests_pin(m["digest"].as_str().unwrap());
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.oci.image.config.v1+json"
