@@ -44,9 +44,9 @@ fn warmup() -> Duration {
 }
 
 /// The documented adoption time of a lasting level shift (scorer-model/README.md:
-/// "≤ 1.6 × `shift_hold_s` from the onset of a lasting shift to `ok`").
+/// "≤ 2 × `shift_hold_s` from the onset of a lasting shift to `ok`").
 fn adoption_time() -> Duration {
-    Duration::from_secs_f64(1.6 * Model::default().shift_hold_s)
+    Duration::from_secs_f64(2.0 * Model::default().shift_hold_s)
 }
 
 fn spawn_load(
