@@ -61,6 +61,27 @@ static WORD: [bool; 256] = {
     t
 };
 
+/// Bytes at which the scan has nothing to try: not a word character and
+/// not one of `@ + ( : -` (every detector starts at a word character or one
+/// of those). The loop steps over runs of them without further checks.
+// Built at compile time (a `while` over 0..256 cannot go out of bounds).
+#[allow(clippy::indexing_slicing)]
+static INERT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'@' | b'+' | b'(' | b':' | b'-'));
+        b += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn inert(b: u8) -> bool {
+    INERT.get(usize::from(b)).copied().unwrap_or(false)
+}
+
 #[inline(always)]
 fn word_char(b: u8) -> bool {
     WORD.get(usize::from(b)).copied().unwrap_or(false)
@@ -115,6 +136,13 @@ impl Scanner {
         let mut i = 0;
         while i < n {
             let b = at(s, i);
+            if inert(b) {
+                i += 1;
+                while s.get(i).is_some_and(|&c| inert(c)) {
+                    i += 1;
+                }
+                continue;
+            }
             if b == b'@' {
                 if k.contains(Kind::Email) {
                     if let Some((a, e)) = text::email(s, i) {
