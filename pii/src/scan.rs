@@ -87,14 +87,35 @@ fn word_char(b: u8) -> bool {
     WORD.get(usize::from(b)).copied().unwrap_or(false)
 }
 
+/// Whether all eight bytes of `x` are ASCII lower-case letters (SWAR: no
+/// carry crosses a byte because each byte of `x` is below 0x80 where it counts).
+#[inline(always)]
+fn all_lower(x: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // High bit set per byte: b >= 'a' (ge), b > 'z' (gt), b >= 0x80 (x).
+    let ge = x.wrapping_add(LO * (0x80 - u64::from(b'a')));
+    let gt = x.wrapping_add(LO * (0x80 - u64::from(b'z') - 1));
+    (ge & !gt & !x & HI) == HI
+}
+
 /// End of the word (letters, digits, `_`) starting at `i`.
 #[inline]
 fn word_end(s: &[u8], i: usize) -> usize {
-    let rest = s.get(i..).unwrap_or(&[]);
-    i + rest
-        .iter()
-        .position(|&b| !word_char(b))
-        .unwrap_or(rest.len())
+    let mut p = i;
+    // Prose words: eight lower-case letters at a time.
+    while let Some(w) = s.get(p..p + 8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        if !all_lower(u64::from_le_bytes(b)) {
+            break;
+        }
+        p += 8;
+    }
+    while s.get(p).is_some_and(|&b| word_char(b)) {
+        p += 1;
+    }
+    p
 }
 
 impl Scanner {
@@ -203,6 +224,17 @@ impl Scanner {
                 }
                 b'A'..=b'Z' | b'a'..=b'z' => {
                     let we = word_end(s, i);
+                    // A lower-case word is only a JWT start (`ey`), an IPv6
+                    // group (before `:`) or a token (long, or joined by
+                    // `-+/=`): anything else is prose, passed over here.
+                    if b.is_ascii_lowercase()
+                        && we - i < 20
+                        && !(b == b'e' && at(s, i + 1) == b'y')
+                        && !matches!(at(s, we), b':' | b'-' | b'+' | b'/' | b'=')
+                    {
+                        i = we;
+                        continue;
+                    }
                     match self.word(s, i, we) {
                         Some((kind, e, c)) => {
                             push(kind, i, e, c, out);
@@ -332,6 +364,27 @@ mod tests {
         ] {
             assert!(kinds(s).is_empty(), "{s}: {:?}", kinds(s));
         }
+    }
+
+    #[test]
+    fn swar_lower_case_check() {
+        assert!(all_lower(u64::from_le_bytes(*b"abcdwxyz")));
+        for bad in [
+            *b"abcdwxy{",
+            *b"`bcdwxyz",
+            *b"abcDwxyz",
+            *b"abc1wxyz",
+            *b"abc\xe1wxyz",
+            *b"abc wxyz",
+        ] {
+            assert!(!all_lower(u64::from_le_bytes(bad)), "{bad:?}");
+        }
+        for b in 0..=255u8 {
+            let x = u64::from_le_bytes([b'a', b'a', b'a', b, b'a', b'a', b'a', b'a']);
+            assert_eq!(all_lower(x), b.is_ascii_lowercase(), "{b}");
+        }
+        assert_eq!(word_end(b"abcdefghijklmnop qr", 0), 16);
+        assert_eq!(word_end(b"abcdefghijkLMnop_9-x", 2), 18);
     }
 
     #[test]
