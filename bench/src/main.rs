@@ -8,10 +8,11 @@
 //! no-op filter for 1 KB, 16 KB and 256 KB prompts), `streaming` (real Envoy,
 //! steer CPU per request on a streaming route beside a unary one against the
 //! no-op filter), `host` (shared-data bytes and tick duration from the filter's
-//! core), `scorer`, `wasm`, `control` (folded in from files).
+//! core), `hostcalls` (hostcalls per request, counted), `scorer`, `wasm`, `control` (folded in from files).
 
 mod dataplane;
 mod host;
+mod hostcalls;
 mod load;
 mod pii;
 mod report;
@@ -383,6 +384,11 @@ fn real_main() -> Result<()> {
     let mut results: Vec<Res> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
 
+    if wanted(&a, "hostcalls") {
+        if let Err(e) = hostcalls::run(&mut results) {
+            errors.push(format!("hostcalls: {e}"));
+        }
+    }
     if wanted(&a, "host") {
         if let Err(e) = host::run(
             &a.sizes,
