@@ -48,8 +48,12 @@ impl Worker {
         // Observe every series once this tick (empty delta when it had no traffic).
         let mut tick_deltas: Vec<(u32, TickDelta, Extras)> = Vec::new();
         let restored_before = self.stats.baselines_restored;
+        let own = self.own_slots(n);
         for id in 0..n as u32 {
-            let (delta, extras) = self.take_delta(store, &delta_key(id), &empty);
+            let (mut delta, mut extras) = self.take_delta(store, &delta_key(id), &empty);
+            if let Some(&Some(slot)) = own.get(id as usize) {
+                self.take_own_pending(slot, &mut delta, &mut extras);
+            }
             if scoring.series.len() <= id as usize {
                 let mut state = SeriesState::new(&model);
                 let mut last = State::InsufficientData;
