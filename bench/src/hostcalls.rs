@@ -12,7 +12,7 @@ use vigil_filter_core::lease;
 use vigil_filter_core::metrics::MemorySink;
 use vigil_filter_core::request_path::{run_request, CountingHost};
 use vigil_filter_core::shared::{MemoryStore, SharedStore};
-use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable, VERDICTS_KEY};
+use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable, STEERING_KEY};
 use vigil_scorer::verdict::Signal;
 
 use crate::report::Res;
@@ -68,7 +68,7 @@ pub fn run(out: &mut Vec<Res>) -> Result<()> {
         }],
         ..Default::default()
     };
-    let _ = store.set(VERDICTS_KEY, &table.encode(), None);
+    let _ = store.set(STEERING_KEY, &table.encode(), None);
     let mut steered = worker(r#""mode":"steer","#)?;
     steered.on_tick(
         now,

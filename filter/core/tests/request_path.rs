@@ -11,7 +11,7 @@ use vigil_filter_core::lease;
 use vigil_filter_core::metrics::MemorySink;
 use vigil_filter_core::request_path::{run_request, CountingHost};
 use vigil_filter_core::shared::{MemoryStore, SharedStore};
-use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable, VERDICTS_KEY};
+use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable, STEERING_KEY};
 use vigil_scorer::verdict::Signal;
 
 const CANARY_CFG: &str = r#""canaries":[{"name":"checkout","route":"checkout","stable_cluster":"stable","canary_cluster":"canary"}]"#;
@@ -119,7 +119,7 @@ fn a_steered_request_sets_the_header_without_reading_it() {
         }],
         ..Default::default()
     };
-    store.set(VERDICTS_KEY, &table.encode(), None).unwrap();
+    store.set(STEERING_KEY, &table.encode(), None).unwrap();
     let mut w = worker(r#""mode":"steer","#);
     w.on_tick(
         now,

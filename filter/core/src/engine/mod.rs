@@ -175,6 +175,11 @@ pub struct Worker {
     registry: Registry,
     table: VerdictTable,
     table_cas: Option<u32>,
+    /// CAS token of the compact steering table last decoded.
+    steering_cas: Option<u32>,
+    /// As the lease holder: the steering table last written (rewritten
+    /// only when it changes).
+    published_steering: Option<Vec<u8>>,
     steered_routes: HashMap<Vec<u8>, Signal>,
     steered_counts: HashMap<Vec<u8>, [u64; 6]>,
     /// Per canary: steered (and why), from the verdict table's steered routes.
@@ -223,6 +228,8 @@ impl Worker {
             registry: Registry::default(),
             table: VerdictTable::default(),
             table_cas: None,
+            steering_cas: None,
+            published_steering: None,
             steered_routes: HashMap::new(),
             steered_counts: HashMap::new(),
             steered_canaries: Vec::new(),
@@ -426,7 +433,9 @@ impl Worker {
         self.scoring.is_some()
     }
 
-    /// The cached verdict table.
+    /// The full verdict table this worker holds: its own as the lease holder,
+    /// else the last one read (by a worker that sets the score header, or
+    /// that held the lease before).
     pub fn verdict_table(&self) -> &VerdictTable {
         &self.table
     }

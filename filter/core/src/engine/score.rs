@@ -13,7 +13,7 @@ use crate::metrics::{global, series_metric_name, Kind, MetricSink, SeriesMetric}
 use crate::registry::{delta_key, split_name};
 use crate::shared::SharedStore;
 use crate::steering::{match_series, Side, SteerController, Transition};
-use crate::verdicts::{PublishedVerdict, SteeredRoute, VerdictTable, VERDICTS_KEY};
+use crate::verdicts::{PublishedVerdict, SteeredRoute, VerdictTable};
 use hashbrown::HashMap;
 use vigil_scorer::sequential::CanaryMonitor;
 use vigil_scorer::series::SeriesState;
@@ -38,6 +38,10 @@ impl Worker {
                 Level::Info,
                 "vigil: this worker now scores all series (lease acquired)",
             );
+        }
+        if scoring.generation == 0 {
+            // A new holder starts from the verdicts the previous one published.
+            self.refresh_full_table(store);
         }
         scoring.generation += 1;
         self.stats.scoring_passes += 1;
@@ -271,10 +275,7 @@ impl Worker {
             steered,
             weighted,
         };
-        // Only the lease holder writes this key: an unconditional write.
-        if store.set(VERDICTS_KEY, &table.encode(), None).is_err() {
-            self.stats.cas_exhausted += 1;
-        }
+        self.publish(table, store);
 
         const GAUGES: [SeriesMetric; 5] = [
             SeriesMetric::Score,
