@@ -8,7 +8,7 @@
 //! no-op filter for 1 KB, 16 KB and 256 KB prompts), `streaming` (real Envoy,
 //! steer CPU per request on a streaming route beside a unary one against the
 //! no-op filter), `host` (shared-data bytes and tick duration from the filter's
-//! core), `hostcalls` (hostcalls per request, counted), `scorer`, `wasm`, `control` (folded in from files).
+//! core), `hostcalls` (hostcalls per request, counted), `ticks` (real Envoy, one worker: request latency during the lease holder's ticks at 1 000 and 10 000 series against the no-op filter, and the holder's idle tick CPU), `scorer`, `wasm`, `control` (folded in from files).
 
 mod dataplane;
 mod host;
@@ -17,6 +17,7 @@ mod load;
 mod pii;
 mod report;
 mod streaming;
+mod ticks;
 
 use std::path::PathBuf;
 
@@ -404,6 +405,7 @@ fn real_main() -> Result<()> {
         || wanted(&a, "scale")
         || wanted(&a, "pii")
         || wanted(&a, "streaming")
+        || wanted(&a, "ticks")
     {
         let wrapper = dataplane::pin_wrapper(&dir, &a.envoy_cpus)?;
         // Single-threaded here: nothing else reads the environment yet.
@@ -438,6 +440,22 @@ fn real_main() -> Result<()> {
                 if let Err(e) = pii::run(&setup, rounds, a.dp.secs, a.dp.conns, &mut results).await
                 {
                     errors.push(format!("pii: {e}"));
+                }
+            }
+            if wanted(&a, "ticks") {
+                let sizes: Vec<usize> = a.sizes.iter().copied().filter(|&n| n >= 1000).collect();
+                if let Err(e) = ticks::run(
+                    &setup,
+                    &sizes,
+                    env_or("VIGIL_BENCH_TICK_ROUNDS", 3),
+                    env_or("VIGIL_BENCH_TICK_SECS", 6.0),
+                    a.dp.rate,
+                    a.idle_secs,
+                    &mut results,
+                )
+                .await
+                {
+                    errors.push(format!("ticks: {e}"));
                 }
             }
             if wanted(&a, "scale") {
