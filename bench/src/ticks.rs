@@ -79,7 +79,11 @@ pub async fn run(
         for (vi, name) in [(0usize, "noop"), (1, "steer")] {
             let Some(rows) = stats.get(vi) else { continue };
             for (qi, qname) in ["p50", "p99", "p99_9", "max"].iter().enumerate() {
-                let col: Vec<f64> = rows.iter().filter_map(|r| r.get(qi).copied()).collect();
+                let col: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|r| r.get(qi).copied())
+                    .filter(|v| v.is_finite())
+                    .collect();
                 out.extend(
                     Res::of_samples(format!("{p}.{name}.{qname}"), &col, "µs").map(|r| {
                         r.note(format!(
@@ -93,6 +97,7 @@ pub async fn run(
             .iter()
             .zip(&stats[0])
             .map(|(v, o)| (v[3] - o[3]) / 1000.0)
+            .filter(|d| d.is_finite())
             .collect();
         out.extend(
             Res::of_samples(format!("{p}.steer-noop.max_ms"), &diffs, "ms")
