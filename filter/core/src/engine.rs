@@ -17,7 +17,9 @@
 use crate::codec::{decode_pending, encode_delta, encode_pending, Extras};
 use crate::config::{CanarySpec, Mode, PluginConfig};
 use crate::control::{parse_routing, Routing, Split};
+use crate::keys::Keys;
 use crate::lease;
+use crate::lifecycle::{idle_ticks, IdleTracker, Seen};
 use crate::local::{LocalTable, Placement, Slot, CLASSES};
 use crate::metrics::{
     canary_unmatched_metric_name, failures_metric_name, global, series_metric_name,
@@ -25,7 +27,7 @@ use crate::metrics::{
 };
 use crate::outcome::Outcome;
 use crate::registry::{
-    delta_key, series_name, split_name, Capacity, Registration, Registry, OVERFLOW_CLUSTER,
+    series_name, split_name, tag, untag, Capacity, Registration, Registry, OVERFLOW_CLUSTER,
     OVERFLOW_ROUTE,
 };
 use crate::request::RequestRecord;
@@ -33,7 +35,6 @@ use crate::shared::{update, SetError, SharedStore, Update};
 use crate::steering::{match_series, Side, SteerController, Transition};
 use crate::verdicts::{
     signal_code, signal_name, PublishedVerdict, SteeredRoute, VerdictTable, WeightedRoute,
-    VERDICTS_KEY,
 };
 use hashbrown::HashMap;
 use vigil_scorer::sequential::CanaryMonitor;
@@ -69,6 +70,11 @@ pub struct ProtocolStats {
     pub checkpoints_written: u64,
     /// `level_shift` events (a self-baseline adopted a sustained new level).
     pub level_shifts: u64,
+    /// Series evicted from the registry after `series_idle_s` without a request.
+    pub series_evicted: u64,
+    /// Pending records dropped because they belonged to an evicted series
+    /// whose id was reused (the requests are still in the Envoy counters).
+    pub stale_records: u64,
 }
 
 /// The lease holder checkpoints every series' self-baseline this often
@@ -79,13 +85,10 @@ pub const CHECKPOINT_EVERY_TICKS: u64 = 10;
 /// ~330 bytes; a larger one is not written).
 pub const CHECKPOINT_MAX_BYTES: usize = 512;
 
-/// Shared-data key the `lease_release_after_s` test hook marks once a worker
-/// has given the lease up (so only the first holder of the process does).
-pub const LEASE_RELEASED_KEY: &str = "vigil.lease_released";
-
-/// Shared-data key of series `id`'s self-baseline checkpoint.
-pub fn checkpoint_key(id: u32) -> String {
-    format!("vigil.b.{id}")
+/// Shared-data key of series `id`'s self-baseline checkpoint, for the
+/// configuration with `identity` ([`PluginConfig::identity`]).
+pub fn checkpoint_key(identity: u64, id: u32) -> String {
+    Keys::new(identity).checkpoint(id)
 }
 
 /// A canary's stable and canary series on one route.
@@ -165,12 +168,44 @@ struct Scoring {
     ttft: Vec<TtftWindow>,
     /// Host ids of each series' TTFT gauges, defined once it has TTFT data.
     ttft_gauge_ids: Vec<Option<[Option<u32>; 3]>>,
+    /// Idle ticks per series and the epoch each id's state belongs to.
+    idle: IdleTracker,
+}
+
+impl Scoring {
+    /// Start series `id`'s scoring state afresh (its place now holds another
+    /// series, or none).
+    fn reset(&mut self, id: u32, model: &vigil_scorer::model::Model) {
+        let i = id as usize;
+        if let Some(s) = self.series.get_mut(i) {
+            *s = SeriesState::new(model);
+        }
+        if let Some(s) = self.last_state.get_mut(i) {
+            *s = State::InsufficientData;
+        }
+        if let Some(w) = self.ttft.get_mut(i) {
+            *w = TtftWindow::new();
+        }
+        if let Some(g) = self.gauge_ids.get_mut(i) {
+            *g = None;
+        }
+        if let Some(g) = self.ttft_gauge_ids.get_mut(i) {
+            *g = None;
+        }
+        self.last_self_canary.remove(&id);
+    }
 }
 
 /// The worker.
 #[derive(Debug)]
 pub struct Worker {
     cfg: PluginConfig,
+    /// This configuration's shared-data keys.
+    keys: Keys,
+    /// `series_idle_s` in ticks.
+    idle_limit: u32,
+    /// Registry changes seen when overflowed slots last retried registering.
+    overflow_retry_at: u64,
     capacity: Capacity,
     me: u64,
     local: LocalTable,
@@ -220,12 +255,16 @@ impl Worker {
     pub fn new(cfg: PluginConfig, me: u64) -> Self {
         let capacity = Capacity::new(cfg.max_series, reserved_places(&cfg.canaries));
         let local = LocalTable::new(capacity, series_name(OVERFLOW_ROUTE, OVERFLOW_CLUSTER));
+        let keys = Keys::new(cfg.identity);
         Worker {
+            idle_limit: idle_ticks(cfg.series_idle_ms, cfg.tick_ms),
+            overflow_retry_at: 0,
+            registry: Registry::new(keys.registry.clone()),
+            keys,
             cfg,
             capacity,
             me,
             local,
-            registry: Registry::default(),
             table: VerdictTable::default(),
             table_cas: None,
             steered_routes: HashMap::new(),
@@ -533,29 +572,87 @@ impl Worker {
         M: MetricSink + ?Sized,
     {
         self.registry.refresh(store);
+        self.revalidate_slots();
         self.register_new_series(store);
         self.merge_pending(store, sink);
-        let retries = self.pii.flush(store, self.cfg.cas_retries);
+        self.local.end_tick(self.idle_limit);
+        let retries = self.pii.flush(store, &self.keys.pii, self.cfg.cas_retries);
         self.stats.cas_retries += u64::from(retries);
         if let Some(e) = self.edges.as_mut() {
-            e.flush(store, self.cfg.cas_retries, &mut self.metrics, sink);
+            e.flush(
+                store,
+                &self.keys.edges,
+                self.cfg.cas_retries,
+                &mut self.metrics,
+                sink,
+            );
         }
 
         let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
-        if !self.gives_lease_up(now_ms, store, log) && lease::acquire(store, self.me, now_ms, ttl) {
+        if !self.gives_lease_up(now_ms, store, log)
+            && lease::acquire(store, &self.keys.lease, self.me, now_ms, ttl)
+        {
             self.holding_since.get_or_insert(now_ms);
             self.score(now_ms, store, sink, log);
         } else {
             self.holding_since = None;
             if self.scoring.take().is_some() {
                 self.metrics.forget_gauges();
-                log(Level::Info, "vigil: scorer lease moved to another worker");
+                log(
+                    Level::Info,
+                    &format!(
+                        "vigil: scorer lease moved to another worker (identity={:016x})",
+                        self.cfg.identity
+                    ),
+                );
             }
         }
 
         self.refresh_verdicts(store);
         self.watch_unmatched(now_ms, sink, log);
         self.flush_counters(sink);
+    }
+
+    /// The plugin is being removed (Envoy's `on_done`: a configuration
+    /// update replaced it, or the listener went away). Merge what is still
+    /// pending, add the last counts to the Envoy counters, and give the
+    /// lease up, so no request this configuration served goes uncounted and
+    /// a successor of the same identity scores at its next tick.
+    pub fn on_done<S, M>(&mut self, store: &S, sink: &mut M)
+    where
+        S: SharedStore + ?Sized,
+        M: MetricSink + ?Sized,
+    {
+        self.registry.refresh(store);
+        self.revalidate_slots();
+        self.register_new_series(store);
+        self.merge_pending(store, sink);
+        self.flush_counters(sink);
+        if self.scoring.take().is_some() {
+            lease::release(store, &self.keys.lease, self.me);
+        }
+    }
+
+    /// This configuration's shared-data keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// After a registry refresh: slots whose series was evicted (or whose id
+    /// was reused) register again; slots in overflow retry once the registry
+    /// changed and has room.
+    fn revalidate_slots(&mut self) {
+        let changes = self.registry.changes();
+        let retry =
+            changes != self.overflow_retry_at && self.registry.tracked() < self.capacity.total;
+        if retry {
+            self.overflow_retry_at = changes;
+        }
+        let registry = &self.registry;
+        self.local.revalidate(
+            |name, id, epoch| registry.name(id) == Some(name) && registry.epoch(id) == Some(epoch),
+            retry,
+        );
     }
 
     /// The `lease_release_after_s` test hook: true once this worker, as the
@@ -578,7 +675,7 @@ impl Worker {
         if now_ms.saturating_sub(since) < after
             || store
                 .set(
-                    LEASE_RELEASED_KEY,
+                    &self.keys.lease_released,
                     b"1",
                     Some(crate::shared::CREATE_ONLY_CAS),
                 )
@@ -666,8 +763,14 @@ impl Worker {
         for (i, slot) in self.local.slots_mut().iter_mut().enumerate() {
             if slot.placement == Placement::Unregistered {
                 match self.registry.id(&slot.name) {
-                    Some(id) => slot.placement = Placement::Registered(id),
-                    None => wanted.push(i),
+                    Some(id) => {
+                        slot.placement = Placement::Registered(id);
+                        slot.epoch = self.registry.epoch(id).unwrap_or(0);
+                    }
+                    // Only a series with data to merge needs a place (an idle
+                    // one whose entry was evicted is about to leave the table).
+                    None if slot.has_pending() => wanted.push(i),
+                    None => {}
                 }
             }
         }
@@ -688,8 +791,10 @@ impl Worker {
         for (&i, r) in wanted.iter().zip(results) {
             match r {
                 Registration::Id(id) => {
+                    let epoch = self.registry.epoch(id).unwrap_or(0);
                     if let Some(slot) = self.local.slots_mut().get_mut(i) {
                         slot.placement = Placement::Registered(id);
+                        slot.epoch = epoch;
                     }
                 }
                 Registration::Full => self.local.demote_to_overflow(i),
@@ -706,6 +811,7 @@ impl Worker {
         let attempts = self.cfg.cas_retries;
         let mut stats = self.stats;
         let metrics = &mut self.metrics;
+        let keys = &self.keys;
         let mut merge = |slot: &mut Slot| {
             if slot.unflushed_requests > 0 || slot.unflushed_errors > 0 {
                 let [requests_id, errors_id] = match slot.counter_ids {
@@ -738,13 +844,30 @@ impl Worker {
             }
             let pending = slot.pending();
             let extras = slot.pending_extras();
-            let outcome = update(store, &delta_key(id), attempts, |current| {
-                let (mut merged, mut merged_x) =
-                    current.and_then(decode_pending).unwrap_or_default();
+            let epoch = slot.epoch;
+            let mut superseded = false;
+            let outcome = update(store, &keys.delta(id), attempts, |current| {
+                superseded = false;
+                // The key holds the records of the series with the epoch it is
+                // tagged with: a newer epoch means this slot's series was evicted
+                // and the id reused (leave it; the slot registers again); an
+                // older one is an evicted series' leftover (replaced).
+                let (mut merged, mut merged_x) = match current.and_then(untag) {
+                    Some((e, rec)) if e == epoch => decode_pending(rec).unwrap_or_default(),
+                    Some((e, _)) if e > epoch => {
+                        superseded = true;
+                        return current.map(<[u8]>::to_vec).unwrap_or_default();
+                    }
+                    _ => Default::default(),
+                };
                 merged.add(&pending);
                 merged_x.add(&extras);
-                encode_pending(&merged, &merged_x)
+                tag(epoch, &encode_pending(&merged, &merged_x))
             });
+            if superseded {
+                slot.placement = Placement::Unregistered;
+                return;
+            }
             match outcome {
                 Update::Written { retries } => {
                     stats.cas_retries += u64::from(retries);
@@ -764,28 +887,89 @@ impl Worker {
         self.stats = stats;
     }
 
-    /// Take a series' merged delta out of shared data, leaving it empty.
+    /// Take series `id`'s merged delta out of shared data, leaving it empty.
+    /// Records of another epoch are not this series': an older one (an
+    /// evicted series' leftover) is dropped and counted, a newer one (a
+    /// series registered after this tick's registry read) waits for the
+    /// next tick.
     fn take_delta<S: SharedStore + ?Sized>(
         &mut self,
         store: &S,
-        key: &str,
+        id: u32,
         empty: &[u8],
     ) -> (TickDelta, Extras) {
+        let key = self.keys.delta(id);
+        let live = self.registry.epoch(id);
+        let last = self.registry.last_epoch(id).unwrap_or(0);
         for _ in 0..self.cfg.cas_retries.max(1) {
-            let Some((bytes, cas)) = store.get(key) else {
+            let Some((bytes, cas)) = store.get(&key) else {
                 return Default::default();
             };
-            if bytes == empty {
+            let (epoch, record) = untag(&bytes).unwrap_or((0, b""));
+            if record == empty {
                 return Default::default();
             }
-            match store.set(key, empty, Some(cas)) {
-                Ok(()) => return decode_pending(&bytes).unwrap_or_default(),
+            let ours = live == Some(epoch) && !record.is_empty();
+            if !ours && epoch > last {
+                return Default::default();
+            }
+            match store.set(&key, &tag(last, empty), Some(cas)) {
+                Ok(()) if ours => return decode_pending(record).unwrap_or_default(),
+                Ok(()) => {
+                    self.stats.stale_records += 1;
+                    return Default::default();
+                }
                 Err(SetError::CasMismatch) => self.stats.cas_retries += 1,
                 Err(SetError::Host) => break,
             }
         }
         self.stats.cas_exhausted += 1;
         Default::default()
+    }
+
+    /// Evict the series idle past `series_idle_s`: free their registry
+    /// places, clear their checkpoints and return their gauges to 0.
+    fn evict_idle<S, M>(
+        &mut self,
+        scoring: &mut Scoring,
+        store: &S,
+        sink: &mut M,
+        log: &mut dyn FnMut(Level, &str),
+    ) where
+        S: SharedStore + ?Sized,
+        M: MetricSink + ?Sized,
+    {
+        let victims = scoring.idle.victims(self.idle_limit);
+        if victims.is_empty() {
+            return;
+        }
+        let freed = self.registry.evict(store, &victims, self.cfg.cas_retries);
+        for &id in &freed {
+            scoring.idle.forget(id);
+            let _ = store.set(&self.keys.checkpoint(id), b"", None);
+            let i = id as usize;
+            let gauges = scoring.gauge_ids.get_mut(i).and_then(Option::take);
+            let ttft = scoring.ttft_gauge_ids.get_mut(i).and_then(Option::take);
+            for g in gauges
+                .into_iter()
+                .flatten()
+                .chain(ttft.into_iter().flatten())
+            {
+                self.metrics.set_id(sink, g, 0);
+            }
+        }
+        self.stats.series_evicted += freed.len() as u64;
+        if !freed.is_empty() {
+            log(
+                Level::Info,
+                &format!(
+                    "vigil: {} series idle for {} s left the registry ({} tracked)",
+                    freed.len(),
+                    self.cfg.series_idle_ms / 1000,
+                    self.registry.tracked()
+                ),
+            );
+        }
     }
 
     fn score<S, M>(
@@ -802,7 +986,11 @@ impl Worker {
         if scoring.generation == 0 {
             log(
                 Level::Info,
-                "vigil: this worker now scores all series (lease acquired)",
+                &format!(
+                    "vigil: this worker now scores all series (lease acquired) (identity={:016x}, keys {}*)",
+                    self.cfg.identity,
+                    self.keys.prefix()
+                ),
             );
         }
         scoring.generation += 1;
@@ -815,7 +1003,16 @@ impl Worker {
         let mut tick_deltas: Vec<(u32, TickDelta, Extras)> = Vec::new();
         let restored_before = self.stats.baselines_restored;
         for id in 0..n as u32 {
-            let (delta, extras) = self.take_delta(store, &delta_key(id), &empty);
+            let (delta, extras) = self.take_delta(store, id, &empty);
+            let seen =
+                scoring
+                    .idle
+                    .observe(id, self.registry.epoch(id), delta.counters.requests > 0);
+            if seen != Seen::Same && (id as usize) < scoring.series.len() {
+                // A new series in a reused place, or a freed place: its
+                // judgement starts afresh.
+                scoring.reset(id, &model);
+            }
             if scoring.series.len() <= id as usize {
                 let mut state = SeriesState::new(&model);
                 let mut last = State::InsufficientData;
@@ -823,7 +1020,7 @@ impl Worker {
                 // holder checkpointed instead of warming up from nothing, and
                 // keeps the verdict it published until the resumed baseline
                 // has judged a block of its own.
-                if let Some((bytes, _)) = store.get(&checkpoint_key(id)) {
+                if let Some((bytes, _)) = store.get(&self.keys.checkpoint(id)) {
                     if state.restore(&bytes) {
                         self.stats.baselines_restored += 1;
                         last = self.table.series.get(id as usize).map_or(last, |v| v.state);
@@ -834,7 +1031,8 @@ impl Worker {
             }
             let tick_s = self.cfg.tick_ms as f64 / 1000.0;
             let unix_s = Some(now_ms as f64 / 1000.0);
-            let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0;
+            let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0
+                && self.registry.name(id).is_some();
             if let Some(state) = scoring.series.get_mut(id as usize) {
                 let shifts = state.level_shifts();
                 state.observe_timed(&delta, &model, tick_s, unix_s);
@@ -854,7 +1052,7 @@ impl Worker {
                 if checkpoint_due {
                     let bytes = state.checkpoint();
                     if bytes.len() <= CHECKPOINT_MAX_BYTES
-                        && store.set(&checkpoint_key(id), &bytes, None).is_ok()
+                        && store.set(&self.keys.checkpoint(id), &bytes, None).is_ok()
                     {
                         self.stats.checkpoints_written += 1;
                     }
@@ -894,9 +1092,15 @@ impl Worker {
             })
             .collect();
 
-        if scoring.pairs_for != n {
+        self.evict_idle(&mut scoring, store, sink, log);
+        let changes = self.registry.changes() as usize;
+        if scoring.pairs_for != changes {
             scoring.pairs = self.pairs();
-            scoring.pairs_for = n;
+            scoring.pairs_for = changes;
+            let pairs = &scoring.pairs;
+            scoring.monitors.retain(|(ci, route), _| {
+                pairs.iter().any(|p| p.canary == *ci && &p.route == route)
+            });
         }
         let mut steered = Vec::new();
         let mut canary_verdicts: Vec<(usize, Vec<u8>, Verdict, bool)> = Vec::new();
@@ -1034,7 +1238,10 @@ impl Worker {
             weighted,
         };
         // Only the lease holder writes this key: an unconditional write.
-        if store.set(VERDICTS_KEY, &table.encode(), None).is_err() {
+        if store
+            .set(&self.keys.verdicts, &table.encode(), None)
+            .is_err()
+        {
             self.stats.cas_exhausted += 1;
         }
 
@@ -1124,10 +1331,12 @@ impl Worker {
         self.metrics
             .set(sink, global::SERIES, self.registry.tracked() as u64);
         if self.cfg.control.is_some() {
-            self.pii_for_report = crate::pii_report::take(store, self.cfg.cas_retries);
+            self.pii_for_report =
+                crate::pii_report::take(store, &self.keys.pii, self.cfg.cas_retries);
         }
         if self.edges.is_some() {
-            self.report_edges = crate::edges::take_shared(store, self.cfg.cas_retries);
+            self.report_edges =
+                crate::edges::take_shared(store, &self.keys.edges, self.cfg.cas_retries);
         }
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
@@ -1185,7 +1394,10 @@ impl Worker {
         }
         let mut table = self.table.clone();
         table.weighted = self.weighted_routes(now_ms);
-        if store.set(VERDICTS_KEY, &table.encode(), None).is_ok() {
+        if store
+            .set(&self.keys.verdicts, &table.encode(), None)
+            .is_ok()
+        {
             self.refresh_verdicts(store);
         }
     }
@@ -1302,7 +1514,7 @@ impl Worker {
     }
 
     fn refresh_verdicts<S: SharedStore + ?Sized>(&mut self, store: &S) {
-        let Some((bytes, cas)) = store.get(VERDICTS_KEY) else {
+        let Some((bytes, cas)) = store.get(&self.keys.verdicts) else {
             return;
         };
         if Some(cas) == self.table_cas {

@@ -705,7 +705,10 @@ fn lease_move_keeps_self_baselines() {
         if !keep_checkpoints {
             // Spoil every checkpoint: the new holder must then warm up.
             for id in 0..16 {
-                c.store.set(&checkpoint_key(id), b"spoilt", None).unwrap();
+                let identity = c.workers[0].config().identity;
+                c.store
+                    .set(&checkpoint_key(identity, id), b"spoilt", None)
+                    .unwrap();
             }
         }
         // The holder goes silent; the other worker takes the lease. The
