@@ -7,7 +7,7 @@
 //! wasm path, plugin configuration) into a template, writes the listeners built by the
 //! caller and points `dynamic_resources.lds_config` at the file. [`Lds::write`]
 //! replaces the file atomically (write, then rename: Envoy watches the directory for
-//! moves), and [`Lds::wait_version`] waits until Envoy serves that version.
+//! moves), and [`Lds::wait_active`] waits until Envoy serves the new configuration.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -58,6 +58,9 @@ impl Lds {
         {
             s.remove("listeners");
         }
+        // Dynamic resources need a node identity.
+        root.entry("node")
+            .or_insert_with(|| json!({ "id": "vigil-e2e", "cluster": "vigil-e2e" }));
         root.insert(
             "dynamic_resources".to_string(),
             json!({
@@ -92,11 +95,15 @@ impl Lds {
         Ok(())
     }
 
-    /// Waits (bounded) until every dynamic listener Envoy has is active at `version`
-    /// and none is warming.
-    pub async fn wait_version(envoy: &Envoy, version: u32, timeout: Duration) -> Result<()> {
+    /// Waits (bounded) until each listener `(name, needle)` is active with a
+    /// configuration whose JSON contains `needle` (e.g. its Vigil plugin
+    /// configuration) and no listener is warming.
+    pub async fn wait_active(
+        envoy: &Envoy,
+        wanted: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let want = version.to_string();
         loop {
             let reply = envoy
                 .admin_get("/config_dump?resource=dynamic_listeners")
@@ -107,20 +114,35 @@ impl Lds {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().collect())
                 .unwrap_or_default();
-            let ready = !listeners.is_empty()
-                && listeners.iter().all(|l| {
-                    l.pointer("/active_state/version_info")
-                        .and_then(Value::as_str)
-                        == Some(want.as_str())
-                        && l.get("warming_state").is_none()
-                });
+            let active = |name: &str, needle: &str| {
+                listeners.iter().any(|l| {
+                    l.get("name").and_then(Value::as_str) == Some(name)
+                        && l.pointer("/active_state/listener")
+                            .is_some_and(|c| c.to_string().contains(needle))
+                })
+            };
+            let ready = wanted.iter().all(|(n, needle)| active(n, needle))
+                && listeners.iter().all(|l| l.get("warming_state").is_none());
             if ready {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                let states: Vec<String> = listeners
+                    .iter()
+                    .map(|l| {
+                        let keys: Vec<&String> = l
+                            .as_object()
+                            .map(|o| o.keys().collect())
+                            .unwrap_or_default();
+                        format!(
+                            "{:?} {keys:?} error {:?}",
+                            l.get("name"),
+                            l.get("error_state")
+                        )
+                    })
+                    .collect();
                 return Err(format!(
-                    "listeners not at LDS version {version} within {timeout:?}: {}",
-                    crate::envoy::tail(&reply.text(), 30)
+                    "listeners {wanted:?} not active within {timeout:?}: {states:#?}"
                 )
                 .into());
             }

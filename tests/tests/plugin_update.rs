@@ -89,9 +89,13 @@ async fn plugin_update_under_load_keeps_counts_exact_and_leases_separate() {
         .map(String::from)
         .to_vec();
     let envoy = Envoy::start(opts).await.unwrap();
-    Lds::wait_version(&envoy, 1, Duration::from_secs(20))
-        .await
-        .unwrap();
+    Lds::wait_active(
+        &envoy,
+        &[("la", "alpha"), ("lb", "beta")],
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
     let ports = listener_ports(&envoy).await.unwrap();
     println!("plugin-update: listeners {ports:?}");
     assert_eq!(ports.get("la"), Some(&port_a));
@@ -115,7 +119,7 @@ async fn plugin_update_under_load_keeps_counts_exact_and_leases_separate() {
             listener(&t, "lb", port_b, "beta", &cfg_b).unwrap(),
         ];
         lds.write(&listeners, 2).unwrap();
-        Lds::wait_version(&envoy, 2, Duration::from_secs(20))
+        Lds::wait_active(&envoy, &[("la", "alpha-2")], Duration::from_secs(20))
             .await
             .unwrap();
         println!(
@@ -216,6 +220,13 @@ async fn plugin_update_under_load_keeps_counts_exact_and_leases_separate() {
             "configuration {id} never got a scorer of its own: {ids:?}"
         );
     }
+    // The replaced configuration's root contexts ended (Envoy's on_done) and flushed.
+    let done = log.matches("done: last counts flushed").count();
+    println!("plugin-update: root contexts of the replaced configuration done: {done}");
+    assert!(
+        done >= 2,
+        "the old configuration's workers flushed at on_done"
+    );
     let lease_moves = log.matches("scorer lease moved to another worker").count();
     // Printed, not asserted: a worker stalled past the lease TTL on a loaded machine
     // legitimately hands its own configuration's lease to its sibling.

@@ -1,5 +1,5 @@
 //! Series-registry lifecycle in real Envoy (issue 14): a flood of 10 000 distinct routes
-//! fills the series table, a canary's rollout ends (it leaves the configuration), a new
+//! and a canary's rollout fill the series table, the rollout ends (it leaves the configuration), a new
 //! managed canary arrives after another flood — and gets series of its own (not
 //! `overflow`) and is judged. Then idle series age out (`series_idle_s`) and their
 //! places are reused by new routes instead of overflowing.
@@ -21,14 +21,16 @@ use vigil_e2e::upstream::Upstream;
 
 const ROUTES: usize = 10_000;
 const MAX_SERIES: u64 = 64;
+/// `series_idle_s` of the second configuration (the first keeps its series 60 s, so
+/// its table stays full).
 const IDLE_S: u64 = 3;
 
-fn config(canary: &str) -> String {
+fn config(canary: &str, idle_s: u64) -> String {
     json!({
         "mode": "shadow",
         "tick_ms": 500,
         "max_series": MAX_SERIES,
-        "series_idle_s": IDLE_S,
+        "series_idle_s": idle_s,
         "canaries": [{"name": canary, "route": canary, "stable_cluster": "stable", "canary_cluster": "canary"}]
     })
     .to_string()
@@ -69,6 +71,15 @@ async fn flood(addr: SocketAddr, from: usize, n: usize) {
     assert_eq!(bad, 0);
 }
 
+/// The filter's own log lines about the registry, for failure messages.
+fn summary(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("vigil: ") && !l.contains("vigil: series route="))
+        .collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
 fn series(m: &Metrics) -> f64 {
     m.value("vigil_series", &[]).unwrap_or(f64::NAN)
 }
@@ -86,7 +97,7 @@ async fn flood_then_new_canary_gets_series_and_idle_series_age_out() {
     let template: Arc<Mutex<Option<Value>>> = Arc::default();
     let opts = {
         let (lds, template) = (lds.clone(), template.clone());
-        EnvoyOptions::new("lifecycle", config("first"))
+        EnvoyOptions::new("lifecycle", config("first", 60))
             .upstreams(stable.port(), canary.port())
             .transform(move |b| {
                 add_split_route(b, "first")?;
@@ -95,7 +106,13 @@ async fn flood_then_new_canary_gets_series_and_idle_series_age_out() {
                 let t = Lds::template(b)?;
                 lds.install(
                     b,
-                    &[listener(&t, "ingress", port, "checkout", &config("first"))?],
+                    &[listener(
+                        &t,
+                        "ingress",
+                        port,
+                        "checkout",
+                        &config("first", 60),
+                    )?],
                 )?;
                 *template.lock().map_err(|_| "poisoned")? = Some(t);
                 Ok(())
@@ -106,28 +123,41 @@ async fn flood_then_new_canary_gets_series_and_idle_series_age_out() {
         .map(String::from)
         .to_vec();
     let envoy = Envoy::start(opts).await.unwrap();
-    Lds::wait_version(&envoy, 1, Duration::from_secs(30))
-        .await
-        .unwrap();
+    Lds::wait_active(
+        &envoy,
+        &[("ingress", r#"\"name\":\"first\""#)],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let t = template.lock().unwrap().clone().unwrap();
 
-    // 1. Configuration 1: canary "first" rolls out while 10 000 routes flood the table.
+    // 1. Configuration 1: 10 000 routes flood the table, then canary "first" rolls out
+    //    (in this order the table ends exactly full: the flood takes every place but
+    //    the 2 reserved for the canary, the canary takes those).
+    flood(addr, 0, ROUTES).await;
     let first = OpenLoop {
         path: "/first/x".to_string(),
-        ..OpenLoop::new(50.0, Duration::from_secs(3))
+        ..OpenLoop::new(50.0, Duration::from_secs(2))
     };
-    let (r, ()) = tokio::join!(
-        first.run(addr, Instant::now(), None),
-        flood(addr, 0, ROUTES)
-    );
-    assert!(r.unwrap().iter().all(|o| o.status == Some(200)));
-    let m = envoy
+    let r = first.run(addr, Instant::now(), None).await.unwrap();
+    assert!(r.iter().all(|o| o.status == Some(200)));
+    let full = envoy
         .wait_metrics(Duration::from_secs(10), |m| {
             (series(m) >= MAX_SERIES as f64 && dropped(m) > 0.0).then(|| m.clone())
         })
-        .await
-        .unwrap();
+        .await;
+    let Ok(m) = full else {
+        let m = envoy.metrics().await.unwrap();
+        panic!(
+            "config 1 table not full: vigil_series {}, dropped {}, overflow requests {:?}\n{}",
+            series(&m),
+            dropped(&m),
+            m.sum("vigil_requests_total", &[("route", "overflow")]),
+            summary(&envoy.log())
+        );
+    };
     println!(
         "lifecycle: config 1 full: vigil_series {} (max_series {MAX_SERIES}), dropped {}",
         series(&m),
@@ -143,13 +173,17 @@ async fn flood_then_new_canary_gets_series_and_idle_series_age_out() {
 
     // 2. The rollout ends: "first" leaves the configuration, "second" is the new canary.
     lds.write(
-        &[listener(&t, "ingress", port, "checkout", &config("second")).unwrap()],
+        &[listener(&t, "ingress", port, "checkout", &config("second", IDLE_S)).unwrap()],
         2,
     )
     .unwrap();
-    Lds::wait_version(&envoy, 2, Duration::from_secs(20))
-        .await
-        .unwrap();
+    Lds::wait_active(
+        &envoy,
+        &[("ingress", r#"\"name\":\"second\""#)],
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
     let dropped_before = dropped(&envoy.metrics().await.unwrap());
     // Another flood under the new configuration, then the new canary's traffic.
     flood(addr, 0, ROUTES).await;
@@ -211,7 +245,7 @@ async fn flood_then_new_canary_gets_series_and_idle_series_age_out() {
         .await
         .unwrap();
     let dropped_now = dropped(&envoy.metrics().await.unwrap());
-    flood(addr, 20_000, 40).await;
+    flood(addr, 5_000, 40).await;
     let m = envoy
         .wait_metrics(Duration::from_secs(10), |m| {
             (series(m) >= 40.0).then(|| m.clone())
