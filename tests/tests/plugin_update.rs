@@ -9,6 +9,9 @@
 //! identity has its own scorer: the old shared `vigil.lease` key let only one of them
 //! score).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -13,11 +13,10 @@
 use crate::shared::{update, SetError, SharedStore, Update};
 use vigil_wire::pii::{merge, PiiRoute};
 
-/// What the shared-data key [`crate::keys::Keys::pii`] holds: the counts
-/// merged by every worker since the lease holder last took them (a JSON
-/// array of `vigil-wire` `PiiRoute`s).
-
-/// This worker's counts not yet merged into the configuration's PII key ([`crate::keys::Keys::pii`]).
+/// This worker's counts not yet merged into the configuration's PII key
+/// ([`crate::keys::Keys::pii`], which holds the counts merged by every
+/// worker since the lease holder last took them: a JSON array of
+/// `vigil-wire` `PiiRoute`s).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PiiOutbox {
     pending: Vec<PiiRoute>,

@@ -5,14 +5,21 @@
 //! [`Worker::record`] adds a finished request to the local window.
 //!
 //! Tick ([`Worker::on_tick`]), on every worker:
-//! 1. re-read the series registry if it changed, register new local series;
-//! 2. merge each series' pending observations into `vigil.d.<id>` with
-//!    bounded CAS retries (what cannot be merged stays pending, so nothing is
-//!    lost), and add the request/error counts to Envoy counters;
+//! 1. re-read the series registry if it changed (a slot whose series was
+//!    evicted registers again), register new local series;
+//! 2. merge each series' pending observations into its epoch-tagged `d.<id>`
+//!    with bounded CAS retries (what cannot be merged stays pending, so
+//!    nothing is lost), add the request/error counts to Envoy counters, and
+//!    drop local slots idle for `series_idle_s`;
 //! 3. take or renew the scorer lease; the holder takes every series' merged
-//!    delta, feeds the scorer, pairs canaries with their stable peers, runs the
-//!    steering hysteresis, publishes the verdict table and sets the gauges;
+//!    delta, feeds the scorer, evicts series idle for `series_idle_s`, pairs
+//!    canaries with their stable peers, runs the steering hysteresis,
+//!    publishes the verdict table and sets the gauges;
 //! 4. re-read the verdict table into the local cache.
+//!
+//! Every key is this configuration's ([`crate::keys::Keys`]: namespaced by
+//! configuration identity and format). [`Worker::on_done`] flushes what is
+//! left when Envoy removes the plugin (a configuration update).
 //!
 //! Files: this one holds the [`Worker`] and its request-side API;
 //! `tick` the tick protocol (registration, merging pending deltas, the
