@@ -19,8 +19,8 @@ use std::rc::Rc;
 use std::time::Duration;
 use vigil_filter_core::config::PluginConfig;
 use vigil_filter_core::engine::{ControlKind, Decision, Level, Worker};
-use vigil_filter_core::metrics::MetricCache;
 use vigil_filter_core::pii_guard::{BodyGuard, Verdict};
+use vigil_filter_core::pii_metrics::PiiMetrics;
 use vigil_filter_core::request::RequestRecord;
 
 /// Value of the routing header that sends a request to the stable version.
@@ -41,8 +41,8 @@ mod entry {
 }
 
 type SharedWorker = Rc<RefCell<Option<Worker>>>;
-/// Metric ids of the PII guard, shared by the worker's HTTP contexts.
-type SharedPiiMetrics = Rc<RefCell<MetricCache>>;
+/// Metric ids and audit windows of the PII guard, shared by the worker's HTTP contexts.
+type SharedPiiMetrics = Rc<RefCell<PiiMetrics>>;
 
 /// Root context: configuration and ticks.
 struct VigilRoot {
@@ -57,7 +57,7 @@ impl VigilRoot {
     fn new() -> Self {
         VigilRoot {
             worker: Rc::new(RefCell::new(None)),
-            pii_metrics: Rc::new(RefCell::new(MetricCache::default())),
+            pii_metrics: Rc::new(RefCell::new(PiiMetrics::default())),
             me: random_vm_id(),
             in_flight: HashMap::new(),
         }
@@ -235,6 +235,11 @@ impl RootContext for VigilRoot {
     }
 
     fn on_tick(&mut self) {
+        if let Ok(mut pii) = self.pii_metrics.try_borrow_mut() {
+            for line in pii.due_summaries(now_ms(), false) {
+                log::info!("{line}");
+            }
+        }
         let worker = Rc::clone(&self.worker);
         let Ok(mut slot) = worker.try_borrow_mut() else {
             return;
@@ -394,13 +399,22 @@ impl VigilHttp {
         let Some(state) = self.pii.take() else {
             return;
         };
-        if let Ok(mut cache) = self.pii_metrics.try_borrow_mut() {
+        // The request's start time stands in for now: no extra hostcall.
+        let now = self.request_ns.map_or_else(now_ms, |ns| ns / 1_000_000);
+        if let Ok(mut metrics) = self.pii_metrics.try_borrow_mut() {
             state
                 .guard
-                .record(&mut cache, &mut EnvoyMetrics, verdict, held);
+                .record(&mut metrics, &mut EnvoyMetrics, verdict, held, now);
+            for line in metrics.due_summaries(now, false) {
+                log::info!("{line}");
+            }
         }
-        if let Some(line) = state.guard.summary(verdict) {
-            log::info!("{line}");
+        // Detected and redacted requests are summarised per route and second
+        // (above, and at ticks); a refused request is logged on its own.
+        if matches!(verdict, Verdict::Block { .. }) {
+            if let Some(line) = state.guard.summary(verdict) {
+                log::info!("{line}");
+            }
         }
         if let Ok(mut slot) = self.worker.try_borrow_mut() {
             if let Some(worker) = slot.as_mut().filter(|w| w.config().control.is_some()) {

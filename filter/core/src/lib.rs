@@ -46,6 +46,7 @@ pub mod naming;
 pub mod outcome;
 pub mod pii_config;
 pub mod pii_guard;
+pub mod pii_metrics;
 pub mod pii_report;
 pub mod registry;
 pub mod request;
