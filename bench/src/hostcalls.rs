@@ -12,7 +12,7 @@ use vigil_filter_core::lease;
 use vigil_filter_core::metrics::MemorySink;
 use vigil_filter_core::request_path::{run_request, CountingHost};
 use vigil_filter_core::shared::{MemoryStore, SharedStore};
-use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable, STEERING_KEY};
+use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable};
 use vigil_scorer::verdict::Signal;
 
 use crate::report::Res;
@@ -59,7 +59,8 @@ pub fn run(out: &mut Vec<Res>) -> Result<()> {
     // A steered route: another worker holds the lease and published it.
     let store = MemoryStore::new();
     let now = 1_700_000_000_000u64;
-    lease::acquire(&store, 1, now, 60_000);
+    let mut steered = worker(r#""mode":"steer","#)?;
+    lease::acquire(&store, &steered.keys().lease, 1, now, 60_000);
     let table = VerdictTable {
         generation: 1,
         steered: vec![SteeredRoute {
@@ -68,8 +69,7 @@ pub fn run(out: &mut Vec<Res>) -> Result<()> {
         }],
         ..Default::default()
     };
-    let _ = store.set(STEERING_KEY, &table.encode(), None);
-    let mut steered = worker(r#""mode":"steer","#)?;
+    let _ = store.set(&steered.keys().steering, &table.encode(), None);
     steered.on_tick(
         now,
         &store,

@@ -112,6 +112,22 @@ impl VigilRoot {
 }
 
 impl Context for VigilRoot {
+    /// The plugin is being removed (a configuration update replaced it, or
+    /// its listener went away): count what this configuration still holds
+    /// and give the scorer lease up (see `Worker::on_done`).
+    fn on_done(&mut self) -> bool {
+        if let Ok(mut slot) = self.worker.try_borrow_mut() {
+            if let Some(worker) = slot.as_mut() {
+                worker.on_done(&EnvoyShared, &mut EnvoyMetrics);
+                log::info!(
+                    "vigil: configuration identity={:016x} done: last counts flushed",
+                    worker.config().identity
+                );
+            }
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -156,10 +172,13 @@ impl RootContext for VigilRoot {
             Ok(cfg) => {
                 let tick = Duration::from_millis(cfg.tick_ms);
                 log::info!(
-                    "vigil: configured: mode={:?}, tick={} ms, max_series={}, canaries={}",
+                    "vigil: configured: identity={:016x} (shared-data keys {}*), mode={:?}, tick={} ms, max_series={}, series_idle_s={}, canaries={}",
+                    cfg.identity,
+                    vigil_filter_core::keys::Keys::new(cfg.identity).prefix(),
                     cfg.mode,
                     cfg.tick_ms,
                     cfg.max_series,
+                    cfg.series_idle_ms / 1000,
                     cfg.canaries.len()
                 );
                 let Ok(mut slot) = self.worker.try_borrow_mut() else {

@@ -14,6 +14,7 @@
 //! - [`kuma`]: what kumactl enforces for the fields we use, and the filter-value check it lacks;
 //! - [`selfpath`]: extra self-judged routes in one Envoy, per-series state timelines and
 //!   the filter's state-change and `level_shift` log lines;
+//! - [`lds`]: listeners from a watched file (file-based LDS), swapped while Envoy runs;
 //! - [`dump`]: mesh-generated config dumps (the real Kuma one, Kuma 2.x and Istio naming)
 //!   turned into runnable bootstraps.
 //!
@@ -27,6 +28,7 @@ pub mod envoy;
 pub mod grpc;
 pub mod http;
 pub mod kuma;
+pub mod lds;
 pub mod load;
 pub mod mesh;
 pub mod prom;

@@ -50,6 +50,11 @@ impl Writer {
         self.buf.extend_from_slice(b);
     }
 
+    /// Raw bytes, as they are (a nested record at the end).
+    pub fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
     /// The encoded record.
     pub fn finish(self) -> Vec<u8> {
         self.buf
@@ -109,6 +114,11 @@ impl<'a> Reader<'a> {
     pub fn count(&mut self, min_item_bytes: usize) -> Option<usize> {
         let n = usize::try_from(self.uint()?).ok()?;
         (n.saturating_mul(min_item_bytes.max(1)) <= self.buf.len()).then_some(n)
+    }
+
+    /// The bytes not read yet (a nested record at the end).
+    pub fn rest(self) -> &'a [u8] {
+        self.buf
     }
 
     /// True when every byte was consumed.

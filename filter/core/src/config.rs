@@ -97,6 +97,33 @@ pub struct PluginConfig {
     pub steer_on_throttle: bool,
     /// Observed edges (`edges` section; see [`crate::edges`]).
     pub edges: crate::edges::EdgesConfig,
+    /// A series with no request for this long leaves the series registry
+    /// (and every worker's local table), freeing its place (`series_idle_s`).
+    pub series_idle_ms: u64,
+    /// Optional instance name (`instance`): part of the configuration
+    /// identity, so two otherwise identical configurations in one Envoy can
+    /// be kept apart.
+    pub instance: Option<String>,
+    /// Configuration identity: a hash of the validated configuration document
+    /// (canonical JSON, keys sorted). Every shared-data key of this
+    /// configuration is namespaced by it (see [`crate::keys`]).
+    pub identity: u64,
+}
+
+/// 64-bit FNV-1a: the configuration identity hash (stable across builds and
+/// platforms; not a security boundary).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Identity of the empty configuration (`{}`, every default).
+fn default_identity() -> u64 {
+    fnv1a64(b"{}")
 }
 
 impl Default for PluginConfig {
@@ -123,6 +150,9 @@ impl Default for PluginConfig {
             grpc: GrpcPolicy::default(),
             steer_on_throttle: false,
             edges: crate::edges::EdgesConfig::default(),
+            series_idle_ms: 600_000,
+            instance: None,
+            identity: default_identity(),
         }
     }
 }
@@ -303,6 +333,8 @@ const TOP_FIELDS: &[&str] = &[
     "grpc_server_error_codes",
     "steer_on_throttle",
     "edges",
+    "series_idle_s",
+    "instance",
 ];
 const CONTROL_FIELDS: &[&str] = &[
     "cluster",
@@ -472,7 +504,43 @@ impl PluginConfig {
             Some(v) => crate::edges::EdgesConfig::parse(v)?,
         };
 
+        let series_idle_ms = f
+            .uint("series_idle_s", defaults.series_idle_ms / 1000, 1, 604_800)?
+            .saturating_mul(1000);
+        if series_idle_ms < tick_ms.saturating_mul(3) {
+            return Err(err(
+                "series_idle_s",
+                format!(
+                    "must be at least 3 ticks ({} ms with tick_ms {tick_ms}), got {} s",
+                    tick_ms * 3,
+                    series_idle_ms / 1000
+                ),
+            ));
+        }
+        let instance = match f.string("instance")? {
+            None => None,
+            Some(name) => {
+                let valid = name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !valid {
+                    return Err(err(
+                        "instance",
+                        format!("must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.', got \"{name}\""),
+                    ));
+                }
+                Some(name.to_string())
+            }
+        };
+        // serde_json's map keeps keys sorted, so equal documents hash equally
+        // whatever their key order or whitespace.
+        let identity = fnv1a64(&serde_json::to_vec(doc).unwrap_or_default());
+
         Ok(PluginConfig {
+            series_idle_ms,
+            instance,
+            identity,
             edges,
             control,
             pii,
@@ -678,6 +746,33 @@ mod tests {
         assert_eq!(e.field, "grpc_server_error_codes[0]");
         let e = reject(r#"{"steer_on_throttle":"yes"}"#);
         assert_eq!(e.field, "steer_on_throttle");
+    }
+
+    #[test]
+    fn idle_age_out_and_identity() {
+        let c = PluginConfig::parse(br#"{"series_idle_s":30}"#).unwrap();
+        assert_eq!(c.series_idle_ms, 30_000);
+        assert_eq!(PluginConfig::default().series_idle_ms, 600_000);
+        assert_eq!(reject(r#"{"series_idle_s":0}"#).field, "series_idle_s");
+        assert_eq!(reject(r#"{"series_idle_s":"1m"}"#).field, "series_idle_s");
+        let e = reject(r#"{"tick_ms":5000,"series_idle_s":10}"#);
+        assert_eq!(e.field, "series_idle_s", "{e}");
+        assert!(e.to_string().contains("3 ticks"), "{e}");
+        assert_eq!(reject(r#"{"instance":"a b"}"#).field, "instance");
+        assert_eq!(reject(r#"{"instance":7}"#).field, "instance");
+        // Identity: key order and whitespace do not matter, any value does.
+        let a = PluginConfig::parse(br#"{"mode":"steer","tick_ms":500}"#).unwrap();
+        let b = PluginConfig::parse(br#"{ "tick_ms": 500, "mode": "steer" }"#).unwrap();
+        let c = PluginConfig::parse(br#"{"mode":"steer","tick_ms":600}"#).unwrap();
+        let d = PluginConfig::parse(br#"{"mode":"steer","tick_ms":500,"instance":"b"}"#).unwrap();
+        assert_eq!(a.identity, b.identity);
+        assert_ne!(a.identity, c.identity);
+        assert_ne!(a.identity, d.identity);
+        assert_eq!(d.instance.as_deref(), Some("b"));
+        assert_eq!(
+            PluginConfig::parse(b" ").unwrap().identity,
+            PluginConfig::parse(b"{}").unwrap().identity
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! first label and subset, else the cluster name).
 //!
 //! Tick: every worker merges its tick's [`EdgeBatch`] into shared data
-//! [`EDGES_KEY`] (bounded CAS retries; what cannot be merged stays pending
+//! the configuration's edges key ([`crate::keys::Keys::edges`]) (bounded CAS retries; what cannot be merged stays pending
 //! locally, bounded by the same caps); the scorer takes the key and puts the
 //! edges into chunk 0 of its report, within the wire's byte budget, the
 //! rest counted in `edges_overflow`.
@@ -32,9 +32,6 @@ use crate::naming::istio_subset_host;
 use crate::shared::{update, SetError, SharedStore, Update};
 use serde_json::Value;
 use vigil_traffic::aggregate::{Caps, EdgeAggregator, EdgeBatch, Observation, MAX_CAPS};
-
-/// Shared-data key of the pending edges of every worker.
-pub const EDGES_KEY: &str = "vigil.edges";
 
 /// Which side of the call this sidecar sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,8 +307,14 @@ impl EdgeState {
 
     /// Tick: merge this tick's edges (and what is still pending) into
     /// shared data; export the overflow counters and cardinality gauges.
-    pub fn flush<S, M>(&mut self, store: &S, attempts: u32, metrics: &mut MetricCache, sink: &mut M)
-    where
+    pub fn flush<S, M>(
+        &mut self,
+        store: &S,
+        key: &str,
+        attempts: u32,
+        metrics: &mut MetricCache,
+        sink: &mut M,
+    ) where
         S: SharedStore + ?Sized,
         M: MetricSink + ?Sized,
     {
@@ -320,7 +323,7 @@ impl EdgeState {
         self.pending.merge(tick, max);
         if !self.pending.is_empty() {
             let pending = &self.pending;
-            let outcome = update(store, EDGES_KEY, attempts, |current| {
+            let outcome = update(store, key, attempts, |current| {
                 let mut merged = current.and_then(EdgeBatch::decode).unwrap_or_default();
                 merged.merge(pending.clone(), max);
                 merged.encode()
@@ -373,14 +376,18 @@ impl EdgeState {
 /// Scorer: take every worker's merged edges out of shared data (leaving it
 /// empty). `None` when there is nothing or the take lost every race (the
 /// edges stay for the next tick).
-pub fn take_shared<S: SharedStore + ?Sized>(store: &S, attempts: u32) -> Option<EdgeBatch> {
+pub fn take_shared<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &str,
+    attempts: u32,
+) -> Option<EdgeBatch> {
     let empty = EdgeBatch::default().encode();
     for _ in 0..attempts.max(1) {
-        let (bytes, cas) = store.get(EDGES_KEY)?;
+        let (bytes, cas) = store.get(key)?;
         if bytes == empty {
             return None;
         }
-        match store.set(EDGES_KEY, &empty, Some(cas)) {
+        match store.set(key, &empty, Some(cas)) {
             Ok(()) => return EdgeBatch::decode(&bytes),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Host) => return None,
@@ -466,9 +473,9 @@ mod tests {
         let store = MemoryStore::new();
         let mut metrics = MetricCache::default();
         let mut sink = MemorySink::default();
-        s.flush(&store, 4, &mut metrics, &mut sink);
-        let b = take_shared(&store, 4).unwrap();
-        assert!(take_shared(&store, 4).is_none(), "taken once");
+        s.flush(&store, "k", 4, &mut metrics, &mut sink);
+        let b = take_shared(&store, "k", 4).unwrap();
+        assert!(take_shared(&store, "k", 4).is_none(), "taken once");
         let inb = b.edges.iter().find(|e| e.inbound).unwrap();
         assert_eq!(
             (
@@ -528,9 +535,9 @@ mod tests {
                 None,
             );
         }
-        a.flush(&store, 4, &mut metrics, &mut sink);
-        b.flush(&store, 4, &mut metrics, &mut sink);
-        let batch = take_shared(&store, 4).unwrap();
+        a.flush(&store, "k", 4, &mut metrics, &mut sink);
+        b.flush(&store, "k", 4, &mut metrics, &mut sink);
+        let batch = take_shared(&store, "k", 4).unwrap();
         assert_eq!(batch.edges.len(), 1);
         assert_eq!(batch.edges[0].requests, 6);
     }

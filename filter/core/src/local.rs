@@ -5,7 +5,9 @@
 //! histogram. At each tick the engine moves the pending observations into
 //! shared data and the counts into Envoy counters. A series that does not fit
 //! (the table holds at most `max_series` entries, or the shared registry is
-//! full) is recorded in the overflow slot and counted as dropped.
+//! full) is recorded in the overflow slot and counted as dropped. A slot that
+//! saw no request for `series_idle_s` (and has nothing left to merge) leaves
+//! the table ([`LocalTable::end_tick`]), so the bound is on *live* series.
 
 use crate::codec::Extras;
 use crate::outcome::Outcome;
@@ -33,6 +35,13 @@ pub struct Slot {
     pub name: Vec<u8>,
     /// Where its data goes.
     pub placement: Placement,
+    /// Epoch of its registry entry (meaningful while registered): its pending
+    /// records are tagged with it.
+    pub epoch: u64,
+    /// A request was recorded since the last [`LocalTable::end_tick`].
+    pub active: bool,
+    /// Consecutive ticks without a request.
+    pub idle_ticks: u32,
     /// Counters not yet merged into shared data.
     pub counters: Counters,
     /// Latencies not yet merged into shared data.
@@ -65,6 +74,9 @@ impl Slot {
         Slot {
             name,
             placement,
+            epoch: 0,
+            active: false,
+            idle_ticks: 0,
             counters: Counters::default(),
             latency: LatencyHistogram::new(),
             ttft: LatencyHistogram::new(),
@@ -79,6 +91,7 @@ impl Slot {
     }
 
     fn record(&mut self, rec: &RequestRecord) {
+        self.active = true;
         rec.count_into(&mut self.counters);
         if rec.counts_latency() {
             self.latency.record_us(rec.latency_us);
@@ -173,7 +186,11 @@ impl LocalTable {
         };
         match slot_index.and_then(|i| self.slots.get_mut(i)) {
             Some(slot) if slot.placement != Placement::Overflow => slot.record(rec),
-            _ => {
+            found => {
+                if let Some(slot) = found {
+                    // Still in use, though its data goes to overflow.
+                    slot.active = true;
+                }
                 self.overflow.record(rec);
                 self.dropped += 1;
             }
@@ -230,6 +247,59 @@ impl LocalTable {
         }
     }
 
+    /// After a registry refresh: a registered slot whose id no longer holds
+    /// its series (`holds(name, id, epoch)` is false: evicted, or the place
+    /// reused) registers again. With `retry_overflow`, slots sent to overflow
+    /// because the registry was full try again too (the registry has room).
+    pub fn revalidate(&mut self, holds: impl Fn(&[u8], u32, u64) -> bool, retry_overflow: bool) {
+        for slot in &mut self.slots {
+            match slot.placement {
+                Placement::Registered(id) if !holds(&slot.name, id, slot.epoch) => {
+                    slot.placement = Placement::Unregistered;
+                }
+                // Only one still in use: an idle one is about to leave.
+                Placement::Overflow if retry_overflow && slot.active => {
+                    slot.placement = Placement::Unregistered
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// End of a tick (after the merge): count idle ticks and drop slots idle
+    /// for `limit_ticks` with nothing left to merge or flush. Returns how
+    /// many left.
+    pub fn end_tick(&mut self, limit_ticks: u32) -> usize {
+        let mut removed = 0;
+        let mut i = 0;
+        while i < self.slots.len() {
+            let Some(slot) = self.slots.get_mut(i) else {
+                break;
+            };
+            if std::mem::take(&mut slot.active) {
+                slot.idle_ticks = 0;
+            } else {
+                slot.idle_ticks = slot.idle_ticks.saturating_add(1);
+            }
+            let done = !slot.has_pending()
+                && slot.unflushed_requests == 0
+                && slot.unflushed_errors == 0
+                && slot.unflushed_chunks == 0
+                && slot.unflushed_classes.iter().all(|n| *n == 0);
+            if slot.idle_ticks >= limit_ticks && done {
+                let gone = self.slots.swap_remove(i);
+                self.index.remove(&gone.name);
+                if let Some(moved) = self.slots.get(i) {
+                    self.index.insert(moved.name.clone(), i);
+                }
+                removed += 1;
+            } else {
+                i += 1;
+            }
+        }
+        removed
+    }
+
     /// Approximate heap bytes (benchmarks).
     pub fn heap_bytes(&self) -> usize {
         self.slots
@@ -272,5 +342,52 @@ mod tests {
         assert_eq!(t.overflow_mut().counters.requests, 3);
         assert_eq!(t.overflow_mut().unflushed_errors, 1);
         assert_eq!(t.take_dropped(), 2);
+    }
+
+    #[test]
+    fn idle_slots_leave_and_make_room() {
+        let mut t = LocalTable::new(Capacity::new(2, 0), b"overflow".to_vec());
+        let never = |_: &[u8]| false;
+        t.record(b"a", &rec(1000, 200), never);
+        t.record(b"b", &rec(1000, 200), never);
+        t.record(b"c", &rec(1000, 200), never);
+        assert_eq!(t.overflow_mut().counters.requests, 1, "full");
+        for s in t.slots_mut() {
+            s.clear_pending();
+            s.unflushed_requests = 0;
+            s.unflushed_classes = [0; CLASSES];
+        }
+        assert_eq!(t.end_tick(2), 0, "active this tick");
+        t.record(b"b", &rec(1000, 200), never);
+        assert_eq!(t.end_tick(2), 0, "one idle tick");
+        // b has unflushed data: it stays even when idle long enough.
+        assert_eq!(t.end_tick(2), 1, "a leaves");
+        assert_eq!(t.slots().len(), 1);
+        assert_eq!(t.slots()[0].name, b"b");
+        t.record(b"c", &rec(1000, 200), never);
+        assert_eq!(t.slots().len(), 2, "c takes the freed place");
+        t.record(b"b", &rec(1000, 200), never);
+        assert_eq!(
+            t.slots()[0].counters.requests,
+            2,
+            "index still right after the move"
+        );
+    }
+
+    #[test]
+    fn stale_registrations_register_again() {
+        let mut t = LocalTable::new(Capacity::new(4, 0), b"overflow".to_vec());
+        t.record(b"a", &rec(1000, 200), |_| false);
+        t.record(b"b", &rec(1000, 200), |_| false);
+        t.slots_mut()[0].placement = Placement::Registered(1);
+        t.slots_mut()[0].epoch = 7;
+        t.slots_mut()[1].placement = Placement::Overflow;
+        t.slots_mut()[1].active = true;
+        t.revalidate(|_, id, epoch| id == 1 && epoch == 7, false);
+        assert_eq!(t.slots()[0].placement, Placement::Registered(1));
+        assert_eq!(t.slots()[1].placement, Placement::Overflow);
+        t.revalidate(|_, _, epoch| epoch == 8, true);
+        assert_eq!(t.slots()[0].placement, Placement::Unregistered);
+        assert_eq!(t.slots()[1].placement, Placement::Unregistered);
     }
 }

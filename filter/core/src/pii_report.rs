@@ -3,7 +3,7 @@
 //! Each request an inspected route finishes adds its counts
 //! ([`crate::pii_guard::BodyGuard::counts`]: types, actions, numbers —
 //! never a value or a span) to the worker's [`PiiOutbox`]. Every tick each
-//! worker merges its outbox into the shared-data key [`PII_KEY`] (bounded CAS
+//! worker merges its outbox into the shared-data key the configuration's PII key ([`crate::keys::Keys::pii`]) (bounded CAS
 //! retries; what cannot be merged stays in the outbox for the next tick), and
 //! the lease holder takes the merged counts out of it into its report's `pii`
 //! (`vigil-wire`, chunk 0). Bounded: at most
@@ -13,11 +13,10 @@
 use crate::shared::{update, SetError, SharedStore, Update};
 use vigil_wire::pii::{merge, PiiRoute};
 
-/// Shared-data key of the counts merged by every worker since the lease
-/// holder last took them (a JSON array of `vigil-wire` `PiiRoute`s).
-pub const PII_KEY: &str = "vigil.pii";
-
-/// This worker's counts not yet merged into [`PII_KEY`].
+/// This worker's counts not yet merged into the configuration's PII key
+/// ([`crate::keys::Keys::pii`], which holds the counts merged by every
+/// worker since the lease holder last took them: a JSON array of
+/// `vigil-wire` `PiiRoute`s).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PiiOutbox {
     pending: Vec<PiiRoute>,
@@ -46,14 +45,14 @@ impl PiiOutbox {
         self.pending.is_empty()
     }
 
-    /// Merge what is waiting into [`PII_KEY`]; kept for the next tick when
+    /// Merge what is waiting into the configuration's PII key ([`crate::keys::Keys::pii`]); kept for the next tick when
     /// the update does not go through. Returns the CAS retries used.
-    pub fn flush<S: SharedStore + ?Sized>(&mut self, store: &S, attempts: u32) -> u32 {
+    pub fn flush<S: SharedStore + ?Sized>(&mut self, store: &S, key: &str, attempts: u32) -> u32 {
         if self.pending.is_empty() {
             return 0;
         }
         let pending = &self.pending;
-        let outcome = update(store, PII_KEY, attempts, |current| {
+        let outcome = update(store, key, attempts, |current| {
             let mut merged = current.map(decode).unwrap_or_default();
             for r in pending {
                 merge(&mut merged, r);
@@ -71,19 +70,19 @@ impl PiiOutbox {
     }
 }
 
-/// The lease holder: take every worker's merged counts out of [`PII_KEY`],
+/// The lease holder: take every worker's merged counts out of the configuration's PII key ([`crate::keys::Keys::pii`]),
 /// leaving it empty (nothing when it is empty or the take keeps conflicting;
 /// what is not taken is taken next tick).
-pub fn take<S: SharedStore + ?Sized>(store: &S, attempts: u32) -> Vec<PiiRoute> {
+pub fn take<S: SharedStore + ?Sized>(store: &S, key: &str, attempts: u32) -> Vec<PiiRoute> {
     const EMPTY: &[u8] = b"[]";
     for _ in 0..attempts.max(1) {
-        let Some((bytes, cas)) = store.get(PII_KEY) else {
+        let Some((bytes, cas)) = store.get(key) else {
             return Vec::new();
         };
         if bytes == EMPTY {
             return Vec::new();
         }
-        match store.set(PII_KEY, EMPTY, Some(cas)) {
+        match store.set(key, EMPTY, Some(cas)) {
             Ok(()) => {
                 let mut routes = decode(&bytes);
                 routes.retain(|r| !r.is_empty());
@@ -119,15 +118,15 @@ mod tests {
         a.add(&one("chat", "email", 2));
         b.add(&one("chat", "card", 3));
         b.add(&one("search", "ip", 1));
-        a.flush(&store, 4);
-        b.flush(&store, 4);
+        a.flush(&store, "k", 4);
+        b.flush(&store, "k", 4);
         assert!(a.is_empty() && b.is_empty());
-        let got = take(&store, 4);
+        let got = take(&store, "k", 4);
         assert_eq!(got.len(), 2);
         let chat = got.iter().find(|r| r.route == "chat").unwrap();
         assert_eq!((chat.requests, chat.inspected_bytes), (3, 300));
         assert_eq!(chat.findings_total(), 6);
-        assert!(take(&store, 4).is_empty(), "taken once");
+        assert!(take(&store, "k", 4).is_empty(), "taken once");
         // Counts are all that is stored: no field could hold a value.
         let raw = String::from_utf8(encode(&got)).unwrap();
         assert!(!raw.contains("span") && !raw.contains("value"), "{raw}");
@@ -159,11 +158,11 @@ mod tests {
         };
         let mut a = PiiOutbox::default();
         a.add(&one("chat", "card", 1));
-        a.flush(&store, 2);
+        a.flush(&store, "k", 2);
         assert!(!a.is_empty());
         store.failing.set(false);
-        a.flush(&store, 2);
+        a.flush(&store, "k", 2);
         assert!(a.is_empty());
-        assert_eq!(take(&store, 2)[0].findings_total(), 1);
+        assert_eq!(take(&store, "k", 2)[0].findings_total(), 1);
     }
 }

@@ -1,7 +1,8 @@
 //! The verdict table: what the lease holder concluded this tick, for every
 //! worker to read once per tick.
 //!
-//! One shared-data key (`vigil.verdicts`), written only by the lease holder:
+//! One shared-data key (`verdicts` in the configuration's namespace, see
+//! [`crate::keys`]), written only by the lease holder:
 //! per series id its state and score, plus the routes currently steered to
 //! stable and why. Workers keep a decoded copy and answer request-time
 //! questions ("steer this route?", "score of this series?") from it without
@@ -9,14 +10,6 @@
 
 use crate::codec::{Reader, Writer};
 use vigil_scorer::verdict::{Signal, State};
-
-/// Shared-data key of the verdict table.
-pub const VERDICTS_KEY: &str = "vigil.verdicts";
-
-/// Shared-data key of the compact steering table: the published table
-/// without its per-series verdicts (steered and weighted routes only), the
-/// part every worker's request path needs. Rewritten only when it changes.
-pub const STEERING_KEY: &str = "vigil.steering";
 
 /// One series' verdict as published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -7,8 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use vigil_filter_core::config::PluginConfig;
-use vigil_filter_core::edges::{EdgeFacts, NodeFacts, EDGES_KEY};
+use vigil_filter_core::edges::{EdgeFacts, NodeFacts};
 use vigil_filter_core::engine::{ControlKind, Level, Worker};
+use vigil_filter_core::keys::Keys;
 use vigil_filter_core::metrics::MemorySink;
 use vigil_filter_core::request::RequestRecord;
 use vigil_filter_core::shared::{MemoryStore, SharedStore};
@@ -115,7 +116,9 @@ fn disabled_edges_record_nothing() {
     record(&mut ws[0], "spiffe://x/ns/a/sa/b", "GET", "/a", 200);
     let reports = tick(&mut ws, &store, &mut sink, 1_700_000_000_000);
     assert!(reports.iter().all(|r| r.edges.is_empty()));
-    assert!(store.get(EDGES_KEY).is_none());
+    assert!(store
+        .get(&Keys::new(ws[0].config().identity).edges)
+        .is_none());
 }
 
 /// Must-show: 100 000 distinct paths and 10 000 distinct callers stay within
@@ -146,7 +149,8 @@ fn cardinality_stays_within_caps() {
         }
         now += 1000;
         reports.extend(tick(&mut ws, &store, &mut sink, now));
-        max_store = max_store.max(store.get(EDGES_KEY).map_or(0, |(v, _)| v.len()));
+        let key = Keys::new(ws[0].config().identity).edges;
+        max_store = max_store.max(store.get(&key).map_or(0, |(v, _)| v.len()));
     }
     for _ in 0..2 {
         now += 1000;

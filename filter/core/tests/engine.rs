@@ -705,7 +705,10 @@ fn lease_move_keeps_self_baselines() {
         if !keep_checkpoints {
             // Spoil every checkpoint: the new holder must then warm up.
             for id in 0..16 {
-                c.store.set(&checkpoint_key(id), b"spoilt", None).unwrap();
+                let identity = c.workers[0].config().identity;
+                c.store
+                    .set(&checkpoint_key(identity, id), b"spoilt", None)
+                    .unwrap();
             }
         }
         // The holder goes silent; the other worker takes the lease. The
@@ -815,6 +818,8 @@ struct DeltaWrites<'a> {
     inner: &'a MemoryStore,
     empty: Vec<u8>,
     writes: std::cell::Cell<usize>,
+    /// The configuration's shared-data namespace (`vigil.v2.<identity>.`).
+    prefix: String,
 }
 
 impl SharedStore for DeltaWrites<'_> {
@@ -827,7 +832,11 @@ impl SharedStore for DeltaWrites<'_> {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<(), vigil_filter_core::shared::SetError> {
-        if key.starts_with("vigil.d.") && value != self.empty.as_slice() {
+        let is_delta = key
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("d."));
+        let record = vigil_filter_core::registry::untag(value).map(|(_, r)| r);
+        if is_delta && record != Some(self.empty.as_slice()) {
             self.writes.set(self.writes.get() + 1);
         }
         self.inner.set(key, value, cas)
@@ -835,7 +844,7 @@ impl SharedStore for DeltaWrites<'_> {
 }
 
 /// The lease holder adds its own observations straight into its scoring
-/// pass: it never writes them into `vigil.d.<id>` (no encode / decode round
+/// pass: it never writes them into its `d.<id>` key (no encode / decode round
 /// trip), while another worker's observations still go through shared data.
 #[test]
 fn lease_holder_keeps_its_own_deltas_local() {
@@ -850,6 +859,7 @@ fn lease_holder_keeps_its_own_deltas_local() {
         inner: &c.store,
         empty: vigil_filter_core::codec::encode_delta(&Default::default()),
         writes: std::cell::Cell::new(0),
+        prefix: c.workers[holder].keys().prefix().to_string(),
     };
     let mut log = |_: Level, _: &str| {};
     // Only the holder records: nothing is written to the delta keys.
@@ -894,7 +904,6 @@ impl SharedStore for KeyCounts<'_> {
 /// tick but read by nobody unless the score header is on.
 #[test]
 fn workers_read_only_the_compact_steering_table() {
-    use vigil_filter_core::verdicts::{STEERING_KEY, VERDICTS_KEY};
     for score_header in [false, true] {
         let cfg = format!(r#"{{"mode":"steer","score_header":{score_header},{CANARY}}}"#);
         let mut c = Cluster::new(config(&cfg), 2);
@@ -917,20 +926,22 @@ fn workers_read_only_the_compact_steering_table() {
             }
         }
         assert!(c.workers[holder].is_scorer());
+        let keys = c.workers[holder].keys().clone();
+        let (verdicts_key, steering_key) = (keys.verdicts.as_str(), keys.steering.as_str());
         let gets = store.gets.borrow();
         let sets = store.sets.borrow();
-        assert_eq!(sets.get(VERDICTS_KEY), Some(&10), "full table every tick");
+        assert_eq!(sets.get(verdicts_key), Some(&10), "full table every tick");
         assert_eq!(
-            sets.get(STEERING_KEY),
+            sets.get(steering_key),
             None,
             "steering unchanged: not rewritten"
         );
         assert_eq!(
-            gets.get(STEERING_KEY),
+            gets.get(steering_key),
             Some(&20),
             "every worker, every tick"
         );
-        let full_reads = gets.get(VERDICTS_KEY).copied().unwrap_or(0);
+        let full_reads = gets.get(verdicts_key).copied().unwrap_or(0);
         if score_header {
             assert_eq!(full_reads, 10, "the other worker, for the score header");
         } else {

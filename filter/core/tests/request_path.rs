@@ -11,7 +11,7 @@ use vigil_filter_core::lease;
 use vigil_filter_core::metrics::MemorySink;
 use vigil_filter_core::request_path::{run_request, CountingHost};
 use vigil_filter_core::shared::{MemoryStore, SharedStore};
-use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable, STEERING_KEY};
+use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable};
 use vigil_scorer::verdict::Signal;
 
 const CANARY_CFG: &str = r#""canaries":[{"name":"checkout","route":"checkout","stable_cluster":"stable","canary_cluster":"canary"}]"#;
@@ -109,8 +109,9 @@ fn score_header_shares_route_and_cluster_with_the_log() {
 fn a_steered_request_sets_the_header_without_reading_it() {
     let store = MemoryStore::new();
     let now = 1_700_000_000_000u64;
+    let mut w = worker(r#""mode":"steer","#);
     // Another worker holds the lease and published a steered route.
-    assert!(lease::acquire(&store, 1, now, 60_000));
+    assert!(lease::acquire(&store, &w.keys().lease, 1, now, 60_000));
     let table = VerdictTable {
         generation: 1,
         steered: vec![SteeredRoute {
@@ -119,8 +120,9 @@ fn a_steered_request_sets_the_header_without_reading_it() {
         }],
         ..Default::default()
     };
-    store.set(STEERING_KEY, &table.encode(), None).unwrap();
-    let mut w = worker(r#""mode":"steer","#);
+    store
+        .set(&w.keys().steering, &table.encode(), None)
+        .unwrap();
     w.on_tick(
         now,
         &store,

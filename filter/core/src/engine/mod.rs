@@ -5,14 +5,21 @@
 //! [`Worker::record`] adds a finished request to the local window.
 //!
 //! Tick ([`Worker::on_tick`]), on every worker:
-//! 1. re-read the series registry if it changed, register new local series;
-//! 2. merge each series' pending observations into `vigil.d.<id>` with
-//!    bounded CAS retries (what cannot be merged stays pending, so nothing is
-//!    lost), and add the request/error counts to Envoy counters;
+//! 1. re-read the series registry if it changed (a slot whose series was
+//!    evicted registers again), register new local series;
+//! 2. merge each series' pending observations into its epoch-tagged `d.<id>`
+//!    with bounded CAS retries (what cannot be merged stays pending, so
+//!    nothing is lost), add the request/error counts to Envoy counters, and
+//!    drop local slots idle for `series_idle_s`;
 //! 3. take or renew the scorer lease; the holder takes every series' merged
-//!    delta, feeds the scorer, pairs canaries with their stable peers, runs the
-//!    steering hysteresis, publishes the verdict table and sets the gauges;
+//!    delta, feeds the scorer, evicts series idle for `series_idle_s`, pairs
+//!    canaries with their stable peers, runs the steering hysteresis,
+//!    publishes the verdict table and sets the gauges;
 //! 4. re-read the verdict table into the local cache.
+//!
+//! Every key is this configuration's ([`crate::keys::Keys`]: namespaced by
+//! configuration identity and format). [`Worker::on_done`] flushes what is
+//! left when Envoy removes the plugin (a configuration update).
 //!
 //! Files: this one holds the [`Worker`] and its request-side API;
 //! `tick` the tick protocol (registration, merging pending deltas, the
@@ -29,6 +36,8 @@ mod verdict_cache;
 
 use crate::config::{CanarySpec, Mode, PluginConfig};
 use crate::control::{Routing, Split};
+use crate::keys::Keys;
+use crate::lifecycle::{idle_ticks, IdleTracker};
 use crate::local::LocalTable;
 use crate::metrics::MetricCache;
 use crate::registry::{
@@ -67,6 +76,11 @@ pub struct ProtocolStats {
     pub checkpoints_written: u64,
     /// `level_shift` events (a self-baseline adopted a sustained new level).
     pub level_shifts: u64,
+    /// Series evicted from the registry after `series_idle_s` without a request.
+    pub series_evicted: u64,
+    /// Pending records dropped because they belonged to an evicted series
+    /// whose id was reused (the requests are still in the Envoy counters).
+    pub stale_records: u64,
 }
 
 /// The lease holder checkpoints every series' self-baseline this often
@@ -77,13 +91,10 @@ pub const CHECKPOINT_EVERY_TICKS: u64 = 10;
 /// ~330 bytes; a larger one is not written).
 pub const CHECKPOINT_MAX_BYTES: usize = 512;
 
-/// Shared-data key the `lease_release_after_s` test hook marks once a worker
-/// has given the lease up (so only the first holder of the process does).
-pub const LEASE_RELEASED_KEY: &str = "vigil.lease_released";
-
-/// Shared-data key of series `id`'s self-baseline checkpoint.
-pub fn checkpoint_key(id: u32) -> String {
-    format!("vigil.b.{id}")
+/// Shared-data key of series `id`'s self-baseline checkpoint, for the
+/// configuration with `identity` ([`PluginConfig::identity`]).
+pub fn checkpoint_key(identity: u64, id: u32) -> String {
+    Keys::new(identity).checkpoint(id)
 }
 
 /// A canary's stable and canary series on one route.
@@ -163,12 +174,44 @@ struct Scoring {
     ttft: Vec<TtftWindow>,
     /// Host ids of each series' TTFT gauges, defined once it has TTFT data.
     ttft_gauge_ids: Vec<Option<[Option<u32>; 3]>>,
+    /// Idle ticks per series and the epoch each id's state belongs to.
+    idle: IdleTracker,
+}
+
+impl Scoring {
+    /// Start series `id`'s scoring state afresh (its place now holds another
+    /// series, or none).
+    fn reset(&mut self, id: u32, model: &vigil_scorer::model::Model) {
+        let i = id as usize;
+        if let Some(s) = self.series.get_mut(i) {
+            *s = SeriesState::new(model);
+        }
+        if let Some(s) = self.last_state.get_mut(i) {
+            *s = State::InsufficientData;
+        }
+        if let Some(w) = self.ttft.get_mut(i) {
+            *w = TtftWindow::new();
+        }
+        if let Some(g) = self.gauge_ids.get_mut(i) {
+            *g = None;
+        }
+        if let Some(g) = self.ttft_gauge_ids.get_mut(i) {
+            *g = None;
+        }
+        self.last_self_canary.remove(&id);
+    }
 }
 
 /// The worker.
 #[derive(Debug)]
 pub struct Worker {
     cfg: PluginConfig,
+    /// This configuration's shared-data keys.
+    keys: Keys,
+    /// `series_idle_s` in ticks.
+    idle_limit: u32,
+    /// Registry changes seen when overflowed slots last retried registering.
+    overflow_retry_at: u64,
     capacity: Capacity,
     me: u64,
     local: LocalTable,
@@ -220,12 +263,16 @@ impl Worker {
     pub fn new(cfg: PluginConfig, me: u64) -> Self {
         let capacity = Capacity::new(cfg.max_series, reserved_places(&cfg.canaries));
         let local = LocalTable::new(capacity, series_name(OVERFLOW_ROUTE, OVERFLOW_CLUSTER));
+        let keys = Keys::new(cfg.identity);
         Worker {
+            idle_limit: idle_ticks(cfg.series_idle_ms, cfg.tick_ms),
+            overflow_retry_at: 0,
+            registry: Registry::new(keys.registry.clone()),
+            keys,
             cfg,
             capacity,
             me,
             local,
-            registry: Registry::default(),
             table: VerdictTable::default(),
             table_cas: None,
             steering_cas: None,
@@ -312,6 +359,11 @@ impl Worker {
     /// The identity reports carry.
     pub fn sidecar_identity(&self) -> &str {
         &self.sidecar
+    }
+
+    /// This configuration's shared-data keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// The configuration.

@@ -4,13 +4,12 @@
 //! the control-service calls.
 
 use super::tick::empty_delta;
-use super::{
-    checkpoint_key, Level, Pair, PairIds, Worker, CHECKPOINT_EVERY_TICKS, CHECKPOINT_MAX_BYTES,
-};
+use super::{Level, Pair, PairIds, Worker, CHECKPOINT_EVERY_TICKS, CHECKPOINT_MAX_BYTES};
 use crate::codec::Extras;
 use crate::config::Mode;
+use crate::lifecycle::Seen;
 use crate::metrics::{global, series_metric_name, Kind, MetricSink, SeriesMetric};
-use crate::registry::{delta_key, split_name};
+use crate::registry::split_name;
 use crate::shared::SharedStore;
 use crate::steering::{match_series, Side, SteerController, Transition};
 use crate::verdicts::{PublishedVerdict, SteeredRoute, VerdictTable};
@@ -36,10 +35,12 @@ impl Worker {
         if scoring.generation == 0 {
             log(
                 Level::Info,
-                "vigil: this worker now scores all series (lease acquired)",
+                &format!(
+                    "vigil: this worker now scores all series (lease acquired) (identity={:016x}, keys {}*)",
+                    self.cfg.identity,
+                    self.keys.prefix()
+                ),
             );
-        }
-        if scoring.generation == 0 {
             // A new holder starts from the verdicts the previous one published.
             self.refresh_full_table(store);
         }
@@ -54,9 +55,18 @@ impl Worker {
         let restored_before = self.stats.baselines_restored;
         let own = self.own_slots(n);
         for id in 0..n as u32 {
-            let (mut delta, mut extras) = self.take_delta(store, &delta_key(id), &empty);
+            let (mut delta, mut extras) = self.take_delta(store, id, &empty);
             if let Some(&Some(slot)) = own.get(id as usize) {
                 self.take_own_pending(slot, &mut delta, &mut extras);
+            }
+            let seen =
+                scoring
+                    .idle
+                    .observe(id, self.registry.epoch(id), delta.counters.requests > 0);
+            if seen != Seen::Same && (id as usize) < scoring.series.len() {
+                // A new series in a reused place, or a freed place: its
+                // judgement starts afresh.
+                scoring.reset(id, &model);
             }
             if scoring.series.len() <= id as usize {
                 let mut state = SeriesState::new(&model);
@@ -65,7 +75,7 @@ impl Worker {
                 // holder checkpointed instead of warming up from nothing, and
                 // keeps the verdict it published until the resumed baseline
                 // has judged a block of its own.
-                if let Some((bytes, _)) = store.get(&checkpoint_key(id)) {
+                if let Some((bytes, _)) = store.get(&self.keys.checkpoint(id)) {
                     if state.restore(&bytes) {
                         self.stats.baselines_restored += 1;
                         last = self.table.series.get(id as usize).map_or(last, |v| v.state);
@@ -76,7 +86,8 @@ impl Worker {
             }
             let tick_s = self.cfg.tick_ms as f64 / 1000.0;
             let unix_s = Some(now_ms as f64 / 1000.0);
-            let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0;
+            let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0
+                && self.registry.name(id).is_some();
             if let Some(state) = scoring.series.get_mut(id as usize) {
                 let shifts = state.level_shifts();
                 state.observe_timed(&delta, &model, tick_s, unix_s);
@@ -96,7 +107,7 @@ impl Worker {
                 if checkpoint_due {
                     let bytes = state.checkpoint();
                     if bytes.len() <= CHECKPOINT_MAX_BYTES
-                        && store.set(&checkpoint_key(id), &bytes, None).is_ok()
+                        && store.set(&self.keys.checkpoint(id), &bytes, None).is_ok()
                     {
                         self.stats.checkpoints_written += 1;
                     }
@@ -136,9 +147,15 @@ impl Worker {
             })
             .collect();
 
-        if scoring.pairs_for != n {
+        self.evict_idle(&mut scoring, store, sink, log);
+        let changes = self.registry.changes() as usize;
+        if scoring.pairs_for != changes {
             scoring.pairs = self.pairs();
-            scoring.pairs_for = n;
+            scoring.pairs_for = changes;
+            let pairs = &scoring.pairs;
+            scoring.monitors.retain(|(ci, route), _| {
+                pairs.iter().any(|p| p.canary == *ci && &p.route == route)
+            });
         }
         let mut steered = Vec::new();
         let mut canary_verdicts: Vec<(usize, Vec<u8>, Verdict, bool)> = Vec::new();
@@ -363,10 +380,12 @@ impl Worker {
         self.metrics
             .set(sink, global::SERIES, self.registry.tracked() as u64);
         if self.cfg.control.is_some() {
-            self.pii_for_report = crate::pii_report::take(store, self.cfg.cas_retries);
+            self.pii_for_report =
+                crate::pii_report::take(store, &self.keys.pii, self.cfg.cas_retries);
         }
         if self.edges.is_some() {
-            self.report_edges = crate::edges::take_shared(store, self.cfg.cas_retries);
+            self.report_edges =
+                crate::edges::take_shared(store, &self.keys.edges, self.cfg.cas_retries);
         }
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);

@@ -5,14 +5,14 @@
 //! series' merged delta.
 
 use super::flush::flush_classes;
-use super::{is_managed, Level, Worker, LEASE_RELEASED_KEY};
+use super::{is_managed, Level, Scoring, Worker};
 use crate::codec::{decode_pending, encode_delta, encode_pending, Extras};
 use crate::lease;
 use crate::local::{Placement, Slot};
 use crate::metrics::{
     canary_unmatched_metric_name, series_metric_name, Kind, MetricSink, SeriesMetric,
 };
-use crate::registry::{delta_key, split_name, Registration, OVERFLOW_ID};
+use crate::registry::{split_name, tag, untag, Registration, OVERFLOW_ID};
 use crate::shared::{update, SetError, SharedStore, Update};
 use crate::steering::match_series;
 use vigil_scorer::window::TickDelta;
@@ -30,18 +30,26 @@ impl Worker {
         M: MetricSink + ?Sized,
     {
         self.registry.refresh(store);
+        self.revalidate_slots();
         self.register_new_series(store);
         // The lease is settled before merging: the holder keeps its own
         // pending observations local and adds them straight into this
         // tick's scoring (no encode into shared data and decode back).
         let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
-        let holder =
-            !self.gives_lease_up(now_ms, store, log) && lease::acquire(store, self.me, now_ms, ttl);
+        let holder = !self.gives_lease_up(now_ms, store, log)
+            && lease::acquire(store, &self.keys.lease, self.me, now_ms, ttl);
         self.merge_pending(store, sink, holder);
-        let retries = self.pii.flush(store, self.cfg.cas_retries);
+        self.local.end_tick(self.idle_limit);
+        let retries = self.pii.flush(store, &self.keys.pii, self.cfg.cas_retries);
         self.stats.cas_retries += u64::from(retries);
         if let Some(e) = self.edges.as_mut() {
-            e.flush(store, self.cfg.cas_retries, &mut self.metrics, sink);
+            e.flush(
+                store,
+                &self.keys.edges,
+                self.cfg.cas_retries,
+                &mut self.metrics,
+                sink,
+            );
         }
 
         if holder {
@@ -51,13 +59,56 @@ impl Worker {
             self.holding_since = None;
             if self.scoring.take().is_some() {
                 self.metrics.forget_gauges();
-                log(Level::Info, "vigil: scorer lease moved to another worker");
+                log(
+                    Level::Info,
+                    &format!(
+                        "vigil: scorer lease moved to another worker (identity={:016x})",
+                        self.cfg.identity
+                    ),
+                );
             }
         }
 
         self.refresh_verdicts(store);
         self.watch_unmatched(now_ms, sink, log);
         self.flush_counters(sink);
+    }
+
+    /// The plugin is being removed (Envoy's `on_done`: a configuration
+    /// update replaced it, or the listener went away). Merge what is still
+    /// pending, add the last counts to the Envoy counters, and give the
+    /// lease up, so no request this configuration served goes uncounted and
+    /// a successor of the same identity scores at its next tick.
+    pub fn on_done<S, M>(&mut self, store: &S, sink: &mut M)
+    where
+        S: SharedStore + ?Sized,
+        M: MetricSink + ?Sized,
+    {
+        self.registry.refresh(store);
+        self.revalidate_slots();
+        self.register_new_series(store);
+        self.merge_pending(store, sink, false);
+        self.flush_counters(sink);
+        if self.scoring.take().is_some() {
+            lease::release(store, &self.keys.lease, self.me);
+        }
+    }
+
+    /// After a registry refresh: slots whose series was evicted (or whose id
+    /// was reused) register again; slots in overflow retry once the registry
+    /// changed and has room.
+    fn revalidate_slots(&mut self) {
+        let changes = self.registry.changes();
+        let retry =
+            changes != self.overflow_retry_at && self.registry.tracked() < self.capacity.total;
+        if retry {
+            self.overflow_retry_at = changes;
+        }
+        let registry = &self.registry;
+        self.local.revalidate(
+            |name, id, epoch| registry.name(id) == Some(name) && registry.epoch(id) == Some(epoch),
+            retry,
+        );
     }
 
     /// The `lease_release_after_s` test hook: true once this worker, as the
@@ -80,7 +131,7 @@ impl Worker {
         if now_ms.saturating_sub(since) < after
             || store
                 .set(
-                    LEASE_RELEASED_KEY,
+                    &self.keys.lease_released,
                     b"1",
                     Some(crate::shared::CREATE_ONLY_CAS),
                 )
@@ -168,8 +219,14 @@ impl Worker {
         for (i, slot) in self.local.slots_mut().iter_mut().enumerate() {
             if slot.placement == Placement::Unregistered {
                 match self.registry.id(&slot.name) {
-                    Some(id) => slot.placement = Placement::Registered(id),
-                    None => wanted.push(i),
+                    Some(id) => {
+                        slot.placement = Placement::Registered(id);
+                        slot.epoch = self.registry.epoch(id).unwrap_or(0);
+                    }
+                    // Only a series with data to merge needs a place (an idle
+                    // one whose entry was evicted is about to leave the table).
+                    None if slot.has_pending() => wanted.push(i),
+                    None => {}
                 }
             }
         }
@@ -190,8 +247,10 @@ impl Worker {
         for (&i, r) in wanted.iter().zip(results) {
             match r {
                 Registration::Id(id) => {
+                    let epoch = self.registry.epoch(id).unwrap_or(0);
                     if let Some(slot) = self.local.slots_mut().get_mut(i) {
                         slot.placement = Placement::Registered(id);
+                        slot.epoch = epoch;
                     }
                 }
                 Registration::Full => self.local.demote_to_overflow(i),
@@ -211,6 +270,7 @@ impl Worker {
         let attempts = self.cfg.cas_retries;
         let mut stats = self.stats;
         let metrics = &mut self.metrics;
+        let keys = &self.keys;
         let mut merge = |slot: &mut Slot| {
             if slot.unflushed_requests > 0 || slot.unflushed_errors > 0 {
                 let [requests_id, errors_id] = match slot.counter_ids {
@@ -243,13 +303,30 @@ impl Worker {
             }
             let pending = slot.pending();
             let extras = slot.pending_extras();
-            let outcome = update(store, &delta_key(id), attempts, |current| {
-                let (mut merged, mut merged_x) =
-                    current.and_then(decode_pending).unwrap_or_default();
+            let epoch = slot.epoch;
+            let mut superseded = false;
+            let outcome = update(store, &keys.delta(id), attempts, |current| {
+                superseded = false;
+                // The key holds the records of the series with the epoch it is
+                // tagged with: a newer epoch means this slot's series was evicted
+                // and the id reused (leave it; the slot registers again); an
+                // older one is an evicted series' leftover (replaced).
+                let (mut merged, mut merged_x) = match current.and_then(untag) {
+                    Some((e, rec)) if e == epoch => decode_pending(rec).unwrap_or_default(),
+                    Some((e, _)) if e > epoch => {
+                        superseded = true;
+                        return current.map(<[u8]>::to_vec).unwrap_or_default();
+                    }
+                    _ => Default::default(),
+                };
                 merged.add(&pending);
                 merged_x.add(&extras);
-                encode_pending(&merged, &merged_x)
+                tag(epoch, &encode_pending(&merged, &merged_x))
             });
+            if superseded {
+                slot.placement = Placement::Unregistered;
+                return;
+            }
             match outcome {
                 Update::Written { retries } => {
                     stats.cas_retries += u64::from(retries);
@@ -275,6 +352,10 @@ impl Worker {
         let mut own = vec![None; n];
         for (i, slot) in self.local.slots().iter().enumerate() {
             if let Placement::Registered(id) = slot.placement {
+                // Only a slot of the series registered there now (epoch).
+                if self.registry.epoch(id) != Some(slot.epoch) {
+                    continue;
+                }
                 if let Some(o) = own.get_mut(id as usize) {
                     *o = Some(i);
                 }
@@ -306,28 +387,89 @@ impl Worker {
         }
     }
 
-    /// Take a series' merged delta out of shared data, leaving it empty.
+    /// Take series `id`'s merged delta out of shared data, leaving it empty.
+    /// Records of another epoch are not this series': an older one (an
+    /// evicted series' leftover) is dropped and counted, a newer one (a
+    /// series registered after this tick's registry read) waits for the
+    /// next tick.
     pub(super) fn take_delta<S: SharedStore + ?Sized>(
         &mut self,
         store: &S,
-        key: &str,
+        id: u32,
         empty: &[u8],
     ) -> (TickDelta, Extras) {
+        let key = self.keys.delta(id);
+        let live = self.registry.epoch(id);
+        let last = self.registry.last_epoch(id).unwrap_or(0);
         for _ in 0..self.cfg.cas_retries.max(1) {
-            let Some((bytes, cas)) = store.get(key) else {
+            let Some((bytes, cas)) = store.get(&key) else {
                 return Default::default();
             };
-            if bytes == empty {
+            let (epoch, record) = untag(&bytes).unwrap_or((0, b""));
+            if record == empty {
                 return Default::default();
             }
-            match store.set(key, empty, Some(cas)) {
-                Ok(()) => return decode_pending(&bytes).unwrap_or_default(),
+            let ours = live == Some(epoch) && !record.is_empty();
+            if !ours && epoch > last {
+                return Default::default();
+            }
+            match store.set(&key, &tag(last, empty), Some(cas)) {
+                Ok(()) if ours => return decode_pending(record).unwrap_or_default(),
+                Ok(()) => {
+                    self.stats.stale_records += 1;
+                    return Default::default();
+                }
                 Err(SetError::CasMismatch) => self.stats.cas_retries += 1,
                 Err(SetError::Host) => break,
             }
         }
         self.stats.cas_exhausted += 1;
         Default::default()
+    }
+
+    /// Evict the series idle past `series_idle_s`: free their registry
+    /// places, clear their checkpoints and return their gauges to 0.
+    pub(super) fn evict_idle<S, M>(
+        &mut self,
+        scoring: &mut Scoring,
+        store: &S,
+        sink: &mut M,
+        log: &mut dyn FnMut(Level, &str),
+    ) where
+        S: SharedStore + ?Sized,
+        M: MetricSink + ?Sized,
+    {
+        let victims = scoring.idle.victims(self.idle_limit);
+        if victims.is_empty() {
+            return;
+        }
+        let freed = self.registry.evict(store, &victims, self.cfg.cas_retries);
+        for &id in &freed {
+            scoring.idle.forget(id);
+            let _ = store.set(&self.keys.checkpoint(id), b"", None);
+            let i = id as usize;
+            let gauges = scoring.gauge_ids.get_mut(i).and_then(Option::take);
+            let ttft = scoring.ttft_gauge_ids.get_mut(i).and_then(Option::take);
+            for g in gauges
+                .into_iter()
+                .flatten()
+                .chain(ttft.into_iter().flatten())
+            {
+                self.metrics.set_id(sink, g, 0);
+            }
+        }
+        self.stats.series_evicted += freed.len() as u64;
+        if !freed.is_empty() {
+            log(
+                Level::Info,
+                &format!(
+                    "vigil: {} series idle for {} s left the registry ({} tracked)",
+                    freed.len(),
+                    self.cfg.series_idle_ms / 1000,
+                    self.registry.tracked()
+                ),
+            );
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::Worker;
 use crate::registry::split_name;
 use crate::shared::SharedStore;
 use crate::steering::match_series;
-use crate::verdicts::{VerdictTable, STEERING_KEY, VERDICTS_KEY};
+use crate::verdicts::VerdictTable;
 
 impl Worker {
     /// As the lease holder, publish `table` (the full table always, the
@@ -26,10 +26,10 @@ impl Worker {
         store: &S,
     ) -> bool {
         // Only the lease holder writes these keys: unconditional writes.
-        let mut ok = store.set(VERDICTS_KEY, &table.encode(), None).is_ok();
+        let mut ok = store.set(&self.keys.verdicts, &table.encode(), None).is_ok();
         let steering = table.steering().encode();
         if self.published_steering.as_deref() != Some(steering.as_slice()) {
-            if store.set(STEERING_KEY, &steering, None).is_ok() {
+            if store.set(&self.keys.steering, &steering, None).is_ok() {
                 self.published_steering = Some(steering);
             } else {
                 ok = false;
@@ -44,7 +44,7 @@ impl Worker {
 
     /// Re-read the full verdict table if it changed.
     pub(super) fn refresh_full_table<S: SharedStore + ?Sized>(&mut self, store: &S) {
-        let Some((bytes, cas)) = store.get(VERDICTS_KEY) else {
+        let Some((bytes, cas)) = store.get(&self.keys.verdicts) else {
             return;
         };
         if Some(cas) == self.table_cas {
@@ -63,7 +63,7 @@ impl Worker {
                 self.refresh_full_table(store);
             }
         }
-        let Some((bytes, cas)) = store.get(STEERING_KEY) else {
+        let Some((bytes, cas)) = store.get(&self.keys.steering) else {
             return;
         };
         if Some(cas) == self.steering_cas {
