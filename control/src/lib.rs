@@ -47,6 +47,8 @@ pub mod metrics;
 pub mod pii;
 pub mod plausibility;
 pub mod policy;
+pub mod policy_diff;
+pub mod policy_flow;
 pub mod prometheus;
 pub mod render;
 pub mod replay;
