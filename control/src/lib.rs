@@ -38,6 +38,7 @@ pub mod edge;
 pub mod egress;
 pub mod evidence;
 pub mod graph;
+pub mod graph_svg;
 pub mod hooks;
 pub mod http;
 pub mod inspect;

@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v1/graph[?format=json\|dot]` | the dependency map ([`crate::graph`]) as JSON, or Graphviz DOT |
+//! | `GET /v1/graph[?format=json\|dot\|svg]` | the dependency map ([`crate::graph`]) as JSON, Graphviz DOT, or SVG ([`crate::graph_svg`]) |
 //! | `GET /v1/policies[?format=json\|yaml][&kind=istio\|kuma][&mesh=NAME]` | least-privilege drafts per destination ([`crate::policy`]), JSON with each draft's digest and diff against the policies in force ([`crate::policy_diff`]) |
 //! | `POST /v1/policies/{service}/{approve\|reject}` | operator: approve a reviewed draft into GitOps YAML, audited ([`crate::policy_flow`]; served by [`crate::http`]) |
 //! | `GET /v1/advice[?format=json\|yaml][&namespace=NS][&mesh=NAME]` | resilience advice per route ([`crate::advice`]) |
@@ -69,7 +69,13 @@ async fn graph(State(svc): State<Arc<Service>>, Query(q): Params) -> Response {
             svc.graph_dot(now),
         )
             .into_response(),
-        Some(other) => bad("format", format!("must be json or dot, got {other:?}")),
+        Some("svg") => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            crate::graph_svg::svg(&svc.graph_edges(now)),
+        )
+            .into_response(),
+        Some(other) => bad("format", format!("must be json, dot or svg, got {other:?}")),
     }
 }
 

@@ -6,7 +6,8 @@
 //! the reviewed digest (a stale digest is 409) → one `policy:approve` audit
 //! row, the YAML written under `OUT/policy.<service>/`, each object valid
 //! against the CRDs in ../shared/schemas → the next diff reads it as in
-//! force. A reject is audited and writes nothing.
+//! force. A reject is audited and writes nothing. `GET /v1/graph?format=svg`
+//! draws exactly the observed caller → service pairs.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -176,5 +177,29 @@ fn drafts_are_recommended_diffed_approved_into_gitops_and_audited() {
         .collect();
     assert_eq!(kinds.len(), 2, "{kinds:?}");
     assert!(kinds.contains(&"policy:reject"));
+
+    // The same map as SVG: one arrow per observed caller → service pair.
+    let (status, raw) = common::http_raw(&srv.addr, "GET", "/v1/graph?format=svg", None, &[]);
+    assert_eq!(status, 200);
+    let text = String::from_utf8(raw).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let arrows: Vec<(String, String)> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("edge"))
+        .map(|n| {
+            (
+                n.attribute("data-from").unwrap().to_string(),
+                n.attribute("data-to").unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        arrows,
+        vec![
+            (WEB.to_string(), "orders".to_string()),
+            (WEB.to_string(), "payments".to_string())
+        ],
+        "{text}"
+    );
     srv.kill9();
 }
