@@ -384,9 +384,14 @@ pub fn render(advice: &[RouteAdvice], namespace: &str, mesh: &str) -> Vec<Value>
         let mut traffic_policy = json!({"connectionPool": {"http": {
             "http2MaxRequests": limit, "http1MaxPendingRequests": limit, "maxRetries": max_retries}}});
         if let Some((c, i, e, m)) = outlier {
-            traffic_policy["outlierDetection"] = json!({
+            if let Some(o) = traffic_policy.as_object_mut() {
+                o.insert(
+                    "outlierDetection".into(),
+                    json!({
                 "consecutive5xxErrors": c, "interval": secs(i * 1000),
-                "baseEjectionTime": secs(e * 1000), "maxEjectionPercent": m});
+                "baseEjectionTime": secs(e * 1000), "maxEjectionPercent": m}),
+                );
+            }
         }
         docs.push(
             json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
@@ -428,8 +433,13 @@ pub fn render(advice: &[RouteAdvice], namespace: &str, mesh: &str) -> Vec<Value>
         let mut cb =
             json!({"connectionLimits": {"maxRequests": limit, "maxPendingRequests": limit}});
         if let Some((c, i, e, m)) = outlier {
-            cb["outlierDetection"] = json!({"interval": secs(i * 1000), "baseEjectionTime": secs(e * 1000),
-                "maxEjectionPercent": m, "detectors": {"totalFailures": {"consecutive": c}}});
+            if let Some(o) = cb.as_object_mut() {
+                o.insert(
+                    "outlierDetection".into(),
+                    json!({"interval": secs(i * 1000), "baseEjectionTime": secs(e * 1000),
+                "maxEjectionPercent": m, "detectors": {"totalFailures": {"consecutive": c}}}),
+                );
+            }
         }
         docs.push(
             json!({"apiVersion": "kuma.io/v1alpha1", "kind": "MeshCircuitBreaker", "metadata": meta,

@@ -119,9 +119,9 @@ pub fn svg(edges: &[EdgeView]) -> String {
     let width = PAD * 2.0 + (cols as f64 - 1.0) * COL_W + NODE_W;
     let height = PAD * 2.0 + 20.0 + max_rows as f64 * ROW_H + 60.0;
     let mut out = String::new();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"sans-serif\" font-size=\"11\">\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"sans-serif\" font-size=\"11\">"
     );
     let _ = writeln!(
         out,

@@ -8,7 +8,12 @@
 //! against the CRDs in ../shared/schemas → the next diff reads it as in
 //! force. A reject is audited and writes nothing. `GET /v1/graph?format=svg`
 //! draws exactly the observed caller → service pairs.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
 
 mod common;
 
