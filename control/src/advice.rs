@@ -16,11 +16,22 @@
 //!   inbound sidecar) holds ≥ 80 % of the route's 5xx and its error ratio is
 //!   ≥ 5× the others', eject after 5 consecutive 5xx, every 10 s, for 30 s,
 //!   at most one instance of the pool (`maxEjectionPercent` = ⌈100 / n⌉).
+//! - **Connection-pool limits**: the route's mean concurrency by Little's
+//!   law — observed rate × mean latency (an estimate from the edges' rate and
+//!   latency histogram; no in-flight gauge is reported) — summed over the
+//!   service's routes; limit = ⌈[`POOL_HEADROOM`] × that⌉, at least
+//!   [`POOL_MIN`], as `http2MaxRequests` / `http1MaxPendingRequests`
+//!   (Istio) and `maxRequests` / `maxPendingRequests` (Kuma).
+//! - **Retry budget**: the share of active requests that may be retries —
+//!   2 × the observed failure ratio (5xx + no response), clamped to
+//!   [5 %, 20 %] — as `maxRetries` = ⌈budget × pool limit⌉ (at least 3). The
+//!   *retry* ratio itself is not observed yet (no attempt count in the
+//!   edges), so the budget follows what retries would be spent on.
 //! - Rendered as Istio `VirtualService` / `DestinationRule` patches and Kong
 //!   Mesh `MeshTimeout` / `MeshRetry` / `MeshCircuitBreaker` ([`render`]).
 //!
-//! Not covered: a diff against the configuration in force (Vigil does not
-//! read it yet), connection-pool limits (no concurrency in the edges yet).
+//! Not covered: warnings against the configuration in force (Vigil does not
+//! read VirtualServices yet), an observed retry ratio.
 
 use crate::graph::EdgeView;
 use serde_json::{json, Value};
@@ -30,6 +41,10 @@ use vigil_traffic::template::to_regex;
 
 /// Safety margin over the observed quantile.
 pub const MARGIN: f64 = 1.5;
+/// Connection-pool limit over the estimated mean concurrency.
+pub const POOL_HEADROOM: f64 = 4.0;
+/// Smallest connection-pool limit proposed.
+pub const POOL_MIN: u64 = 16;
 /// Requests below which p99.9 is not resolved (the maximum is used).
 pub const P999_MIN_REQUESTS: u64 = 1000;
 
@@ -58,6 +73,10 @@ pub struct RouteAdvice {
     pub retry_on: Vec<&'static str>,
     /// Outlier detection, when proposed: (consecutive 5xx, interval s, ejection s, max %).
     pub outlier: Option<(u32, u64, u64, u32)>,
+    /// Mean concurrency estimate (rate × mean latency, Little's law).
+    pub concurrency: f64,
+    /// Observed failure ratio (5xx + no response) / requests.
+    pub failure_ratio: f64,
     /// The numbers behind each proposal.
     pub explanation: Vec<String>,
     /// Risks to look at.
@@ -69,6 +88,37 @@ fn idempotent(method: &str) -> bool {
         method,
         "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
     )
+}
+
+fn mean_ms(h: &LatencyHistogram) -> Option<f64> {
+    let n = h.count();
+    (n > 0).then(|| {
+        h.to_sparse()
+            .iter()
+            .map(|&(b, c)| vigil_scorer::histogram::bucket_value_us(b) * f64::from(c))
+            .sum::<f64>()
+            / n as f64
+            / 1000.0
+    })
+}
+
+/// Per-service connection-pool proposal: (limit, max retries, explanation).
+pub fn pool(routes: &[&RouteAdvice]) -> (u64, u64, String) {
+    let conc: f64 = routes.iter().map(|a| a.concurrency).sum();
+    let limit = ((conc * POOL_HEADROOM).ceil() as u64).max(POOL_MIN);
+    let (req, fail) = routes.iter().fold((0u64, 0f64), |(n, f), a| {
+        (n + a.requests, f + a.failure_ratio * a.requests as f64)
+    });
+    let ratio = if req == 0 { 0.0 } else { fail / req as f64 };
+    let budget = (2.0 * ratio).clamp(0.05, 0.20);
+    let retries = ((budget * limit as f64).ceil() as u64).max(3);
+    let why = format!(
+        "connection pool: estimated mean concurrency {conc:.2} (Little's law: observed rate × mean latency, summed over {} route(s); an estimate, no in-flight gauge) × {POOL_HEADROOM} headroom = limit {limit} (at least {POOL_MIN}); retry budget {:.0} % of active requests = 2 × observed failure ratio {:.2} % clamped to 5–20 % → maxRetries {retries} (the retry ratio itself is not observed)",
+        routes.len(),
+        100.0 * budget,
+        100.0 * ratio
+    );
+    (limit, retries, why)
 }
 
 fn round_up_100(ms: f64) -> u64 {
@@ -149,6 +199,17 @@ pub fn advise(edges: &[EdgeView]) -> Vec<RouteAdvice> {
                 "timeout {timeout_ms} ms = {how} latency {total_q:.1} ms × {MARGIN}, rounded up to 100 ms"
             ));
         }
+        let rate: f64 = es.iter().map(|e| e.rate_rps).sum();
+        let mean = mean_ms(&lat).unwrap_or(0.0);
+        let concurrency = rate * mean / 1000.0;
+        explanation.push(format!(
+            "mean concurrency ≈ {concurrency:.2} = {rate:.2} req/s × mean latency {mean:.1} ms (Little's law, an estimate)"
+        ));
+        let failure_ratio = if requests == 0 {
+            0.0
+        } else {
+            errors as f64 / requests as f64
+        };
         let mut timeout_ms = timeout_ms;
         let (retries, per_try_timeout_ms, retry_on) = if idempotent(method) {
             // A try shorter than the p99.9 would abort requests that succeed:
@@ -212,6 +273,8 @@ pub fn advise(edges: &[EdgeView]) -> Vec<RouteAdvice> {
             per_try_timeout_ms,
             retry_on,
             outlier,
+            concurrency,
+            failure_ratio,
             explanation,
             warnings,
         });
@@ -237,6 +300,20 @@ fn kuma_retry_on(on: &str) -> &'static str {
 
 /// The advice as JSON (`GET /v1/advice`).
 pub fn to_json(advice: &[RouteAdvice]) -> Value {
+    let mut by: BTreeMap<&str, Vec<&RouteAdvice>> = BTreeMap::new();
+    for a in advice {
+        by.entry(&a.service).or_default().push(a);
+    }
+    let services: serde_json::Map<String, Value> = by
+        .into_iter()
+        .map(|(s, rs)| {
+            let (limit, retries, why) = pool(&rs);
+            (
+                s.to_string(),
+                json!({"pool_limit": limit, "max_retries": retries, "explanation": why}),
+            )
+        })
+        .collect();
     json!({"margin": MARGIN, "routes": advice.iter().map(|a| json!({
         "service": a.service, "version": a.version, "method": a.method, "path": a.path,
         "requests": a.requests, "timeout_ms": a.timeout_ms,
@@ -244,8 +321,9 @@ pub fn to_json(advice: &[RouteAdvice]) -> Value {
         "per_try_timeout_ms": a.per_try_timeout_ms, "retry_on": a.retry_on,
         "outlier_detection": a.outlier.map(|(c, i, e, m)| json!({
             "consecutive_5xx": c, "interval_s": i, "base_ejection_s": e, "max_ejection_percent": m})),
+        "concurrency_estimate": a.concurrency, "failure_ratio": a.failure_ratio,
         "explanation": a.explanation, "warnings": a.warnings,
-    })).collect::<Vec<_>>()})
+    })).collect::<Vec<_>>(), "services": services})
 }
 
 /// Istio `VirtualService` + `DestinationRule` and Kong Mesh `MeshTimeout`,
@@ -295,15 +373,31 @@ pub fn render(advice: &[RouteAdvice], namespace: &str, mesh: &str) -> Vec<Value>
             "spec": {"hosts": [service], "http": http}}),
         );
         let outlier = routes.iter().find_map(|a| a.outlier);
-        if let Some((c, i, e, m)) = outlier {
-            docs.push(
-                json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-                "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-                "spec": {"host": service, "trafficPolicy": {"outlierDetection": {
-                    "consecutive5xxErrors": c, "interval": secs(i * 1000),
-                    "baseEjectionTime": secs(e * 1000), "maxEjectionPercent": m}}}}),
+        let (limit, max_retries, pool_why) = pool(&routes);
+        let mut annotations = annotations;
+        if let Some(o) = annotations.as_object_mut() {
+            o.insert(
+                "vigil.dev/explanation".into(),
+                json!(format!("{}\n{pool_why}", why.join("\n"))),
             );
         }
+        let mut traffic_policy = json!({"connectionPool": {"http": {
+            "http2MaxRequests": limit, "http1MaxPendingRequests": limit, "maxRetries": max_retries}}});
+        if let Some((c, i, e, m)) = outlier {
+            if let Some(o) = traffic_policy.as_object_mut() {
+                o.insert(
+                    "outlierDetection".into(),
+                    json!({
+                "consecutive5xxErrors": c, "interval": secs(i * 1000),
+                "baseEjectionTime": secs(e * 1000), "maxEjectionPercent": m}),
+                );
+            }
+        }
+        docs.push(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+            "spec": {"host": service, "trafficPolicy": traffic_policy}}),
+        );
         let target = json!({"kind": "MeshService", "labels": {
             "kuma.io/display-name": service, "k8s.kuma.io/namespace": namespace}});
         let meta = json!({"name": name, "namespace": namespace,
@@ -336,12 +430,21 @@ pub fn render(advice: &[RouteAdvice], namespace: &str, mesh: &str) -> Vec<Value>
         };
         docs.push(json!({"apiVersion": "kuma.io/v1alpha1", "kind": "MeshRetry", "metadata": meta,
             "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": target, "default": {"http": retry_http}}]}}));
+        let mut cb =
+            json!({"connectionLimits": {"maxRequests": limit, "maxPendingRequests": limit}});
         if let Some((c, i, e, m)) = outlier {
-            docs.push(json!({"apiVersion": "kuma.io/v1alpha1", "kind": "MeshCircuitBreaker", "metadata": meta,
-                "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": target, "default": {
-                    "outlierDetection": {"interval": secs(i * 1000), "baseEjectionTime": secs(e * 1000),
-                        "maxEjectionPercent": m, "detectors": {"totalFailures": {"consecutive": c}}}}}]}}));
+            if let Some(o) = cb.as_object_mut() {
+                o.insert(
+                    "outlierDetection".into(),
+                    json!({"interval": secs(i * 1000), "baseEjectionTime": secs(e * 1000),
+                "maxEjectionPercent": m, "detectors": {"totalFailures": {"consecutive": c}}}),
+                );
+            }
         }
+        docs.push(
+            json!({"apiVersion": "kuma.io/v1alpha1", "kind": "MeshCircuitBreaker", "metadata": meta,
+            "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": target, "default": cb}]}}),
+        );
     }
     docs
 }

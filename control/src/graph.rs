@@ -31,6 +31,7 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use vigil_scorer::histogram::LatencyHistogram;
+use vigil_traffic::stats::Stats;
 use vigil_wire::edges::Edge;
 
 /// Most (source, service) pairs remembered.
@@ -116,21 +117,7 @@ impl GraphEvent {
 #[derive(Debug, Clone, Default)]
 struct Bucket {
     start_ms: u64,
-    requests: u64,
-    errors: u64,
-    status_4xx: u64,
-    denied: u64,
-    latency_sum_us: u64,
-    latency: Vec<(u16, u32)>,
-    ttft: Vec<(u16, u32)>,
-    streamed: u64,
-}
-
-fn merge_sparse(a: &[(u16, u32)], b: &[(u16, u32)]) -> Vec<(u16, u32)> {
-    let mut h = LatencyHistogram::new();
-    h.merge_sparse(a);
-    h.merge_sparse(b);
-    h.to_sparse()
+    stats: Stats,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -152,16 +139,7 @@ impl Side {
             }
         }
         if let Some(b) = self.buckets.back_mut() {
-            b.requests = b.requests.saturating_add(e.requests);
-            b.errors = b.errors.saturating_add(e.errors);
-            b.status_4xx = b.status_4xx.saturating_add(e.status_4xx);
-            b.denied = b.denied.saturating_add(e.denied);
-            b.latency_sum_us = b.latency_sum_us.saturating_add(e.latency_sum_us);
-            b.latency = merge_sparse(&b.latency, &e.latency);
-            if !e.ttft.is_empty() {
-                b.ttft = merge_sparse(&b.ttft, &e.ttft);
-            }
-            b.streamed = b.streamed.saturating_add(e.streamed);
+            b.stats.merge_edge(e);
         }
         self.last_ms = Some(now_ms);
     }
@@ -173,7 +151,7 @@ impl Side {
     }
 
     fn requests(&self) -> u64 {
-        self.buckets.iter().map(|b| b.requests).sum()
+        self.buckets.iter().map(|b| b.stats.requests).sum()
     }
 }
 
@@ -469,22 +447,20 @@ impl Graph {
                     .map(|(k, (n, err))| (k.clone(), *n, *err))
                     .collect(),
             };
-            let mut h = LatencyHistogram::new();
-            let mut t = LatencyHistogram::new();
+            let mut total = Stats::default();
             for b in &side.buckets {
-                v.requests += b.requests;
-                v.errors += b.errors;
-                v.status_4xx += b.status_4xx;
-                v.denied += b.denied;
-                v.streamed += b.streamed;
-                h.merge_sparse(&b.latency);
-                t.merge_sparse(&b.ttft);
+                total.merge(&b.stats);
             }
-            v.ttft = t.to_sparse();
+            v.requests = total.requests;
+            v.errors = total.errors;
+            v.status_4xx = total.status_4xx;
+            v.denied = total.denied;
+            v.streamed = total.streamed;
+            v.ttft = total.ttft;
             if v.requests == 0 {
                 continue;
             }
-            v.latency = h.to_sparse();
+            v.latency = total.latency;
             let since = e.first_seen_ms.max(cutoff);
             let span_s = (now_ms.saturating_sub(since) as f64 / 1000.0).max(1.0);
             v.rate_rps = v.requests as f64 / span_s;

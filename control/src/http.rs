@@ -18,6 +18,7 @@
 //! | `GET /v1/canaries`, `GET /v1/canaries/{name}` | – | state, evidence, decisions (webhook URLs redacted) |
 //! | `POST /v1/canaries` | operator | declare / update a canary |
 //! | `POST /v1/canaries/{name}/{approve,reject,pause,resume}` | operator | operator actions |
+//! | `POST /v1/policies/{service}/{approve,reject}` | operator | a reviewed least-privilege draft into GitOps YAML ([`crate::policy_flow`]) |
 //! | `GET /dashboard/`, `GET /v1/dashboard/series/{name}`, `GET /v1/audit` | – | the operator's page ([`crate::dashboard`]) |
 //! | `POST /v1/flagger/{hook}`, `GET /v1/argo/{name}` | – | Flagger / Argo Rollouts ([`crate::hooks`]) |
 //! | `GET /v1/pii/findings` | – | PII guard counts per route per minute, and the alert ([`crate::pii`]) |
@@ -410,29 +411,119 @@ async fn declare(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
     }
 }
 
+/// An operator action's request: the operator credential, a JSON body of
+/// shape `T`, and `by` (when given) equal to the credential's name.
+/// Returns the actor and the body.
+async fn operator_request<T: serde::de::DeserializeOwned>(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+    shape: &str,
+    by: impl Fn(&T) -> Option<&str>,
+) -> Result<(String, T), Response> {
+    let cred = authorize(app, headers, Role::Operator)?;
+    require_json(app, headers)?;
+    let bytes = read_body(app, headers, body, MAX_WRITE_BYTES).await?;
+    let act: T = serde_json::from_slice(&bytes).map_err(|e| {
+        app.svc.rejected(Reject::Invalid);
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {shape}: {e}"),
+            "body",
+        )
+    })?;
+    if let Some(other) = by(&act).filter(|b| *b != cred.name) {
+        app.svc.rejected(Reject::Forbidden);
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "actions are attributed to the credential's name {:?}; acting as {other:?} is not allowed",
+                cred.name
+            ),
+            "by",
+        ));
+    }
+    Ok((cred.name.clone(), act))
+}
+
+async fn decide_policy(
+    State(app): State<App>,
+    Path((service, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let approve = match action.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {action:?} (approve or reject)"),
+                "action",
+            )
+        }
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Decide {
+        #[serde(default)]
+        by: Option<String>,
+        #[serde(default)]
+        comment: String,
+        /// The digest of the draft reviewed (`GET /v1/policies`).
+        digest: String,
+        #[serde(default)]
+        mesh: Option<String>,
+    }
+    let (actor, act) = match operator_request::<Decide>(
+        &app,
+        &headers,
+        body,
+        "{\"digest\": \"...\", \"comment\": \"...\"}",
+        |a| a.by.as_deref(),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mesh = act.mesh.unwrap_or_else(|| "default".to_string());
+    if !crate::spec::is_dns_label(&mesh) {
+        return error(StatusCode::BAD_REQUEST, "must be a DNS label", "mesh");
+    }
+    let svc = app.svc.clone();
+    let done = blocking(move || {
+        crate::policy_flow::decide(
+            &svc,
+            &service,
+            approve,
+            &actor,
+            &act.comment,
+            &act.digest,
+            &mesh,
+            log::now_ms(),
+        )
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => ok_json(StatusCode::OK, &v),
+        Ok(Err(e)) => op_error(e),
+        Err(r) => r,
+    }
+}
+
 async fn operate(
     State(app): State<App>,
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let cred = match authorize(&app, &headers, Role::Operator) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let Some(op) = Op::parse(&action) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("unknown action {action:?}"),
             "action",
         );
-    };
-    if let Err(r) = require_json(&app, &headers) {
-        return r;
-    }
-    let bytes = match read_body(&app, &headers, body, MAX_WRITE_BYTES).await {
-        Ok(b) => b,
-        Err(r) => return r,
     };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -443,30 +534,16 @@ async fn operate(
         #[serde(default)]
         comment: String,
     }
-    let act: Action = match serde_json::from_slice(&bytes) {
-        Ok(a) => a,
-        Err(e) => {
-            app.svc.rejected(Reject::Invalid);
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"comment\": \"...\"}}: {e}"),
-                "body",
-            );
-        }
-    };
-    if let Some(by) = act.by.as_deref().filter(|b| *b != cred.name) {
-        app.svc.rejected(Reject::Forbidden);
-        return error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "actions are attributed to the credential's name {:?}; acting as {by:?} is not allowed",
-                cred.name
-            ),
-            "by",
-        );
-    }
+    let (actor, act) =
+        match operator_request::<Action>(&app, &headers, body, "{\"comment\": \"...\"}", |a| {
+            a.by.as_deref()
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let svc = app.svc.clone();
-    let actor = cred.name.clone();
     let done = blocking(move || svc.operate(&name, op, &actor, &act.comment, log::now_ms())).await;
     let result = match done {
         Ok(r) => r,
@@ -562,6 +639,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit"),
     ("GET", "/v1/graph"),
     ("GET", "/v1/policies"),
+    ("POST", "/v1/policies/{service}/{action}"),
     ("GET", "/v1/advice"),
     ("GET", "/v1/pii/findings"),
 ];
@@ -580,6 +658,7 @@ pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
         .route("/v1/canaries", get(list).post(declare))
         .route("/v1/canaries/{name}", get(show))
         .route("/v1/canaries/{name}/{action}", post(operate))
+        .route("/v1/policies/{service}/{action}", post(decide_policy))
         .route("/v1/pii/findings", get(pii_findings))
         .fallback(not_found)
         .with_state(app)

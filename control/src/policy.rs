@@ -67,7 +67,8 @@ fn confidence(requests: u64, span_ms: u64) -> &'static str {
     }
 }
 
-fn dns_name(s: &str) -> String {
+/// A DNS-name fragment of `s` (lowercase alphanumerics and `-`, ≤ 50 bytes).
+pub fn dns_name(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {

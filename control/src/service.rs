@@ -238,6 +238,25 @@ impl Op {
     }
 }
 
+/// The rules of every operator action (canaries and policy drafts): `by`
+/// names who acts (1–128 bytes, no control characters), a comment is at
+/// most 4096 bytes.
+pub fn check_action(by: &str, comment: &str) -> Result<(), OpError> {
+    if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
+        return Err(OpError::Invalid {
+            field: "by".into(),
+            message: "must be 1 to 128 bytes naming who acts".into(),
+        });
+    }
+    if comment.len() > 4096 {
+        return Err(OpError::Invalid {
+            field: "comment".into(),
+            message: "at most 4096 bytes".into(),
+        });
+    }
+    Ok(())
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upsert {
@@ -749,12 +768,27 @@ impl Service {
         }
         for e in &events {
             log::info("dependency map", e.to_json());
-            if let Some(hooks) = &self.webhooks {
-                let mut urls = self.opts.webhooks.clone();
-                urls.retain(|u| self.opts.webhook_allow.allows(u));
-                hooks.send(urls, &e.to_json());
-            }
+            self.announce(&e.to_json());
         }
+    }
+
+    /// Send a service-wide event (no canary) to the global webhooks.
+    pub(crate) fn announce(&self, payload: &Value) {
+        if let Some(hooks) = &self.webhooks {
+            let mut urls = self.opts.webhooks.clone();
+            urls.retain(|u| self.opts.webhook_allow.allows(u));
+            hooks.send(urls, payload);
+        }
+    }
+
+    /// The GitOps output directory.
+    pub fn gitops_dir(&self) -> &std::path::Path {
+        &self.opts.out
+    }
+
+    /// Commit service-wide rows (audit) in one transaction.
+    pub(crate) fn commit_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.commit(batch)
     }
 
     /// `GET /v1/graph` (JSON) at the service clock.
@@ -1175,18 +1209,7 @@ impl Service {
         comment: &str,
         now_ms: u64,
     ) -> Result<Decision, OpError> {
-        if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
-            return Err(OpError::Invalid {
-                field: "by".into(),
-                message: "must be 1 to 128 bytes naming who acts".into(),
-            });
-        }
-        if comment.len() > 4096 {
-            return Err(OpError::Invalid {
-                field: "comment".into(),
-                message: "at most 4096 bytes".into(),
-            });
-        }
+        check_action(by, comment)?;
         let _writer = lock(&self.writer);
         let (record, d, routing) = {
             let guard = lock(&self.inner);

@@ -2,8 +2,9 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v1/graph[?format=json\|dot]` | the dependency map ([`crate::graph`]) as JSON, or Graphviz DOT |
-//! | `GET /v1/policies[?format=json\|yaml][&kind=istio\|kuma][&mesh=NAME]` | least-privilege drafts per destination ([`crate::policy`]) |
+//! | `GET /v1/graph[?format=json\|dot\|svg]` | the dependency map ([`crate::graph`]) as JSON, Graphviz DOT, or SVG ([`crate::graph_svg`]) |
+//! | `GET /v1/policies[?format=json\|yaml][&kind=istio\|kuma][&mesh=NAME]` | least-privilege drafts per destination ([`crate::policy`]), JSON with each draft's digest and diff against the policies in force ([`crate::policy_diff`]) |
+//! | `POST /v1/policies/{service}/{approve\|reject}` | operator: approve a reviewed draft into GitOps YAML, audited ([`crate::policy_flow`]; served by [`crate::http`]) |
 //! | `GET /v1/advice[?format=json\|yaml][&namespace=NS][&mesh=NAME]` | resilience advice per route ([`crate::advice`]) |
 //!
 //! A bad query parameter is a JSON 400 naming it.
@@ -68,7 +69,13 @@ async fn graph(State(svc): State<Arc<Service>>, Query(q): Params) -> Response {
             svc.graph_dot(now),
         )
             .into_response(),
-        Some(other) => bad("format", format!("must be json or dot, got {other:?}")),
+        Some("svg") => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            crate::graph_svg::svg(&svc.graph_edges(now)),
+        )
+            .into_response(),
+        Some(other) => bad("format", format!("must be json, dot or svg, got {other:?}")),
     }
 }
 
@@ -91,26 +98,22 @@ async fn policies(State(svc): State<Arc<Service>>, Query(q): Params) -> Response
     {
         return bad("mesh", "must be a DNS label".to_string());
     }
-    let edges = svc.graph_edges(log::now_ms());
-    // A service's namespace: that of the identity its own sidecar calls out with.
-    let namespace_of = |service: &str| {
-        edges
-            .iter()
-            .filter(|e| e.source_service.as_deref() == Some(service))
-            .find_map(|e| policy::spiffe_namespace(&e.source).map(str::to_string))
-    };
-    let drafts = policy::drafts(&edges, &namespace_of, mesh);
+    let now = log::now_ms();
     match q.get("format").map(String::as_str) {
         None | Some("json") => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
-            policy::to_json(&drafts).to_string(),
+            crate::policy_flow::recommend(&svc, now, mesh).to_string(),
         )
             .into_response(),
         Some("yaml") => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/yaml")],
-            policy::to_yaml(&drafts, istio, kuma),
+            policy::to_yaml(
+                &crate::policy_flow::drafts_of(&svc.graph_edges(now), mesh),
+                istio,
+                kuma,
+            ),
         )
             .into_response(),
         Some(other) => bad("format", format!("must be json or yaml, got {other:?}")),

@@ -135,3 +135,44 @@ fn timeouts_retries_and_outliers_from_observed_distributions() {
         "POST route without retries:\n{yaml}"
     );
 }
+
+#[test]
+fn pool_limits_and_retry_budget_from_observed_rate_latency_and_failures() {
+    // 1000 requests of ~100 ms over 10 s: 100 req/s × 0.1 s ≈ 10 in flight.
+    let mut g = Graph::new(GraphOptions::default());
+    let now = 1_000_000;
+    let mut e = edge("GET", "/v1/items/{id}", &[(100_000, 1000)], &[]);
+    e.errors = 50;
+    g.ingest("items-1.shop", &[e], 0, now);
+    let advice = advise(&g.edges(now + 10_000));
+    let a = &advice[0];
+    println!("{:#?}", a.explanation);
+    assert!((8.0..=12.0).contains(&a.concurrency), "{}", a.concurrency);
+    assert!((a.failure_ratio - 0.05).abs() < 1e-9);
+    let j = vigil_control::advice::to_json(&advice);
+    let svc = &j["services"]["models"];
+    let limit = svc["pool_limit"].as_u64().unwrap();
+    assert!((32..=48).contains(&limit), "4 × ~10: {svc}");
+    // Budget 2 × 5 % = 10 % of the pool.
+    assert_eq!(svc["max_retries"].as_u64().unwrap(), limit.div_ceil(10));
+    assert!(svc["explanation"]
+        .as_str()
+        .unwrap()
+        .contains("Little's law"));
+    // A quiet service still gets the floor.
+    let mut q = Graph::new(GraphOptions::default());
+    q.ingest(
+        "items-1.shop",
+        &[edge("GET", "/", &[(1_000, 10)], &[])],
+        0,
+        now,
+    );
+    let j = vigil_control::advice::to_json(&advise(&q.edges(now + 10_000)));
+    assert_eq!(j["services"]["models"]["pool_limit"], 16);
+    assert_eq!(j["services"]["models"]["max_retries"], 3);
+    let yaml = to_yaml(&render(&advice, "shop", "default"));
+    assert!(yaml.contains("http2MaxRequests"), "{yaml}");
+    assert!(yaml.contains("maxPendingRequests"), "{yaml}");
+    vigil_e2e::schema::validate_documents(&yaml)
+        .unwrap_or_else(|e| panic!("advice fails the CRDs: {e:#?}\n{yaml}"));
+}

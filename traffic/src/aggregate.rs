@@ -20,9 +20,9 @@
 //! templates, `max_sources` sources and `max_edges` edges, whatever the traffic
 //! ([`EdgeAggregator::heap_bytes`]).
 
+use crate::stats::Stats;
 use crate::template::{template, MAX_TEMPLATE_BYTES};
 use hashbrown::{HashMap, HashSet};
-use vigil_scorer::histogram::bucket_index;
 use vigil_wire::edges::{Edge, EDGES_TARGET_BYTES, MAX_EDGES, MAX_EDGE_NAME_BYTES};
 
 /// Folded name of a caller or service over its cap.
@@ -125,27 +125,25 @@ struct Key {
     inbound: bool,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Stats {
-    requests: u64,
-    errors: u64,
-    status_4xx: u64,
-    denied: u64,
-    latency_sum_us: u64,
-    latency: Vec<(u16, u32)>,
-    ttft: Vec<(u16, u32)>,
-    streamed: u64,
-}
-
-fn add_sparse(into: &mut Vec<(u16, u32)>, bucket: u16, n: u32) {
-    match into.binary_search_by_key(&bucket, |&(b, _)| b) {
-        Ok(i) => {
-            if let Some(e) = into.get_mut(i) {
-                e.1 = e.1.saturating_add(n);
-            }
-        }
-        Err(i) => into.insert(i, (bucket, n)),
+/// Capped interning: `name` (bounded) if it is known or there is room
+/// under `cap` (then remembered), else [`OVERFLOW_NAME`] with `overflow`
+/// counted.
+fn intern<V: Default>(
+    known: &mut HashMap<String, V>,
+    cap: usize,
+    overflow: &mut u64,
+    name: &str,
+) -> String {
+    if known.contains_key(name) {
+        return name.to_string();
     }
+    if known.len() >= cap {
+        *overflow += 1;
+        return OVERFLOW_NAME.to_string();
+    }
+    let s = bounded(name);
+    known.entry(s.clone()).or_default();
+    s
 }
 
 fn bounded(s: &str) -> String {
@@ -170,7 +168,7 @@ pub struct EdgeAggregator {
     /// Templates known per service (for the worker's life).
     templates: HashMap<String, HashSet<String>>,
     /// Callers known (for the worker's life).
-    sources: HashSet<String>,
+    sources: HashMap<String, ()>,
     /// This tick's edges.
     edges: HashMap<Key, Stats>,
     /// This tick's unattributed requests.
@@ -184,7 +182,7 @@ impl EdgeAggregator {
         EdgeAggregator {
             caps,
             templates: HashMap::new(),
-            sources: HashSet::new(),
+            sources: HashMap::new(),
             edges: HashMap::new(),
             tick_overflow: 0,
             overflow: Overflow::default(),
@@ -222,30 +220,22 @@ impl EdgeAggregator {
     }
 
     fn service_name(&mut self, service: &str) -> String {
-        if self.templates.contains_key(service) {
-            return service.to_string();
-        }
-        if self.templates.len() >= self.caps.max_services {
-            self.overflow.services += 1;
-            return OVERFLOW_NAME.to_string();
-        }
-        let s = bounded(service);
-        self.templates.entry(s.clone()).or_default();
-        s
+        intern(
+            &mut self.templates,
+            self.caps.max_services,
+            &mut self.overflow.services,
+            service,
+        )
     }
 
     fn source_name(&mut self, source: &str) -> String {
         let source = if source.is_empty() { UNKNOWN } else { source };
-        if self.sources.contains(source) {
-            return source.to_string();
-        }
-        if self.sources.len() >= self.caps.max_sources {
-            self.overflow.sources += 1;
-            return OVERFLOW_NAME.to_string();
-        }
-        let s = bounded(source);
-        self.sources.insert(s.clone());
-        s
+        intern(
+            &mut self.sources,
+            self.caps.max_sources,
+            &mut self.overflow.sources,
+            source,
+        )
     }
 
     fn path_template(&mut self, service: &str, path: &[u8]) -> String {
@@ -293,23 +283,7 @@ impl EdgeAggregator {
             }
             None => self.edges.entry(key).or_default(),
         };
-        stats.requests += 1;
-        if o.is_error {
-            stats.errors += 1;
-        } else if (400..500).contains(&o.status) {
-            stats.status_4xx += 1;
-            if o.status == 401 || o.status == 403 {
-                stats.denied += 1;
-            }
-        }
-        if let Some(us) = o.latency_us {
-            stats.latency_sum_us = stats.latency_sum_us.saturating_add(us);
-            add_sparse(&mut stats.latency, bucket_index(us), 1);
-        }
-        if let Some(us) = o.ttft_us {
-            add_sparse(&mut stats.ttft, bucket_index(us), 1);
-        }
-        stats.streamed += u64::from(o.streamed);
+        stats.observe(o.status, o.is_error, o.latency_us, o.ttft_us, o.streamed);
     }
 
     /// Take this tick's edges (the aggregator keeps its known templates and callers).
@@ -317,21 +291,25 @@ impl EdgeAggregator {
         let edges = self
             .edges
             .drain()
-            .map(|(k, s)| Edge {
-                source: k.source,
-                service: k.service,
-                version: k.version,
-                method: k.method.to_string(),
-                path: k.path,
-                inbound: k.inbound,
-                requests: s.requests,
-                errors: s.errors,
-                status_4xx: s.status_4xx,
-                denied: s.denied,
-                latency_sum_us: s.latency_sum_us,
-                latency: s.latency,
-                ttft: s.ttft,
-                streamed: s.streamed,
+            .map(|(k, s)| {
+                let mut e = Edge {
+                    source: k.source,
+                    service: k.service,
+                    version: k.version,
+                    method: k.method.to_string(),
+                    path: k.path,
+                    inbound: k.inbound,
+                    requests: 0,
+                    errors: 0,
+                    status_4xx: 0,
+                    denied: 0,
+                    latency_sum_us: 0,
+                    latency: Vec::new(),
+                    ttft: Vec::new(),
+                    streamed: 0,
+                };
+                s.put_into(&mut e);
+                e
             })
             .collect();
         EdgeBatch {
@@ -347,7 +325,7 @@ impl EdgeAggregator {
             .iter()
             .map(|(s, t)| s.capacity() + 48 + t.iter().map(|x| x.capacity() + 32).sum::<usize>())
             .sum();
-        let sources: usize = self.sources.iter().map(|s| s.capacity() + 32).sum();
+        let sources: usize = self.sources.keys().map(|s| s.capacity() + 32).sum();
         let edges: usize = self
             .edges
             .iter()
@@ -375,18 +353,9 @@ pub struct EdgeBatch {
 }
 
 fn merge_edge(into: &mut Edge, e: &Edge) {
-    into.requests = into.requests.saturating_add(e.requests);
-    into.errors = into.errors.saturating_add(e.errors);
-    into.status_4xx = into.status_4xx.saturating_add(e.status_4xx);
-    into.denied = into.denied.saturating_add(e.denied);
-    into.latency_sum_us = into.latency_sum_us.saturating_add(e.latency_sum_us);
-    for &(b, n) in &e.latency {
-        add_sparse(&mut into.latency, b, n);
-    }
-    for &(b, n) in &e.ttft {
-        add_sparse(&mut into.ttft, b, n);
-    }
-    into.streamed = into.streamed.saturating_add(e.streamed);
+    let mut s = Stats::take_from(into);
+    s.merge_edge(e);
+    s.put_into(into);
 }
 
 impl EdgeBatch {

@@ -8,7 +8,10 @@
 //!   identity × destination service/version × method × template → counts,
 //!   error classes, latency histogram) with configurable cardinality caps
 //!   whose overflow is counted, and the bounded merge the workers use in
-//!   shared data; its output is the report's [`vigil_wire::edges::Edge`]s.
+//!   shared data; its output is the report's [`vigil_wire::edges::Edge`]s;
+//! - [`stats`]: one edge's counts and their merge, shared with the control
+//!   service's dependency map.
 
 pub mod aggregate;
+pub mod stats;
 pub mod template;
