@@ -223,16 +223,33 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
         Ok(b) => b,
         Err(r) => return r,
     };
-    let parsed = if bytes.len() > 64 * 1024 {
-        // Big reports are parsed off the async workers.
-        match tokio::task::spawn_blocking(move || report::parse(&bytes)).await {
-            Ok(r) => r,
-            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "parser failed", "body"),
-        }
+    // `None`: no mTLS identity required; `Some(ns)`: the caller's namespace.
+    let xfcc = app.creds.xfcc_required().then(|| {
+        headers
+            .get("x-forwarded-client-cert")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::credentials::xfcc_namespace)
+    });
+    if bytes.len() > 64 * 1024 {
+        // Big reports are parsed and merged off the async workers.
+        tokio::task::spawn_blocking(move || accept_report(&app, &cred, xfcc, &bytes))
+            .await
+            .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "parser failed", "body"))
     } else {
-        report::parse(&bytes)
-    };
-    let report = match parsed {
+        accept_report(&app, &cred, xfcc, &bytes)
+    }
+}
+
+/// Parse (names borrowed from the body), check the caller may report as
+/// that sidecar, ingest. Nothing is merged before the whole report is
+/// validated.
+fn accept_report(
+    app: &App,
+    cred: &crate::credentials::Credential,
+    xfcc: Option<Option<String>>,
+    bytes: &[u8],
+) -> Response {
+    let report = match report::parse_borrowed(bytes) {
         Ok(r) => r,
         Err(e) => {
             app.svc.rejected(Reject::Invalid);
@@ -245,11 +262,8 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
             return error(StatusCode::BAD_REQUEST, e.message, &e.field);
         }
     };
-    if app.creds.xfcc_required() {
-        let ns = headers
-            .get("x-forwarded-client-cert")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::credentials::xfcc_namespace);
+    let sidecar = report.sidecar.as_str();
+    if let Some(ns) = xfcc {
         let Some(ns) = ns else {
             app.svc.rejected(Reject::Forbidden);
             return error(
@@ -258,25 +272,22 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
                 "x-forwarded-client-cert",
             );
         };
-        if !report.sidecar.ends_with(&format!(".{ns}")) {
+        if !sidecar.ends_with(&format!(".{ns}")) {
             app.svc.rejected(Reject::Forbidden);
             return error(
                 StatusCode::FORBIDDEN,
-                format!(
-                    "sidecar {:?} is not in the caller's mTLS namespace {ns:?}",
-                    report.sidecar
-                ),
+                format!("sidecar {sidecar:?} is not in the caller's mTLS namespace {ns:?}"),
                 "sidecar",
             );
         }
     }
-    if !cred.may_report_as(&report.sidecar) {
+    if !cred.may_report_as(sidecar) {
         app.svc.rejected(Reject::Forbidden);
         return error(
             StatusCode::FORBIDDEN,
             format!(
-                "credential {:?} may not report as sidecar {:?}",
-                cred.name, report.sidecar
+                "credential {:?} may not report as sidecar {sidecar:?}",
+                cred.name
             ),
             "sidecar",
         );
@@ -288,14 +299,14 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
             if REJECT_LOG.allow() {
                 log::warn(
                     "report out of order",
-                    json!({"sidecar": report.sidecar, "seq": report.seq, "last_seq": last}),
+                    json!({"sidecar": sidecar, "seq": report.seq, "last_seq": last}),
                 );
             }
             error(
                 StatusCode::CONFLICT,
                 format!(
-                    "seq {} is not above the last accepted seq {last} of sidecar {:?}",
-                    report.seq, report.sidecar
+                    "seq {} is not above the last accepted seq {last} of sidecar {sidecar:?}",
+                    report.seq
                 ),
                 "seq",
             )
