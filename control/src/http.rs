@@ -27,6 +27,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::credentials::{Credential, CredentialStore, Role};
+use crate::ingest_pool::IngestPool;
 use crate::log::{self, RateLimit};
 use crate::metrics::Reject;
 use crate::report::{self, MAX_REPORT_BYTES};
@@ -52,6 +53,8 @@ static REJECT_LOG: RateLimit = RateLimit::new(20);
 struct App {
     svc: Arc<Service>,
     creds: Arc<CredentialStore>,
+    /// Where big reports are parsed and merged (low CPU priority).
+    ingest: Arc<IngestPool>,
 }
 
 /// A JSON error response `{"error", "field"}` (the one shape of every 4xx/5xx).
@@ -231,10 +234,12 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
             .and_then(crate::credentials::xfcc_namespace)
     });
     if bytes.len() > 64 * 1024 {
-        // Big reports are parsed and merged off the async workers.
-        tokio::task::spawn_blocking(move || accept_report(&app, &cred, xfcc, &bytes))
+        // Big reports are parsed and merged off the async workers, on the
+        // low-priority ingest threads (routing reads go first).
+        let pool = app.ingest.clone();
+        pool.run(move || accept_report(&app, &cred, xfcc, &bytes))
             .await
-            .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "parser failed", "body"))
+            .unwrap_or_else(|| error(StatusCode::INTERNAL_SERVER_ERROR, "parser failed", "body"))
     } else {
         accept_report(&app, &cred, xfcc, &bytes)
     }
@@ -577,13 +582,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/pii/findings"),
 ];
 
-/// The router.
-pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
+/// The router (and its ingest threads, which stop when it is dropped).
+pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> std::io::Result<Router> {
     let app = App {
         svc: svc.clone(),
         creds,
+        ingest: Arc::new(IngestPool::per_core()?),
     };
-    Router::new()
+    Ok(Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/routing", get(routing))
@@ -597,7 +603,7 @@ pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
         .merge(crate::hooks::router(svc.clone()))
         .merge(crate::traffic_http::router(svc.clone()))
         .merge(crate::dashboard::router(svc))
-        .layer(axum::middleware::from_fn(crate::edge::json_errors))
+        .layer(axum::middleware::from_fn(crate::edge::json_errors)))
 }
 
 /// Run the analysis ticker until `shutdown` resolves.
@@ -673,5 +679,5 @@ pub async fn serve(
     limits: crate::edge::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    crate::edge::serve(listener, router(svc, creds), limits, shutdown).await
+    crate::edge::serve(listener, router(svc, creds)?, limits, shutdown).await
 }

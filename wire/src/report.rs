@@ -13,7 +13,6 @@
 //! {"version":1,"sidecar":"checkout-7d9f.shop","incarnation":81985529216486895,
 //!  "seq":42,"sent_at_ms":1700000000000,"tick_ms":1000,"chunk":0,"chunks":1,
 //!  "series":[{"route":"checkout","cluster":"canary","requests":20,"errors":1,
-//!    "status_4xx":0,"resets":0,"overflows":0,"timeouts":0,"retries":0,
 //!    "latency_sum_us":123456,"latency":[[10,5],[40,15]],
 //!    "ttft":[[300,4],[420,16]],"stream_chunks":180,"gap_sum_us":1600000,"gaps":160,
 //!    "state":"ok","score":12}],
@@ -38,11 +37,12 @@
 //!   type and action — numbers only ([`crate::pii`]).
 //! - Unknown fields are ignored; missing optional fields take their
 //!   defaults (0, empty, `insufficient_data`), so fields can be added
-//!   without a version bump.
+//!   without a version bump. Senders omit zero counters and an empty
+//!   `latency` (most of a healthy series' fields): a report is about half
+//!   the bytes and tokens to read, which is most of the receiver's cost.
 
 pub use crate::text::{Text, WireText};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use vigil_scorer::histogram::BUCKETS;
 use vigil_scorer::verdict::State;
 use vigil_scorer::window::{add_sparse, Counters, TickDelta};
@@ -78,6 +78,14 @@ fn empty<S: From<&'static str>>() -> S {
     S::from("")
 }
 
+fn is_empty_text<S: AsRef<str>>(s: &S) -> bool {
+    s.as_ref().is_empty()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -97,41 +105,41 @@ pub struct Series<S = String> {
     /// (`client_gone`, counted apart: never judged).
     pub requests: u64,
     /// 5xx and no-response.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub errors: u64,
     /// 4xx.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub status_4xx: u64,
     /// Upstream resets / connection failures.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub resets: u64,
     /// Upstream overflows.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub overflows: u64,
     /// Upstream timeouts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub timeouts: u64,
     /// Extra upstream attempts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u64,
     /// Sum of latencies, µs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub latency_sum_us: u64,
     /// Outcome class: server errors (5xx, gRPC server-fault codes).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub server_errors: u64,
     /// Outcome class: throttled (429, gRPC RESOURCE_EXHAUSTED, UO).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub throttled: u64,
     /// Outcome class: the client went away (never an upstream error; not
     /// part of `requests`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub client_gone: u64,
     /// Outcome class: a gRPC status the filter does not know.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub grpc_unknown: u64,
     /// Sparse latency histogram `[[bucket, count], …]`, buckets increasing.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<(u16, u32)>,
     /// Sparse histogram of times to first response byte (TTFT of a streamed
     /// answer), same buckets and rules as `latency`; omitted when empty.
@@ -282,6 +290,7 @@ impl Stream {
 /// One canary verdict of a report (`S`: the text type, as for [`Series`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "S: Deserialize<'de> + From<&'static str>"))]
+#[serde(bound(serialize = "S: Serialize + AsRef<str>"))]
 pub struct Canary<S = String> {
     /// Canary name (the filter's configuration name).
     pub name: S,
@@ -293,11 +302,12 @@ pub struct Canary<S = String> {
     /// Its score, 0–1000.
     #[serde(default)]
     pub score: u16,
-    /// The sender's explanation.
-    #[serde(default = "empty")]
+    /// The sender's explanation (omitted when empty).
+    #[serde(default = "empty", skip_serializing_if = "is_empty_text")]
     pub reason: S,
-    /// Whether that sidecar is steering the route to stable.
-    #[serde(default)]
+    /// Whether that sidecar is steering the route to stable (omitted when
+    /// not).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub steering: bool,
 }
 
@@ -328,6 +338,7 @@ pub struct Totals {
 /// parsed by [`parse_borrowed`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "S: Deserialize<'de> + From<&'static str>"))]
+#[serde(bound(serialize = "S: Serialize + AsRef<str>"))]
 pub struct Report<S = String> {
     /// Wire version ([`REPORT_VERSION`]).
     pub version: u64,
@@ -563,7 +574,12 @@ where
     // version still gets a version error rather than a confusing shape
     // error: the version alone is looked at when the document does not
     // parse as this version, or parses with another version number.
-    let report = match serde_json::from_slice::<Report<S>>(body) {
+    // UTF-8 checked once for the whole body (JSON is UTF-8), not once per
+    // string as a byte-slice parse does: tens of thousands of short names
+    // and keys per report.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ReportError::new("body", format!("not UTF-8 JSON: {e}")))?;
+    let report = match serde_json::from_str::<Report<S>>(text) {
         Ok(r) if r.version == REPORT_VERSION => r,
         Ok(r) => return Err(version_error(Some(r.version))),
         Err(e) => {
@@ -624,7 +640,8 @@ pub fn validate<S: WireText>(r: &Report<S>) -> Result<(), ReportError> {
             ),
         ));
     }
-    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(r.series.len());
+    let mut seen: hashbrown::HashSet<(&str, &str)> =
+        hashbrown::HashSet::with_capacity(r.series.len());
     for (i, s) in r.series.iter().enumerate() {
         validate_series(i, s)?;
         if !seen.insert((s.route.as_str(), s.cluster.as_str())) {
@@ -817,6 +834,13 @@ mod tests {
         assert_eq!(r.canaries[0].state(), State::Critical);
         assert_eq!((r.incarnation, r.chunk, r.chunks), (0, 0, 1));
         assert_eq!(parse(&r.encode()).unwrap(), r);
+        // Zero counters are omitted (read back as 0), the others are sent.
+        let text = String::from_utf8(r.encode()).unwrap();
+        assert!(text.contains(r#""errors":1"#), "{text}");
+        assert!(
+            !text.contains("resets") && !text.contains("status_4xx"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -857,6 +881,7 @@ mod tests {
     fn refusals_name_the_field() {
         assert_eq!(parse(b"{not json").unwrap_err().field, "body");
         assert_eq!(parse(b"[1,2]").unwrap_err().field, "body");
+        assert_eq!(parse(b"{\"sidecar\":\"\xff\"}").unwrap_err().field, "body");
         let mut v = good();
         v["version"] = json!(2);
         assert_eq!(err_field(v), "version");
