@@ -28,6 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::credentials::{Credential, CredentialStore, Role};
+use crate::ingest_pool::IngestPool;
 use crate::log::{self, RateLimit};
 use crate::metrics::Reject;
 use crate::report::{self, MAX_REPORT_BYTES};
@@ -53,6 +54,8 @@ static REJECT_LOG: RateLimit = RateLimit::new(20);
 struct App {
     svc: Arc<Service>,
     creds: Arc<CredentialStore>,
+    /// Where big reports are parsed and merged (low CPU priority).
+    ingest: Arc<IngestPool>,
 }
 
 /// A JSON error response `{"error", "field"}` (the one shape of every 4xx/5xx).
@@ -224,16 +227,35 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
         Ok(b) => b,
         Err(r) => return r,
     };
-    let parsed = if bytes.len() > 64 * 1024 {
-        // Big reports are parsed off the async workers.
-        match tokio::task::spawn_blocking(move || report::parse(&bytes)).await {
-            Ok(r) => r,
-            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "parser failed", "body"),
-        }
+    // `None`: no mTLS identity required; `Some(ns)`: the caller's namespace.
+    let xfcc = app.creds.xfcc_required().then(|| {
+        headers
+            .get("x-forwarded-client-cert")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::credentials::xfcc_namespace)
+    });
+    if bytes.len() > 64 * 1024 {
+        // Big reports are parsed and merged off the async workers, on the
+        // low-priority ingest threads (routing reads go first).
+        let pool = app.ingest.clone();
+        pool.run(move || accept_report(&app, &cred, xfcc, &bytes))
+            .await
+            .unwrap_or_else(|| error(StatusCode::INTERNAL_SERVER_ERROR, "parser failed", "body"))
     } else {
-        report::parse(&bytes)
-    };
-    let report = match parsed {
+        accept_report(&app, &cred, xfcc, &bytes)
+    }
+}
+
+/// Parse (names borrowed from the body), check the caller may report as
+/// that sidecar, ingest. Nothing is merged before the whole report is
+/// validated.
+fn accept_report(
+    app: &App,
+    cred: &crate::credentials::Credential,
+    xfcc: Option<Option<String>>,
+    bytes: &[u8],
+) -> Response {
+    let report = match report::parse_borrowed(bytes) {
         Ok(r) => r,
         Err(e) => {
             app.svc.rejected(Reject::Invalid);
@@ -246,11 +268,8 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
             return error(StatusCode::BAD_REQUEST, e.message, &e.field);
         }
     };
-    if app.creds.xfcc_required() {
-        let ns = headers
-            .get("x-forwarded-client-cert")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::credentials::xfcc_namespace);
+    let sidecar = report.sidecar.as_str();
+    if let Some(ns) = xfcc {
         let Some(ns) = ns else {
             app.svc.rejected(Reject::Forbidden);
             return error(
@@ -259,25 +278,22 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
                 "x-forwarded-client-cert",
             );
         };
-        if !report.sidecar.ends_with(&format!(".{ns}")) {
+        if !sidecar.ends_with(&format!(".{ns}")) {
             app.svc.rejected(Reject::Forbidden);
             return error(
                 StatusCode::FORBIDDEN,
-                format!(
-                    "sidecar {:?} is not in the caller's mTLS namespace {ns:?}",
-                    report.sidecar
-                ),
+                format!("sidecar {sidecar:?} is not in the caller's mTLS namespace {ns:?}"),
                 "sidecar",
             );
         }
     }
-    if !cred.may_report_as(&report.sidecar) {
+    if !cred.may_report_as(sidecar) {
         app.svc.rejected(Reject::Forbidden);
         return error(
             StatusCode::FORBIDDEN,
             format!(
-                "credential {:?} may not report as sidecar {:?}",
-                cred.name, report.sidecar
+                "credential {:?} may not report as sidecar {sidecar:?}",
+                cred.name
             ),
             "sidecar",
         );
@@ -289,14 +305,14 @@ async fn post_report(State(app): State<App>, headers: HeaderMap, body: Body) -> 
             if REJECT_LOG.allow() {
                 log::warn(
                     "report out of order",
-                    json!({"sidecar": report.sidecar, "seq": report.seq, "last_seq": last}),
+                    json!({"sidecar": sidecar, "seq": report.seq, "last_seq": last}),
                 );
             }
             error(
                 StatusCode::CONFLICT,
                 format!(
-                    "seq {} is not above the last accepted seq {last} of sidecar {:?}",
-                    report.seq, report.sidecar
+                    "seq {} is not above the last accepted seq {last} of sidecar {sidecar:?}",
+                    report.seq
                 ),
                 "seq",
             )
@@ -644,13 +660,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/pii/findings"),
 ];
 
-/// The router.
-pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
+/// The router (and its ingest threads, which stop when it is dropped).
+pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> std::io::Result<Router> {
     let app = App {
         svc: svc.clone(),
         creds,
+        ingest: Arc::new(IngestPool::per_core()?),
     };
-    Router::new()
+    Ok(Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/routing", get(routing))
@@ -665,7 +682,7 @@ pub fn router(svc: Arc<Service>, creds: Arc<CredentialStore>) -> Router {
         .merge(crate::hooks::router(svc.clone()))
         .merge(crate::traffic_http::router(svc.clone()))
         .merge(crate::dashboard::router(svc))
-        .layer(axum::middleware::from_fn(crate::edge::json_errors))
+        .layer(axum::middleware::from_fn(crate::edge::json_errors)))
 }
 
 /// Run the analysis ticker until `shutdown` resolves.
@@ -741,5 +758,5 @@ pub async fn serve(
     limits: crate::edge::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    crate::edge::serve(listener, router(svc, creds), limits, shutdown).await
+    crate::edge::serve(listener, router(svc, creds)?, limits, shutdown).await
 }

@@ -15,7 +15,8 @@
 //! I/O glue — [`store`] (SQLite, migrations, the data-dir lock), [`verify`]
 //! (start-up checks), [`audit_page`] (bounded, incrementally verified
 //! audit pages), [`retention`] (export + prune), [`service`] (locks,
-//! ticks, persist before serve), [`http`] (axum handlers), [`edge`]
+//! ticks, persist before serve), [`http`] (axum handlers), [`ingest_pool`]
+//! (big reports parsed and merged at low CPU priority), [`edge`]
 //! (connections, timeouts, shutdown, JSON for hyper's errors), [`egress`]
 //! (webhook allowlist, redaction), [`webhook`] and [`client`] (hyper +
 //! rustls), [`cli`] and [`bench`]; [`text`] has panic-free string helpers;
@@ -41,6 +42,7 @@ pub mod graph;
 pub mod graph_svg;
 pub mod hooks;
 pub mod http;
+pub mod ingest_pool;
 pub mod inspect;
 pub mod log;
 pub mod machine;

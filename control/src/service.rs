@@ -26,7 +26,7 @@ use crate::metrics::{Metrics, Reject};
 use crate::plausibility::{self, Contribution, Limits};
 use crate::prometheus::PromSeries;
 use crate::render;
-use crate::report::Report;
+use crate::report::{Report, WireText};
 use crate::spec::{istio_subset_host, CanarySpec, Mode, Selector, Side};
 use crate::store::{AuditEntry, Batch, CanaryRecord, DecisionRow, SidecarRow, Store, StoreError};
 use crate::webhook::{self, Webhooks};
@@ -93,19 +93,26 @@ impl Live {
     }
 }
 
-/// Series → canaries lookup, rebuilt when canaries change.
+/// Series → canaries lookup, rebuilt whenever a canary is added (under the
+/// state lock, so it always matches `Inner::canaries`). A canary is named by
+/// its slot: its position in `Inner::canaries` (name order), so the ingest
+/// path reaches it without a name lookup per series. Keys hashed with
+/// foldhash (they are the declared canaries' routes and clusters).
 #[derive(Default)]
 struct Index {
-    /// route → cluster → (canary, side).
-    route: HashMap<String, HashMap<String, Vec<(String, Side)>>>,
-    /// service host → subset → (canary, side).
-    service: HashMap<String, HashMap<String, Vec<(String, Side)>>>,
+    /// route → cluster → (canary slot, side).
+    route: FastMap<String, FastMap<String, Vec<(usize, Side)>>>,
+    /// service host → subset → (canary slot, side).
+    service: FastMap<String, FastMap<String, Vec<(usize, Side)>>>,
 }
 
+type FastMap<K, V> = hashbrown::HashMap<K, V>;
+
 impl Index {
+    /// From the canaries' specs in `Inner::canaries` order.
     fn build<'a>(specs: impl Iterator<Item = &'a CanarySpec>) -> Index {
         let mut idx = Index::default();
-        for spec in specs {
+        for (slot, spec) in specs.enumerate() {
             let (map, key, stable, canary) = match spec.selector() {
                 Selector::Route {
                     route,
@@ -122,11 +129,11 @@ impl Index {
             inner
                 .entry(stable.to_string())
                 .or_default()
-                .push((spec.name.clone(), Side::Stable));
+                .push((slot, Side::Stable));
             inner
                 .entry(canary.to_string())
                 .or_default()
-                .push((spec.name.clone(), Side::Canary));
+                .push((slot, Side::Canary));
         }
         idx
     }
@@ -135,7 +142,7 @@ impl Index {
         &'a self,
         route: &str,
         cluster: &str,
-    ) -> impl Iterator<Item = &'a (String, Side)> + 'a {
+    ) -> impl Iterator<Item = &'a (usize, Side)> + 'a {
         let by_route = self.route.get(route).and_then(|m| m.get(cluster));
         let by_service = if self.service.is_empty() {
             None
@@ -519,10 +526,15 @@ impl Service {
     /// the lease moved to another worker), so no `seq` value — 2^64 − 1
     /// included — can lock a sidecar out; within an incarnation `seq` must
     /// increase.
-    pub fn ingest_at(&self, report: &Report, now_ms: u64) -> Result<usize, IngestError> {
+    pub fn ingest_at<S: WireText>(
+        &self,
+        report: &Report<S>,
+        now_ms: u64,
+    ) -> Result<usize, IngestError> {
+        let sidecar = report.sidecar.as_str();
         let mut inner = lock(&self.inner);
         let inner = &mut *inner;
-        match inner.sidecars.get(&report.sidecar) {
+        match inner.sidecars.get(sidecar) {
             Some(last) if last.incarnation == report.incarnation => {
                 // Senders without incarnations (0) restart from 0 or 1 with a newer clock.
                 let legacy_restart = report.incarnation == 0
@@ -541,46 +553,53 @@ impl Service {
             }
             None => {}
         }
-        inner.sidecars.insert(
-            report.sidecar.clone(),
-            SidecarSeq {
-                incarnation: report.incarnation,
-                seq: report.seq,
-                sent_at_ms: report.sent_at_ms,
-                seen_ms: now_ms,
-            },
-        );
-        if !inner.dirty_sidecars.contains(&report.sidecar) {
-            inner.dirty_sidecars.insert(report.sidecar.clone());
+        let seq = SidecarSeq {
+            incarnation: report.incarnation,
+            seq: report.seq,
+            sent_at_ms: report.sent_at_ms,
+            seen_ms: now_ms,
+        };
+        match inner.sidecars.get_mut(sidecar) {
+            Some(last) => *last = seq,
+            None => {
+                inner.sidecars.insert(sidecar.to_string(), seq);
+            }
+        }
+        if !inner.dirty_sidecars.contains(sidecar) {
+            inner.dirty_sidecars.insert(sidecar.to_string());
         }
         let mut matched = 0u64;
-        // canary → [stable requests, canary requests] seen in this report
-        // (a map: a report may carry hundreds of canaries).
-        let mut touched: HashMap<&str, [u64; 2]> = HashMap::new();
+        // The canaries by slot (the index's numbering), and per slot the
+        // [stable, canary] requests this report carries: one pass over the
+        // canaries instead of a name lookup per series.
+        let mut lives: Vec<&mut Live> = inner.canaries.values_mut().collect();
+        let mut touched: Vec<Option<[u64; 2]>> = Vec::new();
+        if !report.series.is_empty() {
+            touched.resize(lives.len(), None);
+        }
         for s in &report.series {
-            for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
-                let Some(live) = inner.canaries.get_mut(name) else {
+            for &(slot, side) in inner.index.lookup(s.route.as_str(), s.cluster.as_str()) {
+                let (Some(live), Some(seen)) = (lives.get_mut(slot), touched.get_mut(slot)) else {
                     continue;
                 };
-                let i = usize::from(*side == Side::Canary);
-                let delta = s.delta();
-                let contribution = match live.contrib.get_mut(&report.sidecar) {
+                let i = usize::from(side == Side::Canary);
+                let contribution = match live.contrib.get_mut(sidecar) {
                     Some(c) => c,
-                    None => live.contrib.entry(report.sidecar.clone()).or_default(),
+                    None => live.contrib.entry(sidecar.to_string()).or_default(),
                 };
                 if let Some((d, stream)) = contribution.get_mut(i) {
-                    d.add(&delta);
-                    stream.add(&s.stream());
+                    d.add_parts(&s.counters(), &s.latency);
+                    stream.add_series(s);
                 }
                 matched += 1;
-                let seen = touched.entry(name.as_str()).or_default();
+                let seen = seen.get_or_insert([0, 0]);
                 if let Some(x) = seen.get_mut(i) {
                     *x = x.saturating_add(s.requests);
                 }
             }
         }
-        for name in touched.keys() {
-            if let Some(live) = inner.canaries.get_mut(*name) {
+        for (live, seen) in lives.iter_mut().zip(&touched) {
+            if seen.is_some() {
                 live.tick.reports += 1;
             }
         }
@@ -588,34 +607,36 @@ impl Service {
             if c.state() != State::Critical {
                 continue;
             }
-            let Some(live) = inner.canaries.get_mut(&c.name) else {
+            // `lives` is in name order (the map's keys are the spec names).
+            let name = c.name.as_str();
+            let Ok(slot) = lives.binary_search_by(|l| l.spec.name.as_str().cmp(name)) else {
                 continue;
             };
             // A claim counts only with the counts behind it: this report
             // must carry traffic of both versions of that canary.
             let supported = touched
-                .get(c.name.as_str())
+                .get(slot)
+                .and_then(|seen| seen.as_ref())
                 .is_some_and(|seen| seen.iter().all(|x| *x > 0));
+            let Some(live) = lives.get_mut(slot) else {
+                continue;
+            };
             if !supported {
                 Metrics::add(&self.metrics.unsupported_critical, 1);
                 continue;
             }
             if live.tick.critical.is_none() {
                 live.tick.critical = Some(SidecarCritical {
-                    sidecar: report.sidecar.clone(),
+                    sidecar: sidecar.to_string(),
                     score: c.score,
-                    reason: c.reason.clone(),
+                    reason: c.reason.as_str().to_string(),
                 });
             }
         }
+        drop(lives);
         self.pii.ingest(&report.pii);
         if !report.edges.is_empty() || report.edges_overflow > 0 {
-            lock(&self.graph).ingest(
-                &report.sidecar,
-                &report.edges,
-                report.edges_overflow,
-                now_ms,
-            );
+            lock(&self.graph).ingest(sidecar, &report.edges, report.edges_overflow, now_ms);
         }
         Metrics::add(&self.metrics.reports_accepted, 1);
         Metrics::add(&self.metrics.series_updates, report.series.len() as u64);
@@ -624,7 +645,7 @@ impl Service {
     }
 
     /// [`Service::ingest_at`] now.
-    pub fn ingest(&self, report: &Report) -> Result<usize, IngestError> {
+    pub fn ingest<S: WireText>(&self, report: &Report<S>) -> Result<usize, IngestError> {
         self.ingest_at(report, log::now_ms())
     }
 
@@ -635,13 +656,14 @@ impl Service {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         let mut matched = 0usize;
-        let mut touched: Vec<&str> = Vec::new();
+        let mut lives: Vec<&mut Live> = inner.canaries.values_mut().collect();
+        let mut touched: Vec<usize> = Vec::new();
         for s in series {
-            for (name, side) in inner.index.lookup(&s.route, &s.cluster) {
-                if let Some(live) = inner.canaries.get_mut(name) {
-                    live.tick.add(*side, &s.delta);
+            for &(slot, side) in inner.index.lookup(&s.route, &s.cluster) {
+                if let Some(live) = lives.get_mut(slot) {
+                    live.tick.add(side, &s.delta);
                     live.tick.prometheus = true;
-                    if *side == Side::Canary {
+                    if side == Side::Canary {
                         if let Some(p99) = s.p99_ms.filter(|v| v.is_finite() && *v >= 0.0) {
                             let us = (p99 * 1000.0).min(u64::MAX as f64) as u64;
                             live.tick.canary_p99_gauge_us =
@@ -649,14 +671,14 @@ impl Service {
                         }
                     }
                     matched += 1;
-                    if !touched.contains(&name.as_str()) {
-                        touched.push(name);
+                    if !touched.contains(&slot) {
+                        touched.push(slot);
                     }
                 }
             }
         }
-        for name in touched {
-            if let Some(live) = inner.canaries.get_mut(name) {
+        for slot in touched {
+            if let Some(live) = lives.get_mut(slot) {
                 live.tick.reports += 1;
             }
         }

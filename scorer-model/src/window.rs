@@ -98,44 +98,76 @@ impl TickDelta {
 
     /// Add another delta into this one (sparse merge, stays sorted).
     pub fn add(&mut self, other: &TickDelta) {
-        self.counters.add(&other.counters);
-        if other.latency.is_empty() {
-            return;
-        }
-        let mut merged = Vec::with_capacity(self.latency.len() + other.latency.len());
-        let (mut a, mut b) = (
-            self.latency.iter().peekable(),
-            other.latency.iter().peekable(),
-        );
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(&&(ia, na)), Some(&&(ib, nb))) => {
-                    if ia == ib {
-                        merged.push((ia, na.saturating_add(nb)));
-                        a.next();
-                        b.next();
-                    } else if ia < ib {
-                        merged.push((ia, na));
-                        a.next();
-                    } else {
-                        merged.push((ib, nb));
-                        b.next();
-                    }
-                }
-                (Some(&&x), None) => {
-                    merged.push(x);
-                    a.next();
-                }
-                (None, Some(&&x)) => {
-                    merged.push(x);
-                    b.next();
-                }
-                (None, None) => break,
-            }
-        }
-        self.latency = merged;
+        self.add_parts(&other.counters, &other.latency);
     }
 
+    /// Add counters and a sparse histogram (increasing buckets) into this
+    /// delta without building a `TickDelta` for them. In place, without
+    /// allocating, when every bucket of `latency` is already present (the
+    /// steady state of a series merged tick after tick).
+    pub fn add_parts(&mut self, counters: &Counters, latency: &[(u16, u32)]) {
+        self.counters.add(counters);
+        add_sparse(&mut self.latency, latency);
+    }
+}
+
+/// Merge the sparse histogram `other` into `into` (both with increasing
+/// buckets; counts saturate). In place when `into` already has every bucket
+/// of `other`; otherwise one new vector.
+pub fn add_sparse(into: &mut SparseHistogram, other: &[(u16, u32)]) {
+    if other.is_empty() {
+        return;
+    }
+    if into.is_empty() {
+        into.extend_from_slice(other);
+        return;
+    }
+    let mut slots = into.iter().peekable();
+    let in_place = other.iter().all(|&(bucket, _)| {
+        while slots.next_if(|(b, _)| *b < bucket).is_some() {}
+        slots.next_if(|(b, _)| *b == bucket).is_some()
+    });
+    if in_place {
+        let mut slots = into.iter_mut();
+        for &(bucket, n) in other {
+            if let Some(slot) = slots.find(|(b, _)| *b == bucket) {
+                slot.1 = slot.1.saturating_add(n);
+            }
+        }
+        return;
+    }
+    let mut merged = Vec::with_capacity(into.len() + other.len());
+    let (mut a, mut b) = (into.iter().peekable(), other.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(&&(ia, na)), Some(&&(ib, nb))) => {
+                if ia == ib {
+                    merged.push((ia, na.saturating_add(nb)));
+                    a.next();
+                    b.next();
+                } else if ia < ib {
+                    merged.push((ia, na));
+                    a.next();
+                } else {
+                    merged.push((ib, nb));
+                    b.next();
+                }
+            }
+            (Some(&&x), None) => {
+                merged.push(x);
+                a.next();
+            }
+            (None, Some(&&x)) => {
+                merged.push(x);
+                b.next();
+            }
+            (None, None) => break,
+        }
+    }
+    *into = merged;
+}
+
+impl TickDelta {
     /// Build from counters and a recording histogram.
     pub fn from_parts(counters: Counters, latency: &LatencyHistogram) -> Self {
         TickDelta {
@@ -170,5 +202,30 @@ mod tests {
         assert_eq!(a.counters.requests, 5);
         assert_eq!(a.counters.errors, 1);
         assert_eq!(a.latency, vec![(1, 1), (3, 1), (10, 3)]);
+    }
+
+    #[test]
+    fn sparse_add_in_place_equals_the_merge() {
+        // Every bucket present: updated in place, the buffer kept.
+        let mut h = vec![(1, 1), (3, 1), (10, 3)];
+        let before = h.as_ptr();
+        add_sparse(&mut h, &[(3, 2), (10, u32::MAX)]);
+        assert_eq!(h, vec![(1, 1), (3, 3), (10, u32::MAX)]);
+        assert_eq!(h.as_ptr(), before);
+        // A bucket missing (in the middle, at either end): merged.
+        for (other, want) in [
+            (vec![(2, 1)], vec![(1, 1), (2, 1), (3, 3)]),
+            (vec![(0, 1), (3, 1)], vec![(0, 1), (1, 1), (3, 4)]),
+            (vec![(1, 1), (9, 1)], vec![(1, 2), (3, 3), (9, 1)]),
+        ] {
+            let mut h = vec![(1, 1), (3, 3)];
+            add_sparse(&mut h, &other);
+            assert_eq!(h, want, "{other:?}");
+        }
+        let mut h = Vec::new();
+        add_sparse(&mut h, &[(4, 2)]);
+        assert_eq!(h, vec![(4, 2)]);
+        add_sparse(&mut h, &[]);
+        assert_eq!(h, vec![(4, 2)]);
     }
 }

@@ -17,3 +17,4 @@ pub mod edges;
 pub mod pii;
 pub mod report;
 pub mod routing;
+pub mod text;

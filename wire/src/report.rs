@@ -13,7 +13,6 @@
 //! {"version":1,"sidecar":"checkout-7d9f.shop","incarnation":81985529216486895,
 //!  "seq":42,"sent_at_ms":1700000000000,"tick_ms":1000,"chunk":0,"chunks":1,
 //!  "series":[{"route":"checkout","cluster":"canary","requests":20,"errors":1,
-//!    "status_4xx":0,"resets":0,"overflows":0,"timeouts":0,"retries":0,
 //!    "latency_sum_us":123456,"latency":[[10,5],[40,15]],
 //!    "ttft":[[300,4],[420,16]],"stream_chunks":180,"gap_sum_us":1600000,"gaps":160,
 //!    "state":"ok","score":12}],
@@ -38,13 +37,15 @@
 //!   type and action — numbers only ([`crate::pii`]).
 //! - Unknown fields are ignored; missing optional fields take their
 //!   defaults (0, empty, `insufficient_data`), so fields can be added
-//!   without a version bump.
+//!   without a version bump. Senders omit zero counters and an empty
+//!   `latency` (most of a healthy series' fields): a report is about half
+//!   the bytes and tokens to read, which is most of the receiver's cost.
 
+pub use crate::text::{Text, WireText};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use vigil_scorer::histogram::BUCKETS;
 use vigil_scorer::verdict::State;
-use vigil_scorer::window::{Counters, TickDelta};
+use vigil_scorer::window::{add_sparse, Counters, TickDelta};
 
 /// Wire version of the report.
 pub const REPORT_VERSION: u64 = 1;
@@ -69,8 +70,20 @@ fn one() -> u32 {
     1
 }
 
-fn insufficient() -> String {
-    State::InsufficientData.as_str().to_string()
+fn insufficient<S: From<&'static str>>() -> S {
+    S::from(State::InsufficientData.as_str())
+}
+
+fn empty<S: From<&'static str>>() -> S {
+    S::from("")
+}
+
+fn is_empty_text<S: AsRef<str>>(s: &S) -> bool {
+    s.as_ref().is_empty()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -78,51 +91,55 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// One series of a report: one tick's counters and latency histogram.
+///
+/// `S` is the text type: `String` for a sent series, [`Text`] for one
+/// parsed by [`parse_borrowed`] (see [`crate::text`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Series {
+#[serde(bound(deserialize = "S: Deserialize<'de> + From<&'static str>"))]
+pub struct Series<S = String> {
     /// Route name.
-    pub route: String,
+    pub route: S,
     /// Upstream cluster name.
-    pub cluster: String,
+    pub cluster: S,
     /// Requests completed this tick, except those whose client left
     /// (`client_gone`, counted apart: never judged).
     pub requests: u64,
     /// 5xx and no-response.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub errors: u64,
     /// 4xx.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub status_4xx: u64,
     /// Upstream resets / connection failures.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub resets: u64,
     /// Upstream overflows.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub overflows: u64,
     /// Upstream timeouts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub timeouts: u64,
     /// Extra upstream attempts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u64,
     /// Sum of latencies, µs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub latency_sum_us: u64,
     /// Outcome class: server errors (5xx, gRPC server-fault codes).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub server_errors: u64,
     /// Outcome class: throttled (429, gRPC RESOURCE_EXHAUSTED, UO).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub throttled: u64,
     /// Outcome class: the client went away (never an upstream error; not
     /// part of `requests`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub client_gone: u64,
     /// Outcome class: a gRPC status the filter does not know.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub grpc_unknown: u64,
     /// Sparse latency histogram `[[bucket, count], …]`, buckets increasing.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<(u16, u32)>,
     /// Sparse histogram of times to first response byte (TTFT of a streamed
     /// answer), same buckets and rules as `latency`; omitted when empty.
@@ -142,7 +159,7 @@ pub struct Series {
     pub gaps: u64,
     /// The sender's verdict on the series.
     #[serde(default = "insufficient")]
-    pub state: String,
+    pub state: S,
     /// Its score, 0–1000.
     #[serde(default)]
     pub score: u16,
@@ -191,7 +208,9 @@ impl Series {
         self.gaps = stream.gaps;
         self
     }
+}
 
+impl<S: WireText> Series<S> {
     /// The TTFT histogram and stream shape it carries.
     pub fn stream(&self) -> Stream {
         Stream {
@@ -205,20 +224,7 @@ impl Series {
     /// The tick delta it carries.
     pub fn delta(&self) -> TickDelta {
         TickDelta {
-            counters: Counters {
-                requests: self.requests,
-                errors: self.errors,
-                status_4xx: self.status_4xx,
-                resets: self.resets,
-                overflows: self.overflows,
-                timeouts: self.timeouts,
-                retries: self.retries,
-                latency_sum_us: self.latency_sum_us,
-                server_errors: self.server_errors,
-                throttled: self.throttled,
-                client_gone: self.client_gone,
-                grpc_unknown: self.grpc_unknown,
-            },
+            counters: self.counters(),
             latency: self.latency.clone(),
         }
     }
@@ -226,7 +232,25 @@ impl Series {
     /// The sender's verdict state (`insufficient_data` if unknown; a
     /// validated report has only known states).
     pub fn state(&self) -> State {
-        parse_state(&self.state).unwrap_or(State::InsufficientData)
+        parse_state(self.state.as_str()).unwrap_or(State::InsufficientData)
+    }
+
+    /// Its counters (no allocation, unlike [`Series::delta`]).
+    pub fn counters(&self) -> Counters {
+        Counters {
+            requests: self.requests,
+            errors: self.errors,
+            status_4xx: self.status_4xx,
+            resets: self.resets,
+            overflows: self.overflows,
+            timeouts: self.timeouts,
+            retries: self.retries,
+            latency_sum_us: self.latency_sum_us,
+            server_errors: self.server_errors,
+            throttled: self.throttled,
+            client_gone: self.client_gone,
+            grpc_unknown: self.grpc_unknown,
+        }
     }
 }
 
@@ -247,46 +271,50 @@ pub struct Stream {
 impl Stream {
     /// Add another tick's (or sidecar's) stream (sparse merge, stays sorted).
     pub fn add(&mut self, other: &Stream) {
-        let mut a = TickDelta {
-            latency: std::mem::take(&mut self.ttft),
-            ..TickDelta::default()
-        };
-        a.add(&TickDelta {
-            latency: other.ttft.clone(),
-            ..TickDelta::default()
-        });
-        self.ttft = a.latency;
-        self.chunks = self.chunks.saturating_add(other.chunks);
-        self.gap_sum_us = self.gap_sum_us.saturating_add(other.gap_sum_us);
-        self.gaps = self.gaps.saturating_add(other.gaps);
+        self.add_parts(&other.ttft, other.chunks, other.gap_sum_us, other.gaps);
+    }
+
+    /// Add a series' stream fields (no copy of its TTFT histogram).
+    pub fn add_series<S: WireText>(&mut self, s: &Series<S>) {
+        self.add_parts(&s.ttft, s.stream_chunks, s.gap_sum_us, s.gaps);
+    }
+
+    fn add_parts(&mut self, ttft: &[(u16, u32)], chunks: u64, gap_sum_us: u64, gaps: u64) {
+        add_sparse(&mut self.ttft, ttft);
+        self.chunks = self.chunks.saturating_add(chunks);
+        self.gap_sum_us = self.gap_sum_us.saturating_add(gap_sum_us);
+        self.gaps = self.gaps.saturating_add(gaps);
     }
 }
 
-/// One canary verdict of a report.
+/// One canary verdict of a report (`S`: the text type, as for [`Series`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Canary {
+#[serde(bound(deserialize = "S: Deserialize<'de> + From<&'static str>"))]
+#[serde(bound(serialize = "S: Serialize + AsRef<str>"))]
+pub struct Canary<S = String> {
     /// Canary name (the filter's configuration name).
-    pub name: String,
+    pub name: S,
     /// Route it was judged on.
-    #[serde(default)]
-    pub route: String,
+    #[serde(default = "empty")]
+    pub route: S,
     /// The sender's canary-vs-stable verdict.
-    pub state: String,
+    pub state: S,
     /// Its score, 0–1000.
     #[serde(default)]
     pub score: u16,
-    /// The sender's explanation.
-    #[serde(default)]
-    pub reason: String,
-    /// Whether that sidecar is steering the route to stable.
-    #[serde(default)]
+    /// The sender's explanation (omitted when empty).
+    #[serde(default = "empty", skip_serializing_if = "is_empty_text")]
+    pub reason: S,
+    /// Whether that sidecar is steering the route to stable (omitted when
+    /// not).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub steering: bool,
 }
 
-impl Canary {
+impl<S: WireText> Canary<S> {
     /// The verdict state (`insufficient_data` if unknown).
     pub fn state(&self) -> State {
-        parse_state(&self.state).unwrap_or(State::InsufficientData)
+        parse_state(self.state.as_str()).unwrap_or(State::InsufficientData)
     }
 }
 
@@ -305,13 +333,17 @@ pub struct Totals {
     pub errors: u64,
 }
 
-/// A report (one chunk of one tick).
+/// A report (one chunk of one tick). `S` is the text type of the sidecar,
+/// series and canary names: `String` for a sent report, [`Text`] for one
+/// parsed by [`parse_borrowed`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
+#[serde(bound(deserialize = "S: Deserialize<'de> + From<&'static str>"))]
+#[serde(bound(serialize = "S: Serialize + AsRef<str>"))]
+pub struct Report<S = String> {
     /// Wire version ([`REPORT_VERSION`]).
     pub version: u64,
     /// Sidecar identity (stable per pod).
-    pub sidecar: String,
+    pub sidecar: S,
     /// Sequence incarnation: changes whenever `seq` restarts.
     #[serde(default)]
     pub incarnation: u64,
@@ -328,11 +360,11 @@ pub struct Report {
     #[serde(default = "one")]
     pub chunks: u32,
     /// Series (the managed canaries' series).
-    #[serde(default)]
-    pub series: Vec<Series>,
+    #[serde(default = "Vec::new")]
+    pub series: Vec<Series<S>>,
     /// Canary verdicts (chunk 0).
-    #[serde(default)]
-    pub canaries: Vec<Canary>,
+    #[serde(default = "Vec::new")]
+    pub canaries: Vec<Canary<S>>,
     /// Totals over all series (chunk 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals: Option<Totals>,
@@ -349,6 +381,13 @@ pub struct Report {
     /// PII guard counts per route (chunk 0; counts only, see [`crate::pii`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pii: Vec<crate::pii::PiiRoute>,
+}
+
+impl<S: WireText + Serialize> Report<S> {
+    /// JSON bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
 impl Report {
@@ -371,11 +410,6 @@ impl Report {
             edges_overflow: 0,
             pii: Vec::new(),
         }
-    }
-
-    /// JSON bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Split into chunks that each fit [`CHUNK_TARGET_BYTES`] and
@@ -516,6 +550,20 @@ fn version_error(found: Option<u64>) -> ReportError {
 
 /// Parse and validate a report body. Pure.
 pub fn parse(body: &[u8]) -> Result<Report, ReportError> {
+    parse_as(body)
+}
+
+/// Parse and validate a report body into a report whose names borrow from
+/// `body` ([`Text`]): the same document, bounds and refusals as [`parse`],
+/// without an allocation per name (the control service's ingest path).
+pub fn parse_borrowed(body: &[u8]) -> Result<Report<Text<'_>>, ReportError> {
+    parse_as(body)
+}
+
+fn parse_as<'a, S>(body: &'a [u8]) -> Result<Report<S>, ReportError>
+where
+    S: WireText + Deserialize<'a>,
+{
     if body.len() > MAX_REPORT_BYTES {
         return Err(ReportError::new(
             "body",
@@ -526,7 +574,12 @@ pub fn parse(body: &[u8]) -> Result<Report, ReportError> {
     // version still gets a version error rather than a confusing shape
     // error: the version alone is looked at when the document does not
     // parse as this version, or parses with another version number.
-    let report = match serde_json::from_slice::<Report>(body) {
+    // UTF-8 checked once for the whole body (JSON is UTF-8), not once per
+    // string as a byte-slice parse does: tens of thousands of short names
+    // and keys per report.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ReportError::new("body", format!("not UTF-8 JSON: {e}")))?;
+    let report = match serde_json::from_str::<Report<S>>(text) {
         Ok(r) if r.version == REPORT_VERSION => r,
         Ok(r) => return Err(version_error(Some(r.version))),
         Err(e) => {
@@ -552,8 +605,8 @@ pub fn parse(body: &[u8]) -> Result<Report, ReportError> {
 }
 
 /// Validate a report's bounds and consistency (every field named).
-pub fn validate(r: &Report) -> Result<(), ReportError> {
-    check_name(|| "sidecar".to_string(), &r.sidecar, false)?;
+pub fn validate<S: WireText>(r: &Report<S>) -> Result<(), ReportError> {
+    check_name(|| "sidecar".to_string(), r.sidecar.as_str(), false)?;
     if !TICK_MS_RANGE.contains(&r.tick_ms) {
         return Err(ReportError::new(
             "tick_ms",
@@ -587,7 +640,8 @@ pub fn validate(r: &Report) -> Result<(), ReportError> {
             ),
         ));
     }
-    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(r.series.len());
+    let mut seen: hashbrown::HashSet<(&str, &str)> =
+        hashbrown::HashSet::with_capacity(r.series.len());
     for (i, s) in r.series.iter().enumerate() {
         validate_series(i, s)?;
         if !seen.insert((s.route.as_str(), s.cluster.as_str())) {
@@ -595,25 +649,26 @@ pub fn validate(r: &Report) -> Result<(), ReportError> {
                 format!("series[{i}]"),
                 format!(
                     "duplicate series route {:?} cluster {:?}",
-                    s.route, s.cluster
+                    s.route.as_str(),
+                    s.cluster.as_str()
                 ),
             ));
         }
     }
     for (i, c) in r.canaries.iter().enumerate() {
         let f = |name: &str| format!("canaries[{i}].{name}");
-        check_name(|| f("name"), &c.name, false)?;
-        check_name(|| f("route"), &c.route, true)?;
-        if c.reason.len() > MAX_REASON_BYTES {
+        check_name(|| f("name"), c.name.as_str(), false)?;
+        check_name(|| f("route"), c.route.as_str(), true)?;
+        if c.reason.as_str().len() > MAX_REASON_BYTES {
             return Err(ReportError::new(
                 f("reason"),
                 format!("longer than {MAX_REASON_BYTES} bytes"),
             ));
         }
-        if parse_state(&c.state).is_none() {
+        if parse_state(c.state.as_str()).is_none() {
             return Err(ReportError::new(
                 f("state"),
-                format!("unknown state {:?}", c.state),
+                format!("unknown state {:?}", c.state.as_str()),
             ));
         }
         score_ok(|| f("score"), c.score)?;
@@ -655,14 +710,14 @@ fn score_ok(field: impl FnOnce() -> String, score: u16) -> Result<(), ReportErro
     }
 }
 
-fn validate_series(i: usize, s: &Series) -> Result<(), ReportError> {
+fn validate_series<S: WireText>(i: usize, s: &Series<S>) -> Result<(), ReportError> {
     let f = |name: &str| format!("series[{i}].{name}");
-    check_name(|| f("route"), &s.route, true)?;
-    check_name(|| f("cluster"), &s.cluster, true)?;
-    if parse_state(&s.state).is_none() {
+    check_name(|| f("route"), s.route.as_str(), true)?;
+    check_name(|| f("cluster"), s.cluster.as_str(), true)?;
+    if parse_state(s.state.as_str()).is_none() {
         return Err(ReportError::new(
             f("state"),
-            format!("unknown state {:?}", s.state),
+            format!("unknown state {:?}", s.state.as_str()),
         ));
     }
     score_ok(|| f("score"), s.score)?;
@@ -748,7 +803,26 @@ mod tests {
     }
 
     fn err_field(v: serde_json::Value) -> String {
-        parse(v.to_string().as_bytes()).unwrap_err().field
+        let body = v.to_string();
+        let owned = parse(body.as_bytes()).unwrap_err();
+        // The borrowed parse refuses the same way.
+        assert_eq!(parse_borrowed(body.as_bytes()).unwrap_err(), owned);
+        owned.field
+    }
+
+    #[test]
+    fn the_borrowed_parse_reads_the_same_report_without_copying_names() {
+        let mut v = good();
+        v["series"][0]["cluster"] = json!("can\"ary");
+        let body = v.to_string();
+        let owned = parse(body.as_bytes()).unwrap();
+        let borrowed = parse_borrowed(body.as_bytes()).unwrap();
+        let s = &borrowed.series[0];
+        assert!(matches!(s.route.0, std::borrow::Cow::Borrowed("checkout")));
+        assert_eq!(s.cluster.as_str(), "can\"ary");
+        assert_eq!(borrowed.encode(), owned.encode());
+        assert_eq!(s.delta(), owned.series[0].delta());
+        assert_eq!(borrowed.canaries[0].state(), State::Critical);
     }
 
     #[test]
@@ -760,6 +834,13 @@ mod tests {
         assert_eq!(r.canaries[0].state(), State::Critical);
         assert_eq!((r.incarnation, r.chunk, r.chunks), (0, 0, 1));
         assert_eq!(parse(&r.encode()).unwrap(), r);
+        // Zero counters are omitted (read back as 0), the others are sent.
+        let text = String::from_utf8(r.encode()).unwrap();
+        assert!(text.contains(r#""errors":1"#), "{text}");
+        assert!(
+            !text.contains("resets") && !text.contains("status_4xx"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -800,6 +881,7 @@ mod tests {
     fn refusals_name_the_field() {
         assert_eq!(parse(b"{not json").unwrap_err().field, "body");
         assert_eq!(parse(b"[1,2]").unwrap_err().field, "body");
+        assert_eq!(parse(b"{\"sidecar\":\"\xff\"}").unwrap_err().field, "body");
         let mut v = good();
         v["version"] = json!(2);
         assert_eq!(err_field(v), "version");
