@@ -34,8 +34,9 @@ use crate::stats::{self, Candidate};
 use crate::verdict::Signal;
 
 /// Version byte of [`SelfJudge::encode`].
-/// (2: the limit calibration, [`crate::calibrate`], follows the tracks.)
-pub const CHECKPOINT_VERSION: u8 = 2;
+/// (2: the limit calibration, [`crate::calibrate`], follows the tracks;
+/// 3: the calibration carries its interpolated multiplier.)
+pub const CHECKPOINT_VERSION: u8 = 3;
 
 /// One block's numbers, as the series computed them.
 #[derive(Debug, Clone, Copy, Default)]
