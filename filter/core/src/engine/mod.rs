@@ -163,6 +163,11 @@ struct Scoring {
     ttft: Vec<TtftWindow>,
     /// Host ids of each series' TTFT gauges, defined once it has TTFT data.
     ttft_gauge_ids: Vec<Option<[Option<u32>; 3]>>,
+    /// Series ids (canary and stable of each pair) whose traffic steering
+    /// moved at the last two passes: the deltas observed now were routed by
+    /// those tables (workers refresh their cached table a tick late), so
+    /// their request rate is not the series' own volume.
+    steering_moved: [Vec<u32>; 2],
 }
 
 /// The worker.

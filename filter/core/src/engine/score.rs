@@ -70,6 +70,9 @@ impl Worker {
             let unix_s = Some(now_ms as f64 / 1000.0);
             let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0;
             if let Some(state) = scoring.series.get_mut(id as usize) {
+                if scoring.steering_moved.iter().any(|ids| ids.contains(&id)) {
+                    state.mark_traffic_moved();
+                }
                 let shifts = state.level_shifts();
                 state.observe_timed(&delta, &model, tick_s, unix_s);
                 if state.level_shifts() > shifts {
@@ -133,6 +136,7 @@ impl Worker {
             scoring.pairs_for = n;
         }
         let mut steered = Vec::new();
+        let mut moved_now = Vec::new();
         let mut canary_verdicts: Vec<(usize, Vec<u8>, Verdict, bool)> = Vec::new();
         let weighted = self.weighted_routes(now_ms);
         for pair in &scoring.pairs {
@@ -214,6 +218,7 @@ impl Worker {
                 None => {}
             }
             if self.cfg.mode == Mode::Steer && controller.is_steering() {
+                moved_now.extend([pair.canary_id, pair.stable_id]);
                 steered.push(SteeredRoute {
                     route: pair.route.clone(),
                     reason: controller.reason(),
@@ -225,6 +230,13 @@ impl Worker {
                 verdict,
                 controller.is_steering(),
             ));
+        }
+
+        // The steered share is not the stable's own volume (nor the missing
+        // share the canary's): tell their self paths for the next two passes.
+        scoring.steering_moved.rotate_left(1);
+        if let Some(last) = scoring.steering_moved.last_mut() {
+            *last = moved_now;
         }
 
         // Log state changes worth a human's attention.
