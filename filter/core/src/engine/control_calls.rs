@@ -8,7 +8,7 @@ use crate::control::parse_routing;
 use crate::registry::split_name;
 use crate::shared::SharedStore;
 use crate::steering::match_series;
-use crate::verdicts::{WeightedRoute, VERDICTS_KEY};
+use crate::verdicts::WeightedRoute;
 use vigil_scorer::verdict::Verdict;
 use vigil_scorer::window::TickDelta;
 use vigil_wire::report::{
@@ -138,7 +138,7 @@ impl Worker {
         }
         let mut table = self.table.clone();
         table.weighted = self.weighted_routes(now_ms);
-        if store.set(VERDICTS_KEY, &table.encode(), None).is_ok() {
+        if self.publish(table, store) {
             self.refresh_verdicts(store);
         }
     }

@@ -32,7 +32,7 @@ use crate::control::{Routing, Split};
 use crate::local::LocalTable;
 use crate::metrics::MetricCache;
 use crate::registry::{
-    series_name, split_name, Capacity, Registry, OVERFLOW_CLUSTER, OVERFLOW_ROUTE,
+    series_name, split_name, Capacity, Registry, NAME_SEPARATOR, OVERFLOW_CLUSTER, OVERFLOW_ROUTE,
 };
 use crate::request::RequestRecord;
 use crate::steering::{match_series, SteerController};
@@ -180,6 +180,11 @@ pub struct Worker {
     registry: Registry,
     table: VerdictTable,
     table_cas: Option<u32>,
+    /// CAS token of the compact steering table last decoded.
+    steering_cas: Option<u32>,
+    /// As the lease holder: the steering table last written (rewritten
+    /// only when it changes).
+    published_steering: Option<Vec<u8>>,
     steered_routes: HashMap<Vec<u8>, Signal>,
     steered_counts: HashMap<Vec<u8>, [u64; 6]>,
     /// Per canary: steered (and why), from the verdict table's steered routes.
@@ -211,6 +216,8 @@ pub struct Worker {
     edges: Option<crate::edges::EdgeState>,
     /// Edges the scorer took this tick, for its report.
     report_edges: Option<vigil_traffic::aggregate::EdgeBatch>,
+    /// Scratch for the request path's series name (reused, not reallocated).
+    name_buf: Vec<u8>,
 }
 
 impl Worker {
@@ -226,6 +233,8 @@ impl Worker {
             registry: Registry::default(),
             table: VerdictTable::default(),
             table_cas: None,
+            steering_cas: None,
+            published_steering: None,
             steered_routes: HashMap::new(),
             steered_counts: HashMap::new(),
             steered_canaries: Vec::new(),
@@ -247,6 +256,7 @@ impl Worker {
             pii_for_report: Vec::new(),
             edges: None,
             report_edges: None,
+            name_buf: Vec::new(),
         }
         .with_edges(&crate::edges::NodeFacts::default())
     }
@@ -391,10 +401,16 @@ impl Worker {
     /// Record a finished request. Missing route or cluster (direct responses,
     /// no route) are recorded under `unknown` / `none`.
     pub fn record(&mut self, route: Option<&[u8]>, cluster: Option<&[u8]>, rec: &RequestRecord) {
-        let name = series_name(route.unwrap_or(b"unknown"), cluster.unwrap_or(b"none"));
+        // The series name is built in a buffer kept across requests: no
+        // allocation per request once it has grown to the longest name.
+        let name = &mut self.name_buf;
+        name.clear();
+        name.extend_from_slice(route.unwrap_or(b"unknown"));
+        name.push(NAME_SEPARATOR);
+        name.extend_from_slice(cluster.unwrap_or(b"none"));
         let canaries = &self.cfg.canaries;
         self.local
-            .record(&name, rec, |name| is_managed(canaries, name));
+            .record(name, rec, |name| is_managed(canaries, name));
     }
 
     /// Count one inspected request's PII guard findings for the control
@@ -422,7 +438,9 @@ impl Worker {
         self.scoring.is_some()
     }
 
-    /// The cached verdict table.
+    /// The full verdict table this worker holds: its own as the lease holder,
+    /// else the last one read (by a worker that sets the score header, or
+    /// that held the lease before).
     pub fn verdict_table(&self) -> &VerdictTable {
         &self.table
     }

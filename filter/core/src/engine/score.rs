@@ -13,7 +13,7 @@ use crate::metrics::{global, series_metric_name, Kind, MetricSink, SeriesMetric}
 use crate::registry::{delta_key, split_name};
 use crate::shared::SharedStore;
 use crate::steering::{match_series, Side, SteerController, Transition};
-use crate::verdicts::{PublishedVerdict, SteeredRoute, VerdictTable, VERDICTS_KEY};
+use crate::verdicts::{PublishedVerdict, SteeredRoute, VerdictTable};
 use hashbrown::HashMap;
 use vigil_scorer::sequential::CanaryMonitor;
 use vigil_scorer::series::SeriesState;
@@ -39,6 +39,10 @@ impl Worker {
                 "vigil: this worker now scores all series (lease acquired)",
             );
         }
+        if scoring.generation == 0 {
+            // A new holder starts from the verdicts the previous one published.
+            self.refresh_full_table(store);
+        }
         scoring.generation += 1;
         self.stats.scoring_passes += 1;
         let model = self.cfg.model.clone();
@@ -48,8 +52,12 @@ impl Worker {
         // Observe every series once this tick (empty delta when it had no traffic).
         let mut tick_deltas: Vec<(u32, TickDelta, Extras)> = Vec::new();
         let restored_before = self.stats.baselines_restored;
+        let own = self.own_slots(n);
         for id in 0..n as u32 {
-            let (delta, extras) = self.take_delta(store, &delta_key(id), &empty);
+            let (mut delta, mut extras) = self.take_delta(store, &delta_key(id), &empty);
+            if let Some(&Some(slot)) = own.get(id as usize) {
+                self.take_own_pending(slot, &mut delta, &mut extras);
+            }
             if scoring.series.len() <= id as usize {
                 let mut state = SeriesState::new(&model);
                 let mut last = State::InsufficientData;
@@ -279,10 +287,7 @@ impl Worker {
             steered,
             weighted,
         };
-        // Only the lease holder writes this key: an unconditional write.
-        if store.set(VERDICTS_KEY, &table.encode(), None).is_err() {
-            self.stats.cas_exhausted += 1;
-        }
+        self.publish(table, store);
 
         const GAUGES: [SeriesMetric; 5] = [
             SeriesMetric::Score,

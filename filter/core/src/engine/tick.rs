@@ -12,7 +12,7 @@ use crate::local::{Placement, Slot};
 use crate::metrics::{
     canary_unmatched_metric_name, series_metric_name, Kind, MetricSink, SeriesMetric,
 };
-use crate::registry::{delta_key, split_name, Registration};
+use crate::registry::{delta_key, split_name, Registration, OVERFLOW_ID};
 use crate::shared::{update, SetError, SharedStore, Update};
 use crate::steering::match_series;
 use vigil_scorer::window::TickDelta;
@@ -31,15 +31,20 @@ impl Worker {
     {
         self.registry.refresh(store);
         self.register_new_series(store);
-        self.merge_pending(store, sink);
+        // The lease is settled before merging: the holder keeps its own
+        // pending observations local and adds them straight into this
+        // tick's scoring (no encode into shared data and decode back).
+        let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
+        let holder =
+            !self.gives_lease_up(now_ms, store, log) && lease::acquire(store, self.me, now_ms, ttl);
+        self.merge_pending(store, sink, holder);
         let retries = self.pii.flush(store, self.cfg.cas_retries);
         self.stats.cas_retries += u64::from(retries);
         if let Some(e) = self.edges.as_mut() {
             e.flush(store, self.cfg.cas_retries, &mut self.metrics, sink);
         }
 
-        let ttl = self.cfg.tick_ms.saturating_mul(self.cfg.lease_ttl_ticks);
-        if !self.gives_lease_up(now_ms, store, log) && lease::acquire(store, self.me, now_ms, ttl) {
+        if holder {
             self.holding_since.get_or_insert(now_ms);
             self.score(now_ms, store, sink, log);
         } else {
@@ -195,7 +200,10 @@ impl Worker {
         }
     }
 
-    fn merge_pending<S, M>(&mut self, store: &S, sink: &mut M)
+    /// Flush each slot's counters to Envoy stats and merge its pending
+    /// observations into shared data; `keep_local` (the lease holder) keeps
+    /// them in the slot for [`Worker::take_own_pending`].
+    fn merge_pending<S, M>(&mut self, store: &S, sink: &mut M, keep_local: bool)
     where
         S: SharedStore + ?Sized,
         M: MetricSink + ?Sized,
@@ -230,7 +238,7 @@ impl Worker {
             let Placement::Registered(id) = slot.placement else {
                 return;
             };
-            if !slot.has_pending() {
+            if keep_local || !slot.has_pending() {
                 return;
             }
             let pending = slot.pending();
@@ -259,6 +267,43 @@ impl Worker {
         }
         merge(self.local.overflow_mut());
         self.stats = stats;
+    }
+
+    /// Where each series id's local slot is, for the lease holder: `own[id]`
+    /// is the slot index (`usize::MAX` for the overflow slot).
+    pub(super) fn own_slots(&self, n: usize) -> Vec<Option<usize>> {
+        let mut own = vec![None; n];
+        for (i, slot) in self.local.slots().iter().enumerate() {
+            if let Placement::Registered(id) = slot.placement {
+                if let Some(o) = own.get_mut(id as usize) {
+                    *o = Some(i);
+                }
+            }
+        }
+        if let Some(o) = own.get_mut(OVERFLOW_ID as usize) {
+            *o = Some(usize::MAX);
+        }
+        own
+    }
+
+    /// The lease holder adds its own pending observations of a series
+    /// (slot `slot` from [`Worker::own_slots`]) to the delta it took.
+    pub(super) fn take_own_pending(
+        &mut self,
+        slot: usize,
+        delta: &mut TickDelta,
+        extras: &mut Extras,
+    ) {
+        let slot = if slot == usize::MAX {
+            Some(self.local.overflow_mut())
+        } else {
+            self.local.slots_mut().get_mut(slot)
+        };
+        if let Some(slot) = slot.filter(|s| s.has_pending()) {
+            delta.add(&slot.pending());
+            extras.add(&slot.pending_extras());
+            slot.clear_pending();
+        }
     }
 
     /// Take a series' merged delta out of shared data, leaving it empty.
