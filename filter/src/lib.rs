@@ -369,7 +369,10 @@ impl VigilHttp {
             return;
         };
         // The request's start time stands in for now: no extra hostcall.
-        let now = self.flow.request_ns().map_or_else(now_ms, |ns| ns / 1_000_000);
+        let now = self
+            .flow
+            .request_ns()
+            .map_or_else(now_ms, |ns| ns / 1_000_000);
         if let Ok(mut metrics) = self.pii_metrics.try_borrow_mut() {
             state
                 .guard

@@ -27,11 +27,25 @@
 //!   the series' **total** alarm rate, so its false-alarm rate is at most the
 //!   target (estimated, with the lag of the forgetting).
 //!
-//! The score handed to the decision is `raw / m` with `m` the rung's
-//! multiplier, so `self_warn` / `self_critical` keep their meaning on the
-//! calibrated scale. `self_alarms_per_day = 0` switches calibration off
-//! (`m = 1`). State: 12 `f32` counts, the seconds seen, the edge bits and the
-//! rung: 56 bytes, checkpointed with the self judge.
+//! - **Between rungs**: a ladder step is ×√2, and on smooth series the
+//!   episode rate can fall ×5 from one rung to the next (0.30 → 0.06 a day
+//!   on a real network-egress KPI), so judging at the accepted rung left
+//!   the series at a fraction of its target. The multiplier in use is
+//!   interpolated log-linearly between the rejected rung below (rate
+//!   `r_lo` > target) and the accepted rung (rate `r_hi` ≤ target, floored
+//!   at half an episode over the days seen): `m = m_lo · √2^f`,
+//!   `f = ln(r_lo / target) / ln(r_lo / r_hi)`, the limit at which the
+//!   estimated rate meets the target if the rate falls geometrically
+//!   between rungs. It is never below the rejected rung nor above the
+//!   accepted one, so every statement above still holds rung-wise. Replayed
+//!   on the real corpora (`vigil-model eval --corpus`) this raised the F1 at
+//!   the default limit on all three (estimates, see `scorer-model/README.md`).
+//!
+//! The score handed to the decision is `raw / m`, so `self_warn` /
+//! `self_critical` keep their meaning on the calibrated scale.
+//! `self_alarms_per_day = 0` switches calibration off (`m = 1`). State: 12
+//! `f32` counts, the seconds seen, the edge bits, the rung and the
+//! multiplier: 59 bytes, checkpointed with the self judge.
 
 /// Rungs of the ladder.
 pub const LEVELS: usize = 12;
@@ -45,7 +59,7 @@ pub const PRIOR_ALARMS: f64 = 1.0;
 /// deployment) keeps the stated limit through its first few incidents.
 pub const MIN_RAISE_EPISODES: f64 = 3.0;
 /// Bytes of [`Calibration::encode`].
-pub const ENCODED_BYTES: usize = LEVELS * 4 + 4 + 2 + 1;
+pub const ENCODED_BYTES: usize = LEVELS * 4 + 4 + 2 + 1 + 4;
 
 /// Multiplier of rung `j` of the ladder.
 pub fn multiplier(j: usize) -> f64 {
@@ -61,8 +75,10 @@ pub struct Calibration {
     seen_s: f32,
     /// Bit j: the raw statistic was at or above rung j at the last update.
     above: u16,
-    /// Rung in use.
+    /// Accepted rung (the lowest whose rate meets the target).
     rung: u8,
+    /// Multiplier in use: between the rung below and `rung`'s.
+    mult: f32,
 }
 
 impl Default for Calibration {
@@ -72,6 +88,7 @@ impl Default for Calibration {
             seen_s: 0.0,
             above: 0,
             rung: BASE as u8,
+            mult: 1.0,
         }
     }
 }
@@ -101,7 +118,7 @@ impl CalibrationParams {
 impl Calibration {
     /// The multiplier in use: a raw statistic `s` reads as `s / m`.
     pub fn multiplier(&self) -> f64 {
-        multiplier(usize::from(self.rung))
+        f64::from(self.mult)
     }
 
     /// Days of (forgetting-weighted) history.
@@ -148,7 +165,9 @@ impl Calibration {
             *c = (f64::from(*c) * keep + if edge { 1.0 } else { 0.0 }) as f32;
         }
         self.above = above;
-        self.rung = self.choose(p) as u8;
+        let rung = self.choose(p);
+        self.rung = rung as u8;
+        self.mult = self.between(rung, p) as f32;
         m
     }
 
@@ -167,6 +186,46 @@ impl Calibration {
         LEVELS - 1
     }
 
+    /// Estimated episodes per day of rung `j`, with its prior.
+    fn rate(&self, j: usize, p: &CalibrationParams) -> f64 {
+        let min_days = PRIOR_ALARMS / p.alarms_per_day;
+        let days = self.days_seen().max(min_days);
+        let prior = if j < BASE { PRIOR_ALARMS } else { 0.0 };
+        (f64::from(self.counts.get(j).copied().unwrap_or(0.0)) + prior) / days
+    }
+
+    /// The multiplier between the accepted rung `j` and the rung below it,
+    /// when that one was rejected for its rate (see the module docs).
+    fn between(&self, j: usize, p: &CalibrationParams) -> f64 {
+        let m_hi = multiplier(j);
+        let Some(lo) = j.checked_sub(1) else {
+            return m_hi;
+        };
+        let min_days = PRIOR_ALARMS / p.alarms_per_day;
+        let history_ok = lo >= BASE || self.days_seen() >= min_days;
+        let target = p.alarms_per_day;
+        let r_lo = self.rate(lo, p);
+        if !history_ok || r_lo <= target {
+            // Rejected for too little history (or young, kept by the
+            // "few episodes" rule): the accepted rung exactly.
+            return m_hi;
+        }
+        let days = self.days_seen().max(min_days);
+        let r_hi = self.rate(j, p).max(0.5 / days).min(target);
+        let f = if r_lo > r_hi {
+            ((r_lo / target).ln() / (r_lo / r_hi).ln()).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let m_lo = multiplier(lo);
+        let m = m_lo * (m_hi / m_lo).powf(f);
+        if m.is_finite() {
+            m.clamp(m_lo, m_hi)
+        } else {
+            m_hi
+        }
+    }
+
     /// Append the checkpoint ([`ENCODED_BYTES`] bytes, little endian).
     pub fn encode(&self, out: &mut Vec<u8>) {
         for c in &self.counts {
@@ -175,6 +234,7 @@ impl Calibration {
         out.extend_from_slice(&self.seen_s.to_le_bytes());
         out.extend_from_slice(&self.above.to_le_bytes());
         out.push(self.rung);
+        out.extend_from_slice(&self.mult.to_le_bytes());
     }
 
     /// Read a checkpoint from the front of `bytes`; `None` when short or
@@ -197,14 +257,23 @@ impl Calibration {
         if usize::from(rung) >= LEVELS {
             return None;
         }
+        let pos = pos + 3;
+        let b: [u8; 4] = bytes.get(pos..pos + 4)?.try_into().ok()?;
+        let mult = f32::from_le_bytes(b);
+        let r = usize::from(rung);
+        let lo = multiplier(r.saturating_sub(1)) as f32;
+        if !(mult.is_finite() && mult >= lo && mult <= multiplier(r) as f32) {
+            return None;
+        }
         Some((
             Calibration {
                 counts,
                 seen_s,
                 above,
                 rung,
+                mult,
             },
-            pos + 3,
+            pos + 4,
         ))
     }
 }
@@ -269,7 +338,8 @@ mod tests {
 
     /// A young series (a test, a fresh deployment) keeps the stated limit
     /// through its first three incidents; a fourth in the same hour raises
-    /// it to the first rung the incidents (raw 30 = 2.14 x 14) never reached.
+    /// it above the rung the incidents (raw 30 = 2.14 x 14) reached (x2),
+    /// at most to the first rung they never reached (x2.83).
     #[test]
     fn a_young_series_keeps_the_stated_limit_for_three_episodes() {
         let p = params(0.25);
@@ -279,13 +349,51 @@ mod tests {
                 let raw = if i < 10 { 30.0 } else { 0.0 };
                 c.observe(raw, 1.0, &p);
             }
-            let expect = if episode < 3 { 1.0 } else { 2.0 * 2f64.sqrt() };
-            assert!(
-                (c.multiplier() - expect).abs() < 1e-9,
-                "{episode}: {}",
-                c.multiplier()
-            );
+            let m = c.multiplier();
+            if episode < 3 {
+                assert!((m - 1.0).abs() < 1e-9, "{episode}: {m}");
+            } else {
+                assert!(m > 2.0 && m <= 2.0 * 2f64.sqrt() + 1e-6, "{m}");
+                // 30 / m < 14: the fifth such incident would not alarm.
+                assert!(30.0 / m < 14.0, "{m}");
+            }
         }
+    }
+
+    /// Between rungs: a series whose episode rate falls steeply from one
+    /// rung to the next judges between them, at a limit whose estimated
+    /// rate meets the target, instead of at the quiet upper rung.
+    #[test]
+    fn the_limit_is_interpolated_between_rungs() {
+        let p = params(0.25);
+        let mut c = Calibration::default();
+        // 40 days of 5-min rows: one spike a day reaching raw 1.9 (above
+        // rung 0 = 1.75, below rung 1 = 2.47), otherwise quiet, plus one
+        // spike of 3 every 8 days.
+        let mut in_between = 0u32;
+        for i in 0..(40 * 288u32) {
+            let raw = if i % (8 * 288) == 100 {
+                3.0
+            } else if i % 288 == 100 {
+                1.9
+            } else {
+                0.0
+            };
+            c.observe(raw, 300.0, &p);
+            let (lo, hi) = (multiplier(0), multiplier(1));
+            let m = c.multiplier();
+            assert!(m >= lo - 1e-6 && m <= 6.0, "{m}");
+            if i > 30 * 288 && m > lo + 1e-6 && m < hi - 1e-6 {
+                in_between += 1;
+            }
+        }
+        // Rung 0 (1.75) sees a day's spike: ~1/day, rejected; rung 1 sees
+        // one in 8 days: accepted. The multiplier sits strictly between.
+        assert_eq!(usize::from(c.rung), 1);
+        assert!(in_between > 0, "{}", c.multiplier());
+        let m = c.multiplier();
+        // f = ln(r_lo / 0.25) / ln(r_lo / r_hi) with r_lo ~ 1, r_hi ~ 0.15.
+        assert!(m > multiplier(0) * 1.2 && m < multiplier(1), "{m}");
     }
 
     #[test]

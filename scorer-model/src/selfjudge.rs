@@ -34,8 +34,9 @@ use crate::stats::{self, Candidate};
 use crate::verdict::Signal;
 
 /// Version byte of [`SelfJudge::encode`].
-/// (2: the limit calibration, [`crate::calibrate`], follows the tracks.)
-pub const CHECKPOINT_VERSION: u8 = 2;
+/// (2: the limit calibration, [`crate::calibrate`], follows the tracks;
+/// 3: the calibration carries its interpolated multiplier.)
+pub const CHECKPOINT_VERSION: u8 = 3;
 
 /// One block's numbers, as the series computed them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,6 +55,13 @@ pub struct Block {
     pub latency_count: u64,
     /// An extra up-is-bad value (TTFT µs, ...), if the caller fed one.
     pub extra: Option<f64>,
+    /// Steering moved traffic to or from this series during the block
+    /// (a critical canary's requests sent to its stable): the request
+    /// count is not the series' own volume, so the rate is neither judged
+    /// nor learned (its baseline holds the organic level until steering
+    /// ends). Latency and errors are judged as usual, with the load
+    /// allowance for the extra requests.
+    pub traffic_moved: bool,
 }
 
 /// What the judge concluded at the last block.
@@ -177,7 +185,7 @@ impl SelfJudge {
         let expected_rate = self.rate.expected(&p, block.unix_s).exp();
         let expected_n = stats::finite_or_zero(expected_rate * dt);
         out.expected_requests = expected_n;
-        if enough || self.rate_started {
+        if (enough || self.rate_started) && !block.traffic_moved {
             self.rate_started = true;
             let x = ((n as f64 + 0.5) / dt).ln();
             let floor = 1.0 / (expected_n.max(n as f64) + 1.0).sqrt();

@@ -89,6 +89,9 @@ pub struct SeriesState {
     block_ticks: usize,
     /// Extra up-is-bad value (TTFT) for the current block.
     extra: Option<f32>,
+    /// Steering moved traffic to or from this series during the current
+    /// block ([`SeriesState::mark_traffic_moved`]).
+    traffic_moved: bool,
     /// Set by [`SeriesState::restore`]: the next block is not judged (it
     /// holds the deltas that piled up while no worker scored), and no
     /// block has been judged since the restore.
@@ -128,6 +131,7 @@ impl SeriesState {
             self_verdict: CachedSelf::default(),
             block_ticks: 0,
             extra: None,
+            traffic_moved: false,
             resumed: Resumed::No,
         }
     }
@@ -170,6 +174,7 @@ impl SeriesState {
                 // judged, not learned.
                 self.resumed = Resumed::Waiting;
                 self.extra = None;
+                self.traffic_moved = false;
                 return;
             }
             self.resumed = Resumed::No;
@@ -180,6 +185,16 @@ impl SeriesState {
             };
             self.judge_block(model, tick_s * self.recent_ticks as f64, unix_s);
         }
+    }
+
+    /// Tell the series that steering moved requests to or from it during
+    /// the tick about to be observed (call before
+    /// [`SeriesState::observe_timed`]): the block holding that tick does not
+    /// judge or learn the request rate, which is not the series' own volume
+    /// then — a stable receiving its critical canary's share would read a
+    /// surge, the steered canary a collapse.
+    pub fn mark_traffic_moved(&mut self) {
+        self.traffic_moved = true;
     }
 
     /// Feed an extra up-is-bad value (e.g. the tick's TTFT p95 in µs) for
@@ -385,6 +400,7 @@ impl SeriesState {
             q_us: self.recent_q_us,
             latency_count: self.recent_latency_count,
             extra: self.extra.take().map(f64::from),
+            traffic_moved: std::mem::take(&mut self.traffic_moved),
         };
         let mut judge = std::mem::take(&mut self.judge);
         let judged = judge.observe(&block, model, &|t| self.recent_count_above_us(t));
@@ -1041,6 +1057,53 @@ pub(crate) mod tests {
             critical |= s.score_self(&strict).state == State::Critical;
         }
         assert!(critical);
+    }
+
+    /// Steering a critical canary's share to its stable gives the stable
+    /// +25 % requests. Told about it ([`SeriesState::mark_traffic_moved`]),
+    /// the stable's self path neither warns on the rate nor learns the
+    /// steered level, so it is also quiet when steering ends; not told, the
+    /// same traffic makes it warn (the product bug this guards against).
+    #[test]
+    fn steered_share_does_not_make_the_stable_warn() {
+        let m = Model::default();
+        for told in [true, false] {
+            let mut rng = Rng::new(77);
+            let mut s = SeriesState::new(&m);
+            let tick = |s: &mut SeriesState, rng: &mut Rng, rate: f64| {
+                let mut b = TickBuilder::default();
+                for _ in 0..rng.poisson(rate) {
+                    b.request(healthy_latency(rng, 1.0), 200);
+                }
+                s.observe(&b.build(), &m);
+            };
+            for _ in 0..600 {
+                tick(&mut s, &mut rng, 80.0);
+            }
+            let mut worst = State::Ok;
+            let mut rate_alarm = false;
+            // 2 minutes steered (+25 %), then 1 minute back to normal.
+            for i in 0..180 {
+                let steered = i < 120;
+                if steered && told {
+                    s.mark_traffic_moved();
+                }
+                tick(&mut s, &mut rng, if steered { 100.0 } else { 80.0 });
+                let v = s.score_self(&m);
+                if matches!(v.state, State::Warn | State::Critical) {
+                    worst = v.state;
+                    rate_alarm |= v.evidence.signal == Signal::Rate;
+                }
+            }
+            if told {
+                assert_eq!(worst, State::Ok, "told about the steered share");
+            } else {
+                assert!(
+                    rate_alarm,
+                    "not told, the +25 % should read as a rate anomaly"
+                );
+            }
+        }
     }
 
     /// A 1 ms service whose tail wobbles by a few ms under machine load

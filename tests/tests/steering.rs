@@ -167,3 +167,52 @@ async fn shadow_mode_detects_but_never_steers() {
         .unwrap_or(0.0);
     assert_eq!(steered, 0.0, "vigil_steered_total in shadow mode");
 }
+
+/// The stable's self path is told about the steered share (issue 11): after a
+/// warm-up long enough for the self path to judge, steering the sick canary's
+/// 20 % to stable gives the stable +25 % requests, and its published
+/// `vigil_state` stays below `warn` (before the fix it warned on rate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steering_does_not_make_the_stable_warn() {
+    let mut s = Scenario::new(
+        "steer-stable-quiet",
+        "steer",
+        Fault::Latency(Duration::from_millis(200)),
+    );
+    s.extra_config = serde_json::json!({"model": {"warmup_s": 20}});
+    s.healthy = Duration::from_secs(45);
+    s.after_fault = Duration::from_secs(30);
+    s.print = false;
+    let r = s.run().await.unwrap();
+    check_steered(&r);
+    let fault = r.fault_at.unwrap_or_default();
+    let judged_before = r
+        .samples
+        .iter()
+        .filter(|x| x.at + Duration::from_secs(5) < fault)
+        .filter(|x| x.stable.state.is_some_and(|v| v >= 1.0))
+        .count();
+    let stable_after: Vec<(f64, Option<f64>, Option<f64>)> = r
+        .samples
+        .iter()
+        .filter(|x| x.at >= fault)
+        .map(|x| (x.at.as_secs_f64(), x.stable.state, x.stable.score))
+        .collect();
+    let worst = stable_after
+        .iter()
+        .filter_map(|(_, st, _)| *st)
+        .fold(0.0f64, f64::max);
+    println!(
+        "[{}] RESULT: stable judged (state >= ok) in {judged_before} samples before the fault; after it, worst stable state {worst}, max score {:?}",
+        r.name,
+        stable_after.iter().filter_map(|(_, _, sc)| *sc).reduce(f64::max)
+    );
+    assert!(
+        judged_before >= 5,
+        "the stable's self path never judged before the fault (warm-up too long?)"
+    );
+    assert!(
+        worst < 2.0,
+        "the stable warned while steering moved the canary's share to it: {stable_after:?}"
+    );
+}

@@ -813,6 +813,60 @@ fn lease_release_hook_moves_the_lease_once() {
     assert!(changed.is_empty(), "verdicts changed: {changed:?}");
 }
 
+/// Steering a critical canary's share to stable gives the stable +25 %
+/// requests; the stable's self path is told (the engine marks both series of
+/// a steering pair), so it neither warns nor goes critical on the steered
+/// share. Control: the same +25 % on the stable without steering warns, so
+/// the scenario is large enough to fail.
+#[test]
+fn steering_to_stable_does_not_make_the_stable_warn() {
+    let stable_alarms = |logs: &[String]| -> Vec<String> {
+        logs.iter()
+            .filter(|l| {
+                l.contains("cluster=stable") && (l.contains("-> warn") || l.contains("-> critical"))
+            })
+            .cloned()
+            .collect()
+    };
+    for steer in [true, false] {
+        let mut c = Cluster::new(config(&format!(r#"{{"mode":"steer",{CANARY}}}"#)), 2);
+        let mut rng = Rng(23);
+        // Warm (the self path's warm-up is 120 s at the default model).
+        for _ in 0..400 {
+            c.second(&mut rng, 80, 20, (0, 0));
+        }
+        assert!(stable_alarms(&c.logs).is_empty(), "{:#?}", c.logs);
+        let mut steered_s = 0;
+        for _ in 0..180 {
+            if steer {
+                // The canary is slow: once steered, each worker sends the
+                // canary's requests to stable, as Envoy does on the header.
+                let mut canary = 0;
+                let mut to_stable = 0;
+                for _ in 0..20 {
+                    let w = rng.below(2) as usize;
+                    if c.workers[w].steer_decision(b"checkout").is_some() {
+                        to_stable += 1;
+                    } else {
+                        canary += 1;
+                    }
+                }
+                steered_s += u64::from(to_stable > 10);
+                c.second(&mut rng, 80 + to_stable, canary, (200_000, 0));
+            } else {
+                c.second(&mut rng, 100, 20, (0, 0));
+            }
+        }
+        let alarms = stable_alarms(&c.logs);
+        if steer {
+            assert!(steered_s > 120, "steered only {steered_s} s: {:#?}", c.logs);
+            assert!(alarms.is_empty(), "{alarms:#?}");
+        } else {
+            assert!(!alarms.is_empty(), "+25 % on the stable never warned");
+        }
+    }
+}
+
 /// A store that counts non-empty writes to the `vigil.d.<id>` delta keys.
 struct DeltaWrites<'a> {
     inner: &'a MemoryStore,

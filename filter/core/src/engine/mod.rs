@@ -176,6 +176,11 @@ struct Scoring {
     ttft_gauge_ids: Vec<Option<[Option<u32>; 3]>>,
     /// Idle ticks per series and the epoch each id's state belongs to.
     idle: IdleTracker,
+    /// Series ids (canary and stable of each pair) whose traffic steering
+    /// moved at the last two passes: the deltas observed now were routed by
+    /// those tables (workers refresh their cached table a tick late), so
+    /// their request rate is not the series' own volume.
+    steering_moved: [Vec<u32>; 2],
 }
 
 impl Scoring {
@@ -199,6 +204,9 @@ impl Scoring {
             *g = None;
         }
         self.last_self_canary.remove(&id);
+        for moved in &mut self.steering_moved {
+            moved.retain(|&x| x != id);
+        }
     }
 }
 

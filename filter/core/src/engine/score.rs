@@ -89,6 +89,9 @@ impl Worker {
             let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0
                 && self.registry.name(id).is_some();
             if let Some(state) = scoring.series.get_mut(id as usize) {
+                if scoring.steering_moved.iter().any(|ids| ids.contains(&id)) {
+                    state.mark_traffic_moved();
+                }
                 let shifts = state.level_shifts();
                 state.observe_timed(&delta, &model, tick_s, unix_s);
                 if state.level_shifts() > shifts {
@@ -158,6 +161,7 @@ impl Worker {
             });
         }
         let mut steered = Vec::new();
+        let mut moved_now = Vec::new();
         let mut canary_verdicts: Vec<(usize, Vec<u8>, Verdict, bool)> = Vec::new();
         let weighted = self.weighted_routes(now_ms);
         for pair in &scoring.pairs {
@@ -239,6 +243,7 @@ impl Worker {
                 None => {}
             }
             if self.cfg.mode == Mode::Steer && controller.is_steering() {
+                moved_now.extend([pair.canary_id, pair.stable_id]);
                 steered.push(SteeredRoute {
                     route: pair.route.clone(),
                     reason: controller.reason(),
@@ -250,6 +255,13 @@ impl Worker {
                 verdict,
                 controller.is_steering(),
             ));
+        }
+
+        // The steered share is not the stable's own volume (nor the missing
+        // share the canary's): tell their self paths for the next two passes.
+        scoring.steering_moved.rotate_left(1);
+        if let Some(last) = scoring.steering_moved.last_mut() {
+            *last = moved_now;
         }
 
         // Log state changes worth a human's attention.
