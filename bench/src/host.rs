@@ -13,6 +13,28 @@ use vigil_filter_core::shared::MemoryStore;
 
 use crate::report::Res;
 
+/// Counts shared-data calls (each is one hostcall in Envoy).
+struct Counted<'a> {
+    inner: &'a MemoryStore,
+    calls: std::cell::Cell<u64>,
+}
+
+impl vigil_filter_core::shared::SharedStore for Counted<'_> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.get(key)
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> std::result::Result<(), vigil_filter_core::shared::SetError> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.set(key, value, cas)
+    }
+}
+
 /// Encoded size of the largest possible `vigil.d.<id>` value: every latency
 /// bucket filled, with `count` requests each (an upper bound the scale runs
 /// cannot reach with realistic latencies, which fill a few octaves).
@@ -54,6 +76,8 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
         let mut lease_ms = Vec::new();
         let mut other_ms = Vec::new();
         let mut record_ns = Vec::new();
+        let mut lease_calls = Vec::new();
+        let mut other_calls = Vec::new();
         let mut max_bytes = 0usize;
         let mut log = |_: Level, _: &str| {};
         for t in 0..ticks + 3 {
@@ -76,16 +100,23 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
                     }
                 }
                 let rec_ns = start.elapsed().as_nanos() as f64 / (n * per_tick).max(1) as f64;
+                let counted = Counted {
+                    inner: &store,
+                    calls: std::cell::Cell::new(0),
+                };
                 let start = Instant::now();
-                w.on_tick(now + wi as u64 * 137, &store, &mut sink, &mut log);
+                w.on_tick(now + wi as u64 * 137, &counted, &mut sink, &mut log);
                 let ms = start.elapsed().as_secs_f64() * 1e3;
+                let calls = counted.calls.get() as f64 / n as f64;
                 max_bytes = max_bytes.max(store.bytes());
                 if t >= 3 {
                     record_ns.push(rec_ns);
                     if w.is_scorer() {
                         lease_ms.push(ms);
+                        lease_calls.push(calls);
                     } else {
                         other_ms.push(ms);
+                        other_calls.push(calls);
                     }
                 }
             }
@@ -113,6 +144,18 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
         out.extend(
             Res::of_samples(format!("{p}.other_tick"), &other_ms, "ms")
                 .map(|r| r.note("a worker without the lease: register + merge + re-read verdicts")),
+        );
+        out.extend(
+            Res::of_samples(format!("{p}.lease_tick_shared_calls_per_series"), &lease_calls, "calls/series")
+                .map(|r| r.note("shared-data get + set calls (each a hostcall in Envoy) in the lease holder's tick, / N")),
+        );
+        out.extend(
+            Res::of_samples(
+                format!("{p}.other_tick_shared_calls_per_series"),
+                &other_calls,
+                "calls/series",
+            )
+            .map(|r| r.note("the same for a worker without the lease")),
         );
         out.extend(
             Res::of_samples(format!("{p}.record"), &record_ns, "ns/req")

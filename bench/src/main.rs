@@ -8,14 +8,16 @@
 //! no-op filter for 1 KB, 16 KB and 256 KB prompts), `streaming` (real Envoy,
 //! steer CPU per request on a streaming route beside a unary one against the
 //! no-op filter), `host` (shared-data bytes and tick duration from the filter's
-//! core), `scorer`, `wasm`, `control` (folded in from files).
+//! core), `hostcalls` (hostcalls per request, counted), `ticks` (real Envoy, one worker: request latency during the lease holder's ticks at 1 000 and 10 000 series against the no-op filter, and the holder's idle tick CPU), `scorer`, `wasm`, `control` (folded in from files).
 
 mod dataplane;
 mod host;
+mod hostcalls;
 mod load;
 mod pii;
 mod report;
 mod streaming;
+mod ticks;
 
 use std::path::PathBuf;
 
@@ -383,6 +385,11 @@ fn real_main() -> Result<()> {
     let mut results: Vec<Res> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
 
+    if wanted(&a, "hostcalls") {
+        if let Err(e) = hostcalls::run(&mut results) {
+            errors.push(format!("hostcalls: {e}"));
+        }
+    }
     if wanted(&a, "host") {
         if let Err(e) = host::run(
             &a.sizes,
@@ -398,6 +405,7 @@ fn real_main() -> Result<()> {
         || wanted(&a, "scale")
         || wanted(&a, "pii")
         || wanted(&a, "streaming")
+        || wanted(&a, "ticks")
     {
         let wrapper = dataplane::pin_wrapper(&dir, &a.envoy_cpus)?;
         // Single-threaded here: nothing else reads the environment yet.
@@ -432,6 +440,22 @@ fn real_main() -> Result<()> {
                 if let Err(e) = pii::run(&setup, rounds, a.dp.secs, a.dp.conns, &mut results).await
                 {
                     errors.push(format!("pii: {e}"));
+                }
+            }
+            if wanted(&a, "ticks") {
+                let sizes: Vec<usize> = a.sizes.iter().copied().filter(|&n| n >= 1000).collect();
+                if let Err(e) = ticks::run(
+                    &setup,
+                    &sizes,
+                    env_or("VIGIL_BENCH_TICK_ROUNDS", 3),
+                    env_or("VIGIL_BENCH_TICK_SECS", 6.0),
+                    a.dp.rate,
+                    a.idle_secs,
+                    &mut results,
+                )
+                .await
+                {
+                    errors.push(format!("ticks: {e}"));
                 }
             }
             if wanted(&a, "scale") {

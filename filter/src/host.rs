@@ -5,7 +5,7 @@
 //! call degrades (a missing value, a skipped metric), it never panics.
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
+use proxy_wasm::types::{MapType, MetricType, Status};
 use vigil_filter_core::metrics::{Kind, MetricSink};
 use vigil_filter_core::shared::{SetError, SharedStore};
 
@@ -82,4 +82,42 @@ pub fn random_vm_id() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(now_ms());
     h.finish()
+}
+
+/// The current HTTP request's hostcalls (one proxy-wasm call per method).
+pub struct EnvoyRequest;
+
+impl vigil_filter_core::request_path::RequestHost for EnvoyRequest {
+    fn property(&mut self, path: &[&str]) -> Option<Vec<u8>> {
+        property(path)
+    }
+
+    fn request_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        // Bytes API: a non-UTF-8 client value must not reach a String getter.
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+    }
+
+    fn remove_request_header(&mut self, name: &str) {
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    }
+
+    fn response_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value));
+    }
+
+    fn now_ns(&mut self) -> Option<u64> {
+        now_ns()
+    }
 }

@@ -9,7 +9,7 @@
 
 mod host;
 
-use host::{now_ms, now_ns, property, random_vm_id, EnvoyMetrics, EnvoyShared};
+use host::{now_ms, property, random_vm_id, EnvoyMetrics, EnvoyRequest, EnvoyShared};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -18,17 +18,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use vigil_filter_core::config::PluginConfig;
-use vigil_filter_core::engine::{ControlKind, Decision, Level, Worker};
-use vigil_filter_core::metrics::MetricCache;
+use vigil_filter_core::engine::{ControlKind, Level, Worker};
 use vigil_filter_core::pii_guard::{BodyGuard, Verdict};
-use vigil_filter_core::request::RequestRecord;
-
-/// Value of the routing header that sends a request to the stable version.
-const STABLE: &[u8] = b"stable";
-/// Value of the routing header that sends a request to the canary version.
-const CANARY: &[u8] = b"canary";
-/// Response header carrying the series' score, when enabled.
-const SCORE_HEADER: &str = "x-vigil-score";
+use vigil_filter_core::pii_metrics::PiiMetrics;
+use vigil_filter_core::request_path::RequestFlow;
 
 #[allow(unsafe_code)] // the SDK's entry-point macro exports `_initialize`
 mod entry {
@@ -41,8 +34,8 @@ mod entry {
 }
 
 type SharedWorker = Rc<RefCell<Option<Worker>>>;
-/// Metric ids of the PII guard, shared by the worker's HTTP contexts.
-type SharedPiiMetrics = Rc<RefCell<MetricCache>>;
+/// Metric ids and audit windows of the PII guard, shared by the worker's HTTP contexts.
+type SharedPiiMetrics = Rc<RefCell<PiiMetrics>>;
 
 /// Root context: configuration and ticks.
 struct VigilRoot {
@@ -57,7 +50,7 @@ impl VigilRoot {
     fn new() -> Self {
         VigilRoot {
             worker: Rc::new(RefCell::new(None)),
-            pii_metrics: Rc::new(RefCell::new(MetricCache::default())),
+            pii_metrics: Rc::new(RefCell::new(PiiMetrics::default())),
             me: random_vm_id(),
             in_flight: HashMap::new(),
         }
@@ -216,6 +209,11 @@ impl RootContext for VigilRoot {
     }
 
     fn on_tick(&mut self) {
+        if let Ok(mut pii) = self.pii_metrics.try_borrow_mut() {
+            for line in pii.due_summaries(now_ms(), false) {
+                log::info!("{line}");
+            }
+        }
         let worker = Rc::clone(&self.worker);
         let Ok(mut slot) = worker.try_borrow_mut() else {
             return;
@@ -232,12 +230,7 @@ impl RootContext for VigilRoot {
             worker: Rc::clone(&self.worker),
             pii_metrics: Rc::clone(&self.pii_metrics),
             pii: None,
-            is_grpc: false,
-            streaming: false,
-            request_ns: None,
-            first_byte_ns: None,
-            last_chunk_ns: None,
-            chunks: 0,
+            flow: RequestFlow::default(),
         }))
     }
 
@@ -252,20 +245,8 @@ struct VigilHttp {
     pii_metrics: SharedPiiMetrics,
     /// Body inspection, on routes the `pii` section lists (until decided).
     pii: Option<PiiState>,
-    /// The response is gRPC (`content-type: application/grpc…`): one that
-    /// ends without a gRPC status is a truncated stream.
-    is_grpc: bool,
-    /// A streamed response (`text/event-stream`, gRPC): every body chunk's
-    /// time is taken (once per callback) for the inter-chunk gap.
-    streaming: bool,
-    /// When the request headers arrived (ns).
-    request_ns: Option<u64>,
-    /// When the first response body byte arrived (ns).
-    first_byte_ns: Option<u64>,
-    /// When the last streamed body chunk arrived (ns).
-    last_chunk_ns: Option<u64>,
-    /// Response body chunks (callbacks with bytes; no body is copied).
-    chunks: u64,
+    /// The request's hostcalls and timing (each property read at most once).
+    flow: RequestFlow,
 }
 
 /// The PII guard's per-request state in the glue.
@@ -273,13 +254,6 @@ struct PiiState {
     guard: BodyGuard,
     /// Most body bytes this filter asked Envoy to hold (at a paused callback).
     held: usize,
-}
-
-/// True for a gRPC content type (`application/grpc`, `application/grpc+proto`, ...).
-fn is_grpc_content_type(value: &[u8]) -> bool {
-    value
-        .get(..16)
-        .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
 }
 
 impl Context for VigilHttp {}
@@ -297,10 +271,10 @@ impl VigilHttp {
         if pii.routes.is_empty() || eos {
             return;
         }
-        let Some(route) = property(&["xds", "route_name"]) else {
+        let Some(route) = self.flow.route(&mut EnvoyRequest) else {
             return;
         };
-        let Some(policy) = pii.route(&route) else {
+        let Some(policy) = pii.route(route) else {
             return;
         };
         let content_type =
@@ -375,13 +349,22 @@ impl VigilHttp {
         let Some(state) = self.pii.take() else {
             return;
         };
-        if let Ok(mut cache) = self.pii_metrics.try_borrow_mut() {
+        // The request's start time stands in for now: no extra hostcall.
+        let now = self.flow.request_ns().map_or_else(now_ms, |ns| ns / 1_000_000);
+        if let Ok(mut metrics) = self.pii_metrics.try_borrow_mut() {
             state
                 .guard
-                .record(&mut cache, &mut EnvoyMetrics, verdict, held);
+                .record(&mut metrics, &mut EnvoyMetrics, verdict, held, now);
+            for line in metrics.due_summaries(now, false) {
+                log::info!("{line}");
+            }
         }
-        if let Some(line) = state.guard.summary(verdict) {
-            log::info!("{line}");
+        // Detected and redacted requests are summarised per route and second
+        // (above, and at ticks); a refused request is logged on its own.
+        if matches!(verdict, Verdict::Block { .. }) {
+            if let Some(line) = state.guard.summary(verdict) {
+                log::info!("{line}");
+            }
         }
         if let Ok(mut slot) = self.worker.try_borrow_mut() {
             if let Some(worker) = slot.as_mut().filter(|w| w.config().control.is_some()) {
@@ -393,7 +376,7 @@ impl VigilHttp {
 
 impl HttpContext for VigilHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, eos: bool) -> Action {
-        self.request_ns = now_ns();
+        self.flow.begin(&mut EnvoyRequest);
         let shared = Rc::clone(&self.worker);
         let Ok(mut slot) = shared.try_borrow_mut() else {
             return Action::Continue;
@@ -402,45 +385,7 @@ impl HttpContext for VigilHttp {
             return Action::Continue;
         };
         self.start_pii(worker, eos);
-        let header = worker.config().subset_header.clone();
-        // Bytes API: a non-UTF-8 client value must not reach a String getter.
-        let client_value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &header)
-            .ok()
-            .flatten();
-        if client_value.is_some() && worker.config().trust_client_subset_header {
-            return Action::Continue;
-        }
-        // Read the route (which makes Envoy select it and its cluster) before
-        // touching headers: changing a header clears Envoy's route cache. The
-        // selected cluster says which canary the request belongs to, whatever
-        // the route is named.
-        let decision = if worker.wants_route_at_request() {
-            let route = property(&["xds", "route_name"]).unwrap_or_default();
-            let cluster = if worker.wants_cluster_at_request() {
-                property(&["xds", "cluster_name"])
-            } else {
-                None
-            };
-            worker.route_decision(&route, cluster.as_deref())
-        } else {
-            None
-        };
-        let subset = match decision {
-            Some(Decision::Steer(_)) | Some(Decision::Weighted { canary: false }) => Some(STABLE),
-            Some(Decision::Weighted { canary: true }) => Some(CANARY),
-            None => None,
-        };
-        if let Some(subset) = subset {
-            if client_value.as_deref() != Some(subset) {
-                let _ = hostcalls::set_map_value_bytes(
-                    MapType::HttpRequestHeaders,
-                    &header,
-                    Some(subset),
-                );
-            }
-        } else if client_value.is_some() {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &header);
-        }
+        self.flow.on_request_headers(worker, &mut EnvoyRequest);
         Action::Continue
     }
 
@@ -449,50 +394,17 @@ impl HttpContext for VigilHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
-        let content_type =
-            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-type")
-                .ok()
-                .flatten();
-        self.is_grpc = content_type.as_deref().is_some_and(is_grpc_content_type);
-        self.streaming = self.is_grpc
-            || content_type.as_deref().is_some_and(|v| {
-                v.get(..17)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"))
-            });
         let Ok(slot) = self.worker.try_borrow() else {
             return Action::Continue;
         };
-        let Some(worker) = slot.as_ref() else {
-            return Action::Continue;
-        };
-        if !worker.config().score_header {
-            return Action::Continue;
-        }
-        let route = property(&["xds", "route_name"]).unwrap_or_default();
-        let cluster = property(&["xds", "cluster_name"]).unwrap_or_default();
-        if let Some(score) = worker.score_of(&route, &cluster) {
-            let _ = hostcalls::set_map_value_bytes(
-                MapType::HttpResponseHeaders,
-                SCORE_HEADER,
-                Some(score.to_string().as_bytes()),
-            );
+        if let Some(worker) = slot.as_ref() {
+            self.flow.on_response_headers(worker, &mut EnvoyRequest);
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, _eos: bool) -> Action {
-        if body_size == 0 {
-            return Action::Continue;
-        }
-        self.chunks = self.chunks.saturating_add(1);
-        // Time is taken once per callback, and only when it is used: the
-        // first byte always, later chunks of a streamed response.
-        if self.first_byte_ns.is_none() {
-            self.first_byte_ns = now_ns();
-            self.last_chunk_ns = self.first_byte_ns;
-        } else if self.streaming {
-            self.last_chunk_ns = now_ns();
-        }
+        self.flow.on_response_body(body_size, &mut EnvoyRequest);
         Action::Continue
     }
 
@@ -500,52 +412,8 @@ impl HttpContext for VigilHttp {
         let Ok(mut slot) = self.worker.try_borrow_mut() else {
             return;
         };
-        let Some(worker) = slot.as_mut() else {
-            return;
-        };
-        let mut record = RequestRecord::from_properties(
-            property(&["request", "duration"]).as_deref(),
-            property(&["response", "code"]).as_deref(),
-            property(&["response", "flags"]).as_deref(),
-            property(&["upstream", "request_attempt_count"]).as_deref(),
-        )
-        .with_body_timing(
-            self.request_ns,
-            self.first_byte_ns,
-            self.last_chunk_ns.filter(|_| self.streaming),
-            self.chunks,
-        )
-        .with_pool_wait(property(&["upstream", "cx_pool_ready_duration"]).as_deref());
-        // gRPC status (trailers, or headers of a trailers-only response);
-        // the code details only when they can change the class.
-        let grpc_status = property(&["response", "grpc_status"]);
-        let details = if record.needs_details() {
-            property(&["response", "code_details"])
-        } else {
-            None
-        };
-        record.classify(
-            grpc_status.as_deref(),
-            self.is_grpc,
-            details.as_deref(),
-            &worker.config().grpc,
-        );
-        let route = property(&["xds", "route_name"]);
-        let cluster = property(&["xds", "cluster_name"]);
-        worker.record(route.as_deref(), cluster.as_deref(), &record);
-        if worker.edges_enabled() {
-            let peer = property(&["connection", "uri_san_peer_certificate"]);
-            let method = property(&["request", "method"]);
-            let path = property(&["request", "path"]);
-            worker.record_edge(
-                &vigil_filter_core::edges::EdgeFacts {
-                    peer_san: peer.as_deref(),
-                    method: method.as_deref(),
-                    path: path.as_deref(),
-                    cluster: cluster.as_deref(),
-                },
-                &record,
-            );
+        if let Some(worker) = slot.as_mut() {
+            self.flow.on_log(worker, &mut EnvoyRequest);
         }
     }
 }

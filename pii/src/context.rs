@@ -121,9 +121,16 @@ fn is_alpha(b: u8) -> bool {
 }
 
 fn word_matches(word: &[u8], list: &[&str]) -> bool {
+    // Every listed word is lower-case ASCII (a unit test checks): comparing
+    // first bytes rules out nearly all of the list before any case folding.
+    let Some(first) = word.first().map(u8::to_ascii_lowercase) else {
+        return false;
+    };
     list.iter().any(|w| {
         let w = w.as_bytes();
-        if word.len() == w.len() {
+        if w.first() != Some(&first) {
+            false
+        } else if word.len() == w.len() {
             word.eq_ignore_ascii_case(w)
         } else {
             w.len() >= 4 && word.len() > w.len() && sub(word, 0, w.len()).eq_ignore_ascii_case(w)
@@ -208,6 +215,25 @@ pub fn near(s: &[u8], start: usize, end: usize, list: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_are_lower_case_ascii() {
+        for list in [
+            NUMERIC_NEGATIVE,
+            CARD_POSITIVE,
+            SSN_POSITIVE,
+            PHONE_POSITIVE,
+            IP_NEGATIVE,
+            SECRET_POSITIVE,
+        ] {
+            for w in list {
+                assert!(
+                    !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()),
+                    "{w}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn whole_words_only() {

@@ -102,7 +102,23 @@ impl JsonWalker {
         } else {
             None
         };
-        for (i, &b) in chunk.iter().enumerate() {
+        let mut i = 0;
+        while let Some(&b) = chunk.get(i) {
+            i += 1;
+            // Inside a value string nothing matters until its closing quote or
+            // an escape: step to the next of either.
+            if matches!(self.state, Str::Target | Str::Other)
+                && !self.escape
+                && !matches!(b, b'"' | b'\\')
+            {
+                let rest = chunk.get(i..).unwrap_or(&[]);
+                i += rest
+                    .iter()
+                    .position(|&c| c == b'"' || c == b'\\')
+                    .unwrap_or(rest.len());
+                continue;
+            }
+            let i = i - 1;
             match self.state {
                 Str::Key | Str::Target | Str::Other => {
                     if self.escape {

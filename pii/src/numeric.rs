@@ -226,7 +226,13 @@ fn classify(s: &[u8], start: usize, r: &Run, k: usize, want: crate::KindSet) -> 
     // Separators between the groups (the last group's is what ended the prefix).
     let seps = groups.get(..k - 1).unwrap_or(&[]);
     let all_sep = |c: u8| seps.iter().all(|g| g.1 == c);
-    let negative = context::near(s, start, end, context::NUMERIC_NEGATIVE);
+    // Context words cost more than the shape checks: looked up only for a
+    // shape that can match, at most once.
+    let mut negative_memo: Option<bool> = None;
+    let mut negative = || {
+        *negative_memo
+            .get_or_insert_with(|| context::near(s, start, end, context::NUMERIC_NEGATIVE))
+    };
     let mut lens_buf = [0u8; MAX_GROUPS];
     for (l, g) in lens_buf.iter_mut().zip(groups) {
         *l = g.0;
@@ -254,34 +260,36 @@ fn classify(s: &[u8], start: usize, r: &Run, k: usize, want: crate::KindSet) -> 
         }
         return None;
     }
+    // Every other shape has 8 (E.164) to 19 (card) digits.
+    if !(8..=19).contains(&ndig) {
+        return None;
+    }
     // SSN: 3-2-4 with dashes (or spaces), or nine bare digits after "SSN".
-    if want.contains(Kind::Ssn) && !r.plus && !r.paren && ndig == 9 {
-        let positive = context::before(s, start, context::SSN_POSITIVE);
+    if want.contains(Kind::Ssn) && !r.plus && !r.paren && ndig == 9 && ssn_ok(d) {
+        let positive = || context::before(s, start, context::SSN_POSITIVE);
         let conf = if lens == [3, 2, 4] && all_sep(b'-') {
-            Some(if negative {
+            Some(if negative() {
                 10
-            } else if positive {
+            } else if positive() {
                 95
             } else {
                 80
             })
         } else if lens == [3, 2, 4] && all_sep(b' ') {
-            Some(if negative {
+            Some(if negative() {
                 10
-            } else if positive {
+            } else if positive() {
                 90
             } else {
                 40
             })
         } else if k == 1 {
-            Some(if positive && !negative { 85 } else { 20 })
+            Some(if positive() && !negative() { 85 } else { 20 })
         } else {
             None
         };
         if let Some(conf) = conf {
-            if ssn_ok(d) {
-                return Some((Kind::Ssn, end, conf));
-            }
+            return Some((Kind::Ssn, end, conf));
         }
     }
     // Card: 13-19 digits, no separator or one kind of ' '/'-', Luhn, IIN.
@@ -299,7 +307,7 @@ fn classify(s: &[u8], start: usize, r: &Run, k: usize, want: crate::KindSet) -> 
         && luhn(d)
         && iin_ok(d)
     {
-        let conf = if negative {
+        let conf = if negative() {
             10
         } else if context::before(s, start, context::CARD_POSITIVE) {
             95
@@ -310,7 +318,10 @@ fn classify(s: &[u8], start: usize, r: &Run, k: usize, want: crate::KindSet) -> 
     }
     // Phone.
     if want.contains(Kind::Phone) {
-        let positive = context::before(s, start, context::PHONE_POSITIVE);
+        let mut positive_memo: Option<bool> = None;
+        let mut positive = || {
+            *positive_memo.get_or_insert_with(|| context::before(s, start, context::PHONE_POSITIVE))
+        };
         let sep_ok = seps
             .iter()
             .all(|g| matches!(g.1, b' ' | b'-' | b'.' | b')'));
@@ -339,14 +350,14 @@ fn classify(s: &[u8], start: usize, r: &Run, k: usize, want: crate::KindSet) -> 
         } else if k == 1
             && (ndig == 10 && nanp_ok(d) || ndig == 11 && matches!(d.first(), Some(&0) | Some(&1)))
         {
-            Some(if positive { 80 } else { 25 })
+            Some(if positive() { 80 } else { 25 })
         } else {
             None
         };
         if let Some(base) = base {
-            let conf = if negative {
+            let conf = if negative() {
                 10
-            } else if positive {
+            } else if positive() {
                 base.max(85)
             } else {
                 base

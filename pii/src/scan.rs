@@ -61,19 +61,77 @@ static WORD: [bool; 256] = {
     t
 };
 
+/// Bytes at which the scan has nothing to try: not a word character and
+/// not one of `@ + ( : -` (every detector starts at a word character or one
+/// of those). The loop steps over runs of them without further checks.
+// Built at compile time (a `while` over 0..256 cannot go out of bounds).
+#[allow(clippy::indexing_slicing)]
+static INERT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'@' | b'+' | b'(' | b':' | b'-'));
+        b += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn inert(b: u8) -> bool {
+    INERT.get(usize::from(b)).copied().unwrap_or(false)
+}
+
 #[inline(always)]
 fn word_char(b: u8) -> bool {
     WORD.get(usize::from(b)).copied().unwrap_or(false)
 }
 
+/// High bit of each byte of `x` that is not an ASCII lower-case letter
+/// (SWAR). Exact up to and including the first such byte: a carry can only
+/// leave a byte of 0x80 or more, which is itself flagged, and only moves
+/// towards later bytes.
+#[inline(always)]
+fn not_lower(x: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // High bit set per byte: b >= 'a' (ge), b > 'z' (gt), b >= 0x80 (x).
+    let ge = x.wrapping_add(LO * (0x80 - u64::from(b'a')));
+    let gt = x.wrapping_add(LO * (0x80 - u64::from(b'z') - 1));
+    !(ge & !gt & !x) & HI
+}
+
+/// Whether the word `s[i..we]` (a word start) is lower-case prose that no
+/// detector starts at: not a JWT start (`ey`), an IPv6 group (before `:`) or
+/// a token (20+ characters, or joined by `-+/=`).
+#[inline(always)]
+fn prose_word(s: &[u8], i: usize, we: usize) -> bool {
+    let b = at(s, i);
+    b.is_ascii_lowercase()
+        && we - i < 20
+        && !(b == b'e' && at(s, i + 1) == b'y')
+        && !matches!(at(s, we), b':' | b'-' | b'+' | b'/' | b'=')
+}
+
 /// End of the word (letters, digits, `_`) starting at `i`.
 #[inline]
 fn word_end(s: &[u8], i: usize) -> usize {
-    let rest = s.get(i..).unwrap_or(&[]);
-    i + rest
-        .iter()
-        .position(|&b| !word_char(b))
-        .unwrap_or(rest.len())
+    let mut p = i;
+    // Prose words: up to eight lower-case letters at a time.
+    while let Some(w) = s.get(p..p + 8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let m = not_lower(u64::from_le_bytes(b));
+        if m != 0 {
+            p += (m.trailing_zeros() / 8) as usize;
+            break;
+        }
+        p += 8;
+    }
+    while s.get(p).is_some_and(|&b| word_char(b)) {
+        p += 1;
+    }
+    p
 }
 
 impl Scanner {
@@ -115,6 +173,13 @@ impl Scanner {
         let mut i = 0;
         while i < n {
             let b = at(s, i);
+            if inert(b) {
+                i += 1;
+                while s.get(i).is_some_and(|&c| inert(c)) {
+                    i += 1;
+                }
+                continue;
+            }
             if b == b'@' {
                 if k.contains(Kind::Email) {
                     if let Some((a, e)) = text::email(s, i) {
@@ -175,6 +240,25 @@ impl Scanner {
                 }
                 b'A'..=b'Z' | b'a'..=b'z' => {
                     let we = word_end(s, i);
+                    // A lower-case word is only a JWT start (`ey`), an IPv6
+                    // group (before `:`) or a token (long, or joined by
+                    // `-+/=`): anything else is prose, passed over here.
+                    if prose_word(s, i, we) {
+                        // Prose: word, inert bytes, word, … until a byte that
+                        // is neither (each word start follows an inert byte).
+                        i = we;
+                        loop {
+                            while s.get(i).is_some_and(|&c| inert(c)) {
+                                i += 1;
+                            }
+                            let we = word_end(s, i);
+                            if we == i || !prose_word(s, i, we) {
+                                break;
+                            }
+                            i = we;
+                        }
+                        continue;
+                    }
                     match self.word(s, i, we) {
                         Some((kind, e, c)) => {
                             push(kind, i, e, c, out);
@@ -304,6 +388,38 @@ mod tests {
         ] {
             assert!(kinds(s).is_empty(), "{s}: {:?}", kinds(s));
         }
+    }
+
+    #[test]
+    fn swar_lower_case_check() {
+        let first = |b: [u8; 8]| (not_lower(u64::from_le_bytes(b)).trailing_zeros() / 8) as usize;
+        assert_eq!(not_lower(u64::from_le_bytes(*b"abcdwxyz")), 0);
+        assert_eq!(first(*b"abcdwxy{"), 7);
+        assert_eq!(first(*b"`bcdwxyz"), 0);
+        assert_eq!(first(*b"abcDwxyz"), 3);
+        assert_eq!(first(*b"ab\xff\xffwxyz"), 2);
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut x = [b'q'; 8];
+                if let Some(slot) = x.get_mut(pos) {
+                    *slot = b;
+                }
+                let want = if b.is_ascii_lowercase() { 8 } else { pos };
+                assert_eq!(first(x), want, "byte {b} at {pos}");
+                // Junk after the byte never changes the answer for it.
+                if let Some(after) = x.get_mut(pos + 1..) {
+                    after.fill(0xff);
+                }
+                let want = if b.is_ascii_lowercase() {
+                    (pos + 1).min(8)
+                } else {
+                    pos
+                };
+                assert_eq!(first(x), want, "byte {b} at {pos}, junk after");
+            }
+        }
+        assert_eq!(word_end(b"abcdefghijklmnop qr", 0), 16);
+        assert_eq!(word_end(b"abcdefghijkLMnop_9-x", 2), 18);
     }
 
     #[test]

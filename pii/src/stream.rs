@@ -1,18 +1,23 @@
 //! Chunked scanning with bounded carry-over, so an entity straddling a chunk
 //! boundary is still found exactly once.
 //!
-//! The scanner keeps at most [`CARRY`] + [`context::BEFORE`] bytes between
-//! scans. A finding is reported once at least `CARRY` bytes follow its start
+//! The scanner keeps at most [`CARRY`] + [`STEP`] bytes between scans (and
+//! carries [`CARRY`] + [`context::BEFORE`] of them into the next one); a
+//! segment that arrives whole is scanned where it lies, without a copy. A finding is reported once at least `CARRY` bytes follow its start
 //! (every entity is shorter than that) or at [`StreamScanner::finish`].
 //! Offsets are absolute: counted from the first byte ever fed (plus skips).
 
 use crate::context;
 use crate::scan::{Finding, Scanner};
 use crate::secret::MAX_PEM;
-use crate::sub;
 
 /// Longest entity the stream guarantees to find across chunk boundaries.
 pub const CARRY: usize = MAX_PEM + 96;
+
+/// New bytes gathered between two scans of a long segment. Each scan
+/// re-reads the last [`CARRY`] bytes of the one before, so a longer step
+/// re-reads less (a quarter at most), at the price of holding more.
+pub const STEP: usize = 4 * CARRY;
 
 /// A streaming scanner.
 ///
@@ -52,7 +57,7 @@ impl StreamScanner {
         }
     }
 
-    /// Bytes currently held between scans (bounded by about `2 × CARRY` plus the last chunk).
+    /// Bytes currently held between scans (bounded by `CARRY + STEP` plus the last chunk).
     pub fn held(&self) -> usize {
         self.buf.len()
     }
@@ -65,9 +70,35 @@ impl StreamScanner {
     /// Feed the next chunk; findings that are now certain are appended to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Finding>) {
         self.buf.extend_from_slice(chunk);
-        if self.buf.len() >= 2 * CARRY {
+        if self.buf.len() >= CARRY + STEP {
             self.scan(false, out);
         }
+    }
+
+    /// Feed the last chunk of the segment and [`finish`](Self::finish) it.
+    /// When nothing is held (the whole segment is `chunk`), `chunk` is scanned
+    /// in place, with no copy and no second pass over its tail.
+    pub fn feed_last(&mut self, chunk: &[u8], out: &mut Vec<Finding>) {
+        if !self.buf.is_empty() {
+            self.feed(chunk, out);
+            self.finish(out);
+            return;
+        }
+        self.scratch.clear();
+        self.scanner.scan_into(chunk, &mut self.scratch);
+        for f in &self.scratch {
+            let start = f.start + self.base;
+            if start >= self.frontier && start >= self.emitted_end {
+                out.push(Finding {
+                    start,
+                    end: f.end + self.base,
+                    ..*f
+                });
+                self.emitted_end = f.end + self.base;
+            }
+        }
+        self.base += chunk.len();
+        self.frontier = self.base;
     }
 
     /// End of the segment: report everything left, and start a new segment
@@ -112,9 +143,8 @@ impl StreamScanner {
             return;
         }
         self.frontier = self.base + cutoff;
-        let keep_from = cutoff.saturating_sub(context::BEFORE);
-        let kept = sub(&self.buf, keep_from, len).to_vec();
-        self.buf = kept;
+        let keep_from = cutoff.saturating_sub(context::BEFORE).min(len);
+        self.buf.drain(..keep_from);
         self.base += keep_from;
     }
 }
@@ -129,10 +159,32 @@ mod tests {
         let mut out = Vec::new();
         for c in text.chunks(size.max(1)) {
             st.feed(c, &mut out);
-            assert!(st.held() <= 2 * CARRY + size);
+            assert!(st.held() <= CARRY + STEP + size);
         }
         st.finish(&mut out);
         out.into_iter().map(|f| (f.kind, f.start, f.end)).collect()
+    }
+
+    #[test]
+    fn feed_last_matches_feed_and_finish() {
+        let text: &[u8] = b"a 4111 1111 1111 1111 b ann@example.com c 10.0.0.1";
+        for split in [0, 5, 20, text.len()] {
+            let (a, b) = text.split_at(split);
+            let mut one = StreamScanner::new(Scanner::default());
+            let mut two = one.clone();
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for st in [&mut one, &mut two] {
+                st.skip(3, &mut Vec::new());
+            }
+            one.feed(a, &mut x);
+            one.feed(b, &mut x);
+            one.finish(&mut x);
+            two.feed(a, &mut y);
+            two.feed_last(b, &mut y);
+            assert_eq!(x, y, "split {split}");
+            assert_eq!(one.position(), two.position());
+            assert_eq!(x.len(), 3);
+        }
     }
 
     #[test]

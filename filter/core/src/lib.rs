@@ -12,6 +12,7 @@
 //! - [`naming`]: Envoy cluster names each mesh derives from a canary's service and versions;
 //! - [`resolve`]: which routes and clusters of an Envoy config dump each canary resolves to;
 //! - [`request`]: decoding Envoy's per-request properties;
+//! - [`request_path`]: which hostcalls each request makes, each value read once and only when needed;
 //! - [`outcome`]: each request's outcome class (gRPC status, cut streams,
 //!   throttling, clients gone);
 //! - [`local`]: the worker-local window the request path writes to;
@@ -42,9 +43,11 @@ pub mod naming;
 pub mod outcome;
 pub mod pii_config;
 pub mod pii_guard;
+pub mod pii_metrics;
 pub mod pii_report;
 pub mod registry;
 pub mod request;
+pub mod request_path;
 pub mod resolve;
 pub mod shared;
 pub mod steering;

@@ -23,9 +23,10 @@ use serde_json::Value;
 use vigil_pii::{Kind, KindSet, Mask};
 
 /// What happens to a request whose body contains a kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PiiAction {
     /// Count it; the body is untouched.
+    #[default]
     Detect,
     /// Mask it in place.
     Redact,

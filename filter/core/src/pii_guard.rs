@@ -14,8 +14,9 @@
 //! Findings leave this module only as counts per type: the values are never
 //! logged, exported, or reported to the control service.
 
-use crate::metrics::{sanitize, MetricCache, MetricSink};
+use crate::metrics::{sanitize, MetricSink};
 use crate::pii_config::{PiiAction, RoutePolicy};
+use crate::pii_metrics::{PiiMetrics, RequestCounts};
 use vigil_pii::json::JsonWalker;
 use vigil_pii::{Finding, Kind, Redactor, Scanner, StreamScanner};
 
@@ -158,12 +159,11 @@ impl BodyGuard {
                 // Bytes between target strings are skipped (JSON syntax, other fields).
                 self.stream
                     .skip(piece.start.saturating_sub(pos), &mut self.findings);
-                self.stream.feed(
-                    part.get(piece.start..piece.end).unwrap_or(&[]),
-                    &mut self.findings,
-                );
+                let text = part.get(piece.start..piece.end).unwrap_or(&[]);
                 if piece.closes {
-                    self.stream.finish(&mut self.findings);
+                    self.stream.feed_last(text, &mut self.findings);
+                } else {
+                    self.stream.feed(text, &mut self.findings);
                 }
                 pos = piece.end;
             }
@@ -239,44 +239,45 @@ impl BodyGuard {
         }
     }
 
-    /// Record this request's counters (call once, at the end of inspection);
-    /// `held` is the most body bytes the glue asked Envoy to hold.
+    /// This request's counts for the guard's metrics (call once, at the end
+    /// of inspection); `held` is the most body bytes the glue asked Envoy to hold.
+    pub fn request_counts(&self, verdict: &Verdict, held: usize) -> RequestCounts {
+        let blocked = matches!(verdict, Verdict::Block { .. });
+        let mut c = RequestCounts {
+            inspected: self.inspected as u64,
+            partial: self.partial,
+            blocked,
+            redacted: matches!(verdict, Verdict::Replace { .. }),
+            held: self.holds_body().then_some(held as u64),
+            ..RequestCounts::default()
+        };
+        for f in &self.findings {
+            if let Some(slot) = c.findings.get_mut(f.kind as usize) {
+                slot.0 += 1;
+            }
+        }
+        for (k, slot) in Kind::ALL.iter().zip(c.findings.iter_mut()) {
+            slot.1 = self.applied(*k, blocked);
+        }
+        c
+    }
+
+    /// Record this request's counters in `metrics` (call once, at the end
+    /// of inspection); `held` is the most body bytes the glue asked Envoy to hold.
     pub fn record<M: MetricSink + ?Sized>(
         &self,
-        cache: &mut MetricCache,
+        metrics: &mut PiiMetrics,
         sink: &mut M,
         verdict: &Verdict,
         held: usize,
+        now_ms: u64,
     ) {
-        let route = sanitize(self.policy.route.as_bytes());
-        let blocked = matches!(verdict, Verdict::Block { .. });
-        let name = |m: &str| format!("route=.={route};.;{m}");
-        cache.add(sink, &name(REQUESTS), 1);
-        cache.add(sink, &name(INSPECTED_BYTES), self.inspected as u64);
-        cache.add(sink, &name(PARTIAL), u64::from(self.partial));
-        cache.add(sink, &name(BLOCKED), u64::from(blocked));
-        cache.add(
+        metrics.record(
             sink,
-            &name(REDACTED),
-            u64::from(matches!(verdict, Verdict::Replace { .. })),
+            &self.policy.route,
+            &self.request_counts(verdict, held),
+            now_ms,
         );
-        for k in Kind::ALL {
-            let n = self.findings.iter().filter(|f| f.kind == k).count() as u64;
-            if n > 0 {
-                let action = self.applied(k, blocked).name();
-                cache.add(
-                    sink,
-                    &format!(
-                        "route=.={route};.;type=.={};.;action=.={action};.;{FINDINGS}",
-                        k.name()
-                    ),
-                    n,
-                );
-            }
-        }
-        if self.holds_body() {
-            cache.raise_gauge(sink, &name(HELD_MAX), held as u64);
-        }
     }
 
     /// This request's counts for the control-service report (route, types,
@@ -380,12 +381,13 @@ mod tests {
         );
         assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
         let mut sink = MemorySink::default();
-        let mut cache = MetricCache::default();
+        let mut metrics = PiiMetrics::default();
         g.record(
-            &mut cache,
+            &mut metrics,
             &mut sink,
             &Verdict::Block { status, body },
             BODY.len(),
+            0,
         );
         assert_eq!(
             sink.value("route=.=chat;.;type=.=card;.;action=.=block;.;vigil_pii_findings_total"),

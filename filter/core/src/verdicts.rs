@@ -13,6 +13,11 @@ use vigil_scorer::verdict::{Signal, State};
 /// Shared-data key of the verdict table.
 pub const VERDICTS_KEY: &str = "vigil.verdicts";
 
+/// Shared-data key of the compact steering table: the published table
+/// without its per-series verdicts (steered and weighted routes only), the
+/// part every worker's request path needs. Rewritten only when it changes.
+pub const STEERING_KEY: &str = "vigil.steering";
+
 /// One series' verdict as published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PublishedVerdict {
@@ -93,6 +98,17 @@ pub fn signal_name(s: Signal) -> &'static str {
 }
 
 impl VerdictTable {
+    /// The compact steering view: steered and weighted routes, no series
+    /// verdicts, generation 0 (so it encodes the same until it changes).
+    pub fn steering(&self) -> VerdictTable {
+        VerdictTable {
+            generation: 0,
+            series: Vec::new(),
+            steered: self.steered.clone(),
+            weighted: self.weighted.clone(),
+        }
+    }
+
     /// Encode.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();

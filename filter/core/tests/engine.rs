@@ -809,3 +809,132 @@ fn lease_release_hook_moves_the_lease_once() {
     let changed: Vec<_> = tables.iter().filter(|t| **t != before).collect();
     assert!(changed.is_empty(), "verdicts changed: {changed:?}");
 }
+
+/// A store that counts non-empty writes to the `vigil.d.<id>` delta keys.
+struct DeltaWrites<'a> {
+    inner: &'a MemoryStore,
+    empty: Vec<u8>,
+    writes: std::cell::Cell<usize>,
+}
+
+impl SharedStore for DeltaWrites<'_> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.inner.get(key)
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), vigil_filter_core::shared::SetError> {
+        if key.starts_with("vigil.d.") && value != self.empty.as_slice() {
+            self.writes.set(self.writes.get() + 1);
+        }
+        self.inner.set(key, value, cas)
+    }
+}
+
+/// The lease holder adds its own observations straight into its scoring
+/// pass: it never writes them into `vigil.d.<id>` (no encode / decode round
+/// trip), while another worker's observations still go through shared data.
+#[test]
+fn lease_holder_keeps_its_own_deltas_local() {
+    let mut c = Cluster::new(config(&format!(r#"{{"mode":"steer",{CANARY}}}"#)), 2);
+    let mut rng = Rng(5);
+    for _ in 0..3 {
+        c.second(&mut rng, 80, 20, (0, 0));
+    }
+    let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+    let other = 1 - holder;
+    let store = DeltaWrites {
+        inner: &c.store,
+        empty: vigil_filter_core::codec::encode_delta(&Default::default()),
+        writes: std::cell::Cell::new(0),
+    };
+    let mut log = |_: Level, _: &str| {};
+    // Only the holder records: nothing is written to the delta keys.
+    for _ in 0..3 {
+        c.workers[holder].record(Some(b"checkout"), Some(b"stable"), &req(900, 200));
+        c.now_ms += 1000;
+        c.workers[holder].on_tick(c.now_ms, &store, &mut c.sink, &mut log);
+        assert!(c.workers[holder].is_scorer());
+        assert_eq!(store.writes.get(), 0);
+    }
+    // The other worker's data is.
+    c.workers[other].record(Some(b"checkout"), Some(b"stable"), &req(900, 200));
+    c.workers[other].on_tick(c.now_ms, &store, &mut c.sink, &mut log);
+    assert_eq!(store.writes.get(), 1);
+}
+
+/// Counts gets and sets per key.
+struct KeyCounts<'a> {
+    inner: &'a MemoryStore,
+    gets: std::cell::RefCell<std::collections::HashMap<String, usize>>,
+    sets: std::cell::RefCell<std::collections::HashMap<String, usize>>,
+}
+
+impl SharedStore for KeyCounts<'_> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        *self.gets.borrow_mut().entry(key.to_string()).or_default() += 1;
+        self.inner.get(key)
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), vigil_filter_core::shared::SetError> {
+        *self.sets.borrow_mut().entry(key.to_string()).or_default() += 1;
+        self.inner.set(key, value, cas)
+    }
+}
+
+/// Workers re-read only the compact steering table, which the holder
+/// rewrites only when it changes; the full verdict table is written every
+/// tick but read by nobody unless the score header is on.
+#[test]
+fn workers_read_only_the_compact_steering_table() {
+    use vigil_filter_core::verdicts::{STEERING_KEY, VERDICTS_KEY};
+    for score_header in [false, true] {
+        let cfg = format!(r#"{{"mode":"steer","score_header":{score_header},{CANARY}}}"#);
+        let mut c = Cluster::new(config(&cfg), 2);
+        let mut rng = Rng(9);
+        for _ in 0..3 {
+            c.second(&mut rng, 80, 20, (0, 0));
+        }
+        let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+        let store = KeyCounts {
+            inner: &c.store,
+            gets: Default::default(),
+            sets: Default::default(),
+        };
+        let mut log = |_: Level, _: &str| {};
+        for _ in 0..10 {
+            c.now_ms += 1000;
+            for w in c.workers.iter_mut() {
+                w.record(Some(b"checkout"), Some(b"stable"), &req(900, 200));
+                w.on_tick(c.now_ms, &store, &mut c.sink, &mut log);
+            }
+        }
+        assert!(c.workers[holder].is_scorer());
+        let gets = store.gets.borrow();
+        let sets = store.sets.borrow();
+        assert_eq!(sets.get(VERDICTS_KEY), Some(&10), "full table every tick");
+        assert_eq!(
+            sets.get(STEERING_KEY),
+            None,
+            "steering unchanged: not rewritten"
+        );
+        assert_eq!(
+            gets.get(STEERING_KEY),
+            Some(&20),
+            "every worker, every tick"
+        );
+        let full_reads = gets.get(VERDICTS_KEY).copied().unwrap_or(0);
+        if score_header {
+            assert_eq!(full_reads, 10, "the other worker, for the score header");
+        } else {
+            assert_eq!(full_reads, 0);
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The lease holder's scoring pass: observe every series' delta, judge it,
+//! pair canaries with their stable peers and run the canary test and the
+//! steering hysteresis, publish the verdict table, set the gauges and queue
+//! the control-service calls.
+
+use super::tick::empty_delta;
+use super::{
+    checkpoint_key, Level, Pair, PairIds, Worker, CHECKPOINT_EVERY_TICKS, CHECKPOINT_MAX_BYTES,
+};
+use crate::codec::Extras;
+use crate::config::Mode;
+use crate::metrics::{global, series_metric_name, Kind, MetricSink, SeriesMetric};
+use crate::registry::{delta_key, split_name};
+use crate::shared::SharedStore;
+use crate::steering::{match_series, Side, SteerController, Transition};
+use crate::verdicts::{PublishedVerdict, SteeredRoute, VerdictTable};
+use hashbrown::HashMap;
+use vigil_scorer::sequential::CanaryMonitor;
+use vigil_scorer::series::SeriesState;
+use vigil_scorer::ttft::TtftWindow;
+use vigil_scorer::verdict::{State, Verdict};
+use vigil_scorer::window::TickDelta;
+
+impl Worker {
+    pub(super) fn score<S, M>(
+        &mut self,
+        now_ms: u64,
+        store: &S,
+        sink: &mut M,
+        log: &mut dyn FnMut(Level, &str),
+    ) where
+        S: SharedStore + ?Sized,
+        M: MetricSink + ?Sized,
+    {
+        let mut scoring = self.scoring.take().unwrap_or_default();
+        if scoring.generation == 0 {
+            log(
+                Level::Info,
+                "vigil: this worker now scores all series (lease acquired)",
+            );
+        }
+        if scoring.generation == 0 {
+            // A new holder starts from the verdicts the previous one published.
+            self.refresh_full_table(store);
+        }
+        scoring.generation += 1;
+        self.stats.scoring_passes += 1;
+        let model = self.cfg.model.clone();
+        let empty = empty_delta();
+        let n = self.registry.len();
+
+        // Observe every series once this tick (empty delta when it had no traffic).
+        let mut tick_deltas: Vec<(u32, TickDelta, Extras)> = Vec::new();
+        let restored_before = self.stats.baselines_restored;
+        let own = self.own_slots(n);
+        for id in 0..n as u32 {
+            let (mut delta, mut extras) = self.take_delta(store, &delta_key(id), &empty);
+            if let Some(&Some(slot)) = own.get(id as usize) {
+                self.take_own_pending(slot, &mut delta, &mut extras);
+            }
+            if scoring.series.len() <= id as usize {
+                let mut state = SeriesState::new(&model);
+                let mut last = State::InsufficientData;
+                // A new lease holder resumes the self-baseline the previous
+                // holder checkpointed instead of warming up from nothing, and
+                // keeps the verdict it published until the resumed baseline
+                // has judged a block of its own.
+                if let Some((bytes, _)) = store.get(&checkpoint_key(id)) {
+                    if state.restore(&bytes) {
+                        self.stats.baselines_restored += 1;
+                        last = self.table.series.get(id as usize).map_or(last, |v| v.state);
+                    }
+                }
+                scoring.series.push(state);
+                scoring.last_state.push(last);
+            }
+            let tick_s = self.cfg.tick_ms as f64 / 1000.0;
+            let unix_s = Some(now_ms as f64 / 1000.0);
+            let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0;
+            if let Some(state) = scoring.series.get_mut(id as usize) {
+                let shifts = state.level_shifts();
+                state.observe_timed(&delta, &model, tick_s, unix_s);
+                if state.level_shifts() > shifts {
+                    let name = self.registry.name(id).unwrap_or_default();
+                    let (route, cluster) = split_name(name);
+                    log(
+                        Level::Info,
+                        &format!(
+                            "vigil: level_shift route={} cluster={}: the self-baseline adopted a sustained new level",
+                            String::from_utf8_lossy(route),
+                            String::from_utf8_lossy(cluster)
+                        ),
+                    );
+                    self.stats.level_shifts += 1;
+                }
+                if checkpoint_due {
+                    let bytes = state.checkpoint();
+                    if bytes.len() <= CHECKPOINT_MAX_BYTES
+                        && store.set(&checkpoint_key(id), &bytes, None).is_ok()
+                    {
+                        self.stats.checkpoints_written += 1;
+                    }
+                }
+            }
+            if scoring.ttft.len() <= id as usize {
+                scoring.ttft.resize_with(id as usize + 1, TtftWindow::new);
+            }
+            if let Some(w) = scoring.ttft.get_mut(id as usize) {
+                w.observe(&extras.ttft, model.window_ticks, model.recent_ticks);
+            }
+            if self.cfg.control.is_some() && delta.counters.requests > 0 {
+                tick_deltas.push((id, delta, extras));
+            }
+        }
+        let restored = self.stats.baselines_restored - restored_before;
+        if restored > 0 {
+            log(
+                Level::Info,
+                &format!("vigil: resumed {restored} self-baseline(s) from checkpoints (no fresh warm-up)"),
+            );
+        }
+        let held = &self.table.series;
+        let mut verdicts: Vec<Verdict> = scoring
+            .series
+            .iter()
+            .enumerate()
+            .map(|(id, s)| {
+                let mut v = s.score_self(&model);
+                // Resumed after a lease move, not judged yet: the verdict the
+                // previous holder published stands.
+                if let Some(p) = held.get(id).filter(|_| s.awaiting_judgement()) {
+                    v.state = p.state;
+                    v.score = p.score;
+                }
+                v
+            })
+            .collect();
+
+        if scoring.pairs_for != n {
+            scoring.pairs = self.pairs();
+            scoring.pairs_for = n;
+        }
+        let mut steered = Vec::new();
+        let mut canary_verdicts: Vec<(usize, Vec<u8>, Verdict, bool)> = Vec::new();
+        let weighted = self.weighted_routes(now_ms);
+        for pair in &scoring.pairs {
+            let (Some(canary), Some(stable)) = (
+                scoring.series.get(pair.canary_id as usize),
+                scoring.series.get(pair.stable_id as usize),
+            ) else {
+                continue;
+            };
+            let monitor = scoring
+                .monitors
+                .entry((pair.canary, pair.route.clone()))
+                .or_insert_with(|| {
+                    CanaryMonitor::new(&model).with_steer_on_throttle(self.cfg.steer_on_throttle)
+                });
+            if let (Some(ct), Some(st)) = (
+                scoring.ttft.get(pair.canary_id as usize),
+                scoring.ttft.get(pair.stable_id as usize),
+            ) {
+                monitor.observe_ttft(ct, st, &model);
+            }
+            let verdict = monitor.update(canary, stable, &model);
+            if let Some(v) = verdicts.get_mut(pair.canary_id as usize) {
+                // The canary's own self judgement is not published (the canary
+                // test is); its changes to and from warn/critical are logged.
+                let own = v.state;
+                let last = scoring
+                    .last_self_canary
+                    .insert(pair.canary_id, own)
+                    .unwrap_or(State::InsufficientData);
+                let notable = |s: State| matches!(s, State::Warn | State::Critical);
+                if last != own && (notable(last) || notable(own)) {
+                    let name = self.registry.name(pair.canary_id).unwrap_or_default();
+                    let (route, cluster) = split_name(name);
+                    log(
+                        Level::Info,
+                        &format!(
+                            "vigil: self-judgement route={} cluster={} {} -> {} (score {}): {}",
+                            String::from_utf8_lossy(route),
+                            String::from_utf8_lossy(cluster),
+                            last.as_str(),
+                            own.as_str(),
+                            v.score,
+                            v.explain()
+                        ),
+                    );
+                }
+                *v = verdict;
+            }
+            let canary_name = self
+                .cfg
+                .canaries
+                .get(pair.canary)
+                .map(|c| c.name.as_str())
+                .unwrap_or("?");
+            let route = String::from_utf8_lossy(&pair.route);
+            let controller = scoring
+                .controllers
+                .entry((pair.canary, pair.route.clone()))
+                .or_insert_with(|| SteerController::new(&self.cfg.steering));
+            let action = if self.cfg.mode == Mode::Steer {
+                "steering"
+            } else {
+                "would steer (shadow mode)"
+            };
+            match controller.update(&verdict, now_ms, &self.cfg.steering) {
+                Some(Transition::Started { hold_ms }) => log(
+                    Level::Warn,
+                    &format!(
+                        "vigil: canary '{canary_name}' critical on route '{route}': {action} to stable for at least {} s: {}",
+                        hold_ms / 1000,
+                        verdict.explain()
+                    ),
+                ),
+                Some(Transition::Released) => log(
+                    Level::Info,
+                    &format!("vigil: canary '{canary_name}' on route '{route}': hold expired, releasing steering to probe the canary"),
+                ),
+                None => {}
+            }
+            if self.cfg.mode == Mode::Steer && controller.is_steering() {
+                steered.push(SteeredRoute {
+                    route: pair.route.clone(),
+                    reason: controller.reason(),
+                });
+            }
+            canary_verdicts.push((
+                pair.canary,
+                pair.route.clone(),
+                verdict,
+                controller.is_steering(),
+            ));
+        }
+
+        // Log state changes worth a human's attention.
+        for (id, v) in verdicts.iter().enumerate() {
+            if let Some(last) = scoring.last_state.get_mut(id) {
+                let notable = |s: State| matches!(s, State::Warn | State::Critical);
+                if *last != v.state && (notable(*last) || notable(v.state)) {
+                    let name = self.registry.name(id as u32).unwrap_or_default();
+                    let (route, cluster) = split_name(name);
+                    log(
+                        if v.state == State::Critical {
+                            Level::Warn
+                        } else {
+                            Level::Info
+                        },
+                        &format!(
+                            "vigil: series route={} cluster={} {} -> {} (score {}): {}",
+                            String::from_utf8_lossy(route),
+                            String::from_utf8_lossy(cluster),
+                            last.as_str(),
+                            v.state.as_str(),
+                            v.score,
+                            v.explain()
+                        ),
+                    );
+                }
+                *last = v.state;
+            }
+        }
+
+        let table = VerdictTable {
+            generation: scoring.generation,
+            series: verdicts
+                .iter()
+                .map(|v| PublishedVerdict {
+                    state: v.state,
+                    score: v.score.min(1000),
+                })
+                .collect(),
+            steered,
+            weighted,
+        };
+        self.publish(table, store);
+
+        const GAUGES: [SeriesMetric; 5] = [
+            SeriesMetric::Score,
+            SeriesMetric::State,
+            SeriesMetric::P50,
+            SeriesMetric::P95,
+            SeriesMetric::P99,
+        ];
+        scoring.gauge_ids.resize(scoring.series.len(), None);
+        for (id, ((v, state), ids)) in verdicts
+            .iter()
+            .zip(&scoring.series)
+            .zip(scoring.gauge_ids.iter_mut())
+            .enumerate()
+        {
+            let ids = match ids {
+                Some(ids) => *ids,
+                None => {
+                    let Some(name) = self.registry.name(id as u32) else {
+                        continue;
+                    };
+                    let (route, cluster) = split_name(name);
+                    let defined = GAUGES.map(|m| {
+                        self.metrics.define(
+                            sink,
+                            Kind::Gauge,
+                            &series_metric_name(route, cluster, m),
+                        )
+                    });
+                    *ids = Some(defined);
+                    defined
+                }
+            };
+            let latency = state.window_latency();
+            let values = [
+                u64::from(v.score),
+                u64::from(v.state.code()),
+                ms(latency.quantile_us(0.5)),
+                ms(latency.quantile_us(0.95)),
+                ms(latency.quantile_us(0.99)),
+            ];
+            for (gauge_id, value) in ids.into_iter().zip(values) {
+                self.metrics.set_id(sink, gauge_id, value);
+            }
+        }
+        scoring.ttft_gauge_ids.resize(scoring.ttft.len(), None);
+        for (id, (w, ids)) in scoring
+            .ttft
+            .iter()
+            .zip(scoring.ttft_gauge_ids.iter_mut())
+            .enumerate()
+        {
+            let window = w.window();
+            if ids.is_none() && window.count() == 0 {
+                continue;
+            }
+            let ids = match ids {
+                Some(ids) => *ids,
+                None => {
+                    let Some(name) = self.registry.name(id as u32) else {
+                        continue;
+                    };
+                    let (route, cluster) = split_name(name);
+                    let defined = [
+                        SeriesMetric::TtftP50,
+                        SeriesMetric::TtftP95,
+                        SeriesMetric::TtftP99,
+                    ]
+                    .map(|m| {
+                        self.metrics.define(
+                            sink,
+                            Kind::Gauge,
+                            &series_metric_name(route, cluster, m),
+                        )
+                    });
+                    *ids = Some(defined);
+                    defined
+                }
+            };
+            for (gauge_id, q) in ids.into_iter().zip([0.5, 0.95, 0.99]) {
+                self.metrics
+                    .set_id(sink, gauge_id, ms(window.quantile_us(q)));
+            }
+        }
+        self.metrics
+            .set(sink, global::SERIES, self.registry.tracked() as u64);
+        if self.cfg.control.is_some() {
+            self.pii_for_report = crate::pii_report::take(store, self.cfg.cas_retries);
+        }
+        if self.edges.is_some() {
+            self.report_edges = crate::edges::take_shared(store, self.cfg.cas_retries);
+        }
+        self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
+        self.scoring = Some(scoring);
+    }
+
+    fn pairs(&self) -> Vec<Pair> {
+        let mut sides: HashMap<(usize, Vec<u8>), PairIds> = HashMap::new();
+        for (id, name) in self.registry.iter() {
+            let (route, cluster) = split_name(name);
+            for (ci, spec) in self.cfg.canaries.iter().enumerate() {
+                if let Some(side) = match_series(spec, route, cluster) {
+                    let entry = sides.entry((ci, route.to_vec())).or_default();
+                    match side {
+                        Side::Stable => entry.0 = Some(id),
+                        Side::Canary => entry.1 = Some(id),
+                    }
+                }
+            }
+        }
+        let mut pairs: Vec<Pair> = sides
+            .into_iter()
+            .filter_map(|((canary, route), ids)| match ids {
+                (Some(stable_id), Some(canary_id)) => Some(Pair {
+                    canary,
+                    route,
+                    stable_id,
+                    canary_id,
+                }),
+                _ => None,
+            })
+            .collect();
+        pairs.sort_by(|a, b| (a.canary, &a.route).cmp(&(b.canary, &b.route)));
+        pairs
+    }
+}
+
+fn ms(us: Option<f64>) -> u64 {
+    us.map(|u| (u / 1000.0).round() as u64).unwrap_or(0)
+}
