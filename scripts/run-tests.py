@@ -73,7 +73,10 @@ def build(cargo_args, group):
             m = json.loads(line)
         except ValueError:
             continue
-        if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        # Only test harnesses: cargo also reports the plain binaries it built for the
+        # integration tests (vigil-control, ...), which are not tests.
+        if (m.get("reason") != "compiler-artifact" or not m.get("executable")
+                or not m.get("profile", {}).get("test")):
             continue
         pkg = package_name(m["package_id"])
         kind = m["target"]["kind"]
