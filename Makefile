@@ -3,9 +3,16 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .NOTPARALLEL:
 
-# Parallel e2e tests per test binary (each test starts its own Envoy and upstreams on
-# kernel-chosen ports, so they never collide). 2 suits the 2-core CI machine.
-E2E_THREADS ?= 2
+# e2e tests run one process per test, several at once, longest first (scripts/run-tests.py;
+# each test starts its own Envoy and upstreams on kernel-chosen ports, so they never collide):
+# at most E2E_JOBS at once and at most E2E_CPU_BUDGET cores of expected CPU use (from the
+# last run's times, or tests/e2e-times.tsv), so timing-sensitive tests keep their CPU.
+E2E_JOBS ?= 6
+E2E_CPU_BUDGET ?= 1.6
+# One package selection for every debug build (unit and e2e): one feature resolution, so no
+# crate is compiled twice; vigil-control's binary comes from the same build.
+TEST_PKGS := --workspace --exclude vigil-filter
+RUN_TESTS := scripts/run-tests.py --cargo-args '$(TEST_PKGS)'
 STEP := scripts/step.sh
 LOGS := target/test-logs
 
@@ -25,19 +32,21 @@ wasm: setup
 lint: setup
 	@$(STEP) lint scripts/lint.sh
 
-## unit: host unit tests of every crate but the wasm glue and the e2e tests
+## unit: host unit tests of every crate but the wasm glue and the e2e tests (builds the e2e tests too)
 unit:
 	@mkdir -p $(LOGS)
-	@$(STEP) unit bash -o pipefail -c '(cargo test --workspace --exclude vigil-filter --exclude vigil-e2e --exclude vigil-demo && cargo test -p vigil-e2e -p vigil-demo --lib --bins) 2>&1 | tee $(LOGS)/unit.log'
+	@$(STEP) unit bash -o pipefail -c "($(RUN_TESTS) --group unit --whole-binaries --jobs 2 --cpu-budget 2 --hints /dev/null --log-dir $(LOGS)/unit --times $(LOGS)/unit-times.tsv && cargo test $(TEST_PKGS) --doc) 2>&1 | tee $(LOGS)/unit.log"
 
 ## eval: the scorer against the incumbents on held-out seeds; fails if a Vigil goal is missed
 eval:
 	@$(STEP) eval cargo run --release --quiet -p vigil-scorer --bin vigil-model -- eval --check
 
-## e2e: end-to-end tests with real Envoy (needs setup and wasm)
+## e2e: end-to-end tests with real Envoy (needs setup and wasm); first the static control
+## binary oci_control.rs packages (so no test compiles while timing-sensitive tests run), in
+## the environment run-tests.py gives that test (else cargo's fingerprints differ: it rebuilds)
 e2e: wasm
 	@mkdir -p $(LOGS)
-	@$(STEP) e2e bash -o pipefail -c "cargo build -p vigil-control 2>&1 && (cargo test --no-fail-fast -p vigil-e2e --test '*' -- --test-threads=$(E2E_THREADS) --nocapture && cargo test --no-fail-fast -p vigil-demo --test '*' -- --test-threads=$(E2E_THREADS) --nocapture) 2>&1 | tee $(LOGS)/e2e.log"
+	@$(STEP) e2e bash -o pipefail -c "env CARGO_MANIFEST_DIR=$(CURDIR)/tests CARGO_PKG_NAME=vigil-e2e CARGO=$${CARGO:-$$(command -v cargo)} OUT=target/oci-control-prebuild scripts/oci-control.sh >/dev/null && VIGIL_CONTROL_BIN=$(CURDIR)/target/debug/vigil-control $(RUN_TESTS) --group e2e --jobs $(E2E_JOBS) --cpu-budget $(E2E_CPU_BUDGET) --log-dir $(LOGS)/e2e 2>&1 | tee $(LOGS)/e2e.log"
 
 ## test: everything, in order: setup, lint, wasm, unit, eval, e2e
 test:

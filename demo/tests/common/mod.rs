@@ -22,10 +22,16 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// vigil-control next to the demo binary (same profile); built once per test run.
+/// vigil-control next to the demo binary (same profile); built once per test run, unless
+/// `VIGIL_CONTROL_BIN` names one already built (`make test` builds every test binary and
+/// vigil-control in one cargo invocation first, so no test waits for a build).
 pub fn control_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("VIGIL_CONTROL_BIN").map(PathBuf::from) {
+            assert!(bin.is_file(), "VIGIL_CONTROL_BIN={} missing", bin.display());
+            return bin;
+        }
         let demo = PathBuf::from(env!("CARGO_BIN_EXE_vigil-demo"));
         let dir = demo.parent().unwrap().to_path_buf();
         let release = dir.file_name().is_some_and(|n| n == "release");
