@@ -26,7 +26,9 @@ impl Worker {
         store: &S,
     ) -> bool {
         // Only the lease holder writes these keys: unconditional writes.
-        let mut ok = store.set(&self.keys.verdicts, &table.encode(), None).is_ok();
+        let mut ok = store
+            .set(&self.keys.verdicts, &table.encode(), None)
+            .is_ok();
         let steering = table.steering().encode();
         if self.published_steering.as_deref() != Some(steering.as_slice()) {
             if store.set(&self.keys.steering, &steering, None).is_ok() {
