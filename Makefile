@@ -7,8 +7,11 @@ SHELL := /bin/bash
 # each test starts its own Envoy and upstreams on kernel-chosen ports, so they never collide):
 # at most E2E_JOBS at once and at most E2E_CPU_BUDGET cores of expected CPU use (from the
 # last run's times, or tests/e2e-times.tsv), so timing-sensitive tests keep their CPU.
+# E2E_EXCLUSIVE (BINARY::NAME prefixes) run only beside each other: the self-judgement tests
+# read a load generator's CPU stall as a traffic burst.
 E2E_JOBS ?= 6
 E2E_CPU_BUDGET ?= 1.6
+E2E_EXCLUSIVE ?= self_judgement::
 # One package selection for every debug build (unit and e2e): one feature resolution, so no
 # crate is compiled twice; vigil-control's binary comes from the same build.
 TEST_PKGS := --workspace --exclude vigil-filter
@@ -46,7 +49,7 @@ eval:
 ## the environment run-tests.py gives that test (else cargo's fingerprints differ: it rebuilds)
 e2e: wasm
 	@mkdir -p $(LOGS)
-	@$(STEP) e2e bash -o pipefail -c "env CARGO_MANIFEST_DIR=$(CURDIR)/tests CARGO_PKG_NAME=vigil-e2e CARGO=$${CARGO:-$$(command -v cargo)} OUT=target/oci-control-prebuild scripts/oci-control.sh >/dev/null && VIGIL_CONTROL_BIN=$(CURDIR)/target/debug/vigil-control $(RUN_TESTS) --group e2e --jobs $(E2E_JOBS) --cpu-budget $(E2E_CPU_BUDGET) --log-dir $(LOGS)/e2e 2>&1 | tee $(LOGS)/e2e.log"
+	@$(STEP) e2e bash -o pipefail -c "env CARGO_MANIFEST_DIR=$(CURDIR)/tests CARGO_PKG_NAME=vigil-e2e CARGO=$${CARGO:-$$(command -v cargo)} OUT=target/oci-control-prebuild scripts/oci-control.sh >/dev/null && VIGIL_CONTROL_BIN=$(CURDIR)/target/debug/vigil-control $(RUN_TESTS) --group e2e --jobs $(E2E_JOBS) --cpu-budget $(E2E_CPU_BUDGET) $(foreach x,$(E2E_EXCLUSIVE),--exclusive $(x)) --log-dir $(LOGS)/e2e 2>&1 | tee $(LOGS)/e2e.log"
 
 ## test: everything, in order: setup, lint, wasm, unit, eval, e2e
 test:

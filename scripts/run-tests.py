@@ -16,6 +16,11 @@ tests (with nothing running, any test may start). Times come from the last run (
 target/test-logs/e2e-times.tsv) over the committed hints (--hints, tests/e2e-times.tsv); a
 test in neither (a new file) starts first, counted as one busy core.
 
+Tests named by --exclusive (prefixes of BINARY::NAME; default `self_judgement::`) judge
+real-time traffic shapes (rate surges, bursts, a 5-minute A/A run) and read any CPU stall of
+the load generator as a burst: they run only beside each other, never beside other tests
+(measured: a Chromium start beside them gave a false surge alarm on a quiet 2-core machine).
+
 Every test's output is printed as one block when it ends (never interleaved), with libtest's
 own "test result:" line, so scripts/test-summary.sh counts passed, failed and ignored as
 before (a test killed by --timeout counts as failed). Exit status 1 if any test failed or
@@ -24,7 +29,7 @@ log files, and the longest tests with their wall and CPU seconds.
 
 Usage: run-tests.py [--group e2e|unit] [--cargo-args '--workspace ...'] [--whole-binaries]
                     [--jobs N] [--cpu-budget C] [--timeout S] [--log-dir DIR]
-                    [--hints FILE] [--times FILE] [FILTER...]
+                    [--hints FILE] [--times FILE] [--exclusive PREFIX]... [FILTER...]
 """
 
 import argparse
@@ -132,6 +137,7 @@ class Job:
         self.start = 0.0
         self.logfile = None
         self.timed_out = False
+        self.exclusive = False
 
     def describe(self):
         w = "new" if self.est_wall == UNKNOWN_WALL else f"~{self.est_wall:.0f}s"
@@ -155,9 +161,14 @@ def main():
     ap.add_argument("--log-dir", default="target/test-logs/e2e")
     ap.add_argument("--hints", default="tests/e2e-times.tsv")
     ap.add_argument("--times", default="target/test-logs/e2e-times.tsv")
+    ap.add_argument("--exclusive", action="append", default=None,
+                    help="tests (BINARY::NAME prefix) that run only beside each other "
+                         "(default: $E2E_EXCLUSIVE, else self_judgement::)")
     ap.add_argument("filters", nargs="*", help="only tests whose binary::name contains one")
     a = ap.parse_args()
     a.cargo_args = a.cargo_args.split()
+    if a.exclusive is None:
+        a.exclusive = os.environ.get("E2E_EXCLUSIVE", "self_judgement::").split()
 
     # Last run's times (if any) over the committed hints.
     times = read_times(a.hints)
@@ -185,6 +196,7 @@ def main():
             j = Job(binary, t, exe, cwd, pkg, w, c)
             if a.filters and not any(f in j.name for f in a.filters):
                 continue
+            j.exclusive = any(j.name.startswith(x) for x in a.exclusive)
             jobs.append(j)
     log(f"run-tests: built and listed in {time.monotonic() - t_build:.0f}s: "
         f"{len(jobs)} tests; at most {a.jobs} at once within {a.cpu_budget} cores")
@@ -242,7 +254,11 @@ def main():
         while started and pending and len(running) < a.jobs:
             started = False
             load = sum(j.est_cores for j in running)
+            # An --exclusive test runs only beside other exclusive tests.
+            kind = running[0].exclusive if running else None
             for j in pending:
+                if kind is not None and j.exclusive != kind:
+                    continue
                 if not running or load + j.est_cores <= a.cpu_budget:
                     pending.remove(j)
                     start(j)
