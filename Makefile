@@ -9,8 +9,8 @@ SHELL := /bin/bash
 # last run's times, or tests/e2e-times.tsv), so timing-sensitive tests keep their CPU.
 # E2E_EXCLUSIVE (BINARY::NAME prefixes) run only beside each other: the self-judgement tests
 # read a load generator's CPU stall as a traffic burst.
-E2E_JOBS ?= 6
-E2E_CPU_BUDGET ?= 1.6
+E2E_JOBS ?= 4
+E2E_CPU_BUDGET ?= 1.2
 E2E_EXCLUSIVE ?= self_judgement::
 # One package selection for every debug build (unit and e2e): one feature resolution, so no
 # crate is compiled twice; vigil-control's binary comes from the same build.

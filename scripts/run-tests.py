@@ -153,9 +153,9 @@ def main():
                     help="package selection for cargo test --no-run")
     ap.add_argument("--whole-binaries", action="store_true",
                     help="run each binary whole (libtest's own threads) instead of per test")
-    ap.add_argument("--jobs", type=int, default=int(os.environ.get("E2E_JOBS", "6")))
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("E2E_JOBS", "4")))
     ap.add_argument("--cpu-budget", type=float,
-                    default=float(os.environ.get("E2E_CPU_BUDGET", "1.6")))
+                    default=float(os.environ.get("E2E_CPU_BUDGET", "1.2")))
     ap.add_argument("--timeout", type=float,
                     default=float(os.environ.get("E2E_TEST_TIMEOUT", "1500")))
     ap.add_argument("--log-dir", default="target/test-logs/e2e")
