@@ -256,6 +256,113 @@ fn sub_in<C: Cell>(
     }
 }
 
+/// Add every entry of `entries` (as [`add_in`] one by one), resolving a
+/// chunk's slot once per run of entries in the same chunk: a tick's sparse
+/// delta is sorted, so most entries reuse the previous entry's slot, and
+/// the totals are summed per run. `Err(k)` (entries before `k` applied)
+/// when entry `k` does not fit its cell and the store must widen first.
+#[inline]
+fn merge_in<C: Cell>(
+    dir: &mut [u8; CHUNKS],
+    slots: &mut Vec<Slot<C>>,
+    count: &mut u64,
+    entries: &[(u16, u32)],
+) -> Result<(), usize> {
+    let mut i = 0usize;
+    let mut added_all = 0u64;
+    while let Some(&(index, n)) = entries.get(i) {
+        let index = usize::from(index);
+        if index >= BUCKETS || n == 0 {
+            i += 1;
+            continue;
+        }
+        let chunk_i = index / SUB_BUCKETS;
+        let Some(slot) = slot_or_insert(dir, slots, chunk_i) else {
+            i += 1;
+            continue;
+        };
+        let mut added = 0u64;
+        let mut overflow = false;
+        // The run of entries in this chunk (an out-of-range index has a
+        // chunk past the last, so it ends the run).
+        while let Some(&(index, n)) = entries.get(i) {
+            let index = usize::from(index);
+            if index / SUB_BUCKETS != chunk_i {
+                break;
+            }
+            if let Some(cell) = slot.counts.get_mut(index % SUB_BUCKETS) {
+                let old = cell.get();
+                let sum = old.saturating_add(n);
+                if sum > C::MAX {
+                    overflow = true;
+                    break;
+                }
+                *cell = C::make(sum);
+                added += u64::from(sum - old);
+            }
+            i += 1;
+        }
+        slot.total += added;
+        added_all += added;
+        if overflow {
+            *count += added_all;
+            return Err(i);
+        }
+    }
+    *count += added_all;
+    Ok(())
+}
+
+/// Subtract every entry (as [`sub_in`] one by one), resolving a chunk's
+/// slot once per run of entries in the same chunk.
+#[inline]
+fn subtract_in<C: Cell>(
+    dir: &mut [u8; CHUNKS],
+    slots: &mut [Slot<C>],
+    count: &mut u64,
+    mut entries: impl Iterator<Item = (u16, u32)>,
+) {
+    let mut taken_all = 0u64;
+    let mut next = entries.next();
+    while let Some((index, _)) = next {
+        let chunk_i = usize::from(index) / SUB_BUCKETS;
+        let Some(entry) = dir.get_mut(chunk_i) else {
+            next = entries.next();
+            continue;
+        };
+        let Some(slot) = slots.get_mut(usize::from(*entry)) else {
+            // No slot for this chunk: nothing to take.
+            next = entries.next();
+            continue;
+        };
+        let mut taken_run = 0u64;
+        while let Some((index, n)) = next {
+            let index = usize::from(index);
+            if index / SUB_BUCKETS != chunk_i {
+                break;
+            }
+            next = entries.next();
+            if let Some(cell) = slot.counts.get_mut(index % SUB_BUCKETS) {
+                let taken = cell.get().min(n);
+                *cell = C::make(cell.get() - taken);
+                taken_run += u64::from(taken);
+                if taken_run >= slot.total {
+                    // The chunk emptied: its slot is freed, and the rest of
+                    // the run finds no slot (as one by one).
+                    break;
+                }
+            }
+        }
+        slot.total -= taken_run.min(slot.total);
+        taken_all += taken_run;
+        if slot.total == 0 {
+            slot.chunk = NO_SLOT;
+            *entry = NO_SLOT;
+        }
+    }
+    *count -= taken_all.min(*count);
+}
+
 /// Chunks in use, in index order, with their slots.
 fn chunks_in<'a, C: Cell>(
     dir: &'a [u8; CHUNKS],
@@ -464,17 +571,35 @@ impl LatencyHistogram {
         }
     }
 
-    /// Add a sparse histogram.
+    /// Add a sparse histogram (the same as [`LatencyHistogram::add_to_bucket`]
+    /// for each entry, in order; a run of entries in one chunk finds its
+    /// slot once).
     pub fn merge_sparse(&mut self, sparse: &[(u16, u32)]) {
-        for &(index, n) in sparse {
-            self.add_to_bucket(index, n);
+        let done = match &mut self.store {
+            Store::Narrow(v) => merge_in(&mut self.dir, v, &mut self.count, sparse),
+            Store::Wide(v) => merge_in(&mut self.dir, v, &mut self.count, sparse),
+        };
+        if let Err(k) = done {
+            self.widen();
+            if let (Store::Wide(v), Some(rest)) = (&mut self.store, sparse.get(k..)) {
+                // 32-bit cells saturate instead of failing.
+                let _ = merge_in(&mut self.dir, v, &mut self.count, rest);
+            }
         }
     }
 
     /// Remove a sparse histogram previously merged.
     pub fn subtract_sparse(&mut self, sparse: &[(u16, u32)]) {
-        for &(index, n) in sparse {
-            self.sub_from_bucket(index, n);
+        self.subtract_entries(sparse.iter().copied());
+    }
+
+    /// Remove `(bucket, count)` entries previously added (the same as
+    /// [`LatencyHistogram::sub_from_bucket`] for each, in order; a run of
+    /// entries in one chunk finds its slot once).
+    pub fn subtract_entries(&mut self, entries: impl Iterator<Item = (u16, u32)>) {
+        match &mut self.store {
+            Store::Narrow(v) => subtract_in(&mut self.dir, v, &mut self.count, entries),
+            Store::Wide(v) => subtract_in(&mut self.dir, v, &mut self.count, entries),
         }
     }
 

@@ -447,9 +447,7 @@ impl SeriesState {
                 self.recent_latency_count =
                     self.recent_latency_count.saturating_sub(old.latency_count);
                 if let Some(h) = self.recent_hist.as_deref_mut() {
-                    for (index, n) in old.latency() {
-                        h.sub_from_bucket(index, n);
-                    }
+                    h.subtract_entries(old.latency());
                 }
             }
         }
@@ -457,9 +455,7 @@ impl SeriesState {
         if self.ring.len() >= w {
             if let Some(old) = self.ring.get(w - 1) {
                 self.window_counters.sub(&old.counters);
-                for (index, n) in old.latency() {
-                    self.window_latency.sub_from_bucket(index, n);
-                }
+                self.window_latency.subtract_entries(old.latency());
             }
         }
         let latency_count = self.ring.push(delta);

@@ -14,6 +14,7 @@ mod bench;
 mod corpus;
 mod csv;
 mod detectors;
+mod determinism;
 mod eval;
 mod score;
 mod sim;
