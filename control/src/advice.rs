@@ -30,8 +30,13 @@
 //! - Rendered as Istio `VirtualService` / `DestinationRule` patches and Kong
 //!   Mesh `MeshTimeout` / `MeshRetry` / `MeshCircuitBreaker` ([`render`]).
 //!
-//! Not covered: warnings against the configuration in force (Vigil does not
-//! read VirtualServices yet), an observed retry ratio.
+//! - **Evidence**: each route carries the observed numbers behind it
+//!   ([`Evidence`]: requests, 5xx, streamed responses, latency p99 / p99.9,
+//!   time-to-first-byte p99.9, per-instance requests and 5xx), in the JSON.
+//!
+//! Warnings against the configuration in force (VirtualService timeouts and
+//! retries, DestinationRule outlier detection, MeshTimeout / MeshRetry) are
+//! added by [`crate::advice_in_force`]. Not covered: an observed retry ratio.
 
 use crate::graph::EdgeView;
 use serde_json::{json, Value};
@@ -77,13 +82,35 @@ pub struct RouteAdvice {
     pub concurrency: f64,
     /// Observed failure ratio (5xx + no response) / requests.
     pub failure_ratio: f64,
+    /// The observed numbers.
+    pub evidence: Evidence,
     /// The numbers behind each proposal.
     pub explanation: Vec<String>,
     /// Risks to look at.
     pub warnings: Vec<String>,
 }
 
-fn idempotent(method: &str) -> bool {
+/// What was observed on one route (all callers merged).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evidence {
+    /// 5xx / no response.
+    pub errors: u64,
+    /// Responses in two or more body chunks.
+    pub streamed: u64,
+    /// Total-latency p99, ms (the slowest below 100 requests).
+    pub latency_p99_ms: f64,
+    /// Total-latency p99.9 as taken for the timeout, ms.
+    pub latency_p999_ms: f64,
+    /// How the p99.9 was taken (`p99.9 of n`, or the slowest of fewer).
+    pub p999_how: String,
+    /// Time-to-first-byte p99.9, ms (streaming routes).
+    pub ttft_p999_ms: Option<f64>,
+    /// Per destination instance (inbound reporter): (name, requests, 5xx).
+    pub instances: Vec<(String, u64, u64)>,
+}
+
+/// Whether a method may be retried (RFC 9110 idempotent methods).
+pub fn idempotent(method: &str) -> bool {
     matches!(
         method,
         "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
@@ -121,7 +148,8 @@ pub fn pool(routes: &[&RouteAdvice]) -> (u64, u64, String) {
     (limit, retries, why)
 }
 
-fn round_up_100(ms: f64) -> u64 {
+/// `ms` rounded up to a multiple of 100 (at least 100).
+pub fn round_up_100(ms: f64) -> u64 {
     ((ms / 100.0).ceil() as u64).max(1) * 100
 }
 
@@ -180,6 +208,24 @@ pub fn advise(edges: &[EdgeView]) -> Vec<RouteAdvice> {
         };
         let mut explanation = Vec::new();
         let mut warnings = Vec::new();
+        let p99 = if lat.count() < 100 {
+            lat.quantile_us(1.0)
+        } else {
+            lat.quantile_us(0.99)
+        }
+        .map_or(total_q, |us| us / 1000.0);
+        let mut evidence = Evidence {
+            errors,
+            streamed,
+            latency_p99_ms: p99,
+            latency_p999_ms: total_q,
+            p999_how: how.clone(),
+            ttft_p999_ms: None,
+            instances: instances
+                .iter()
+                .map(|(k, (n, e))| ((*k).to_string(), *n, *e))
+                .collect(),
+        };
         let timeout_ms = round_up_100(total_q * MARGIN);
         let streaming = requests > 0 && streamed * 2 >= requests;
         let mut first_byte_timeout_ms = None;
@@ -193,6 +239,7 @@ pub fn advise(edges: &[EdgeView]) -> Vec<RouteAdvice> {
                     "first-byte timeout {t} ms = {fb_how} time to first byte {fb:.1} ms × {MARGIN}, rounded up"
                 ));
                 first_byte_timeout_ms = Some(t);
+                evidence.ttft_p999_ms = Some(fb);
             }
         } else {
             explanation.push(format!(
@@ -275,6 +322,7 @@ pub fn advise(edges: &[EdgeView]) -> Vec<RouteAdvice> {
             outlier,
             concurrency,
             failure_ratio,
+            evidence,
             explanation,
             warnings,
         });
@@ -322,6 +370,12 @@ pub fn to_json(advice: &[RouteAdvice]) -> Value {
         "outlier_detection": a.outlier.map(|(c, i, e, m)| json!({
             "consecutive_5xx": c, "interval_s": i, "base_ejection_s": e, "max_ejection_percent": m})),
         "concurrency_estimate": a.concurrency, "failure_ratio": a.failure_ratio,
+        "evidence": {"requests": a.requests, "errors_5xx": a.evidence.errors,
+            "streamed": a.evidence.streamed, "latency_p99_ms": a.evidence.latency_p99_ms,
+            "latency_p999_ms": a.evidence.latency_p999_ms, "p999_taken_as": a.evidence.p999_how,
+            "ttft_p999_ms": a.evidence.ttft_p999_ms,
+            "instances": a.evidence.instances.iter().map(|(k, n, e)| json!({
+                "instance": k, "requests": n, "errors_5xx": e})).collect::<Vec<_>>()},
         "explanation": a.explanation, "warnings": a.warnings,
     })).collect::<Vec<_>>(), "services": services})
 }

@@ -27,6 +27,7 @@
 //! (least-privilege drafts) and [`advice`] (resilience advice) are pure; [`traffic_http`] serves them.
 
 pub mod advice;
+pub mod advice_in_force;
 pub mod analysis;
 pub mod audit;
 pub mod audit_page;

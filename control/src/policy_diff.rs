@@ -34,7 +34,7 @@ pub struct InForce {
 /// What a directory holds: objects, and files skipped with why.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Read {
-    /// Objects (AuthorizationPolicy and MeshTrafficPermission only).
+    /// Objects (of the kinds asked for).
     pub objects: Vec<InForce>,
     /// `file: why` for files skipped.
     pub skipped: Vec<String>,
@@ -73,6 +73,13 @@ fn yaml_files(dir: &Path, depth: u8, out: &mut Vec<std::path::PathBuf>) {
 
 /// Read the policies in force under `dir` (a missing directory holds none).
 pub fn read_dir(dir: &Path) -> Read {
+    read_dir_kinds(dir, &["AuthorizationPolicy", "MeshTrafficPermission"])
+}
+
+/// Read the objects of the given `kinds` under `dir`, with the same bounds
+/// (the resilience warnings read VirtualServices, DestinationRules and the
+/// Kong Mesh timeout / retry / circuit-breaker policies this way).
+pub fn read_dir_kinds(dir: &Path, kinds: &[&str]) -> Read {
     let mut files = Vec::new();
     yaml_files(dir, 1, &mut files);
     let mut read = Read::default();
@@ -99,10 +106,7 @@ pub fn read_dir(dir: &Path) -> Read {
             match Value::deserialize(doc) {
                 Ok(v) => {
                     let kind = v.get("kind").and_then(Value::as_str);
-                    if matches!(
-                        kind,
-                        Some("AuthorizationPolicy") | Some("MeshTrafficPermission")
-                    ) {
+                    if kind.is_some_and(|k| kinds.contains(&k)) {
                         read.objects.push(InForce {
                             file: name.clone(),
                             object: v,

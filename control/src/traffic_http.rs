@@ -5,7 +5,7 @@
 //! | `GET /v1/graph[?format=json\|dot\|svg]` | the dependency map ([`crate::graph`]) as JSON, Graphviz DOT, or SVG ([`crate::graph_svg`]) |
 //! | `GET /v1/policies[?format=json\|yaml][&kind=istio\|kuma][&mesh=NAME]` | least-privilege drafts per destination ([`crate::policy`]), JSON with each draft's digest and diff against the policies in force ([`crate::policy_diff`]) |
 //! | `POST /v1/policies/{service}/{approve\|reject}` | operator: approve a reviewed draft into GitOps YAML, audited ([`crate::policy_flow`]; served by [`crate::http`]) |
-//! | `GET /v1/advice[?format=json\|yaml][&namespace=NS][&mesh=NAME]` | resilience advice per route ([`crate::advice`]) |
+//! | `GET /v1/advice[?format=json\|yaml][&namespace=NS][&mesh=NAME]` | resilience advice per route ([`crate::advice`]), with warnings against the VirtualServices / DestinationRules / Kong Mesh policies in the GitOps directory ([`crate::advice_in_force`]; JSON lists them as `in_force`, bad files as `in_force_skipped`) |
 //!
 //! A bad query parameter is a JSON 400 naming it.
 
@@ -135,14 +135,28 @@ async fn advice(State(svc): State<Arc<Service>>, Query(q): Params) -> Response {
         };
         return bad(field, "must be a DNS label".to_string());
     };
-    let routes = crate::advice::advise(&svc.graph_edges(log::now_ms()));
+    let mut routes = crate::advice::advise(&svc.graph_edges(log::now_ms()));
+    let read = crate::policy_diff::read_dir_kinds(svc.gitops_dir(), crate::advice_in_force::KINDS);
+    crate::advice_in_force::check(&mut routes, &read.objects);
     match q.get("format").map(String::as_str) {
-        None | Some("json") => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            crate::advice::to_json(&routes).to_string(),
-        )
-            .into_response(),
+        None | Some("json") => {
+            let mut v = crate::advice::to_json(&routes);
+            if let Some(o) = v.as_object_mut() {
+                let files: Vec<String> = read
+                    .objects
+                    .iter()
+                    .map(crate::advice_in_force::name_of)
+                    .collect();
+                o.insert("in_force".into(), json!(files));
+                o.insert("in_force_skipped".into(), json!(read.skipped));
+            }
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                v.to_string(),
+            )
+                .into_response()
+        }
         Some("yaml") => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/yaml")],
