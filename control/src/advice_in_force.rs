@@ -19,7 +19,7 @@
 //! - **MeshTimeout** whose `to` targets the service (a `MeshService` by
 //!   name or `kuma.io/display-name`, or `Mesh`): `http.requestTimeout`
 //!   shorter than the p99.9 is a warning. **MeshRetry**: `http.numRetries`
-//!   > 0 on a service with a non-idempotent route is a warning (Kuma's
+//!   above 0 on a service with a non-idempotent route is a warning (Kuma's
 //!   retry is per service, not per method). **MeshCircuitBreaker** without
 //!   `outlierDetection` where outlier detection is proposed: a warning.
 //!
@@ -51,12 +51,12 @@ pub fn duration_ms(s: &str) -> Option<f64> {
         let n = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(n);
+        let (num, tail) = rest.split_at_checked(n)?;
         let v: f64 = num.parse().ok()?;
         let u = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(u);
+        let (unit, tail) = tail.split_at_checked(u)?;
         total += v * match unit {
             "h" => 3_600_000.0,
             "m" => 60_000.0,
@@ -151,7 +151,7 @@ fn timeout_warning(what: &str, t: f64, a: &RouteAdvice) -> Option<String> {
 }
 
 fn check_virtual_service(a: &mut RouteAdvice, o: &InForce) -> bool {
-    let spec = &o.object["spec"];
+    let spec = o.object.get("spec").unwrap_or(&Value::Null);
     let hosts_match = spec["hosts"].as_array().is_some_and(|h| {
         h.iter()
             .filter_map(Value::as_str)
