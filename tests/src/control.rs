@@ -205,11 +205,16 @@ impl ControlService {
 
     /// `GET path` → JSON.
     pub async fn get(&self, path: &str) -> Result<Value> {
+        Ok(serde_json::from_str(&self.get_text(path).await?)?)
+    }
+
+    /// `GET path` (5 s timeout), the body as text (YAML, DOT, SVG renderings).
+    pub async fn get_text(&self, path: &str) -> Result<String> {
         let reply = self
             .client
             .get(self.addr, path, &[], Duration::from_secs(5))
             .await?;
-        Ok(serde_json::from_str(&reply.text())?)
+        Ok(reply.text())
     }
 
     /// The routing document the filters read.

@@ -435,16 +435,10 @@ async fn resilience_advice_from_real_envoy_traffic() {
     }
 
     // The rendered documents pass the Istio and Kong Mesh CRDs.
-    let yaml = vigil_e2e::http::HttpClient::new()
-        .get(
-            control.addr(),
-            "/v1/advice?format=yaml&namespace=shop",
-            &[],
-            Duration::from_secs(5),
-        )
+    let yaml = control
+        .get_text("/v1/advice?format=yaml&namespace=shop")
         .await
-        .unwrap()
-        .text();
+        .unwrap();
     validate_documents(&yaml).unwrap_or_else(|e| panic!("advice fails the CRDs: {e:#?}\n{yaml}"));
     for kind in [
         "VirtualService",

@@ -317,16 +317,7 @@ async fn dependency_map_policies_and_rbac_in_real_envoy_with_mtls() {
 
     // 2. Drafts, CRD-validated (Istio AuthorizationPolicy + deny-all, Kuma MeshTrafficPermission).
     let drafts = control.get("/v1/policies").await.unwrap();
-    let yaml = vigil_e2e::http::HttpClient::new()
-        .get(
-            control.addr(),
-            "/v1/policies?format=yaml",
-            &[],
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap()
-        .text();
+    let yaml = control.get_text("/v1/policies?format=yaml").await.unwrap();
     validate_documents(&yaml).unwrap_or_else(|e| panic!("drafts fail the CRDs: {e:#?}\n{yaml}"));
     let kinds = yaml.matches("kind: MeshTrafficPermission").count();
     assert_eq!(kinds, 2, "orders and models: {yaml}");
