@@ -30,10 +30,13 @@ pub enum Variant {
     Steer,
     /// (e) (d) with the `edges` section enabled.
     SteerEdges,
+    /// The no-op module in priced mode: Vigil steer's per-request hostcalls
+    /// and nothing else (section `profile` only).
+    NoopPriced,
 }
 
 impl Variant {
-    /// All four, in report order.
+    /// The `dataplane` section's variants, in report order.
     pub const ALL: [Variant; 5] = [
         Variant::None,
         Variant::Noop,
@@ -50,6 +53,7 @@ impl Variant {
             Variant::Shadow => "shadow",
             Variant::Steer => "steer",
             Variant::SteerEdges => "steer_edges",
+            Variant::NoopPriced => "noop_priced",
         }
     }
 }
@@ -91,6 +95,14 @@ pub async fn start(
     if variant == Variant::SteerEdges {
         if let Some(o) = extra.as_object_mut() {
             o.insert("edges".into(), json!({"service": "bench", "version": "v1"}));
+        }
+    }
+    if variant == Variant::NoopPriced {
+        if let Some(o) = extra.as_object_mut() {
+            // VIGIL_BENCH_MIMIC: which hostcall groups (time, headers,
+            // properties; default steer = all), to price them one by one.
+            let groups = std::env::var("VIGIL_BENCH_MIMIC").unwrap_or_else(|_| "steer".into());
+            o.insert("bench_mimic".into(), json!(groups));
         }
     }
     let noop = setup.noop_wasm.to_string_lossy().into_owned();
@@ -136,7 +148,7 @@ fn transform(b: &mut Value, variant: Variant, noop: &str) -> Result<()> {
                 f.get("name").and_then(Value::as_str) != Some("envoy.filters.http.wasm")
             });
         }
-        Variant::Noop => {
+        Variant::Noop | Variant::NoopPriced => {
             let slot = filters
                 .iter_mut()
                 .find(|f| f.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm"))
@@ -182,9 +194,11 @@ pub struct DpConfig {
     pub concurrencies: Vec<u32>,
 }
 
+/// One variant's run under one load shape.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    cpu_us_per_req: f64,
+pub struct Sample {
+    /// Envoy CPU per request (schedstat), µs.
+    pub cpu_us_per_req: f64,
     stat_us_per_req: f64,
     p50_us: f64,
     p99_us: f64,
@@ -218,18 +232,38 @@ async fn measure(r: &Running, mode: Mode, cfg: &DpConfig) -> Result<Sample> {
     })
 }
 
-/// Runs the interleaved A/B/C/D comparison and appends its results.
+/// Runs the interleaved comparison of every [`Variant::ALL`] under both load
+/// shapes and appends its results as `dataplane.*`.
 pub async fn run(setup: &Setup, cfg: &DpConfig, out: &mut Vec<Res>) -> Result<()> {
+    let samples = run_variants(setup, cfg, &Variant::ALL, &[Mode::Open, Mode::Sat]).await?;
+    for (conc, samples) in &samples {
+        summarize("dataplane", *conc, cfg, samples, out);
+    }
+    Ok(())
+}
+
+/// Per-round samples of each (load shape, variant), per concurrency.
+pub type Samples = BTreeMap<(Mode, Variant), Vec<Sample>>;
+
+/// Starts one Envoy per variant for each concurrency of `cfg`, then runs
+/// interleaved rounds of every load shape in `modes` over them.
+pub async fn run_variants(
+    setup: &Setup,
+    cfg: &DpConfig,
+    variants: &[Variant],
+    modes: &[Mode],
+) -> Result<Vec<(u32, Samples)>> {
+    let mut all = Vec::new();
     let stable = FastUpstream::start("stable").await?;
     let canary = FastUpstream::start("canary").await?;
     let ports = (stable.port(), canary.port());
     for &conc in &cfg.concurrencies {
         eprintln!(
             "bench: data plane, --concurrency {conc}: starting {} Envoys",
-            Variant::ALL.len()
+            variants.len()
         );
         let mut envoys = Vec::new();
-        for v in Variant::ALL {
+        for &v in variants {
             let r = start(setup, v, conc, ports, 0, None).await?;
             // Warm-up: connections, V8 tier-up of the hot wasm functions, first ticks.
             closed_loop(
@@ -241,9 +275,9 @@ pub async fn run(setup: &Setup, cfg: &DpConfig, out: &mut Vec<Res>) -> Result<()
             .await?;
             envoys.push((v, r));
         }
-        let mut samples: BTreeMap<(Mode, Variant), Vec<Sample>> = BTreeMap::new();
+        let mut samples: Samples = BTreeMap::new();
         for round in 0..cfg.rounds {
-            for mode in [Mode::Open, Mode::Sat] {
+            for &mode in modes {
                 // Rotate the order every round so no variant always runs first.
                 let k = envoys.len();
                 for j in 0..k {
@@ -279,27 +313,23 @@ pub async fn run(setup: &Setup, cfg: &DpConfig, out: &mut Vec<Res>) -> Result<()
             }
         }
         drop(envoys);
-        summarize(conc, cfg, &samples, out);
+        all.push((conc, samples));
     }
-    Ok(())
+    Ok(all)
 }
 
-fn summarize(
-    conc: u32,
-    cfg: &DpConfig,
-    samples: &BTreeMap<(Mode, Variant), Vec<Sample>>,
-    out: &mut Vec<Res>,
-) {
+/// Appends the per-variant figures and the paired ratios as `<prefix>.c<conc>.*`.
+pub fn summarize(prefix: &str, conc: u32, cfg: &DpConfig, samples: &Samples, out: &mut Vec<Res>) {
     for mode in [Mode::Open, Mode::Sat] {
         let load = match mode {
             Mode::Open => format!("open loop {:.0} req/s", cfg.rate),
             Mode::Sat => format!("closed loop, {} connections", cfg.conns),
         };
-        for v in Variant::ALL {
+        for v in Variant::ALL.into_iter().chain([Variant::NoopPriced]) {
             let Some(s) = samples.get(&(mode, v)) else {
                 continue;
             };
-            let p = format!("dataplane.c{conc}.{}.{}", mode.name(), v.name());
+            let p = format!("{prefix}.c{conc}.{}.{}", mode.name(), v.name());
             let col = |f: fn(&Sample) -> f64| s.iter().map(f).collect::<Vec<f64>>();
             let failed: usize = s.iter().map(|x| x.failed).sum();
             let mut cpu = Res::of_samples(
@@ -356,12 +386,14 @@ fn summarize(
             (Variant::Noop, Variant::None),
             (Variant::SteerEdges, Variant::Steer),
             (Variant::SteerEdges, Variant::Noop),
+            (Variant::NoopPriced, Variant::Noop),
+            (Variant::Steer, Variant::NoopPriced),
         ];
         for (num, den) in pairs {
             let (Some(a), Some(b)) = (samples.get(&(mode, num)), samples.get(&(mode, den))) else {
                 continue;
             };
-            let p = format!("dataplane.c{conc}.{}", mode.name());
+            let p = format!("{prefix}.c{conc}.{}", mode.name());
             let ratio = |f: fn(&Sample) -> f64| -> Vec<f64> {
                 a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect()
             };

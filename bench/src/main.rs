@@ -8,13 +8,14 @@
 //! no-op filter for 1 KB, 16 KB and 256 KB prompts), `streaming` (real Envoy,
 //! steer CPU per request on a streaming route beside a unary one against the
 //! no-op filter), `host` (shared-data bytes and tick duration from the filter's
-//! core), `hostcalls` (hostcalls per request, counted), `ticks` (real Envoy, one worker: request latency during the lease holder's ticks at 1 000 and 10 000 series against the no-op filter, and the holder's idle tick CPU), `scorer`, `wasm`, `control` (folded in from files).
+//! core), `hostcalls` (hostcalls per request, counted), `profile` (real Envoy at saturation: no-op, no-op making Vigil's hostcalls, steer: hostcalls vs own code), `ticks` (real Envoy, one worker: request latency during the lease holder's ticks at 1 000 and 10 000 series against the no-op filter, and the holder's idle tick CPU), `scorer`, `wasm`, `control` (folded in from files).
 
 mod dataplane;
 mod host;
 mod hostcalls;
 mod load;
 mod pii;
+mod profile;
 mod report;
 mod streaming;
 mod ticks;
@@ -402,6 +403,7 @@ fn real_main() -> Result<()> {
         host::worst_delta(&mut results);
     }
     if wanted(&a, "dataplane")
+        || wanted(&a, "profile")
         || wanted(&a, "scale")
         || wanted(&a, "pii")
         || wanted(&a, "streaming")
@@ -428,6 +430,11 @@ fn real_main() -> Result<()> {
             if wanted(&a, "dataplane") {
                 if let Err(e) = dataplane::run(&setup, &a.dp, &mut results).await {
                     errors.push(format!("dataplane: {e}"));
+                }
+            }
+            if wanted(&a, "profile") {
+                if let Err(e) = profile::run(&setup, &a.dp, &mut results).await {
+                    errors.push(format!("profile: {e}"));
                 }
             }
             if wanted(&a, "streaming") {

@@ -415,18 +415,20 @@ impl HttpContext for VigilHttp {
         self.pii_body(body_size, eos)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, eos: bool) -> Action {
         let Ok(slot) = self.worker.try_borrow() else {
             return Action::Continue;
         };
         if let Some(worker) = slot.as_ref() {
-            self.flow.on_response_headers(worker, &mut EnvoyRequest);
+            self.flow
+                .on_response_headers(worker, &mut EnvoyRequest, eos);
         }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, _eos: bool) -> Action {
-        self.flow.on_response_body(body_size, &mut EnvoyRequest);
+    fn on_http_response_body(&mut self, body_size: usize, eos: bool) -> Action {
+        self.flow
+            .on_response_body(body_size, eos, &mut EnvoyRequest);
         Action::Continue
     }
 
@@ -435,7 +437,7 @@ impl HttpContext for VigilHttp {
             return;
         };
         if let Some(worker) = slot.as_mut() {
-            self.flow.on_log(worker, &mut EnvoyRequest);
+            let _ = self.flow.on_log(worker, &mut EnvoyRequest);
         }
     }
 }

@@ -5,6 +5,13 @@
 //! as it does for Vigil), each callback answering `Continue` at once. Built
 //! with the same SDK version, release profile and target as `vigil-filter`, so
 //! `vigil-bench` can report Vigil's cost as a ratio to this module.
+//!
+//! **Priced mode** (the bench's `profile` section): when the plugin
+//! configuration contains `"bench_mimic"`, each request makes exactly the
+//! hostcalls Vigil's steer mode makes for a healthy unary request
+//! (`vigil-bench --only hostcalls` lists them), in the same callbacks, and
+//! does nothing with the answers. Its cost over the plain no-op is the price
+//! of those hostcalls; what Vigil costs beyond it is Vigil's own code.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -14,23 +21,81 @@ mod entry {
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
         proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(super::NoopRoot)
+            Box::new(super::NoopRoot { mimic: super::Mimic::default() })
         });
     }}
 }
 
+/// The marker in the plugin configuration that turns on priced mode; the
+/// configuration's text then says which groups of hostcalls to make:
+/// `time` (the two clock reads), `headers` (the routing header and the
+/// response content type), `properties` (the four property reads); `steer`
+/// means all three.
+const MIMIC_MARKER: &[u8] = b"\"bench_mimic\"";
+
+/// Which hostcall groups priced mode makes.
+#[derive(Clone, Copy, Default)]
+struct Mimic {
+    time: bool,
+    headers: bool,
+    properties: bool,
+    /// Only the route property (`route`): prices one property read.
+    route_only: bool,
+}
+
+impl Mimic {
+    fn from_config(config: &[u8]) -> Self {
+        // The groups are read from the marker's value only (the rest of the
+        // configuration is Vigil's and says "steer" too).
+        let Some(at) = config
+            .windows(MIMIC_MARKER.len())
+            .position(|w| w == MIMIC_MARKER)
+        else {
+            return Mimic::default();
+        };
+        let value = config.get(at + MIMIC_MARKER.len()..).unwrap_or_default();
+        let value = value.get(..value.len().min(48)).unwrap_or_default();
+        let has = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
+        let all = has(b"steer");
+        Mimic {
+            time: all || has(b"time"),
+            headers: all || has(b"headers"),
+            properties: all || has(b"properties"),
+            route_only: has(b"route"),
+        }
+    }
+}
+
+/// The properties Vigil's `on_log` reads for a healthy unary request, in
+/// order (duration, status and flags come from its own clock and headers).
+const LOG_PROPERTIES: [[&str; 2]; 3] = [
+    ["upstream", "request_attempt_count"],
+    ["upstream", "cx_pool_ready_duration"],
+    ["xds", "cluster_name"],
+];
+
 /// Root context: accepts any configuration, no tick.
-struct NoopRoot;
+struct NoopRoot {
+    /// Priced mode: which of Vigil's per-request hostcalls to make.
+    mimic: Mimic,
+}
 
 impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
+        self.mimic = self
+            .get_plugin_configuration()
+            .map(|c| Mimic::from_config(&c))
+            .unwrap_or_default();
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(NoopHttp))
+        Some(Box::new(NoopHttp {
+            mimic: self.mimic,
+            first_byte_seen: false,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -38,19 +103,53 @@ impl RootContext for NoopRoot {
     }
 }
 
-/// Per-request context: every callback continues.
-struct NoopHttp;
+/// Per-request context: every callback continues (after Vigil's hostcalls
+/// in priced mode).
+struct NoopHttp {
+    mimic: Mimic,
+    first_byte_seen: bool,
+}
 
 impl Context for NoopHttp {}
 
 impl HttpContext for NoopHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+        if self.mimic.time {
+            let _ = self.get_current_time();
+        }
+        if self.mimic.headers {
+            let _ = self.get_http_request_header("x-vigil-subset");
+        }
+        if self.mimic.properties || self.mimic.route_only {
+            let _ = self.get_property(vec!["xds", "route_name"]);
+        }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+        if self.mimic.headers {
+            let _ = self.get_http_response_header(":status");
+            let _ = self.get_http_response_header("content-type");
+        }
         Action::Continue
     }
 
-    fn on_log(&mut self) {}
+    fn on_http_response_body(&mut self, body_size: usize, _eos: bool) -> Action {
+        if self.mimic.time && body_size > 0 && !self.first_byte_seen {
+            self.first_byte_seen = true;
+            let _ = self.get_current_time();
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if self.mimic.time {
+            let _ = self.get_current_time();
+        }
+        if self.mimic.properties {
+            for path in LOG_PROPERTIES {
+                let _ = self.get_property(path.to_vec());
+            }
+        }
+    }
 }

@@ -11,17 +11,28 @@
 //!   canary is steered or weighted; the client's subset header only when its
 //!   value can change what happens (it is trusted, or the filter will not set
 //!   the header itself, so a client value must be removed);
-//! - response headers: `content-type` (gRPC / streaming); the route and
-//!   cluster for the score header only when it is enabled;
+//! - response headers: `content-type` (gRPC / streaming) and `:status`; the
+//!   route and cluster for the score header only when it is enabled; whether
+//!   the response ended here;
 //! - response body: the time, at the first chunk and at later chunks of a
-//!   streamed response;
-//! - `on_log`: duration, status, flags, attempt count (a 2xx after a retry is
-//!   judged: retries hidden from the client are upstream failures), the
-//!   connection-pool wait; `response.grpc_status` only for a gRPC response
+//!   streamed response; whether the response ended;
+//! - `on_log`: the time (the duration is the filter's own clock from the
+//!   request headers; `request.duration` only when the request headers were
+//!   never seen), the status from `:status` (`response.code` only without
+//!   response headers), `response.flags` only when they can matter (no
+//!   complete non-gRPC response below 400: resets, timeouts, client gone and
+//!   local replies all leave the response incomplete or ≥ 400), attempt
+//!   count (a 2xx after a retry is judged: retries hidden from the client are
+//!   upstream failures), the connection-pool wait; `response.grpc_status` only for a gRPC response
 //!   (it means nothing otherwise); `response.code_details` only when it can
 //!   change the class; route and cluster only if not already read and still
 //!   valid. Setting or removing the subset header makes Envoy re-select the
 //!   route, so a route or cluster read before that is read again.
+//!
+//! Why this order of preference: a property read costs Envoy about 1.6 µs of
+//! CPU (it is looked up through Envoy's expression attributes and copied into
+//! the VM), a header read or the clock next to nothing (`vigil-bench --only
+//! profile`, bench/README.md "Profile").
 
 use crate::engine::{Decision, Worker};
 use crate::request::RequestRecord;
@@ -87,6 +98,23 @@ pub struct RequestFlow {
     first_byte_ns: Option<u64>,
     last_chunk_ns: Option<u64>,
     chunks: u64,
+    /// `:status` of the response headers, when they came and parsed.
+    status: Option<u16>,
+    /// The response's end of stream passed through this filter.
+    response_ended: bool,
+}
+
+/// Parses a `:status` value (three ASCII digits, 100..=999).
+fn parse_status(value: &[u8]) -> Option<u16> {
+    let digits: [u8; 3] = value.try_into().ok()?;
+    let mut n: u16 = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u16::from(d - b'0');
+    }
+    (n >= 100).then_some(n)
 }
 
 /// True for a gRPC content type (`application/grpc`, `application/grpc+proto`, ...).
@@ -179,8 +207,19 @@ impl RequestFlow {
         self.cluster = Cached::Unread;
     }
 
-    /// Response headers: gRPC / streaming, and the score header if enabled.
-    pub fn on_response_headers<H: RequestHost + ?Sized>(&mut self, worker: &Worker, host: &mut H) {
+    /// Response headers (`end_of_stream`: no body follows): status, gRPC /
+    /// streaming, and the score header if enabled.
+    pub fn on_response_headers<H: RequestHost + ?Sized>(
+        &mut self,
+        worker: &Worker,
+        host: &mut H,
+        end_of_stream: bool,
+    ) {
+        self.status = host
+            .response_header(":status")
+            .as_deref()
+            .and_then(parse_status);
+        self.response_ended |= end_of_stream;
         let content_type = host.response_header("content-type");
         self.is_grpc = content_type.as_deref().is_some_and(is_grpc_content_type);
         self.streaming = self.is_grpc
@@ -198,8 +237,15 @@ impl RequestFlow {
         }
     }
 
-    /// A response body callback with `body_size` bytes.
-    pub fn on_response_body<H: RequestHost + ?Sized>(&mut self, body_size: usize, host: &mut H) {
+    /// A response body callback with `body_size` bytes (`end_of_stream`:
+    /// the last one).
+    pub fn on_response_body<H: RequestHost + ?Sized>(
+        &mut self,
+        body_size: usize,
+        end_of_stream: bool,
+        host: &mut H,
+    ) {
+        self.response_ended |= end_of_stream;
         if body_size == 0 {
             return;
         }
@@ -214,12 +260,38 @@ impl RequestFlow {
         }
     }
 
-    /// The request is done: build its record and give it to the worker.
-    pub fn on_log<H: RequestHost + ?Sized>(&mut self, worker: &mut Worker, host: &mut H) {
+    /// The request is done: build its record and give it to the worker
+    /// (returned too, for tests).
+    pub fn on_log<H: RequestHost + ?Sized>(
+        &mut self,
+        worker: &mut Worker,
+        host: &mut H,
+    ) -> RequestRecord {
+        // Duration on the filter's clock (as Envoy's, from the request
+        // headers to the end); the property only without a start time.
+        let duration = match (self.request_ns, host.now_ns()) {
+            (Some(start), Some(end)) => Some(end.saturating_sub(start).to_le_bytes().to_vec()),
+            _ => host.property(&["request", "duration"]),
+        };
+        let code = match self.status {
+            Some(status) => Some(u64::from(status).to_le_bytes().to_vec()),
+            None => host.property(&["response", "code"]),
+        };
+        // Every flag that changes a class (resets, timeouts, overflow, client
+        // gone, local replies) comes with an incomplete response or a status
+        // of 400 or more; a gRPC failure may hide behind a complete 200.
+        let clean = self.response_ended
+            && !self.is_grpc
+            && self.status.is_some_and(|s| (100..400).contains(&s));
+        let flags = if clean {
+            Some(0u64.to_le_bytes().to_vec())
+        } else {
+            host.property(&["response", "flags"])
+        };
         let mut record = RequestRecord::from_properties(
-            host.property(&["request", "duration"]).as_deref(),
-            host.property(&["response", "code"]).as_deref(),
-            host.property(&["response", "flags"]).as_deref(),
+            duration.as_deref(),
+            code.as_deref(),
+            flags.as_deref(),
             host.property(&["upstream", "request_attempt_count"])
                 .as_deref(),
         )
@@ -268,6 +340,7 @@ impl RequestFlow {
                 &record,
             );
         }
+        record
     }
 }
 
@@ -311,6 +384,8 @@ impl CountingHost {
         }
         h.response_headers
             .insert("content-type".into(), b"application/json".to_vec());
+        h.response_headers
+            .insert(":status".into(), status.to_string().into_bytes());
         h
     }
 }
@@ -358,8 +433,8 @@ pub fn run_request<H: RequestHost + ?Sized>(worker: &mut Worker, host: &mut H) -
     let mut flow = RequestFlow::default();
     flow.begin(host);
     flow.on_request_headers(worker, host);
-    flow.on_response_headers(worker, host);
-    flow.on_response_body(100, host);
-    flow.on_log(worker, host);
+    flow.on_response_headers(worker, host, false);
+    flow.on_response_body(100, true, host);
+    let _ = flow.on_log(worker, host);
     flow
 }

@@ -9,7 +9,9 @@ use vigil_filter_core::config::PluginConfig;
 use vigil_filter_core::engine::{Level, Worker};
 use vigil_filter_core::lease;
 use vigil_filter_core::metrics::MemorySink;
-use vigil_filter_core::request_path::{run_request, CountingHost};
+use vigil_filter_core::outcome::Outcome;
+use vigil_filter_core::request::RequestRecord;
+use vigil_filter_core::request_path::{run_request, CountingHost, RequestFlow};
 use vigil_filter_core::shared::{MemoryStore, SharedStore};
 use vigil_filter_core::verdicts::{SteeredRoute, VerdictTable};
 use vigil_scorer::verdict::Signal;
@@ -30,9 +32,14 @@ fn steer_healthy_unary_reads_each_property_once() {
     let mut w = worker(r#""mode":"steer","#);
     let mut h = CountingHost::unary("checkout", "stable", 200);
     run_request(&mut w, &mut h);
-    // time, route, client header | content-type | first-byte time |
-    // duration, code, flags, attempts, pool wait, cluster
-    assert_eq!(h.calls, 11, "{:?}", h.reads);
+    // time, client header, route | :status, content-type | first-byte time |
+    // time, attempts, pool wait, cluster: duration, status and (for a
+    // complete 200) flags come without a property read.
+    assert_eq!(h.calls, 10, "{:?}", h.reads);
+    assert_eq!(h.reads.len(), 4, "property reads: {:?}", h.reads);
+    assert_eq!(reads(&h, "request.duration"), 0);
+    assert_eq!(reads(&h, "response.code"), 0);
+    assert_eq!(reads(&h, "response.flags"), 0);
     assert_eq!(reads(&h, "xds.route_name"), 1);
     assert_eq!(reads(&h, "xds.cluster_name"), 1);
     assert_eq!(reads(&h, "response.grpc_status"), 0, "not a gRPC response");
@@ -77,7 +84,7 @@ fn a_client_subset_header_is_removed_and_the_route_read_again() {
     assert!(!h.request_headers.contains_key("x-vigil-subset"));
     // Envoy re-selects the route after the header changed: read again at log.
     assert_eq!(reads(&h, "xds.route_name"), 2);
-    assert_eq!(h.calls, 13, "{:?}", h.reads);
+    assert_eq!(h.calls, 12, "{:?}", h.reads);
 }
 
 #[test]
@@ -85,15 +92,15 @@ fn a_trusted_client_header_is_read_once() {
     let mut w = worker(r#""mode":"steer","trust_client_subset_header":true,"#);
     let mut h = CountingHost::unary("checkout", "stable", 200);
     run_request(&mut w, &mut h);
-    assert_eq!(h.calls, 11, "{:?}", h.reads);
+    assert_eq!(h.calls, 10, "{:?}", h.reads);
     let mut h = CountingHost::unary("checkout", "stable", 200);
     h.request_headers
         .insert("x-vigil-subset".into(), b"canary".to_vec());
     run_request(&mut w, &mut h);
     assert_eq!(h.request_headers.get("x-vigil-subset").unwrap(), b"canary");
-    // time, client header (no route read at request) | content-type | time |
-    // 5 + route + cluster
-    assert_eq!(h.calls, 11, "{:?}", h.reads);
+    // time, client header (no route read at request) | :status,
+    // content-type | time | time, attempts, pool wait, route, cluster
+    assert_eq!(h.calls, 10, "{:?}", h.reads);
 }
 
 #[test]
@@ -134,7 +141,93 @@ fn a_steered_request_sets_the_header_without_reading_it() {
     run_request(&mut w, &mut h);
     assert_eq!(h.request_headers.get("x-vigil-subset").unwrap(), b"stable");
     // time, route, set (the route alone decides: no cluster read) |
-    // content-type | time | 5 + route + cluster (re-selected)
-    assert_eq!(h.calls, 12, "{:?}", h.reads);
+    // :status, content-type | time | time, attempts, pool wait, route,
+    // cluster (re-selected)
+    assert_eq!(h.calls, 11, "{:?}", h.reads);
     assert_eq!(reads(&h, "xds.cluster_name"), 1);
+}
+
+/// Runs one request whose response may end early: `ended` is whether the
+/// response's end of stream passed through the filter.
+fn run_with_end(w: &mut Worker, h: &mut CountingHost, ended: bool) -> RequestRecord {
+    let mut flow = RequestFlow::default();
+    flow.begin(h);
+    flow.on_request_headers(w, h);
+    flow.on_response_headers(w, h, false);
+    flow.on_response_body(100, ended, h);
+    flow.on_log(w, h)
+}
+
+#[test]
+fn flags_are_read_when_they_can_change_the_class() {
+    let mut w = worker(r#""mode":"steer","#);
+    // Complete 2xx/3xx: no flags read.
+    for status in [200, 204, 302] {
+        let mut h = CountingHost::unary("checkout", "stable", status);
+        run_with_end(&mut w, &mut h, true);
+        assert_eq!(reads(&h, "response.flags"), 0, "{status}: {:?}", h.reads);
+    }
+    // A response cut before its end (reset, timeout, client gone), a 4xx or
+    // 5xx (local replies), a gRPC response: flags read.
+    let mut h = CountingHost::unary("checkout", "stable", 200);
+    run_with_end(&mut w, &mut h, false);
+    assert_eq!(reads(&h, "response.flags"), 1, "cut stream: {:?}", h.reads);
+    for status in [429, 503] {
+        let mut h = CountingHost::unary("checkout", "stable", status);
+        run_with_end(&mut w, &mut h, true);
+        assert_eq!(reads(&h, "response.flags"), 1, "{status}: {:?}", h.reads);
+    }
+    let mut h = CountingHost::unary("checkout", "stable", 200);
+    h.response_headers
+        .insert("content-type".into(), b"application/grpc".to_vec());
+    run_with_end(&mut w, &mut h, true);
+    assert_eq!(reads(&h, "response.flags"), 1, "gRPC: {:?}", h.reads);
+}
+
+#[test]
+fn a_cut_stream_is_classified_from_its_flags() {
+    let mut w = worker(r#""mode":"steer","#);
+    let mut h = CountingHost::unary("checkout", "stable", 200);
+    // Upstream remote reset after the headers: Envoy's UR flag.
+    h.properties.insert(
+        "response.flags".into(),
+        vigil_filter_core::request::flags::UPSTREAM_REMOTE_RESET
+            .to_le_bytes()
+            .to_vec(),
+    );
+    let record = run_with_end(&mut w, &mut h, false);
+    assert_eq!(record.outcome, Outcome::Reset, "{record:?}");
+    // The same response complete: ok, and its duration is the filter's own
+    // clock from the request headers (the host's clock advances 1 µs a read).
+    let mut h = CountingHost::unary("checkout", "stable", 200);
+    let record = run_with_end(&mut w, &mut h, true);
+    assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
+    assert_eq!(record.status, 200);
+    assert!(
+        (1..100).contains(&record.latency_us),
+        "latency from the filter's clock, not the 1 ms property: {record:?}"
+    );
+}
+
+#[test]
+fn without_response_headers_the_status_property_is_read() {
+    let mut w = worker(r#""mode":"steer","#);
+    let mut h = CountingHost::unary("checkout", "stable", 503);
+    let mut flow = RequestFlow::default();
+    flow.begin(&mut h);
+    flow.on_request_headers(&mut w, &mut h);
+    let _ = flow.on_log(&mut w, &mut h);
+    assert_eq!(reads(&h, "response.code"), 1, "{:?}", h.reads);
+    assert_eq!(reads(&h, "response.flags"), 1, "{:?}", h.reads);
+}
+
+#[test]
+fn without_a_start_time_the_duration_property_is_read() {
+    let mut w = worker(r#""mode":"steer","#);
+    let mut h = CountingHost::unary("checkout", "stable", 200);
+    let mut flow = RequestFlow::default();
+    flow.on_response_headers(&w, &mut h, true);
+    let record = flow.on_log(&mut w, &mut h);
+    assert_eq!(reads(&h, "request.duration"), 1, "{:?}", h.reads);
+    assert_eq!(record.latency_us, 1000, "the 1 ms property");
 }
