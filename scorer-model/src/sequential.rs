@@ -520,11 +520,18 @@ fn update_cusums(
     let p0 = p0.clamp(1e-9, 0.999);
     let k = k.min(n) as f64;
     let good = n as f64 - k;
-    let ln_p0 = p0.ln();
+    // No bad event (most ticks): the up-term is 0 × a finite log (p0 and
+    // p1 are clamped inside (0, 1)), so the logs are skipped; the sum is
+    // the same bits.
+    let ln_p0 = if k == 0.0 { 0.0 } else { p0.ln() };
     for ((c, g), ln_1mg) in row.iter_mut().zip(GAINS).zip(ln_one_minus_g) {
         // ln(p1/p0) for p1 = p0 + g (1 - p0); (1-p1)/(1-p0) = 1 - g.
-        let ln_up = (p0 + g * (1.0 - p0)).ln() - ln_p0;
-        let step = k * ln_up + good * ln_1mg;
+        let up = if k == 0.0 {
+            0.0
+        } else {
+            k * ((p0 + g * (1.0 - p0)).ln() - ln_p0)
+        };
+        let step = up + good * ln_1mg;
         let next = c.max(0.0) + step;
         *c = if next.is_finite() {
             next.clamp(-1.0, cap)
