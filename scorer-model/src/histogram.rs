@@ -268,26 +268,29 @@ fn merge_in<C: Cell>(
     count: &mut u64,
     entries: &[(u16, u32)],
 ) -> Result<(), usize> {
-    let mut i = 0usize;
+    // `rest` is what is left to apply; the index of an entry is
+    // `entries.len() - rest.len()`.
+    let mut rest = entries;
     let mut added_all = 0u64;
-    while let Some(&(index, n)) = entries.get(i) {
+    while let Some(&(index, n)) = rest.first() {
         let index = usize::from(index);
         if index >= BUCKETS || n == 0 {
-            i += 1;
+            rest = rest.get(1..).unwrap_or_default();
             continue;
         }
         let chunk_i = index / SUB_BUCKETS;
         let Some(slot) = slot_or_insert(dir, slots, chunk_i) else {
-            i += 1;
+            rest = rest.get(1..).unwrap_or_default();
             continue;
         };
+        let chunk_end = (chunk_i + 1) * SUB_BUCKETS;
         let mut added = 0u64;
         let mut overflow = false;
         // The run of entries in this chunk (an out-of-range index has a
         // chunk past the last, so it ends the run).
-        while let Some(&(index, n)) = entries.get(i) {
+        while let Some((&(index, n), tail)) = rest.split_first() {
             let index = usize::from(index);
-            if index / SUB_BUCKETS != chunk_i {
+            if index >= chunk_end || index < chunk_end - SUB_BUCKETS {
                 break;
             }
             if let Some(cell) = slot.counts.get_mut(index % SUB_BUCKETS) {
@@ -300,13 +303,13 @@ fn merge_in<C: Cell>(
                 *cell = C::make(sum);
                 added += u64::from(sum - old);
             }
-            i += 1;
+            rest = tail;
         }
         slot.total += added;
         added_all += added;
         if overflow {
             *count += added_all;
-            return Err(i);
+            return Err(entries.len() - rest.len());
         }
     }
     *count += added_all;

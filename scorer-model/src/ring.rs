@@ -266,25 +266,14 @@ impl TickRing {
             if let Some(src) = head.get(..header) {
                 out_head.copy_from_slice(src);
             }
-            let mut out = out_entries.iter_mut();
-            for &(i, n) in latency {
-                if usize::from(i) >= BUCKETS || n == 0 {
-                    continue;
+            if entries == latency.len() && !Self::has_markers(latency) {
+                // Every entry kept and one word each (no count of 64 or
+                // more): a straight, vectorisable conversion.
+                for (slot, &(i, n)) in out_entries.iter_mut().zip(latency) {
+                    *slot = (i << LOW_BITS) | n as u16;
                 }
-                let high = n >> LOW_BITS;
-                if high > 0 {
-                    if high >= 1 << MARKER_BITS {
-                        if let Some(slot) = out.next() {
-                            *slot = MARKER + (high >> MARKER_BITS) as u16;
-                        }
-                    }
-                    if let Some(slot) = out.next() {
-                        *slot = MARKER + (high & ((1 << MARKER_BITS) - 1)) as u16;
-                    }
-                }
-                if let Some(slot) = out.next() {
-                    *slot = (i << LOW_BITS) | (n & ((1 << LOW_BITS) - 1)) as u16;
-                }
+            } else {
+                Self::put_entries(out_entries, latency);
             }
         }
         let w = self.meta.len();
@@ -302,6 +291,37 @@ impl TickRing {
         self.filled += 1;
         self.live += len;
         latency_count
+    }
+
+    /// Whether some count of `latency` needs a marker word (64 or more).
+    #[inline]
+    fn has_markers(latency: &[(u16, u32)]) -> bool {
+        latency.iter().fold(0u32, |acc, &(_, n)| acc | n) >> LOW_BITS != 0
+    }
+
+    /// Write the kept entries of `latency` (markers before a count of 64
+    /// or more) into `out`.
+    fn put_entries(out: &mut [u16], latency: &[(u16, u32)]) {
+        let mut out = out.iter_mut();
+        for &(i, n) in latency {
+            if usize::from(i) >= BUCKETS || n == 0 {
+                continue;
+            }
+            let high = n >> LOW_BITS;
+            if high > 0 {
+                if high >= 1 << MARKER_BITS {
+                    if let Some(slot) = out.next() {
+                        *slot = MARKER + (high >> MARKER_BITS) as u16;
+                    }
+                }
+                if let Some(slot) = out.next() {
+                    *slot = MARKER + (high & ((1 << MARKER_BITS) - 1)) as u16;
+                }
+            }
+            if let Some(slot) = out.next() {
+                *slot = (i << LOW_BITS) | (n & ((1 << LOW_BITS) - 1)) as u16;
+            }
+        }
     }
 
     /// Start of a free run of `len` words after the newest record (or at
@@ -494,7 +514,13 @@ impl Iterator for Entries<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<(u16, u32)> {
-        let mut high = 0u32;
+        let (&w, rest) = self.words.split_first()?;
+        self.words = rest;
+        // Most counts are below 64: the entry word alone.
+        if w < MARKER {
+            return Some((w >> LOW_BITS, u32::from(w & 63)));
+        }
+        let mut high = u32::from(w - MARKER);
         while let Some((&w, rest)) = self.words.split_first() {
             self.words = rest;
             if w >= MARKER {
@@ -512,6 +538,10 @@ impl DoubleEndedIterator for Entries<'_> {
     fn next_back(&mut self) -> Option<(u16, u32)> {
         let (&w, rest) = self.words.split_last()?;
         self.words = rest;
+        // Most counts are below 64: no marker before the entry word.
+        if rest.last().is_none_or(|&m| m < MARKER) {
+            return Some((w >> LOW_BITS, u32::from(w & 63)));
+        }
         let mut high = 0u32;
         let mut shift = 0u32;
         while let Some((&m, rest)) = self.words.split_last() {
