@@ -101,6 +101,23 @@ pub fn first_bucket_above(threshold_us: f64) -> usize {
 /// the recording form.
 pub type SparseHistogram = Vec<(u16, u32)>;
 
+/// Rank (1-based) of quantile `q` (in `[0, 1]`, not NaN) among `count`
+/// values: `ceil(q * count)`, at least 1. The same value as
+/// `(q * count as f64).ceil() as u64` without the call to a software
+/// `ceil` (the x86-64 baseline has no rounding instruction): the product is
+/// non-negative, so its truncation is rounded up when below it.
+#[inline]
+pub(crate) fn rank_of(q: f64, count: u64) -> u64 {
+    let x = q * count as f64;
+    let t = x as u64;
+    let rank = if (t as f64) < x {
+        t.saturating_add(1)
+    } else {
+        t
+    };
+    rank.max(1)
+}
+
 /// Number of chunks (octaves, plus the exact range) in the full table.
 const CHUNKS: usize = BUCKETS / SUB_BUCKETS;
 /// Directory entry of a chunk without a slot (and owner of a free slot).
@@ -624,7 +641,7 @@ impl LatencyHistogram {
         let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
         // Rank of the value, 1-based: the smallest value with at least
         // ceil(q * count) values at or below it.
-        let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        let rank = rank_of(q, self.count);
         let found = match &self.store {
             Store::Narrow(v) => quantile_in(&self.dir, v, rank),
             Store::Wide(v) => quantile_in(&self.dir, v, rank),
@@ -661,6 +678,17 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rank_of_is_ceil() {
+        for count in [0u64, 1, 2, 3, 7, 100, 241, 1_000_003, u64::from(u32::MAX)] {
+            for k in 0..=1000 {
+                let q = f64::from(k) / 1000.0;
+                let want = ((q * count as f64).ceil() as u64).max(1);
+                assert_eq!(rank_of(q, count), want, "q {q} count {count}");
+            }
+        }
+    }
 
     #[test]
     fn every_value_in_range_is_within_two_percent() {

@@ -42,7 +42,7 @@
 //! is `insufficient_data`; the e-process still accumulates whatever the
 //! ticks carry (a low-traffic tick is weak evidence, never invalid).
 
-use crate::histogram::{first_bucket_above, LatencyHistogram};
+use crate::histogram::{first_bucket_above, rank_of, LatencyHistogram};
 use crate::model::Model;
 use crate::ring::TickView;
 use crate::series::SeriesState;
@@ -576,7 +576,7 @@ fn tick_quantile_us(d: &TickView<'_>, q: f64) -> Option<f64> {
     if total == 0 {
         return None;
     }
-    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    let rank = rank_of(q.clamp(0.0, 1.0), total);
     // Values at or above the answer: total - rank + 1.
     let from_top = total - rank.min(total) + 1;
     let mut seen = 0u64;
