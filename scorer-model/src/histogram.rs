@@ -101,6 +101,23 @@ pub fn first_bucket_above(threshold_us: f64) -> usize {
 /// the recording form.
 pub type SparseHistogram = Vec<(u16, u32)>;
 
+/// Rank (1-based) of quantile `q` (in `[0, 1]`, not NaN) among `count`
+/// values: `ceil(q * count)`, at least 1. The same value as
+/// `(q * count as f64).ceil() as u64` without the call to a software
+/// `ceil` (the x86-64 baseline has no rounding instruction): the product is
+/// non-negative, so its truncation is rounded up when below it.
+#[inline]
+pub(crate) fn rank_of(q: f64, count: u64) -> u64 {
+    let x = q * count as f64;
+    let t = x as u64;
+    let rank = if (t as f64) < x {
+        t.saturating_add(1)
+    } else {
+        t
+    };
+    rank.max(1)
+}
+
 /// Number of chunks (octaves, plus the exact range) in the full table.
 const CHUNKS: usize = BUCKETS / SUB_BUCKETS;
 /// Directory entry of a chunk without a slot (and owner of a free slot).
@@ -268,26 +285,29 @@ fn merge_in<C: Cell>(
     count: &mut u64,
     entries: &[(u16, u32)],
 ) -> Result<(), usize> {
-    let mut i = 0usize;
+    // `rest` is what is left to apply; the index of an entry is
+    // `entries.len() - rest.len()`.
+    let mut rest = entries;
     let mut added_all = 0u64;
-    while let Some(&(index, n)) = entries.get(i) {
+    while let Some(&(index, n)) = rest.first() {
         let index = usize::from(index);
         if index >= BUCKETS || n == 0 {
-            i += 1;
+            rest = rest.get(1..).unwrap_or_default();
             continue;
         }
         let chunk_i = index / SUB_BUCKETS;
         let Some(slot) = slot_or_insert(dir, slots, chunk_i) else {
-            i += 1;
+            rest = rest.get(1..).unwrap_or_default();
             continue;
         };
+        let chunk_end = (chunk_i + 1) * SUB_BUCKETS;
         let mut added = 0u64;
         let mut overflow = false;
         // The run of entries in this chunk (an out-of-range index has a
         // chunk past the last, so it ends the run).
-        while let Some(&(index, n)) = entries.get(i) {
+        while let Some((&(index, n), tail)) = rest.split_first() {
             let index = usize::from(index);
-            if index / SUB_BUCKETS != chunk_i {
+            if index >= chunk_end || index < chunk_end - SUB_BUCKETS {
                 break;
             }
             if let Some(cell) = slot.counts.get_mut(index % SUB_BUCKETS) {
@@ -300,13 +320,13 @@ fn merge_in<C: Cell>(
                 *cell = C::make(sum);
                 added += u64::from(sum - old);
             }
-            i += 1;
+            rest = tail;
         }
         slot.total += added;
         added_all += added;
         if overflow {
             *count += added_all;
-            return Err(i);
+            return Err(entries.len() - rest.len());
         }
     }
     *count += added_all;
@@ -621,7 +641,7 @@ impl LatencyHistogram {
         let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
         // Rank of the value, 1-based: the smallest value with at least
         // ceil(q * count) values at or below it.
-        let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        let rank = rank_of(q, self.count);
         let found = match &self.store {
             Store::Narrow(v) => quantile_in(&self.dir, v, rank),
             Store::Wide(v) => quantile_in(&self.dir, v, rank),
@@ -658,6 +678,17 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rank_of_is_ceil() {
+        for count in [0u64, 1, 2, 3, 7, 100, 241, 1_000_003, u64::from(u32::MAX)] {
+            for k in 0..=1000 {
+                let q = f64::from(k) / 1000.0;
+                let want = ((q * count as f64).ceil() as u64).max(1);
+                assert_eq!(rank_of(q, count), want, "q {q} count {count}");
+            }
+        }
+    }
 
     #[test]
     fn every_value_in_range_is_within_two_percent() {

@@ -42,6 +42,8 @@ const LOW_BITS: u32 = 6;
 const MARKER_BITS: u32 = 13;
 /// Header bits: twelve counters plus the latency count (at most 16).
 const FIELDS: usize = 13;
+/// Words of the longest header: the mask and five words per field.
+const HEADER_MAX: usize = 1 + 5 * FIELDS;
 
 /// Where one tick's record lives in the buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,6 +111,19 @@ impl TickRing {
             + self.meta.capacity() * std::mem::size_of::<Meta>()
     }
 
+    /// Slot `back` slots before the head (`1..=capacity`; 1 = the newest):
+    /// one conditional subtraction, no division.
+    #[inline]
+    fn slot_back(&self, back: usize) -> usize {
+        let w = self.meta.len();
+        let slot = self.head + w - back.min(w);
+        if slot >= w {
+            slot - w
+        } else {
+            slot
+        }
+    }
+
     /// Record and header length of the tick pushed `age` ticks ago.
     #[inline]
     fn record(&self, age: usize) -> Option<(&[u16], usize)> {
@@ -169,8 +184,21 @@ impl TickRing {
         if self.filled == self.meta.len() {
             self.pop_oldest();
         }
-        if is_canonical(&delta.latency) {
-            self.push_parts(&delta.counters, &delta.latency)
+        // One pass: the kept entries' count and words, and whether they
+        // come in strictly increasing bucket order.
+        let (mut latency_count, mut entries) = (0u64, 0usize);
+        let (mut prev, mut canonical) = (-1i32, true);
+        for &(i, n) in &delta.latency {
+            if usize::from(i) >= BUCKETS || n == 0 {
+                continue;
+            }
+            canonical &= i32::from(i) > prev;
+            prev = i32::from(i);
+            latency_count += u64::from(n);
+            entries += entry_len(n);
+        }
+        if canonical {
+            self.push_parts(&delta.counters, &delta.latency, latency_count, entries)
         } else {
             // Corrupt input only (the filter's deltas are sorted): sort and
             // merge a copy.
@@ -188,77 +216,112 @@ impl TickRing {
                     _ => merged.push((i, n)),
                 }
             }
-            self.push_parts(&delta.counters, &merged)
+            let latency_count = merged.iter().map(|&(_, n)| u64::from(n)).sum();
+            let entries = merged.iter().map(|&(_, n)| entry_len(n)).sum();
+            self.push_parts(&delta.counters, &merged, latency_count, entries)
         }
     }
 
-    fn push_parts(&mut self, counters: &Counters, latency: &[(u16, u32)]) -> u64 {
-        let (mut latency_count, mut entries) = (0u64, 0usize);
-        for &(i, n) in latency {
-            if usize::from(i) < BUCKETS && n > 0 {
-                latency_count += u64::from(n);
-                entries += entry_len(n);
+    /// Append one record: `latency` sorted, `latency_count` and `entries`
+    /// the count and words of its kept entries.
+    fn push_parts(
+        &mut self,
+        counters: &Counters,
+        latency: &[(u16, u32)],
+        latency_count: u64,
+        entries: usize,
+    ) -> u64 {
+        // The header, built in place: the mask word, then each non-zero
+        // field as a varint.
+        let mut head = [0u16; HEADER_MAX];
+        let mut header = 1usize;
+        let mut mask = 0u16;
+        for (b, v) in fields(counters, latency_count).into_iter().enumerate() {
+            if v == 0 {
+                continue;
+            }
+            mask |= 1 << b;
+            let mut v = v;
+            loop {
+                let low = (v & 0x7FFF) as u16;
+                v >>= 15;
+                let more = if v == 0 { 0 } else { 0x8000 };
+                if let Some(slot) = head.get_mut(header) {
+                    *slot = low | more;
+                }
+                header += 1;
+                if v == 0 {
+                    break;
+                }
             }
         }
-        let fields = fields(counters, latency_count);
-        let header = 1 + fields
-            .iter()
-            .filter(|&&v| v != 0)
-            .map(|&v| varint_len(v))
-            .sum::<usize>();
+        if let Some(first) = head.first_mut() {
+            *first = mask;
+        }
+        let header = header.min(HEADER_MAX);
         let len = header + entries;
         let start = self.reserve(len);
         if let Some(out) = self.words.get_mut(start..start + len) {
-            let mut out = out.iter_mut();
-            let mut put = |w: u16| {
-                if let Some(slot) = out.next() {
-                    *slot = w;
-                }
-            };
-            let mask = fields
-                .iter()
-                .enumerate()
-                .filter(|(_, &v)| v != 0)
-                .fold(0u16, |m, (b, _)| m | (1 << b));
-            put(mask);
-            for &v in fields.iter().filter(|&&v| v != 0) {
-                let mut v = v;
-                loop {
-                    let low = (v & 0x7FFF) as u16;
-                    v >>= 15;
-                    if v == 0 {
-                        put(low);
-                        break;
-                    }
-                    put(low | 0x8000);
-                }
+            let (out_head, out_entries) = out.split_at_mut(header);
+            if let Some(src) = head.get(..header) {
+                out_head.copy_from_slice(src);
             }
-            for &(i, n) in latency {
-                if usize::from(i) >= BUCKETS || n == 0 {
-                    continue;
+            if entries == latency.len() && !Self::has_markers(latency) {
+                // Every entry kept and one word each (no count of 64 or
+                // more): a straight, vectorisable conversion.
+                for (slot, &(i, n)) in out_entries.iter_mut().zip(latency) {
+                    *slot = (i << LOW_BITS) | n as u16;
                 }
-                let high = n >> LOW_BITS;
-                if high >= 1 << MARKER_BITS {
-                    put(MARKER + (high >> MARKER_BITS) as u16);
-                }
-                if high > 0 {
-                    put(MARKER + (high & ((1 << MARKER_BITS) - 1)) as u16);
-                }
-                put((i << LOW_BITS) | (n & ((1 << LOW_BITS) - 1)) as u16);
+            } else {
+                Self::put_entries(out_entries, latency);
             }
         }
         let w = self.meta.len();
-        if let Some(m) = self.meta.get_mut(self.head % w) {
+        if let Some(m) = self.meta.get_mut(self.head) {
             *m = Meta {
                 start: start as u32,
                 len: len as u16,
                 header: header as u16,
             };
         }
-        self.head = (self.head + 1) % w;
+        self.head += 1;
+        if self.head >= w {
+            self.head = 0;
+        }
         self.filled += 1;
         self.live += len;
         latency_count
+    }
+
+    /// Whether some count of `latency` needs a marker word (64 or more).
+    #[inline]
+    fn has_markers(latency: &[(u16, u32)]) -> bool {
+        latency.iter().fold(0u32, |acc, &(_, n)| acc | n) >> LOW_BITS != 0
+    }
+
+    /// Write the kept entries of `latency` (markers before a count of 64
+    /// or more) into `out`.
+    fn put_entries(out: &mut [u16], latency: &[(u16, u32)]) {
+        let mut out = out.iter_mut();
+        for &(i, n) in latency {
+            if usize::from(i) >= BUCKETS || n == 0 {
+                continue;
+            }
+            let high = n >> LOW_BITS;
+            if high > 0 {
+                if high >= 1 << MARKER_BITS {
+                    if let Some(slot) = out.next() {
+                        *slot = MARKER + (high >> MARKER_BITS) as u16;
+                    }
+                }
+                if let Some(slot) = out.next() {
+                    *slot = MARKER + (high & ((1 << MARKER_BITS) - 1)) as u16;
+                }
+            }
+            if let Some(slot) = out.next() {
+                *slot = (i << LOW_BITS) | (n & ((1 << LOW_BITS) - 1)) as u16;
+            }
+        }
     }
 
     /// Start of a free run of `len` words after the newest record (or at
@@ -275,9 +338,8 @@ impl TickRing {
                 return 0;
             }
         } else {
-            let w = self.meta.len();
-            let oldest = self.meta.get((self.head + w - self.filled) % w).copied();
-            let newest = self.meta.get((self.head + w - 1) % w).copied();
+            let oldest = self.meta.get(self.slot_back(self.filled)).copied();
+            let newest = self.meta.get(self.slot_back(1)).copied();
             if let (Some(o), Some(n)) = (oldest, newest) {
                 let (o_start, n_start) = (o.start as usize, n.start as usize);
                 let tail = n_start + usize::from(n.len);
@@ -323,22 +385,6 @@ impl TickRing {
     }
 }
 
-/// True when every kept entry (in range, non-zero) comes in strictly
-/// increasing bucket order.
-fn is_canonical(latency: &[(u16, u32)]) -> bool {
-    let mut prev: Option<u16> = None;
-    for &(i, n) in latency {
-        if usize::from(i) >= BUCKETS || n == 0 {
-            continue;
-        }
-        if prev.is_some_and(|p| p >= i) {
-            return false;
-        }
-        prev = Some(i);
-    }
-    true
-}
-
 /// The header's fields, in mask-bit order.
 fn fields(c: &Counters, latency_count: u64) -> [u64; FIELDS] {
     [
@@ -358,19 +404,10 @@ fn fields(c: &Counters, latency_count: u64) -> [u64; FIELDS] {
     ]
 }
 
-/// Words of a varint.
-fn varint_len(v: u64) -> usize {
-    let bits = 64 - v.leading_zeros() as usize;
-    bits.div_ceil(15).max(1)
-}
-
 /// Words of a latency entry with count `n`.
+#[inline]
 fn entry_len(n: u32) -> usize {
-    match n >> LOW_BITS {
-        0 => 1,
-        high if high < 1 << MARKER_BITS => 2,
-        _ => 3,
-    }
+    1 + usize::from(n >> LOW_BITS != 0) + usize::from(n >> (LOW_BITS + MARKER_BITS) != 0)
 }
 
 /// One tick as stored: its counters and its latency entries.
@@ -477,7 +514,13 @@ impl Iterator for Entries<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<(u16, u32)> {
-        let mut high = 0u32;
+        let (&w, rest) = self.words.split_first()?;
+        self.words = rest;
+        // Most counts are below 64: the entry word alone.
+        if w < MARKER {
+            return Some((w >> LOW_BITS, u32::from(w & 63)));
+        }
+        let mut high = u32::from(w - MARKER);
         while let Some((&w, rest)) = self.words.split_first() {
             self.words = rest;
             if w >= MARKER {
@@ -495,6 +538,10 @@ impl DoubleEndedIterator for Entries<'_> {
     fn next_back(&mut self) -> Option<(u16, u32)> {
         let (&w, rest) = self.words.split_last()?;
         self.words = rest;
+        // Most counts are below 64: no marker before the entry word.
+        if rest.last().is_none_or(|&m| m < MARKER) {
+            return Some((w >> LOW_BITS, u32::from(w & 63)));
+        }
         let mut high = 0u32;
         let mut shift = 0u32;
         while let Some((&m, rest)) = self.words.split_last() {

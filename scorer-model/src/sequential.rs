@@ -42,7 +42,7 @@
 //! is `insufficient_data`; the e-process still accumulates whatever the
 //! ticks carry (a low-traffic tick is weak evidence, never invalid).
 
-use crate::histogram::{first_bucket_above, LatencyHistogram};
+use crate::histogram::{first_bucket_above, rank_of, LatencyHistogram};
 use crate::model::Model;
 use crate::ring::TickView;
 use crate::series::SeriesState;
@@ -520,11 +520,18 @@ fn update_cusums(
     let p0 = p0.clamp(1e-9, 0.999);
     let k = k.min(n) as f64;
     let good = n as f64 - k;
-    let ln_p0 = p0.ln();
+    // No bad event (most ticks): the up-term is 0 × a finite log (p0 and
+    // p1 are clamped inside (0, 1)), so the logs are skipped; the sum is
+    // the same bits.
+    let ln_p0 = if k == 0.0 { 0.0 } else { p0.ln() };
     for ((c, g), ln_1mg) in row.iter_mut().zip(GAINS).zip(ln_one_minus_g) {
         // ln(p1/p0) for p1 = p0 + g (1 - p0); (1-p1)/(1-p0) = 1 - g.
-        let ln_up = (p0 + g * (1.0 - p0)).ln() - ln_p0;
-        let step = k * ln_up + good * ln_1mg;
+        let up = if k == 0.0 {
+            0.0
+        } else {
+            k * ((p0 + g * (1.0 - p0)).ln() - ln_p0)
+        };
+        let step = up + good * ln_1mg;
         let next = c.max(0.0) + step;
         *c = if next.is_finite() {
             next.clamp(-1.0, cap)
@@ -569,7 +576,7 @@ fn tick_quantile_us(d: &TickView<'_>, q: f64) -> Option<f64> {
     if total == 0 {
         return None;
     }
-    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    let rank = rank_of(q.clamp(0.0, 1.0), total);
     // Values at or above the answer: total - rank + 1.
     let from_top = total - rank.min(total) + 1;
     let mut seen = 0u64;

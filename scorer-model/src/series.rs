@@ -32,7 +32,7 @@
 //! baseline; [`crate::peer::score_canary`] judges a canary against its stable
 //! peer's window.
 
-use crate::histogram::{bucket_value_us, first_bucket_above, LatencyHistogram};
+use crate::histogram::{bucket_value_us, first_bucket_above, rank_of, LatencyHistogram};
 use crate::model::{Model, MAX_WINDOW_TICKS};
 use crate::ring::{Entries, TickRing, TickView};
 use crate::selfjudge::{Block, SelfJudge};
@@ -491,7 +491,7 @@ impl SeriesState {
         // the histogram computes it.
         let targets = qs.map(|q| {
             let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
-            let rank = ((q * total as f64).ceil() as u64).max(1);
+            let rank = rank_of(q, total);
             total - rank.min(total) + 1
         });
         // One cursor per tick, walking down; `tops` holds each cursor's

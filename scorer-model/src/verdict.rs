@@ -93,6 +93,22 @@ pub struct Evidence {
     pub statistic: f64,
 }
 
+impl Evidence {
+    /// The six floats, in field order (`error_ratio`, `error_ratio_ref`,
+    /// `p95_ms`, `p95_ms_ref`, `p99_ms`, `statistic`): for checks that
+    /// treat them alike (finiteness, digests).
+    pub fn floats(&self) -> [f64; 6] {
+        [
+            self.error_ratio,
+            self.error_ratio_ref,
+            self.p95_ms,
+            self.p95_ms_ref,
+            self.p99_ms,
+            self.statistic,
+        ]
+    }
+}
+
 /// A verdict on one series for one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Verdict {

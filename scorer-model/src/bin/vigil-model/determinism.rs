@@ -43,15 +43,7 @@ fn verdict(d: &mut Digest, v: &Verdict) {
 
 fn exact(d: &mut Digest, v: &Verdict) {
     verdict(d, v);
-    let e = &v.evidence;
-    for x in [
-        e.error_ratio,
-        e.error_ratio_ref,
-        e.p95_ms,
-        e.p95_ms_ref,
-        e.p99_ms,
-        e.statistic,
-    ] {
+    for x in v.evidence.floats() {
         d.word(x.to_bits());
     }
 }
