@@ -17,7 +17,7 @@ use crate::load::{
 };
 use crate::report::{median, quantile_sorted, Res};
 
-/// The four configurations compared.
+/// The five configurations compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Variant {
     /// (a) no wasm filter at all.
@@ -33,7 +33,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// All four, in report order.
+    /// All five, in report order.
     pub const ALL: [Variant; 5] = [
         Variant::None,
         Variant::Noop,
