@@ -17,7 +17,7 @@ use crate::load::{
 };
 use crate::report::{median, quantile_sorted, Res};
 
-/// The four configurations compared.
+/// The five configurations compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Variant {
     /// (a) no wasm filter at all.
@@ -36,7 +36,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// The `dataplane` section's variants, in report order.
+    /// The `dataplane` section's five variants, in report order.
     pub const ALL: [Variant; 5] = [
         Variant::None,
         Variant::Noop,

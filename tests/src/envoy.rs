@@ -456,6 +456,11 @@ impl Envoy {
         }
     }
 
+    /// The Envoy process id (for its resident memory, `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `Some(listener address)` once `/ready` answers 200 and the listener is bound.
     async fn try_ready(&self) -> Option<SocketAddr> {
         let ready = self.admin_get("/ready").await.ok()?;

@@ -78,6 +78,30 @@ impl Pki {
     /// A workload certificate for `service` whose only URI SAN is its SPIFFE
     /// id (and a DNS SAN `service`), for both server and client use.
     pub fn issue(&self, service: &str) -> Result<Identity> {
+        let (cert, key) = self.issue_in_memory(service)?;
+        let id = Identity {
+            cert: self.dir.path().join(format!("{service}.pem")),
+            key: self.dir.path().join(format!("{service}.key")),
+        };
+        std::fs::write(&id.cert, cert.pem())?;
+        std::fs::write(&id.key, key.serialize_pem())?;
+        Ok(id)
+    }
+
+    /// The same certificate as [`Pki::issue`], in memory as DER (certificate,
+    /// PKCS#8 key): for clients that connect without a sidecar (thousands of
+    /// distinct callers, no files).
+    pub fn issue_der(&self, service: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+        let (cert, key) = self.issue_in_memory(service)?;
+        Ok((cert.der().to_vec(), key.serialize_der()))
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> Vec<u8> {
+        self.ca_cert.der().to_vec()
+    }
+
+    fn issue_in_memory(&self, service: &str) -> Result<(rcgen::Certificate, rcgen::KeyPair)> {
         use rcgen::{
             CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
         };
@@ -95,13 +119,7 @@ impl Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key)?;
-        let id = Identity {
-            cert: self.dir.path().join(format!("{service}.pem")),
-            key: self.dir.path().join(format!("{service}.key")),
-        };
-        std::fs::write(&id.cert, cert.pem())?;
-        std::fs::write(&id.key, key.serialize_pem())?;
-        Ok(id)
+        Ok((cert, key))
     }
 }
 
