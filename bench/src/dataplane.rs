@@ -1,7 +1,8 @@
 //! Real Envoy: the data-plane cost of (a) no wasm filter, (b) the no-op wasm
 //! filter, (c) Vigil shadow, (d) Vigil steer with a managed canary, (e) the
-//! same with observed edges enabled (issue 15: three more properties read and
-//! one aggregator update per request), measured side by side, and the scale figures (memory, idle tick CPU) at N series.
+//! same with observed edges enabled (issue 15: one more property and two
+//! pseudo-headers read, and one aggregator update per request), measured
+//! side by side, and the scale figures (memory, idle tick CPU) at N series.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

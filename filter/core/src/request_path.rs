@@ -328,8 +328,10 @@ impl RequestFlow {
         worker.record(route, cluster, &record);
         if worker.edges_enabled() {
             let peer = host.property(&["connection", "uri_san_peer_certificate"]);
-            let method = host.property(&["request", "method"]);
-            let path = host.property(&["request", "path"]);
+            // The pseudo-headers, not `request.method` / `request.path`:
+            // the same values, a header read costs far less than a property.
+            let method = host.request_header(":method");
+            let path = host.request_header(":path");
             worker.record_edge(
                 &crate::edges::EdgeFacts {
                     peer_san: peer.as_deref(),
@@ -386,6 +388,9 @@ impl CountingHost {
             .insert("content-type".into(), b"application/json".to_vec());
         h.response_headers
             .insert(":status".into(), status.to_string().into_bytes());
+        h.request_headers.insert(":method".into(), b"GET".to_vec());
+        h.request_headers
+            .insert(":path".into(), b"/v1/orders/123".to_vec());
         h
     }
 }

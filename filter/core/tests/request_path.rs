@@ -231,3 +231,15 @@ fn without_a_start_time_the_duration_property_is_read() {
     assert_eq!(reads(&h, "request.duration"), 1, "{:?}", h.reads);
     assert_eq!(record.latency_us, 1000, "the 1 ms property");
 }
+
+#[test]
+fn edges_read_method_and_path_from_the_pseudo_headers() {
+    let mut w = worker(r#""mode":"steer","edges":{"service":"orders","version":"v1"},"#);
+    let mut h = CountingHost::unary("checkout", "stable", 200);
+    run_request(&mut w, &mut h);
+    assert_eq!(reads(&h, "request.method"), 0, "{:?}", h.reads);
+    assert_eq!(reads(&h, "request.path"), 0, "{:?}", h.reads);
+    // The steer path's four, and the peer certificate's URI SAN.
+    assert_eq!(h.reads.len(), 5, "property reads: {:?}", h.reads);
+    assert_eq!(reads(&h, "connection.uri_san_peer_certificate"), 1);
+}
