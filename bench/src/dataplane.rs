@@ -75,7 +75,8 @@ pub struct Running {
 }
 
 /// Starts one Envoy of `variant` with `routes` extra distinct routes (r0..) to
-/// the stable cluster and, for Vigil, `max_series`.
+/// the stable cluster and, for Vigil, `max_series`. The extra routes are
+/// matched before the measured `checkout` routes (which match every path).
 pub async fn start(
     setup: &Setup,
     variant: Variant,
@@ -83,6 +84,31 @@ pub async fn start(
     ports: (u16, u16),
     routes: usize,
     max_series: Option<u64>,
+) -> Result<Running> {
+    start_with(
+        setup,
+        variant,
+        concurrency,
+        ports,
+        routes,
+        max_series,
+        false,
+    )
+    .await
+}
+
+/// [`start`], and with `measured_first` the `checkout` routes also match the
+/// exact path `/` ahead of the extra routes, so a request to `/` is routed
+/// without scanning them (the `ticks` section: with 10 000 routes the scan
+/// alone stalls the no-op Envoy).
+pub async fn start_with(
+    setup: &Setup,
+    variant: Variant,
+    concurrency: u32,
+    ports: (u16, u16),
+    routes: usize,
+    max_series: Option<u64>,
+    measured_first: bool,
 ) -> Result<Running> {
     let mode = if variant == Variant::Shadow {
         "shadow"
@@ -117,6 +143,9 @@ pub async fn start(
         transform(b, variant, &noop)?;
         if routes > 0 {
             prepend_flood_routes(b, routes, "stable")?;
+            if measured_first {
+                measured_routes_first(b)?;
+            }
         }
         Ok(())
     });
@@ -134,6 +163,31 @@ pub async fn start(
         .trim()
         .parse()?;
     Ok(Running { envoy, pid })
+}
+
+/// Copies the `checkout` routes, matching the exact path `/` instead of the
+/// prefix, to the front of the route table.
+fn measured_routes_first(b: &mut Value) -> Result<()> {
+    let routes = vigil_e2e::envoy::routes_mut(b)?;
+    let mut first: Vec<Value> = routes
+        .iter()
+        .filter(|r| r.get("name").and_then(Value::as_str) == Some("checkout"))
+        .cloned()
+        .collect();
+    if first.is_empty() {
+        return Err("bootstrap has no checkout route".into());
+    }
+    for r in &mut first {
+        let m = r
+            .get_mut("match")
+            .and_then(Value::as_object_mut)
+            .ok_or("checkout route without a match")?;
+        m.remove("prefix");
+        m.insert("path".into(), Value::from("/"));
+    }
+    first.append(routes);
+    *routes = first;
+    Ok(())
 }
 
 /// Bootstrap transform per variant: (a) removes the wasm filter, (b) swaps the
