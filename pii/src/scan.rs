@@ -125,12 +125,12 @@ fn eq_bytes(x: u64, c: u8) -> u64 {
     !(((t & LOW7).wrapping_add(LOW7)) | t) & HI
 }
 
-/// High bit of each byte of `x` that is an ASCII lower-case letter, exactly.
+/// High bit of each byte of `x` in `lo..=hi` (ASCII), exactly.
 #[inline(always)]
-fn lower_bytes(x: u64) -> u64 {
+fn range_bytes(x: u64, lo: u8, hi: u8) -> u64 {
     let y = x & LOW7;
-    let ge = y.wrapping_add(LO * (0x80 - u64::from(b'a')));
-    let gt = y.wrapping_add(LO * (0x80 - u64::from(b'z') - 1));
+    let ge = y.wrapping_add(LO * (0x80 - u64::from(lo)));
+    let gt = y.wrapping_add(LO * (0x80 - u64::from(hi) - 1));
     ge & !gt & !x & HI
 }
 
@@ -138,12 +138,14 @@ fn lower_bytes(x: u64) -> u64 {
 const PROSE_WORD_MAX: usize = 19;
 
 /// From `i` (not inside a word), eight bytes at a time over plain prose:
-/// lower-case letters, spaces, `,` and `.`. Every word passed over is a
-/// [`prose_word`] followed by a space, `,` or `.`, at which
-/// [`Scanner::word`] finds nothing (a lower-case word is only a JWT start
+/// words of letters, spaces, `,` and `.`. Every word passed over is shorter
+/// than 20, lower-case or capitalised (a capital after a separator followed
+/// by a lower-case letter), and followed by a space, `,` or `.`; at such a
+/// word [`Scanner::word`] finds nothing (a lower-case word is only a JWT start
 /// with an upper-case `J` after `ey`, an IPv6 group before `:`, or a token
-/// when 20+ long or joined by `-+/=`), and the bytes between them are inert:
-/// skipping them changes no finding. Returns the start of the word (or the
+/// when 20+ long or joined by `-+/=`; an IBAN or AWS key starts with two
+/// capitals), and the bytes between them are inert: skipping them changes
+/// no finding. Returns the start of the word (or the
 /// byte) where that stops being true, which is not inside a word either.
 #[inline]
 fn skip_prose(s: &[u8], i: usize) -> usize {
@@ -154,9 +156,16 @@ fn skip_prose(s: &[u8], i: usize) -> usize {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
         let x = u64::from_le_bytes(b);
-        let letters = lower_bytes(x);
+        let lower = range_bytes(x, b'a', b'z');
         // `,` (0x2c) and `.` (0x2e) are the bytes that are `.` with bit 1 set.
-        let plain = letters | eq_bytes(x, b' ') | eq_bytes(x | (LO * 2), b'.');
+        let sep = eq_bytes(x, b' ') | eq_bytes(x | (LO * 2), b'.');
+        // Capitals that start a word (after a separator, or first in the block
+        // with no letters running into it) and are followed by a lower-case
+        // letter in the block.
+        let after_sep = (sep << 8) | if run == 0 { 0x80 } else { 0 };
+        let caps = range_bytes(x, b'A', b'Z') & after_sep & (lower >> 8);
+        let letters = lower | caps;
+        let plain = letters | sep;
         let breaks = !letters & HI;
         if plain != HI {
             return p - run;
@@ -410,7 +419,7 @@ mod tests {
 
     #[test]
     fn skip_prose_passes_only_short_lower_case_words() {
-        let plain = |b: u8| b.is_ascii_lowercase() || matches!(b, b' ' | b',' | b'.');
+        let plain = |b: u8| b.is_ascii_alphabetic() || matches!(b, b' ' | b',' | b'.');
         let mut seed = 5u64;
         let mut moved = 0;
         for n in 0..3000usize {
@@ -422,7 +431,8 @@ mod tests {
                 // Mostly prose bytes, with rare starts of other things.
                 let r = (seed % 64) as usize;
                 s.push(match r {
-                    0..=43 => b"abcdefghijklmnopqrstuvwxyz"[r % 26],
+                    0..=41 => b"abcdefghijklmnopqrstuvwxyz"[r % 26],
+                    42 | 43 => b"TIAE"[r % 4],
                     44..=53 => b' ',
                     54 => b',',
                     55 => b'.',
@@ -438,15 +448,19 @@ mod tests {
                 let passed = s.get(i..j).unwrap_or(&[]);
                 assert!(passed.iter().all(|&b| plain(b)), "{s:?} {i} {j}");
                 assert!(
-                    j == i || !at(&s, j - 1).is_ascii_lowercase(),
+                    j == i || !at(&s, j - 1).is_ascii_alphabetic(),
                     "ends inside a word: {s:?} {i} {j}"
                 );
-                let longest = passed
-                    .split(|b| !b.is_ascii_lowercase())
-                    .map(<[u8]>::len)
-                    .max()
-                    .unwrap_or(0);
-                assert!(longest <= PROSE_WORD_MAX, "{s:?} {i} {j}");
+                for w in passed.split(|b| !b.is_ascii_alphabetic()) {
+                    assert!(w.len() <= PROSE_WORD_MAX, "{s:?} {i} {j}");
+                    // Lower-case, or one capital then lower-case.
+                    let rest = w.get(1..).unwrap_or(&[]);
+                    assert!(
+                        rest.iter().all(u8::is_ascii_lowercase)
+                            && (w.len() != 1 || w.iter().all(u8::is_ascii_lowercase)),
+                        "{s:?} {i} {j} {w:?}"
+                    );
+                }
                 moved += j - i;
             }
         }
