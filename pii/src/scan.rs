@@ -162,9 +162,12 @@ fn skip_prose(s: &[u8], i: usize) -> usize {
         // Capitals that start a word (after a separator, or first in the block
         // with no letters running into it) and are followed by a lower-case
         // letter in the block.
-        let after_sep = (sep << 8) | if run == 0 { 0x80 } else { 0 };
-        let caps = range_bytes(x, b'A', b'Z') & after_sep & (lower >> 8);
-        let letters = lower | caps;
+        // Most blocks have none: only looked for when something is not plain.
+        let mut letters = lower;
+        if lower | sep != HI {
+            let after_sep = (sep << 8) | if run == 0 { 0x80 } else { 0 };
+            letters |= range_bytes(x, b'A', b'Z') & after_sep & (lower >> 8);
+        }
         let plain = letters | sep;
         let breaks = !letters & HI;
         if plain != HI {
