@@ -229,7 +229,9 @@ impl RootContext for VigilRoot {
 
     fn on_tick(&mut self) {
         if let Ok(mut pii) = self.pii_metrics.try_borrow_mut() {
-            for line in pii.due_summaries(now_ms(), false) {
+            let now = now_ms();
+            pii.flush(&mut EnvoyMetrics, now);
+            for line in pii.due_summaries(now, false) {
                 log::info!("{line}");
             }
         }

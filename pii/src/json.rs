@@ -29,6 +29,37 @@ enum Str {
     Other,
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Offset of the first `"` or `\\` in `s` (its length if none), eight bytes
+/// at a time: a byte of `w ^ splat(c)` is zero where `w` has `c`, and
+/// `(x - LO) & !x & HI` sets the top bit of the lowest zero byte of `x` (and
+/// maybe of bytes above it, never below), so the lowest set bit marks the
+/// first match. String interiors are most of a chat body; this is the
+/// walker's inner loop.
+fn quote_or_backslash(s: &[u8]) -> usize {
+    let mut words = s.chunks_exact(8);
+    let mut off = 0;
+    for w in words.by_ref() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let w = u64::from_le_bytes(b);
+        let q = w ^ (LO * u64::from(b'"'));
+        let e = w ^ (LO * u64::from(b'\\'));
+        let hit = (q.wrapping_sub(LO) & !q & HI) | (e.wrapping_sub(LO) & !e & HI);
+        if hit != 0 {
+            return off + (hit.trailing_zeros() / 8) as usize;
+        }
+        off += 8;
+    }
+    off + words
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .unwrap_or(words.remainder().len())
+}
+
 /// A piece of a target string's interior inside one fed chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Piece {
@@ -111,11 +142,7 @@ impl JsonWalker {
                 && !self.escape
                 && !matches!(b, b'"' | b'\\')
             {
-                let rest = chunk.get(i..).unwrap_or(&[]);
-                i += rest
-                    .iter()
-                    .position(|&c| c == b'"' || c == b'\\')
-                    .unwrap_or(rest.len());
+                i += quote_or_backslash(chunk.get(i..).unwrap_or(&[]));
                 continue;
             }
             let i = i - 1;
@@ -243,6 +270,30 @@ mod tests {
         ];
         for size in [1, 3, 1000] {
             assert_eq!(texts(body, size), want, "chunk {size}");
+        }
+    }
+
+    #[test]
+    fn quote_search_matches_the_plain_one() {
+        let mut seed = 11u64;
+        for n in 0..2000usize {
+            let mut s = Vec::new();
+            for _ in 0..(n % 40) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly bytes near the targets (0x21, 0x23, 0x5b, 0x5d, 0xa2, 0xdc …).
+                s.push(
+                    *b"ab\"\\!#[]\xa2\xdc\x00\xff \x01"
+                        .get((seed % 14) as usize)
+                        .unwrap_or(&b'x'),
+                );
+            }
+            let want = s
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\')
+                .unwrap_or(s.len());
+            assert_eq!(quote_or_backslash(&s), want, "{s:?}");
         }
     }
 

@@ -113,6 +113,83 @@ fn prose_word(s: &[u8], i: usize, we: usize) -> bool {
         && !matches!(at(s, we), b':' | b'-' | b'+' | b'/' | b'=')
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// High bit of each byte of `x` equal to `c`, exactly (no carry crosses a
+/// byte: the additions are done on the low seven bits).
+#[inline(always)]
+fn eq_bytes(x: u64, c: u8) -> u64 {
+    let t = x ^ (LO * u64::from(c));
+    !(((t & LOW7).wrapping_add(LOW7)) | t) & HI
+}
+
+/// High bit of each byte of `x` in `lo..=hi` (ASCII), exactly.
+#[inline(always)]
+fn range_bytes(x: u64, lo: u8, hi: u8) -> u64 {
+    let y = x & LOW7;
+    let ge = y.wrapping_add(LO * (0x80 - u64::from(lo)));
+    let gt = y.wrapping_add(LO * (0x80 - u64::from(hi) - 1));
+    ge & !gt & !x & HI
+}
+
+/// Longest lower-case word [`skip_prose`] passes over (a token is 20+).
+const PROSE_WORD_MAX: usize = 19;
+
+/// From `i` (not inside a word), eight bytes at a time over plain prose:
+/// words of letters, spaces, `,` and `.`. Every word passed over is shorter
+/// than 20, lower-case or capitalised (a capital after a separator followed
+/// by a lower-case letter), and followed by a space, `,` or `.`; at such a
+/// word [`Scanner::word`] finds nothing (a lower-case word is only a JWT start
+/// with an upper-case `J` after `ey`, an IPv6 group before `:`, or a token
+/// when 20+ long or joined by `-+/=`; an IBAN or AWS key starts with two
+/// capitals), and the bytes between them are inert: skipping them changes
+/// no finding. Returns the start of the word (or the
+/// byte) where that stops being true, which is not inside a word either.
+#[inline]
+fn skip_prose(s: &[u8], i: usize) -> usize {
+    let mut p = i;
+    // Letters just before `p` (of a word that started at `p - run`).
+    let mut run = 0usize;
+    while let Some(w) = s.get(p..p + 8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = u64::from_le_bytes(b);
+        let lower = range_bytes(x, b'a', b'z');
+        // `,` (0x2c) and `.` (0x2e) are the bytes that are `.` with bit 1 set.
+        let sep = eq_bytes(x, b' ') | eq_bytes(x | (LO * 2), b'.');
+        // Capitals that start a word (after a separator, or first in the block
+        // with no letters running into it) and are followed by a lower-case
+        // letter in the block.
+        // Most blocks have none: only looked for when something is not plain.
+        let mut letters = lower;
+        if lower | sep != HI {
+            let after_sep = (sep << 8) | if run == 0 { 0x80 } else { 0 };
+            letters |= range_bytes(x, b'A', b'Z') & after_sep & (lower >> 8);
+        }
+        let plain = letters | sep;
+        let breaks = !letters & HI;
+        if plain != HI {
+            return p - run;
+        }
+        if breaks == 0 {
+            run += 8;
+            if run > PROSE_WORD_MAX {
+                return p + 8 - run;
+            }
+        } else {
+            // The word running into this block ends at its first break.
+            if run + (breaks.trailing_zeros() / 8) as usize > PROSE_WORD_MAX {
+                return p - run;
+            }
+            run = (breaks.leading_zeros() / 8) as usize;
+        }
+        p += 8;
+    }
+    p - run
+}
+
 /// End of the word (letters, digits, `_`) starting at `i`.
 #[inline]
 fn word_end(s: &[u8], i: usize) -> usize {
@@ -248,6 +325,7 @@ impl Scanner {
                         // is neither (each word start follows an inert byte).
                         i = we;
                         loop {
+                            i = skip_prose(s, i);
                             while s.get(i).is_some_and(|&c| inert(c)) {
                                 i += 1;
                             }
@@ -341,6 +419,56 @@ fn resolve(out: &mut Vec<Finding>, first: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_prose_passes_only_short_lower_case_words() {
+        let plain = |b: u8| b.is_ascii_alphabetic() || matches!(b, b' ' | b',' | b'.');
+        let mut seed = 5u64;
+        let mut moved = 0;
+        for n in 0..3000usize {
+            let mut s = Vec::new();
+            for _ in 0..(n % 120) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly prose bytes, with rare starts of other things.
+                let r = (seed % 64) as usize;
+                s.push(match r {
+                    0..=41 => b"abcdefghijklmnopqrstuvwxyz"[r % 26],
+                    42 | 43 => b"TIAE"[r % 4],
+                    44..=53 => b' ',
+                    54 => b',',
+                    55 => b'.',
+                    _ => b"-+:4A@/\xff"[r % 8],
+                });
+            }
+            for i in 0..=s.len() {
+                if s.get(i).is_some_and(|b| word_char(*b)) {
+                    continue; // only called right after a word
+                }
+                let j = skip_prose(&s, i);
+                assert!(i <= j && j <= s.len(), "{s:?} {i} {j}");
+                let passed = s.get(i..j).unwrap_or(&[]);
+                assert!(passed.iter().all(|&b| plain(b)), "{s:?} {i} {j}");
+                assert!(
+                    j == i || !at(&s, j - 1).is_ascii_alphabetic(),
+                    "ends inside a word: {s:?} {i} {j}"
+                );
+                for w in passed.split(|b| !b.is_ascii_alphabetic()) {
+                    assert!(w.len() <= PROSE_WORD_MAX, "{s:?} {i} {j}");
+                    // Lower-case, or one capital then lower-case.
+                    let rest = w.get(1..).unwrap_or(&[]);
+                    assert!(
+                        rest.iter().all(u8::is_ascii_lowercase)
+                            && (w.len() != 1 || w.iter().all(u8::is_ascii_lowercase)),
+                        "{s:?} {i} {j} {w:?}"
+                    );
+                }
+                moved += j - i;
+            }
+        }
+        assert!(moved > 10_000, "it skips something: {moved}");
+    }
 
     fn kinds(s: &str) -> Vec<(Kind, String)> {
         Scanner::default()

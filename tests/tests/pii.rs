@@ -39,6 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vigil_e2e::control::{ControlService, TOKEN};
 use vigil_e2e::envoy::{add_cluster, routes_mut, tail, Envoy, EnvoyOptions};
+use vigil_e2e::prom::Metrics;
 use vigil_e2e::scenario::plugin_config;
 use vigil_e2e::upstream::serve_http1;
 
@@ -288,16 +289,33 @@ fn chat(content: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn finding(envoy: &Envoy, route: &str, kind: &str, action: &str) -> f64 {
-    envoy
-        .metrics()
-        .await
-        .unwrap()
-        .value(
-            "vigil_pii_findings_total",
-            &[("route", route), ("type", kind), ("action", action)],
-        )
-        .unwrap_or(0.0)
+/// The guard sends its counters at most once a tick (a blocked request at
+/// once): scrape until `ok` holds, or for 5 s; the caller asserts on the last
+/// scrape.
+async fn metrics_when(envoy: &Envoy, ok: impl Fn(&Metrics) -> bool) -> Metrics {
+    let mut m = envoy.metrics().await.unwrap();
+    for _ in 0..100 {
+        if ok(&m) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = envoy.metrics().await.unwrap();
+    }
+    m
+}
+
+fn finding_of(m: &Metrics, route: &str, kind: &str, action: &str) -> f64 {
+    m.value(
+        "vigil_pii_findings_total",
+        &[("route", route), ("type", kind), ("action", action)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// The findings counter, once it reads `want` (or after 5 s).
+async fn finding(envoy: &Envoy, route: &str, kind: &str, action: &str, want: f64) -> f64 {
+    let m = metrics_when(envoy, |m| finding_of(m, route, kind, action) == want).await;
+    finding_of(&m, route, kind, action)
 }
 
 fn check_redacted(r: &Resp, what: &str) {
@@ -380,17 +398,20 @@ async fn block_redact_detect_in_real_envoy() {
     assert_eq!(r.body, body, "detect must not change the body");
     for (kind, _) in ENTITIES {
         assert_eq!(
-            finding(&envoy, "chat-detect", kind, "detect").await,
+            finding(&envoy, "chat-detect", kind, "detect", 1.0).await,
             1.0,
             "detect count of {kind}"
         );
         assert_eq!(
-            finding(&envoy, "chat-redact", kind, "redact").await,
+            finding(&envoy, "chat-redact", kind, "redact", 1.0).await,
             1.0,
             "redact count of {kind}"
         );
     }
-    assert_eq!(finding(&envoy, "chat-block", "card", "block").await, 1.0);
+    assert_eq!(
+        finding(&envoy, "chat-block", "card", "block", 1.0).await,
+        1.0
+    );
 
     // Streaming: the same body trickled in 7-byte chunks, entities straddling chunk
     // boundaries: redacted exactly as the whole body, and detected exactly again.
@@ -400,12 +421,18 @@ async fn block_redact_detect_in_real_envoy() {
     assert_eq!(r.body, body);
     for (kind, _) in ENTITIES {
         assert_eq!(
-            finding(&envoy, "chat-detect", kind, "detect").await,
+            finding(&envoy, "chat-detect", kind, "detect", 2.0).await,
             2.0,
             "chunked detect count of {kind}"
         );
     }
-    let m = envoy.metrics().await.unwrap();
+    let inspected = |m: &Metrics| {
+        m.value(
+            "vigil_pii_inspected_bytes_total",
+            &[("route", "chat-detect")],
+        )
+    };
+    let m = metrics_when(&envoy, |m| inspected(m) == Some(2.0 * body.len() as f64)).await;
     println!(
         "inspected bytes: detect {:?}, redact {:?}",
         m.value(
@@ -457,7 +484,12 @@ async fn ten_mb_body_is_bounded_and_partial() {
         if let Some(cl) = r.header("x-echo-cl").filter(|v| *v != "none") {
             assert_eq!(cl.parse::<usize>().unwrap(), got, "{path}: content-length");
         }
-        let m = envoy.metrics().await.unwrap();
+        let m = metrics_when(&envoy, |m| {
+            m.value("vigil_pii_partial_total", &[("route", route)]) == Some(1.0)
+                && m.value("vigil_pii_inspected_bytes_total", &[("route", route)])
+                    == Some(MAX_INSPECT as f64)
+        })
+        .await;
         let partial = m.value("vigil_pii_partial_total", &[("route", route)]);
         let inspected = m.value("vigil_pii_inspected_bytes_total", &[("route", route)]);
         let held = m.value("vigil_pii_held_bytes_max", &[("route", route)]);
@@ -477,7 +509,8 @@ async fn ten_mb_body_is_bounded_and_partial() {
                     "redact"
                 } else {
                     "detect"
-                }
+                },
+                1.0
             )
             .await,
             1.0
@@ -504,7 +537,10 @@ async fn ten_mb_body_is_bounded_and_partial() {
         got,
         trickled.len() - "4111 1111 1111 1111".len() + "[CARD]".len()
     );
-    let m = envoy.metrics().await.unwrap();
+    let m = metrics_when(&envoy, |m| {
+        m.value("vigil_pii_partial_total", &[("route", "chat-redact")]) == Some(2.0)
+    })
+    .await;
     let held = m
         .value("vigil_pii_held_bytes_max", &[("route", "chat-redact")])
         .unwrap();
@@ -727,16 +763,8 @@ async fn findings_reach_the_control_service_and_raise_the_alert() {
     assert_eq!(alert["route"], "chat-block");
     assert!(alert["findings"].as_u64().unwrap() >= 5, "{alert}");
 
-    // The endpoint reports what Envoy counted, exactly (wait for the last tick).
-    let m = envoy.metrics().await.unwrap();
-    let envoy_count = |route: &str, kind: &str, action: &str| {
-        m.value(
-            "vigil_pii_findings_total",
-            &[("route", route), ("type", kind), ("action", action)],
-        )
-        .unwrap_or(0.0) as u64
-    };
-    assert_eq!(envoy_count("chat-block", "card", "block"), 6);
+    // The endpoint reports what Envoy counted, exactly (wait for the last tick:
+    // the guard sends its counters at the tick, before the tick's report).
     let mut v = Value::Null;
     for _ in 0..100 {
         v = control.get("/v1/pii/findings?since_ms=0").await.unwrap();
@@ -754,6 +782,14 @@ async fn findings_reach_the_control_service_and_raise_the_alert() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("GET /v1/pii/findings: {v}");
+    let m = metrics_when(&envoy, |m| {
+        finding_of(m, "chat-detect", "card", "detect") == 2.0
+            && finding_of(m, "chat-block", "card", "block") == 6.0
+    })
+    .await;
+    let envoy_count =
+        |route: &str, kind: &str, action: &str| finding_of(&m, route, kind, action) as u64;
+    assert_eq!(envoy_count("chat-block", "card", "block"), 6);
     let route = |name: &str| {
         v["routes"]
             .as_array()
