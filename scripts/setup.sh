@@ -9,6 +9,9 @@
 #   5. chromium (Debian, apt, only when missing) and playwright-core (npm ci into
 #      tests/browser/node_modules) for the dashboard's browser test.
 #      `scripts/setup.sh browser` runs step 5 alone.
+#   6. the x86_64-unknown-linux-musl Rust target (rustup) and Debian's musl-tools, for the
+#      static vigil-control of the control image (scripts/oci-control.sh: `make e2e`,
+#      `make pin-control-image`, tests/tests/oci_control.rs).
 # Idempotent: each step leaves a stamp under .tools/ and is skipped when it is still valid.
 # Environment:
 #   VIGIL_WASM_TOOLCHAIN=debian  force the Debian fallback (to exercise it)
@@ -230,6 +233,31 @@ setup_browser() {
     sha256sum "$lock" > "$stamp"
 }
 
+# --- 6. Static control binary: the musl target (rustup) + musl-gcc (Debian musl-tools) ---
+MUSL_TARGET=x86_64-unknown-linux-musl
+setup_musl() {
+    local libdir
+    libdir=$(rustc --print target-libdir --target "$MUSL_TARGET" 2>/dev/null || true)
+    if [[ -n "$libdir" && -d "$libdir" ]]; then
+        say "$MUSL_TARGET: rustup target present"
+    else
+        command -v rustup >/dev/null || die "no rustup: cannot add the $MUSL_TARGET target (the control image's static binary needs it)"
+        say "adding the $MUSL_TARGET target (rustup)"
+        timeout 300 rustup target add "$MUSL_TARGET" >/dev/null || die "rustup target add $MUSL_TARGET failed"
+    fi
+    if command -v musl-gcc >/dev/null || command -v x86_64-linux-musl-gcc >/dev/null; then
+        say "musl-gcc: present"; return 0
+    fi
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    command -v apt-get >/dev/null || die "musl-gcc missing and no apt-get: install musl-tools (bundled SQLite is C)"
+    say "installing Debian's musl-tools (apt-get)"
+    apt_update_once "$sudo" || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends musl-tools >/dev/null \
+        || die "apt-get install musl-tools failed"
+    say "musl-gcc: $(command -v musl-gcc)"
+}
+
 if [[ ${1:-} == browser ]]; then
     setup_browser
     exit 0
@@ -247,4 +275,5 @@ setup_grpcio
 setup_compose
 setup_prometheus
 setup_browser
+setup_musl
 say "done"
