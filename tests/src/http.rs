@@ -123,3 +123,20 @@ pub async fn raw_request(
         .ok_or_else(|| format!("raw request to {addr}: not an HTTP response: {head:?}"))?;
     Ok((status, buf))
 }
+
+/// `(header bytes, content-length)` of the HTTP/1.1 request at the start of
+/// `buf`, once its header is complete (`None` until then); a missing or bad
+/// `content-length` is 0. For the tests' hand-written receivers.
+pub fn request_frame(buf: &[u8]) -> Option<(usize, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(buf.get(..end)?);
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    Some((end + 4, len))
+}

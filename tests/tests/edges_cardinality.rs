@@ -35,6 +35,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 use vigil_e2e::control::{ControlService, TOKEN};
 use vigil_e2e::envoy::{Envoy, EnvoyOptions};
+use vigil_e2e::http::request_frame;
 use vigil_e2e::sidecars::{free_port, spiffe_id, Pki, SidecarSpec};
 use vigil_e2e::upstream::Upstream;
 
@@ -107,22 +108,6 @@ async fn measuring_relay(upstream: u16) -> (u16, Arc<Mutex<Vec<usize>>>) {
         }
     });
     (port, out)
-}
-
-/// `(header bytes, content-length)` of the request at the start of `buf`,
-/// once its header is complete.
-fn request_frame(buf: &[u8]) -> Option<(usize, usize)> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    Some((end + 4, len))
 }
 
 /// A client TLS configuration presenting `cert`/`key`, trusting the test CA.

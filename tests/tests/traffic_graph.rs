@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigil_e2e::control::{ControlService, TOKEN};
 use vigil_e2e::envoy::{Envoy, EnvoyOptions};
+use vigil_e2e::http::request_frame;
 use vigil_e2e::schema::validate_documents;
 use vigil_e2e::sidecars::{call, free_port, rbac_filter, spiffe_id, Pki, SidecarSpec};
 use vigil_e2e::upstream::Upstream;
@@ -79,20 +80,11 @@ async fn webhook_receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(end) = text.find("\r\n\r\n") else {
+                    let Some((head, len)) = request_frame(&buf) else {
                         continue;
                     };
-                    let len = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        if let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len]) {
+                    if buf.len() >= head + len {
+                        if let Ok(v) = serde_json::from_slice(&buf[head..head + len]) {
                             bodies.lock().unwrap().push(v);
                         }
                         let _ = s
