@@ -70,6 +70,14 @@ pub fn decode_int(bytes: Option<&[u8]>) -> Option<u64> {
     Some(u64::from_le_bytes(arr))
 }
 
+/// Decode `response.code` (an integer property); 0 when absent, malformed
+/// or not an HTTP status.
+pub fn decode_status(bytes: Option<&[u8]>) -> u16 {
+    decode_int(bytes)
+        .and_then(|s| u16::try_from(s).ok())
+        .unwrap_or(0)
+}
+
 /// Decode `response.grpc_status`: an integer property (8-byte little-endian),
 /// or its decimal text; `None` when absent or malformed.
 pub fn decode_grpc_status(bytes: Option<&[u8]>) -> Option<u64> {
@@ -148,9 +156,7 @@ impl RequestRecord {
     ) -> Self {
         RequestRecord::new(
             decode_int(duration_ns).unwrap_or(0) / 1000,
-            decode_int(status)
-                .and_then(|s| u16::try_from(s).ok())
-                .unwrap_or(0),
+            decode_status(status),
             decode_int(response_flags).unwrap_or(0),
             decode_int(attempts).unwrap_or(0),
         )

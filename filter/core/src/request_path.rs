@@ -35,7 +35,7 @@
 //! profile`, bench/README.md "Profile").
 
 use crate::engine::{Decision, Worker};
-use crate::request::RequestRecord;
+use crate::request::{decode_int, decode_status, RequestRecord};
 
 /// Value of the routing header that sends a request to the stable version.
 pub const STABLE: &[u8] = b"stable";
@@ -269,14 +269,13 @@ impl RequestFlow {
     ) -> RequestRecord {
         // Duration on the filter's clock (as Envoy's, from the request
         // headers to the end); the property only without a start time.
-        let duration = match (self.request_ns, host.now_ns()) {
-            (Some(start), Some(end)) => Some(end.saturating_sub(start).to_le_bytes().to_vec()),
-            _ => host.property(&["request", "duration"]),
+        let duration_ns = match (self.request_ns, host.now_ns()) {
+            (Some(start), Some(end)) => end.saturating_sub(start),
+            _ => decode_int(host.property(&["request", "duration"]).as_deref()).unwrap_or(0),
         };
-        let code = match self.status {
-            Some(status) => Some(u64::from(status).to_le_bytes().to_vec()),
-            None => host.property(&["response", "code"]),
-        };
+        let status = self
+            .status
+            .unwrap_or_else(|| decode_status(host.property(&["response", "code"]).as_deref()));
         // Every flag that changes a class (resets, timeouts, overflow, client
         // gone, local replies) comes with an incomplete response or a status
         // of 400 or more; a gRPC failure may hide behind a complete 200.
@@ -284,27 +283,26 @@ impl RequestFlow {
             && !self.is_grpc
             && self.status.is_some_and(|s| (100..400).contains(&s));
         let flags = if clean {
-            Some(0u64.to_le_bytes().to_vec())
+            0
         } else {
-            host.property(&["response", "flags"])
+            decode_int(host.property(&["response", "flags"]).as_deref()).unwrap_or(0)
         };
-        let mut record = RequestRecord::from_properties(
-            duration.as_deref(),
-            code.as_deref(),
-            flags.as_deref(),
+        let attempts = decode_int(
             host.property(&["upstream", "request_attempt_count"])
                 .as_deref(),
         )
-        .with_body_timing(
-            self.request_ns,
-            self.first_byte_ns,
-            self.last_chunk_ns.filter(|_| self.streaming),
-            self.chunks,
-        )
-        .with_pool_wait(
-            host.property(&["upstream", "cx_pool_ready_duration"])
-                .as_deref(),
-        );
+        .unwrap_or(0);
+        let mut record = RequestRecord::new(duration_ns / 1000, status, flags, attempts)
+            .with_body_timing(
+                self.request_ns,
+                self.first_byte_ns,
+                self.last_chunk_ns.filter(|_| self.streaming),
+                self.chunks,
+            )
+            .with_pool_wait(
+                host.property(&["upstream", "cx_pool_ready_duration"])
+                    .as_deref(),
+            );
         // gRPC status (trailers, or headers of a trailers-only response) only
         // for a gRPC response; the code details only when they can change the class.
         let grpc_status = if self.is_grpc {
