@@ -81,9 +81,10 @@ fn digests() -> (u64, u64, u64) {
     (dv.0, de.0, critical)
 }
 
-/// Digests computed by the scorer before the hot-path rework.
-const VERDICTS: u64 = 0xebda_0b9f_500d_0d36;
-const EXACT: u64 = 0x5968_5638_3390_d742;
+/// Digests computed by the scorer before the hot-path rework, re-derived for
+/// the level-shift hold hysteresis and noise-aware stability band (issue 11).
+const VERDICTS: u64 = 0x69d0_9697_4b26_a7ae;
+const EXACT: u64 = 0x5118_ee3b_8f14_1986;
 
 #[test]
 fn judgement_is_unchanged_by_the_hot_path_rework() {
