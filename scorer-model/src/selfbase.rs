@@ -814,7 +814,7 @@ mod tests {
     /// within twice the hold. Before, the CUSUM of such a step flickered
     /// around the critical limit, each flicker raised the gap a hold needs
     /// from [`SHIFT_ALARMED_SD`] to [`SHIFT_MIN_SD`] and restarted it, and
-    /// the challenger's own noise left the fixed stability band: 123 of 200
+    /// the challenger's own noise left the fixed stability band: 121 of 200
     /// seeds at 3 spreads were never adopted in 600 s (still alarmed).
     #[test]
     fn issue_11_correlated_lasting_step_is_adopted_within_twice_the_hold() {
