@@ -147,21 +147,6 @@ impl RequestRecord {
         self.ttft_us.is_some() && self.outcome != Outcome::ClientGone
     }
 
-    /// Build a record from raw property values (each may be missing).
-    pub fn from_properties(
-        duration_ns: Option<&[u8]>,
-        status: Option<&[u8]>,
-        response_flags: Option<&[u8]>,
-        attempts: Option<&[u8]>,
-    ) -> Self {
-        RequestRecord::new(
-            decode_int(duration_ns).unwrap_or(0) / 1000,
-            decode_status(status),
-            decode_int(response_flags).unwrap_or(0),
-            decode_int(attempts).unwrap_or(0),
-        )
-    }
-
     /// Decide the outcome class from what is known besides status and flags:
     /// the raw `response.grpc_status` property, whether the response was
     /// gRPC, and `response.code_details`.
@@ -244,9 +229,25 @@ mod tests {
         v.to_le_bytes().to_vec()
     }
 
+    /// A record from raw property values (each may be missing), decoded as
+    /// the request path decodes them (`RequestFlow::on_log`).
+    fn from_properties(
+        duration_ns: Option<&[u8]>,
+        status: Option<&[u8]>,
+        response_flags: Option<&[u8]>,
+        attempts: Option<&[u8]>,
+    ) -> RequestRecord {
+        RequestRecord::new(
+            decode_int(duration_ns).unwrap_or(0) / 1000,
+            decode_status(status),
+            decode_int(response_flags).unwrap_or(0),
+            decode_int(attempts).unwrap_or(0),
+        )
+    }
+
     #[test]
     fn decodes_properties_and_classifies() {
-        let r = RequestRecord::from_properties(
+        let r = from_properties(
             Some(&le(2_500_000)),
             Some(&le(503)),
             Some(&le(
@@ -266,19 +267,19 @@ mod tests {
 
     #[test]
     fn missing_or_malformed_properties_are_neutral() {
-        let r = RequestRecord::from_properties(None, Some(b"abc"), Some(&[1, 2]), None);
+        let r = from_properties(None, Some(b"abc"), Some(&[1, 2]), None);
         assert_eq!(r, RequestRecord::default());
         assert!(r.is_error(), "no response at all counts as an error");
         assert_eq!(decode_grpc_status(Some(b"14")), Some(14));
         assert_eq!(decode_grpc_status(Some(&le(3))), Some(3));
         assert_eq!(decode_grpc_status(Some(b"x")), None);
-        let r = RequestRecord::from_properties(None, Some(&le(70_000)), None, None);
+        let r = from_properties(None, Some(&le(70_000)), None, None);
         assert_eq!(r.status, 0, "out-of-range status is not trusted");
     }
 
     #[test]
     fn client_errors_are_not_errors() {
-        let r = RequestRecord::from_properties(None, Some(&le(404)), None, Some(&le(1)));
+        let r = from_properties(None, Some(&le(404)), None, Some(&le(1)));
         let mut c = Counters::default();
         r.count_into(&mut c);
         assert_eq!((c.errors, c.status_4xx, c.retries), (0, 1, 0));
@@ -286,7 +287,7 @@ mod tests {
 
     #[test]
     fn grpc_failure_with_http_200_is_an_error() {
-        let mut r = RequestRecord::from_properties(None, Some(&le(200)), None, Some(&le(1)));
+        let mut r = from_properties(None, Some(&le(200)), None, Some(&le(1)));
         r.classify(Some(&le(14)), true, None, &GrpcPolicy::default());
         let mut c = Counters::default();
         r.count_into(&mut c);
@@ -295,7 +296,7 @@ mod tests {
 
     #[test]
     fn client_gone_is_never_an_error_nor_a_latency() {
-        let r = RequestRecord::from_properties(
+        let r = from_properties(
             Some(&le(3_000_000)),
             Some(&le(0)),
             Some(&le(crate::outcome::flag::DC)),
@@ -311,26 +312,21 @@ mod tests {
 
     #[test]
     fn the_wait_for_an_upstream_connection_is_not_judged() {
-        let r = RequestRecord::from_properties(
-            Some(&le(5_000_000)),
-            Some(&le(200)),
-            None,
-            Some(&le(1)),
-        )
-        .with_body_timing(Some(0), Some(3_000_000), None, 1)
-        .with_pool_wait(Some(&le(400_000)));
+        let r = from_properties(Some(&le(5_000_000)), Some(&le(200)), None, Some(&le(1)))
+            .with_body_timing(Some(0), Some(3_000_000), None, 1)
+            .with_pool_wait(Some(&le(400_000)));
         assert_eq!(
             (r.latency_us, r.ttft_us, r.pool_wait_us),
             (4_600, Some(2_600), 400)
         );
-        let r = RequestRecord::from_properties(Some(&le(5_000_000)), Some(&le(200)), None, None)
+        let r = from_properties(Some(&le(5_000_000)), Some(&le(200)), None, None)
             .with_pool_wait(Some(b"junk"));
         assert_eq!(r.latency_us, 5_000);
     }
 
     #[test]
     fn a_cut_stream_is_a_reset_without_latency() {
-        let r = RequestRecord::from_properties(
+        let r = from_properties(
             Some(&le(500_000_000)),
             Some(&le(200)),
             Some(&le(crate::outcome::flag::UPE)),
