@@ -255,13 +255,16 @@ impl MetricCache {
 pub struct MemorySink {
     names: Vec<(Kind, String)>,
     values: Vec<u64>,
+    /// Name → id, so defining is a hash lookup like Envoy's own (a linear
+    /// scan made the host bench quadratic in the number of series).
+    index: HashMap<String, u32>,
 }
 
 impl MemorySink {
     /// Value of a metric by full name.
     pub fn value(&self, name: &str) -> Option<u64> {
-        let i = self.names.iter().position(|(_, n)| n == name)?;
-        self.values.get(i).copied()
+        let i = *self.index.get(name)?;
+        self.values.get(i as usize).copied()
     }
 
     /// Sum of every metric whose name ends with `suffix` and contains `part`.
@@ -287,12 +290,14 @@ impl MemorySink {
 
 impl MetricSink for MemorySink {
     fn define(&mut self, kind: Kind, name: &str) -> Option<u32> {
-        if let Some(i) = self.names.iter().position(|(_, n)| n == name) {
-            return Some(i as u32);
+        if let Some(&i) = self.index.get(name) {
+            return Some(i);
         }
+        let id = u32::try_from(self.names.len()).ok()?;
         self.names.push((kind, name.to_string()));
         self.values.push(0);
-        Some((self.names.len() - 1) as u32)
+        self.index.insert(name.to_string(), id);
+        Some(id)
     }
 
     fn increment(&mut self, id: u32, by: u64) {
