@@ -126,6 +126,27 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
             .map(Worker::local_heap_bytes)
             .max()
             .unwrap_or(0);
+        // Then quiet: 15 ticks for every window to empty, then `ticks`
+        // measured ticks of the holder with no traffic at all (what Envoy's
+        // idle tick figures measure).
+        let mut idle_ms = Vec::new();
+        let mut idle_calls = Vec::new();
+        for t in 0..ticks + 15 {
+            now += 1000;
+            for (wi, w) in workers.iter_mut().enumerate() {
+                let counted = Counted {
+                    inner: &store,
+                    calls: std::cell::Cell::new(0),
+                };
+                let start = Instant::now();
+                w.on_tick(now + wi as u64 * 137, &counted, &mut sink, &mut log);
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                if t >= 15 && w.is_scorer() {
+                    idle_ms.push(ms);
+                    idle_calls.push(counted.calls.get() as f64 / n as f64);
+                }
+            }
+        }
         let p = format!("host.{n}");
         out.push(
             Res::new(format!("{p}.shared_bytes_per_series"), max_bytes as f64 / n as f64, "bytes")
@@ -141,6 +162,18 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
             &per_series,
             "µs/series",
         ));
+        out.extend(
+            Res::of_samples(format!("{p}.idle_lease_tick"), &idle_ms, "ms")
+                .map(|r| r.note("the lease holder's tick once every series has been without traffic for 15 ticks (series still registered)")),
+        );
+        out.extend(
+            Res::of_samples(
+                format!("{p}.idle_lease_tick_shared_calls_per_series"),
+                &idle_calls,
+                "calls/series",
+            )
+            .map(|r| r.note("shared-data get + set calls of that idle holder tick, / N")),
+        );
         out.extend(
             Res::of_samples(format!("{p}.other_tick"), &other_ms, "ms")
                 .map(|r| r.note("a worker without the lease: register + merge + re-read verdicts")),

@@ -35,6 +35,16 @@ impl TtftWindow {
     pub fn observe(&mut self, tick: &[(u16, u32)], window_ticks: u32, recent_ticks: u32) {
         let cap = (window_ticks.max(1)) as usize;
         let recent = (recent_ticks.max(1) as usize).min(cap);
+        self.recent_ticks = recent;
+        if tick.is_empty() && self.window.count() == 0 {
+            // Nothing in the window and nothing new (a series without
+            // streaming responses, every tick): the window stays empty.
+            // Forgetting the empty ticks is exact: a later tick still leaves
+            // the recent window `recent` ticks and the window `cap` ticks
+            // after it arrives.
+            self.ticks.clear();
+            return;
+        }
         self.window.merge_sparse(tick);
         self.recent.merge_sparse(tick);
         self.ticks.push_back(tick.to_vec());
@@ -104,5 +114,38 @@ mod tests {
         w.observe(&[], 10, 3);
         assert_eq!(w.recent().count(), 20);
         assert!(w.last_tick().is_empty());
+    }
+
+    /// The empty-window fast path gives exactly the windows of summing the
+    /// last `window` and `recent` ticks, over runs of silence and traffic.
+    #[test]
+    fn idle_stretches_keep_the_windows_exact() {
+        let mut w = TtftWindow::new();
+        let mut history: Vec<SparseHistogram> = Vec::new();
+        let mut seed = 7u64;
+        for t in 0..400u64 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            // Long quiet stretches with bursts in between.
+            let busy = (t / 25) % 3 == 1 && (seed >> 33) % 4 != 0;
+            let this = if busy {
+                tick(
+                    1_000 + (seed >> 40) % 500_000,
+                    1 + ((seed >> 20) % 5) as u32,
+                )
+            } else {
+                Vec::new()
+            };
+            w.observe(&this, 10, 3);
+            history.push(this);
+            let sum = |n: usize| {
+                let mut h = LatencyHistogram::new();
+                for old in history.iter().rev().take(n) {
+                    h.merge_sparse(old);
+                }
+                h
+            };
+            assert_eq!(w.window(), &sum(10), "window at tick {t}");
+            assert_eq!(w.recent(), &sum(3), "recent at tick {t}");
+        }
     }
 }

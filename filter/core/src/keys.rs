@@ -26,8 +26,11 @@
 
 /// Version of the shared-data layout (key scheme and records). Bump it with
 /// any incompatible change to a shared record. 1 was the unversioned
-/// `vigil.*` scheme; 2 adds namespaces and the registry's epochs.
-pub const SHARED_FORMAT: u32 = 2;
+/// `vigil.*` scheme; 2 adds namespaces and the registry's epochs; 3 adds the
+/// list of series with pending data (`dirty`), which the lease holder reads
+/// instead of every series' key (a format-2 worker would not announce its
+/// merges, so the two must not cooperate).
+pub const SHARED_FORMAT: u32 = 3;
 
 /// The keys of one configuration instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +51,9 @@ pub struct Keys {
     pub edges: String,
     /// Marker of the `lease_release_after_s` test hook.
     pub lease_released: String,
+    /// Ids of the series whose pending key a worker merged into since the
+    /// lease holder last took the list ([`crate::dirty`]).
+    pub dirty: String,
 }
 
 impl Keys {
@@ -63,11 +69,12 @@ impl Keys {
             pii: key("pii"),
             edges: key("edges"),
             lease_released: key("lease_released"),
+            dirty: key("dirty"),
             prefix,
         }
     }
 
-    /// The common prefix (`vigil.v2.<identity>.`).
+    /// The common prefix (`vigil.v3.<identity>.`).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

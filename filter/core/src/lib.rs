@@ -36,6 +36,7 @@ pub mod canary;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod dirty;
 pub mod edges;
 pub mod engine;
 pub mod keys;

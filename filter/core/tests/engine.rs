@@ -507,6 +507,83 @@ mod control {
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     }
 
+    /// Fails every write of the dirty list while `fail` is set (issue 14:
+    /// the holder reads only the series keys another worker announced).
+    struct FlakyDirty<'a> {
+        inner: &'a MemoryStore,
+        fail: std::cell::Cell<bool>,
+    }
+
+    impl SharedStore for FlakyDirty<'_> {
+        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.inner.get(key)
+        }
+        fn set(
+            &self,
+            key: &str,
+            value: &[u8],
+            cas: Option<u32>,
+        ) -> Result<(), vigil_filter_core::shared::SetError> {
+            if self.fail.get() && key.ends_with(".dirty") && !value.is_empty() {
+                return Err(vigil_filter_core::shared::SetError::CasMismatch);
+            }
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    /// Announcements that fail are retried at the worker's next tick: with
+    /// the dirty list unwritable for the whole burst, the reports still carry
+    /// every request exactly once, soon after it can be written again.
+    #[test]
+    fn a_failed_announcement_loses_no_request() {
+        let mut c = Cluster::new(
+            config(&format!(r#"{{"mode":"steer",{CANARY},{CONTROL}}}"#)),
+            2,
+        );
+        let store = FlakyDirty {
+            inner: &c.store,
+            fail: std::cell::Cell::new(false),
+        };
+        let mut log = |_: Level, _: &str| {};
+        let mut total = 0u64;
+        let mut sent = 0u64;
+        for second in 0..6u64 {
+            store.fail.set(second < 3);
+            if second < 3 {
+                for i in 0..100u64 {
+                    let cluster: &[u8] = if i % 5 == 0 { b"canary" } else { b"stable" };
+                    c.workers[(i % 2) as usize].record(
+                        Some(b"checkout"),
+                        Some(cluster),
+                        &req(900, 200),
+                    );
+                    sent += 1;
+                }
+            }
+            c.now_ms += 1000;
+            for (i, w) in c.workers.iter_mut().enumerate() {
+                w.on_tick(c.now_ms + i as u64 * 137, &store, &mut c.sink, &mut log);
+            }
+            for w in c.workers.iter_mut().filter(|w| w.is_scorer()) {
+                for call in w.take_control_calls() {
+                    if call.kind != ControlKind::Report {
+                        continue;
+                    }
+                    let v: serde_json::Value =
+                        serde_json::from_slice(call.body.as_ref().unwrap()).unwrap();
+                    total += v["series"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s["requests"].as_u64().unwrap())
+                        .sum::<u64>();
+                }
+            }
+        }
+        assert_eq!(total, sent);
+        assert!(c.workers.iter().any(|w| w.stats().cas_exhausted > 0));
+    }
+
     #[test]
     fn reports_carry_managed_series_totals_and_a_stable_identity() {
         let mut c = Cluster::new(
@@ -1002,4 +1079,52 @@ fn workers_read_only_the_compact_steering_table() {
             assert_eq!(full_reads, 0);
         }
     }
+}
+
+/// Issue 14: an idle series costs the lease holder no shared-data read. With
+/// 200 series registered by the other worker and then idle, the holder reads
+/// only the slice it sweeps (1 in `SWEEP_TICKS`) of the `d.<id>` keys.
+#[test]
+fn idle_series_cost_the_lease_holder_no_reads() {
+    let mut c = Cluster::new(config(r#"{"max_series":512}"#), 2);
+    c.tick();
+    let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+    let other = 1 - holder;
+    for i in 0..200u64 {
+        let route = format!("r{i}");
+        c.workers[other].record(Some(route.as_bytes()), Some(b"stable"), &req(500, 200));
+    }
+    for _ in 0..3 {
+        c.tick();
+    }
+    let store = KeyCounts {
+        inner: &c.store,
+        gets: Default::default(),
+        sets: Default::default(),
+    };
+    let prefix = c.workers[holder].keys().prefix().to_string();
+    let mut log = |_: Level, _: &str| {};
+    let ticks = 10u64;
+    for _ in 0..ticks {
+        c.now_ms += 1000;
+        c.workers[holder].on_tick(c.now_ms, &store, &mut c.sink, &mut log);
+        assert!(c.workers[holder].is_scorer());
+    }
+    let delta_gets: usize = store
+        .gets
+        .borrow()
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(prefix.as_str())
+                .is_some_and(|r| r.starts_with("d."))
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let sweep = vigil_filter_core::dirty::SWEEP_TICKS;
+    let bound = (200 + 2) * ticks as usize / sweep as usize + ticks as usize;
+    assert!(
+        delta_gets <= bound,
+        "{delta_gets} reads of d.<id> keys in {ticks} idle ticks (bound {bound})"
+    );
+    assert!(delta_gets > 0, "the sweep still reads a slice");
 }

@@ -84,7 +84,9 @@ pub struct ProtocolStats {
 }
 
 /// The lease holder checkpoints every series' self-baseline this often
-/// (ticks), so a new holder resumes it instead of warming up.
+/// (ticks), so a new holder resumes it instead of warming up. The writes are
+/// spread: each tick checkpoints the series `id` with
+/// `(id + generation) % CHECKPOINT_EVERY_TICKS == 0`, a tenth of them.
 pub const CHECKPOINT_EVERY_TICKS: u64 = 10;
 
 /// Upper bound of one series' checkpoint in shared data (the encoding is
@@ -149,6 +151,10 @@ struct Unmatched {
     warned: Vec<bool>,
     /// Per canary: its clusters have been seen (gauge set to 0 once).
     matched: Vec<bool>,
+    /// The registry's change count at the last scan: an unchanged registry
+    /// matches no canary that it did not match then (no rescan of every
+    /// series each tick).
+    scanned_at: Option<u64>,
 }
 
 /// Stable and canary series ids found so far for one (canary, route).
@@ -254,6 +260,12 @@ pub struct Worker {
     holding_since: Option<u64>,
     /// The `lease_release_after_s` test hook made this worker give the lease up.
     lease_given_up: bool,
+    /// Series merged into shared data whose announcement in the dirty list
+    /// ([`crate::dirty`]) has not succeeded yet (retried each tick).
+    unannounced: Vec<u32>,
+    /// The registry's change count when the slots were last checked against
+    /// it: an unchanged registry needs no name comparison per slot.
+    revalidated_at: Option<u64>,
     /// PII guard counts of this worker's requests, not yet in shared data.
     pii: crate::pii_report::PiiOutbox,
     /// PII guard counts the lease holder took for this tick's report.
@@ -302,6 +314,8 @@ impl Worker {
             flushed_stats: ProtocolStats::default(),
             holding_since: None,
             lease_given_up: false,
+            unannounced: Vec::new(),
+            revalidated_at: None,
             pii: crate::pii_report::PiiOutbox::default(),
             pii_for_report: Vec::new(),
             edges: None,

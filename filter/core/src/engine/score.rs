@@ -54,8 +54,30 @@ impl Worker {
         let mut tick_deltas: Vec<(u32, TickDelta, Extras)> = Vec::new();
         let restored_before = self.stats.baselines_restored;
         let own = self.own_slots(n);
+        // Only the series another worker announced (and a slice swept, and
+        // all of them on a first pass) have a key worth reading.
+        let announced = crate::dirty::take(store, &self.keys.dirty, self.cfg.cas_retries)
+            .filter(|_| scoring.generation > 1)
+            .map(|ids| {
+                let mut want = vec![false; n];
+                for id in ids {
+                    if let Some(w) = want.get_mut(id as usize) {
+                        *w = true;
+                    }
+                }
+                want
+            });
+        let sweep = scoring.generation % crate::dirty::SWEEP_TICKS;
         for id in 0..n as u32 {
-            let (mut delta, mut extras) = self.take_delta(store, id, &empty);
+            let read = announced.as_ref().is_none_or(|want| {
+                want.get(id as usize).copied().unwrap_or(true)
+                    || (u64::from(id) + sweep) % crate::dirty::SWEEP_TICKS == 0
+            });
+            let (mut delta, mut extras) = if read {
+                self.take_delta(store, id, &empty)
+            } else {
+                Default::default()
+            };
             if let Some(&Some(slot)) = own.get(id as usize) {
                 self.take_own_pending(slot, &mut delta, &mut extras);
             }
@@ -86,7 +108,7 @@ impl Worker {
             }
             let tick_s = self.cfg.tick_ms as f64 / 1000.0;
             let unix_s = Some(now_ms as f64 / 1000.0);
-            let checkpoint_due = scoring.generation % CHECKPOINT_EVERY_TICKS == 0
+            let checkpoint_due = (scoring.generation + u64::from(id)) % CHECKPOINT_EVERY_TICKS == 0
                 && self.registry.name(id).is_some();
             if let Some(state) = scoring.series.get_mut(id as usize) {
                 if scoring.steering_moved.iter().any(|ids| ids.contains(&id)) {

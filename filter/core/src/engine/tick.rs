@@ -104,6 +104,10 @@ impl Worker {
         if retry {
             self.overflow_retry_at = changes;
         }
+        if !retry && self.revalidated_at == Some(changes) {
+            return;
+        }
+        self.revalidated_at = Some(changes);
         let registry = &self.registry;
         self.local.revalidate(
             |name, id, epoch| registry.name(id) == Some(name) && registry.epoch(id) == Some(epoch),
@@ -169,6 +173,9 @@ impl Worker {
         }
         let scorer = self.scoring.is_some();
         let n = self.cfg.canaries.len();
+        let changes = self.registry.changes();
+        let rescan = self.unmatched.scanned_at != Some(changes);
+        self.unmatched.scanned_at = Some(changes);
         self.unmatched.warned.resize(n, false);
         self.unmatched.matched.resize(n, false);
         for ((spec, warned), done) in self
@@ -182,10 +189,11 @@ impl Worker {
             if *done {
                 continue;
             }
-            let matched = self.registry.iter().any(|(_, name)| {
-                let (r, c) = split_name(name);
-                match_series(spec, r, c).is_some()
-            });
+            let matched = rescan
+                && self.registry.iter().any(|(_, name)| {
+                    let (r, c) = split_name(name);
+                    match_series(spec, r, c).is_some()
+                });
             *done = matched;
             self.metrics.set(
                 sink,
@@ -271,6 +279,7 @@ impl Worker {
         let mut stats = self.stats;
         let metrics = &mut self.metrics;
         let keys = &self.keys;
+        let mut merged_ids = std::mem::take(&mut self.unannounced);
         let mut merge = |slot: &mut Slot| {
             if slot.unflushed_requests > 0 || slot.unflushed_errors > 0 {
                 let [requests_id, errors_id] = match slot.counter_ids {
@@ -331,6 +340,7 @@ impl Worker {
                 Update::Written { retries } => {
                     stats.cas_retries += u64::from(retries);
                     slot.clear_pending();
+                    merged_ids.push(id);
                 }
                 Update::Exhausted => {
                     stats.cas_retries += u64::from(attempts);
@@ -343,6 +353,18 @@ impl Worker {
             merge(slot);
         }
         merge(self.local.overflow_mut());
+        // Tell the lease holder which keys now hold data (one update for all).
+        if !merged_ids.is_empty() {
+            match crate::dirty::announce(store, &self.keys.dirty, &merged_ids, attempts) {
+                Update::Written { retries } => stats.cas_retries += u64::from(retries),
+                Update::Exhausted | Update::Failed => {
+                    stats.cas_exhausted += 1;
+                    merged_ids.sort_unstable();
+                    merged_ids.dedup();
+                    self.unannounced = merged_ids;
+                }
+            }
+        }
         self.stats = stats;
     }
 
