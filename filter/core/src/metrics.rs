@@ -164,6 +164,33 @@ pub fn canary_unmatched_metric_name(canary: &str) -> String {
     )
 }
 
+/// One gauge by host id with the value last recorded, kept beside what it
+/// measures (the scorer keeps one array of them per series), so an
+/// unchanged value costs neither a hostcall nor a map lookup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GaugeSlot {
+    id: Option<u32>,
+    last: Option<u64>,
+}
+
+impl GaugeSlot {
+    /// The gauge with host id `id` (`None`: the host refused to define it),
+    /// not recorded yet.
+    pub fn new(id: Option<u32>) -> Self {
+        GaugeSlot { id, last: None }
+    }
+
+    /// Record `value` unless it is the value last recorded.
+    pub fn set<M: MetricSink + ?Sized>(&mut self, sink: &mut M, value: u64) {
+        if let Some(id) = self.id {
+            if self.last != Some(value) {
+                sink.record(id, value);
+                self.last = Some(value);
+            }
+        }
+    }
+}
+
 /// Caches metric ids by name and remembers the last gauge values, so each
 /// tick costs a hostcall only for what changed.
 #[derive(Debug, Default)]

@@ -39,7 +39,7 @@ use crate::control::{Routing, Split};
 use crate::keys::Keys;
 use crate::lifecycle::{idle_ticks, IdleTracker};
 use crate::local::LocalTable;
-use crate::metrics::MetricCache;
+use crate::metrics::{GaugeSlot, MetricCache};
 use crate::registry::{
     series_name, split_name, Capacity, Registry, NAME_SEPARATOR, OVERFLOW_CLUSTER, OVERFLOW_ROUTE,
 };
@@ -174,12 +174,12 @@ struct Scoring {
     last_self_canary: HashMap<u32, State>,
     /// Anytime-valid canary-vs-stable test per (canary, route), fed once per tick.
     monitors: HashMap<(usize, Vec<u8>), CanaryMonitor>,
-    /// Host ids of each series' gauges, by series id, once defined.
-    gauge_ids: Vec<Option<[Option<u32>; 5]>>,
+    /// Each series' gauges (host id and last value), by series id, once defined.
+    gauge_ids: Vec<Option<[GaugeSlot; 5]>>,
     /// Time to first byte per series (by id), over the window.
     ttft: Vec<TtftWindow>,
     /// Host ids of each series' TTFT gauges, defined once it has TTFT data.
-    ttft_gauge_ids: Vec<Option<[Option<u32>; 3]>>,
+    ttft_gauge_ids: Vec<Option<[GaugeSlot; 3]>>,
     /// Idle ticks per series and the epoch each id's state belongs to.
     idle: IdleTracker,
     /// Series ids (canary and stable of each pair) whose traffic steering

@@ -8,7 +8,7 @@ use super::{Level, Pair, PairIds, Worker, CHECKPOINT_EVERY_TICKS, CHECKPOINT_MAX
 use crate::codec::Extras;
 use crate::config::Mode;
 use crate::lifecycle::Seen;
-use crate::metrics::{global, series_metric_name, Kind, MetricSink, SeriesMetric};
+use crate::metrics::{global, series_metric_name, GaugeSlot, Kind, MetricSink, SeriesMetric};
 use crate::registry::split_name;
 use crate::shared::SharedStore;
 use crate::steering::{match_series, Side, SteerController, Transition};
@@ -343,21 +343,20 @@ impl Worker {
             .enumerate()
         {
             let ids = match ids {
-                Some(ids) => *ids,
+                Some(ids) => ids,
                 None => {
                     let Some(name) = self.registry.name(id as u32) else {
                         continue;
                     };
                     let (route, cluster) = split_name(name);
                     let defined = GAUGES.map(|m| {
-                        self.metrics.define(
+                        GaugeSlot::new(self.metrics.define(
                             sink,
                             Kind::Gauge,
                             &series_metric_name(route, cluster, m),
-                        )
+                        ))
                     });
-                    *ids = Some(defined);
-                    defined
+                    ids.insert(defined)
                 }
             };
             let latency = state.window_latency();
@@ -368,8 +367,8 @@ impl Worker {
                 ms(latency.quantile_us(0.95)),
                 ms(latency.quantile_us(0.99)),
             ];
-            for (gauge_id, value) in ids.into_iter().zip(values) {
-                self.metrics.set_id(sink, gauge_id, value);
+            for (gauge, value) in ids.iter_mut().zip(values) {
+                gauge.set(sink, value);
             }
         }
         scoring.ttft_gauge_ids.resize(scoring.ttft.len(), None);
@@ -384,7 +383,7 @@ impl Worker {
                 continue;
             }
             let ids = match ids {
-                Some(ids) => *ids,
+                Some(ids) => ids,
                 None => {
                     let Some(name) = self.registry.name(id as u32) else {
                         continue;
@@ -396,19 +395,17 @@ impl Worker {
                         SeriesMetric::TtftP99,
                     ]
                     .map(|m| {
-                        self.metrics.define(
+                        GaugeSlot::new(self.metrics.define(
                             sink,
                             Kind::Gauge,
                             &series_metric_name(route, cluster, m),
-                        )
+                        ))
                     });
-                    *ids = Some(defined);
-                    defined
+                    ids.insert(defined)
                 }
             };
-            for (gauge_id, q) in ids.into_iter().zip([0.5, 0.95, 0.99]) {
-                self.metrics
-                    .set_id(sink, gauge_id, ms(window.quantile_us(q)));
+            for (gauge, q) in ids.iter_mut().zip([0.5, 0.95, 0.99]) {
+                gauge.set(sink, ms(window.quantile_us(q)));
             }
         }
         self.metrics

@@ -472,12 +472,12 @@ impl Worker {
             let i = id as usize;
             let gauges = scoring.gauge_ids.get_mut(i).and_then(Option::take);
             let ttft = scoring.ttft_gauge_ids.get_mut(i).and_then(Option::take);
-            for g in gauges
+            for mut g in gauges
                 .into_iter()
                 .flatten()
                 .chain(ttft.into_iter().flatten())
             {
-                self.metrics.set_id(sink, g, 0);
+                g.set(sink, 0);
             }
         }
         self.stats.series_evicted += freed.len() as u64;
