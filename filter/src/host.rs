@@ -19,6 +19,9 @@ impl SharedStore for EnvoyShared {
             // A value without a token cannot be updated safely; treat it as
             // present-but-empty with a token that will not match.
             Ok((Some(bytes), None)) => Some((bytes, 0)),
+            // An empty value comes back without data: the key exists (a
+            // create-only write would fail on it), its value is empty.
+            Ok((None, Some(cas))) => Some((Vec::new(), cas)),
             _ => None,
         }
     }
