@@ -21,7 +21,10 @@ mod entry {
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
         proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(super::NoopRoot { mimic: super::Mimic::default() })
+            Box::new(super::NoopRoot {
+                mimic: super::Mimic::default(),
+                token: None,
+            })
         });
     }}
 }
@@ -41,6 +44,10 @@ struct Mimic {
     properties: bool,
     /// Only the route property (`route`): prices one property read.
     route_only: bool,
+    /// `expr`: instead of the property reads, the route, cluster, attempt
+    /// count and pool wait as one CEL expression through Envoy's
+    /// `expr_evaluate` foreign function in `on_log` (prices a batched read).
+    expr: bool,
 }
 
 impl Mimic {
@@ -62,6 +69,7 @@ impl Mimic {
             headers: all || has(b"headers"),
             properties: all || has(b"properties"),
             route_only: has(b"route"),
+            expr: has(b"expr"),
         }
     }
 }
@@ -74,10 +82,16 @@ const LOG_PROPERTIES: [[&str; 2]; 3] = [
     ["xds", "cluster_name"],
 ];
 
+/// The `expr` group's expression: every value of the four reads in one
+/// string (`<attempts> <pool wait>s <route>\0<cluster>`).
+const BATCHED_READ: &[u8] = b"string(upstream.request_attempt_count) + ' ' + string(upstream.cx_pool_ready_duration) + ' ' + xds.route_name + '\\x00' + xds.cluster_name";
+
 /// Root context: accepts any configuration, no tick.
 struct NoopRoot {
     /// Priced mode: which of Vigil's per-request hostcalls to make.
     mimic: Mimic,
+    /// The `expr` group's compiled expression (`expr_create`'s token).
+    token: Option<u32>,
 }
 
 impl Context for NoopRoot {}
@@ -88,11 +102,20 @@ impl RootContext for NoopRoot {
             .get_plugin_configuration()
             .map(|c| Mimic::from_config(&c))
             .unwrap_or_default();
+        if self.mimic.expr {
+            self.token =
+                proxy_wasm::hostcalls::call_foreign_function("expr_create", Some(BATCHED_READ))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                    .map(u32::from_le_bytes);
+        }
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(NoopHttp {
+            token: self.token,
             mimic: self.mimic,
             first_byte_seen: false,
         }))
@@ -106,6 +129,7 @@ impl RootContext for NoopRoot {
 /// Per-request context: every callback continues (after Vigil's hostcalls
 /// in priced mode).
 struct NoopHttp {
+    token: Option<u32>,
     mimic: Mimic,
     first_byte_seen: bool,
 }
@@ -145,6 +169,12 @@ impl HttpContext for NoopHttp {
     fn on_log(&mut self) {
         if self.mimic.time {
             let _ = self.get_current_time();
+        }
+        if let Some(token) = self.token {
+            let _ = proxy_wasm::hostcalls::call_foreign_function(
+                "expr_evaluate",
+                Some(&token.to_le_bytes()),
+            );
         }
         if self.mimic.properties {
             for path in LOG_PROPERTIES {

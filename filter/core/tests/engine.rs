@@ -949,7 +949,7 @@ struct DeltaWrites<'a> {
     inner: &'a MemoryStore,
     empty: Vec<u8>,
     writes: std::cell::Cell<usize>,
-    /// The configuration's shared-data namespace (`vigil.v2.<identity>.`).
+    /// The configuration's shared-data namespace (`vigil.v3.<identity>.`).
     prefix: String,
 }
 
