@@ -44,12 +44,11 @@ unit:
 eval:
 	@$(STEP) eval cargo run --release --quiet -p vigil-scorer --bin vigil-model -- eval --check
 
-## e2e: end-to-end tests with real Envoy (needs setup and wasm); first the static control
-## binary oci_control.rs packages (so no test compiles while timing-sensitive tests run), in
-## the environment run-tests.py gives that test (else cargo's fingerprints differ: it rebuilds)
+## e2e: end-to-end tests with real Envoy (needs setup and wasm), with the static control
+## binary oci_control.rs packages built beside them at idle priority (scripts/e2e.sh)
 e2e: wasm
 	@mkdir -p $(LOGS)
-	@$(STEP) e2e bash -o pipefail -c "env CARGO_MANIFEST_DIR=$(CURDIR)/tests CARGO_PKG_NAME=vigil-e2e CARGO=$${CARGO:-$$(command -v cargo)} OUT=target/oci-control-prebuild scripts/oci-control.sh >/dev/null && VIGIL_CONTROL_BIN=$(CURDIR)/target/debug/vigil-control $(RUN_TESTS) --group e2e --jobs $(E2E_JOBS) --cpu-budget $(E2E_CPU_BUDGET) $(foreach x,$(E2E_EXCLUSIVE),--exclusive $(x)) --log-dir $(LOGS)/e2e 2>&1 | tee $(LOGS)/e2e.log"
+	@$(STEP) e2e bash -o pipefail -c "E2E_LOG_DIR=$(LOGS) VIGIL_CONTROL_BIN=$(CURDIR)/target/debug/vigil-control scripts/e2e.sh --cargo-args '$(TEST_PKGS)' --jobs $(E2E_JOBS) --cpu-budget $(E2E_CPU_BUDGET) $(foreach x,$(E2E_EXCLUSIVE),--exclusive $(x)) --log-dir $(LOGS)/e2e 2>&1 | tee $(LOGS)/e2e.log"
 
 ## test: everything, in order: setup, lint, wasm, unit, eval, e2e
 test:
