@@ -64,6 +64,7 @@ def main():
             out.append(f"| `dataplane.{c}.steer_edges/steer.cpu_per_req` | reported (edges on ÷ off) | "
                        f"{fmt(r['value'])}{spread(r)} | reported |")
     out.append(row(res, "host.10000.lease_tick", "≤ 10 ms", "<=", 10.0, 1, " ms"))
+    out.append(row(res, "host.10000.idle_lease_tick", "≤ 10 ms", "<=", 10.0, 1, " ms"))
     out.append(row(res, "ticks.10000.envoy.lease_tick_cpu_per_period", "≤ 10 ms", "<=", 10.0, 1, " ms"))
     out.append(row(res, "ticks.10000.steer-noop.max_ms", "≤ 1 ms", "<=", 1.0, 2, " ms"))
     out.append(row(res, "scale.10000.envoy.idle_tick_cpu_per_period", "≤ 5 ms", "<=", 5.0, 1, " ms"))
