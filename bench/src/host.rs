@@ -131,6 +131,7 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
         // idle tick figures measure).
         let mut idle_ms = Vec::new();
         let mut idle_calls = Vec::new();
+        let mut idle_other_ms = Vec::new();
         for t in 0..ticks + 15 {
             now += 1000;
             for (wi, w) in workers.iter_mut().enumerate() {
@@ -144,6 +145,8 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
                 if t >= 15 && w.is_scorer() {
                     idle_ms.push(ms);
                     idle_calls.push(counted.calls.get() as f64 / n as f64);
+                } else if t >= 15 {
+                    idle_other_ms.push(ms);
                 }
             }
         }
@@ -165,6 +168,10 @@ pub fn run(sizes: &[usize], ticks: usize, per_tick: usize, out: &mut Vec<Res>) -
         out.extend(
             Res::of_samples(format!("{p}.idle_lease_tick"), &idle_ms, "ms")
                 .map(|r| r.note("the lease holder's tick once every series has been without traffic for 15 ticks (series still registered)")),
+        );
+        out.extend(
+            Res::of_samples(format!("{p}.idle_other_tick"), &idle_other_ms, "ms")
+                .map(|r| r.note("a worker without the lease in the same quiet ticks")),
         );
         out.extend(
             Res::of_samples(
