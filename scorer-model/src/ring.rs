@@ -194,26 +194,25 @@ impl TickRing {
         if self.filled == self.meta.len() {
             self.pop_oldest();
         }
-        // One pass: the kept entries' count and bytes, whether they come in
-        // strictly increasing bucket order, and whether every entry is kept
-        // as its main byte alone.
+        if let Some(parts) = simple_parts(&delta.latency) {
+            return self.push_parts(&delta.counters, &delta.latency, parts);
+        }
+        // One pass: the kept entries' count and bytes, and whether they come
+        // in strictly increasing bucket order.
         let (mut latency_count, mut entries) = (0u64, 0usize);
-        let (mut prev, mut canonical, mut simple) = (-1i32, true, true);
+        let (mut prev, mut canonical) = (-1i32, true);
         for &(i, n) in &delta.latency {
             if usize::from(i) >= BUCKETS || n == 0 {
-                simple = false;
                 continue;
             }
             let gap = i32::from(i) - prev;
             canonical &= gap > 0;
             prev = i32::from(i);
             latency_count += u64::from(n);
-            let len = entry_len(gap, n);
-            simple &= len == 1;
-            entries += len;
+            entries += entry_len(gap, n);
         }
         if canonical {
-            let parts = (latency_count, entries, simple);
+            let parts = (latency_count, entries, false);
             self.push_parts(&delta.counters, &delta.latency, parts)
         } else {
             // Corrupt input only (the filter's deltas are sorted): sort and
@@ -245,7 +244,7 @@ impl TickRing {
 
     /// Append one record: `latency` sorted; `latency_count` and `entries`
     /// the count and bytes of its kept entries, `simple` when every entry
-    /// is kept as one byte.
+    /// is kept and has a count below 8.
     fn push_parts(
         &mut self,
         counters: &Counters,
@@ -296,13 +295,22 @@ impl TickRing {
                 out_head.copy_from_slice(src);
             }
             if simple {
-                // Every entry kept and one byte each (gaps <= 16, counts
-                // <= 7, the usual tick): the main bytes alone.
-                let mut prev = -1i32;
-                for (slot, &(i, n)) in out_entries.iter_mut().zip(latency) {
-                    let g = (i32::from(i) - prev - 1) as u8;
+                // Every entry kept, counts <= 7 (the usual tick): a main
+                // byte each, after a gap prefix for a gap above 16. Without
+                // a branch: the prefix is always written, then overwritten
+                // by the main byte when the gap needs none.
+                let (mut pos, mut prev) = (0usize, -1i32);
+                for &(i, n) in latency {
+                    let g = (i32::from(i) - prev - 1) as u32;
                     prev = i32::from(i);
-                    *slot = (g << COUNT_BITS) | n as u8;
+                    let big = usize::from(g >> GAP_BITS != 0);
+                    if let Some(slot) = out_entries.get_mut(pos) {
+                        *slot = PREFIX | (g >> GAP_BITS) as u8;
+                    }
+                    if let Some(slot) = out_entries.get_mut(pos + big) {
+                        *slot = ((g as u8 & 0x0F) << COUNT_BITS) | n as u8;
+                    }
+                    pos += 1 + big;
                 }
             } else {
                 Self::put_entries(out_entries, latency);
@@ -336,22 +344,7 @@ impl TickRing {
             }
             let g = (i32::from(i) - prev - 1).max(0) as u32;
             prev = i32::from(i);
-            let g_high = g >> GAP_BITS;
-            if g_high > 0 {
-                if let Some(slot) = out.next() {
-                    *slot = PREFIX | (g_high as u8 & 0x3F);
-                }
-            }
-            let c_high = n >> COUNT_BITS;
-            for k in (0..count_prefixes(n)).rev() {
-                if let Some(slot) = out.next() {
-                    let p = (c_high >> (PREFIX_BITS * k)) & 0x3F;
-                    *slot = PREFIX | COUNT_PREFIX | p as u8;
-                }
-            }
-            if let Some(slot) = out.next() {
-                *slot = ((g as u8 & 0x0F) << COUNT_BITS) | (n & 7) as u8;
-            }
+            put_entry(&mut out, g, n);
         }
     }
 
@@ -413,6 +406,52 @@ impl TickRing {
             }
         }
         self.bytes = bytes;
+    }
+}
+
+/// The `(latency count, entry bytes, simple)` of sparse entries that are
+/// sorted, all kept, with counts below 8 (no count prefix) — the usual
+/// tick, checked in one branch-free pass; `None` for any other (the
+/// general path sizes those).
+#[inline]
+fn simple_parts(latency: &[(u16, u32)]) -> Option<(u64, usize, bool)> {
+    let (&(first, n0), rest) = latency.split_first()?;
+    let (mut prev, mut ok) = (i32::from(first), true);
+    // The first entry's gap counts from bucket -1: a prefix from 16 on.
+    let mut prefixes = usize::from(first >= 1 << GAP_BITS);
+    let (mut or_n, mut min_n, mut sum) = (n0, n0, u64::from(n0));
+    for &(i, n) in rest {
+        let i = i32::from(i);
+        ok &= i > prev;
+        prefixes += usize::from(i - prev > 1 << GAP_BITS);
+        prev = i;
+        or_n |= n;
+        min_n = min_n.min(n);
+        sum += u64::from(n);
+    }
+    let simple = ok && min_n > 0 && or_n >> COUNT_BITS == 0 && (prev as usize) < BUCKETS;
+    simple.then_some((sum, latency.len() + prefixes, true))
+}
+
+/// Write one entry, gap `g + 1` and count `n` (its prefixes, then its main
+/// byte), to the next bytes of `out`.
+#[inline]
+fn put_entry<'a>(out: &mut impl Iterator<Item = &'a mut u8>, g: u32, n: u32) {
+    let g_high = g >> GAP_BITS;
+    if g_high > 0 {
+        if let Some(slot) = out.next() {
+            *slot = PREFIX | (g_high as u8 & 0x3F);
+        }
+    }
+    let c_high = n >> COUNT_BITS;
+    for k in (0..count_prefixes(n)).rev() {
+        if let Some(slot) = out.next() {
+            let p = (c_high >> (PREFIX_BITS * k)) & 0x3F;
+            *slot = PREFIX | COUNT_PREFIX | p as u8;
+        }
+    }
+    if let Some(slot) = out.next() {
+        *slot = ((g as u8 & 0x0F) << COUNT_BITS) | (n & 7) as u8;
     }
 }
 
