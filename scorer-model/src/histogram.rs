@@ -258,9 +258,9 @@ impl<C: Cell> Slot<C> {
 /// counts are exact at every width.
 #[derive(Debug, Clone)]
 enum Store {
-    Narrow8(Vec<Slot<u8>>),
-    Narrow(Vec<Slot<u16>>),
-    Wide(Vec<Slot<u32>>),
+    Narrow8(Box<[Slot<u8>]>),
+    Narrow(Box<[Slot<u16>]>),
+    Wide(Box<[Slot<u32>]>),
 }
 
 /// `$body` with `$v` bound to the store's slot vector, whatever its width.
@@ -279,7 +279,7 @@ macro_rules! each_store {
 #[inline]
 fn slot_or_insert<'a, C: Cell>(
     dir: &mut [u8; CHUNKS],
-    slots: &'a mut Vec<Slot<C>>,
+    slots: &'a mut Box<[Slot<C>]>,
     chunk_i: usize,
 ) -> Option<&'a mut Slot<C>> {
     let entry = dir.get_mut(chunk_i)?;
@@ -288,8 +288,10 @@ fn slot_or_insert<'a, C: Cell>(
             Some(i) => i,
             None => {
                 // Exact growth: slots are big and few (at most 26).
-                slots.reserve_exact(1);
-                slots.push(Slot::free());
+                let mut grown = std::mem::take(slots).into_vec();
+                grown.reserve_exact(1);
+                grown.push(Slot::free());
+                *slots = grown.into_boxed_slice();
                 slots.len() - 1
             }
         };
@@ -307,7 +309,7 @@ fn slot_or_insert<'a, C: Cell>(
 #[inline]
 fn add_in<C: Cell>(
     dir: &mut [u8; CHUNKS],
-    slots: &mut Vec<Slot<C>>,
+    slots: &mut Box<[Slot<C>]>,
     count: &mut u64,
     chunk_i: usize,
     sub: usize,
@@ -364,7 +366,7 @@ fn sub_in<C: Cell>(
 #[inline]
 fn merge_in<C: Cell>(
     dir: &mut [u8; CHUNKS],
-    slots: &mut Vec<Slot<C>>,
+    slots: &mut Box<[Slot<C>]>,
     count: &mut u64,
     entries: &[(u16, u32)],
 ) -> Result<(), usize> {
@@ -467,9 +469,9 @@ fn subtract_in<C: Cell>(
     *count -= taken_all.min(*count);
 }
 
-/// Heap bytes of a slot vector.
-fn heap_bytes_of<C: Cell>(slots: &Vec<Slot<C>>) -> usize {
-    slots.capacity() * std::mem::size_of::<Slot<C>>()
+/// Heap bytes of a slot table.
+fn heap_bytes_of<C: Cell>(slots: &[Slot<C>]) -> usize {
+    std::mem::size_of_val(slots)
 }
 
 /// Chunks in use, in index order, with their slots.
@@ -542,7 +544,7 @@ impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
             dir: [NO_SLOT; CHUNKS],
-            store: Store::Narrow8(Vec::new()),
+            store: Store::Narrow8(Box::default()),
             count: 0,
         }
     }

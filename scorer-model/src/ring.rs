@@ -71,10 +71,11 @@ struct Meta {
 /// The last ticks of one series, packed (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct TickRing {
-    /// Record storage (its length is the capacity in use).
-    bytes: Vec<u8>,
+    /// Record storage (boxed: its length is the capacity, and the
+    /// struct saves a `Vec`'s capacity word).
+    bytes: Box<[u8]>,
     /// One slot per tick of the window, reused circularly.
-    meta: Vec<Meta>,
+    meta: Box<[Meta]>,
     /// Slot the next tick goes to.
     head: usize,
     /// Ticks held (<= `meta.len()`).
@@ -87,8 +88,8 @@ impl TickRing {
     /// An empty ring holding up to `ticks` ticks (at least 1).
     pub fn new(ticks: usize) -> Self {
         TickRing {
-            bytes: Vec::new(),
-            meta: vec![Meta::default(); ticks.max(1)],
+            bytes: Box::default(),
+            meta: vec![Meta::default(); ticks.max(1)].into_boxed_slice(),
             head: 0,
             filled: 0,
             live: 0,
@@ -119,7 +120,7 @@ impl TickRing {
 
     /// Heap bytes held (buffer and slots).
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.meta.capacity() * std::mem::size_of::<Meta>()
+        self.bytes.len() + std::mem::size_of_val(&*self.meta)
     }
 
     /// Slot `back` slots before the head (`1..=capacity`; 1 = the newest):
@@ -405,7 +406,7 @@ impl TickRing {
                 at += len;
             }
         }
-        self.bytes = bytes;
+        self.bytes = bytes.into_boxed_slice();
     }
 }
 
