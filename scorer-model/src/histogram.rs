@@ -936,8 +936,8 @@ mod tests {
         assert_eq!(h.quantile_us(0.0), Some(bucket_value_us(41)));
     }
 
-    /// 16-bit cells widen, exactly, when a count passes 65 535; values,
-    /// quantiles and totals are the same as before.
+    /// Cells widen, exactly, when a count passes 255 (to 16 bits) and
+    /// 65 535 (to 32); values, quantiles and totals are the same as before.
     #[test]
     fn cells_widen_on_overflow() {
         let mut h = LatencyHistogram::new();

@@ -26,8 +26,8 @@
 //!   subtracted from the last bucket, which the header holds); a prefix is
 //!   never taken for a main byte.
 //!
-//! A typical tick (80 requests over ~50 buckets) is ~60 bytes (it was ~55
-//! `u16` words, 110 bytes). Records are laid out as a bip buffer: appended
+//! A typical tick (80 requests over ~50 buckets) is ~50–60 bytes (it was
+//! ~55 `u16` words, 110 bytes). Records are laid out as a bip buffer: appended
 //! after the newest, wrapping to the start when the oldest has left room
 //! there, never split, so every record is one `&[u8]`. The buffer grows
 //! (rarely: when a tick needs more room than the window has ever held) and
