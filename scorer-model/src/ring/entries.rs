@@ -96,13 +96,20 @@ impl<'a> Entries<'a> {
     }
 }
 
-impl Entries<'_> {
-    /// [`Iterator::next`] for an entry with prefixes (`b`, its first byte,
-    /// already taken): out of line, the hot loop keeps the one-byte case.
-    #[cold]
-    #[inline(never)]
-    fn next_prefixed(&mut self, mut b: u8) -> Option<(u16, u32)> {
+impl Iterator for Entries<'_> {
+    type Item = (u16, u32);
+
+    #[inline]
+    fn next(&mut self) -> Option<(u16, u32)> {
+        let (&b, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        // Most entries are the main byte alone.
+        if b < PREFIX {
+            self.front += i32::from(b >> COUNT_BITS) + 1;
+            return Some((self.front as u16, u32::from(b & 7)));
+        }
         let (mut g_high, mut c_high) = (0u32, 0u32);
+        let mut b = b;
         loop {
             if b < PREFIX {
                 let g = (g_high << GAP_BITS) | u32::from(b >> COUNT_BITS);
@@ -121,12 +128,19 @@ impl Entries<'_> {
             b = next;
         }
     }
+}
 
-    /// [`DoubleEndedIterator::next_back`] for an entry with prefixes (`b`,
-    /// its main byte, already taken; the entry's bucket is `index`).
-    #[cold]
-    #[inline(never)]
-    fn next_back_prefixed(&mut self, b: u8, index: i32) -> Option<(u16, u32)> {
+impl DoubleEndedIterator for Entries<'_> {
+    #[inline]
+    fn next_back(&mut self) -> Option<(u16, u32)> {
+        let (&b, rest) = self.bytes.split_last()?;
+        self.bytes = rest;
+        let index = self.back;
+        // Most entries are the main byte alone: no prefix before it.
+        if rest.last().is_none_or(|&p| p < PREFIX) {
+            self.back -= i32::from(b >> COUNT_BITS) + 1;
+            return Some((index as u16, u32::from(b & 7)));
+        }
         let (mut g_high, mut c_high) = (0u32, 0u32);
         let (mut g_shift, mut c_shift) = (0u32, 0u32);
         while let Some((&p, rest)) = self.bytes.split_last() {
@@ -147,36 +161,5 @@ impl Entries<'_> {
         self.back -= g as i32 + 1;
         let n = (c_high << COUNT_BITS) | u32::from(b & 7);
         Some((index as u16, n))
-    }
-}
-
-impl Iterator for Entries<'_> {
-    type Item = (u16, u32);
-
-    #[inline]
-    fn next(&mut self) -> Option<(u16, u32)> {
-        let (&b, rest) = self.bytes.split_first()?;
-        self.bytes = rest;
-        // Most entries are the main byte alone.
-        if b < PREFIX {
-            self.front += i32::from(b >> COUNT_BITS) + 1;
-            return Some((self.front as u16, u32::from(b & 7)));
-        }
-        self.next_prefixed(b)
-    }
-}
-
-impl DoubleEndedIterator for Entries<'_> {
-    #[inline]
-    fn next_back(&mut self) -> Option<(u16, u32)> {
-        let (&b, rest) = self.bytes.split_last()?;
-        self.bytes = rest;
-        let index = self.back;
-        // Most entries are the main byte alone: no prefix before it.
-        if rest.last().is_none_or(|&p| p < PREFIX) {
-            self.back -= i32::from(b >> COUNT_BITS) + 1;
-            return Some((index as u16, u32::from(b & 7)));
-        }
-        self.next_back_prefixed(b, index)
     }
 }
