@@ -18,7 +18,9 @@
 //! Storage is chunked per octave, in one contiguous vector of slots found
 //! through a 26-byte directory; a slot is taken on first use and given back
 //! when its chunk empties, so a series whose latencies span a few octaves
-//! costs a few hundred bytes, not the whole dense table.
+//! costs a few hundred bytes, not the whole dense table. Cells start at 8
+//! bits and widen (exactly, for the whole histogram) the first time a count
+//! would not fit: 8 → 16 → 32 bits.
 
 /// Buckets per octave (and exact buckets below the first octave).
 pub const SUB_BUCKETS: usize = 32;
@@ -123,17 +125,44 @@ const CHUNKS: usize = BUCKETS / SUB_BUCKETS;
 /// Directory entry of a chunk without a slot (and owner of a free slot).
 const NO_SLOT: u8 = u8::MAX;
 
-/// A histogram cell: 16 bits while every count fits, 32 bits after.
+/// A histogram cell: 8 bits while every count fits, then 16, then 32.
 trait Cell: Copy + Default + PartialEq + std::fmt::Debug {
     /// Largest count the cell holds.
     const MAX: u32;
+    /// A chunk's total: wide enough for [`SUB_BUCKETS`] cells at `MAX`.
+    type Total: Copy + Default + PartialEq + std::fmt::Debug;
     fn get(self) -> u32;
     /// `v` must be `<= MAX`.
     fn make(v: u32) -> Self;
+    fn total_get(t: Self::Total) -> u64;
+    /// `v` must be `<= SUB_BUCKETS * MAX`.
+    fn total_make(v: u64) -> Self::Total;
+}
+
+impl Cell for u8 {
+    const MAX: u32 = u8::MAX as u32;
+    type Total = u16;
+    #[inline]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+    #[inline]
+    fn make(v: u32) -> Self {
+        v.min(<Self as Cell>::MAX) as u8
+    }
+    #[inline]
+    fn total_get(t: u16) -> u64 {
+        u64::from(t)
+    }
+    #[inline]
+    fn total_make(v: u64) -> u16 {
+        v.min(u64::from(u16::MAX)) as u16
+    }
 }
 
 impl Cell for u16 {
     const MAX: u32 = u16::MAX as u32;
+    type Total = u32;
     #[inline]
     fn get(self) -> u32 {
         u32::from(self)
@@ -142,16 +171,33 @@ impl Cell for u16 {
     fn make(v: u32) -> Self {
         v.min(<Self as Cell>::MAX) as u16
     }
+    #[inline]
+    fn total_get(t: u32) -> u64 {
+        u64::from(t)
+    }
+    #[inline]
+    fn total_make(v: u64) -> u32 {
+        v.min(u64::from(u32::MAX)) as u32
+    }
 }
 
 impl Cell for u32 {
     const MAX: u32 = u32::MAX;
+    type Total = u64;
     #[inline]
     fn get(self) -> u32 {
         self
     }
     #[inline]
     fn make(v: u32) -> Self {
+        v
+    }
+    #[inline]
+    fn total_get(t: u64) -> u64 {
+        t
+    }
+    #[inline]
+    fn total_make(v: u64) -> u64 {
         v
     }
 }
@@ -164,10 +210,11 @@ fn chunk_sum<C: Cell>(chunk: &[C; SUB_BUCKETS], from: usize) -> u64 {
 
 /// One chunk's storage: its counts, their total and the chunk it holds.
 #[derive(Debug, Clone)]
-struct Slot<C> {
+struct Slot<C: Cell> {
     counts: [C; SUB_BUCKETS],
-    /// Sum of `counts` (lets quantile walks skip whole chunks).
-    total: u64,
+    /// Sum of `counts` (lets quantile walks skip whole chunks); as narrow
+    /// as the cells allow (16 bits for 8-bit cells, 32 for 16-bit ones).
+    total: C::Total,
     /// Chunk held, or [`NO_SLOT`] when the slot is free.
     chunk: u8,
 }
@@ -176,19 +223,55 @@ impl<C: Cell> Slot<C> {
     fn free() -> Self {
         Slot {
             counts: [C::default(); SUB_BUCKETS],
-            total: 0,
+            total: C::Total::default(),
             chunk: NO_SLOT,
+        }
+    }
+
+    /// Sum of the counts.
+    #[inline]
+    fn total(&self) -> u64 {
+        C::total_get(self.total)
+    }
+
+    /// Set the sum of the counts (at most `SUB_BUCKETS * C::MAX`, which
+    /// the counts guarantee).
+    #[inline]
+    fn set_total(&mut self, v: u64) {
+        self.total = C::total_make(v);
+    }
+
+    /// The same counts in wider cells.
+    fn widen<D: Cell + From<C>>(&self) -> Slot<D> {
+        Slot {
+            counts: self.counts.map(D::from),
+            total: D::total_make(self.total()),
+            chunk: self.chunk,
         }
     }
 }
 
-/// The slots: 16-bit cells (a chunk's 32 counts in 64 bytes, one cache
-/// line) until a count would pass 65 535, then every slot widens to 32 bits
-/// for good (a histogram that once held that many in one bucket will again).
+/// The slots: 8-bit cells (a chunk's 32 counts and its total in 36 bytes)
+/// until a count would pass 255, then 16-bit ones (72 bytes) until a count
+/// would pass 65 535, then 32-bit ones. A store widens for good (a
+/// histogram that once held that many in one bucket will again); the
+/// counts are exact at every width.
 #[derive(Debug, Clone)]
 enum Store {
-    Narrow(Vec<Slot<u16>>),
-    Wide(Vec<Slot<u32>>),
+    Narrow8(Box<[Slot<u8>]>),
+    Narrow(Box<[Slot<u16>]>),
+    Wide(Box<[Slot<u32>]>),
+}
+
+/// `$body` with `$v` bound to the store's slot vector, whatever its width.
+macro_rules! each_store {
+    ($store:expr, $v:ident => $body:expr) => {
+        match $store {
+            Store::Narrow8($v) => $body,
+            Store::Narrow($v) => $body,
+            Store::Wide($v) => $body,
+        }
+    };
 }
 
 /// The slot holding chunk `chunk_i`, taking a free one (or a new one) when
@@ -196,7 +279,7 @@ enum Store {
 #[inline]
 fn slot_or_insert<'a, C: Cell>(
     dir: &mut [u8; CHUNKS],
-    slots: &'a mut Vec<Slot<C>>,
+    slots: &'a mut Box<[Slot<C>]>,
     chunk_i: usize,
 ) -> Option<&'a mut Slot<C>> {
     let entry = dir.get_mut(chunk_i)?;
@@ -205,8 +288,10 @@ fn slot_or_insert<'a, C: Cell>(
             Some(i) => i,
             None => {
                 // Exact growth: slots are big and few (at most 26).
-                slots.reserve_exact(1);
-                slots.push(Slot::free());
+                let mut grown = std::mem::take(slots).into_vec();
+                grown.reserve_exact(1);
+                grown.push(Slot::free());
+                *slots = grown.into_boxed_slice();
                 slots.len() - 1
             }
         };
@@ -224,7 +309,7 @@ fn slot_or_insert<'a, C: Cell>(
 #[inline]
 fn add_in<C: Cell>(
     dir: &mut [u8; CHUNKS],
-    slots: &mut Vec<Slot<C>>,
+    slots: &mut Box<[Slot<C>]>,
     count: &mut u64,
     chunk_i: usize,
     sub: usize,
@@ -239,7 +324,7 @@ fn add_in<C: Cell>(
             }
             *cell = C::make(sum);
             let added = u64::from(sum - old);
-            slot.total += added;
+            slot.set_total(slot.total() + added);
             *count += added;
         }
     }
@@ -264,9 +349,9 @@ fn sub_in<C: Cell>(
     if let Some(cell) = slot.counts.get_mut(sub) {
         let taken = cell.get().min(n);
         *cell = C::make(cell.get() - taken);
-        slot.total -= u64::from(taken);
+        slot.set_total(slot.total() - u64::from(taken));
         *count -= u64::from(taken);
-        if slot.total == 0 {
+        if slot.total() == 0 {
             slot.chunk = NO_SLOT;
             *entry = NO_SLOT;
         }
@@ -281,7 +366,7 @@ fn sub_in<C: Cell>(
 #[inline]
 fn merge_in<C: Cell>(
     dir: &mut [u8; CHUNKS],
-    slots: &mut Vec<Slot<C>>,
+    slots: &mut Box<[Slot<C>]>,
     count: &mut u64,
     entries: &[(u16, u32)],
 ) -> Result<(), usize> {
@@ -322,7 +407,7 @@ fn merge_in<C: Cell>(
             }
             rest = tail;
         }
-        slot.total += added;
+        slot.set_total(slot.total() + added);
         added_all += added;
         if overflow {
             *count += added_all;
@@ -366,21 +451,27 @@ fn subtract_in<C: Cell>(
                 let taken = cell.get().min(n);
                 *cell = C::make(cell.get() - taken);
                 taken_run += u64::from(taken);
-                if taken_run >= slot.total {
+                if taken_run >= slot.total() {
                     // The chunk emptied: its slot is freed, and the rest of
                     // the run finds no slot (as one by one).
                     break;
                 }
             }
         }
-        slot.total -= taken_run.min(slot.total);
+        let total = slot.total();
+        slot.set_total(total - taken_run.min(total));
         taken_all += taken_run;
-        if slot.total == 0 {
+        if slot.total() == 0 {
             slot.chunk = NO_SLOT;
             *entry = NO_SLOT;
         }
     }
     *count -= taken_all.min(*count);
+}
+
+/// Heap bytes of a slot table.
+fn heap_bytes_of<C: Cell>(slots: &[Slot<C>]) -> usize {
+    std::mem::size_of_val(slots)
 }
 
 /// Chunks in use, in index order, with their slots.
@@ -399,8 +490,9 @@ fn quantile_in<C: Cell>(dir: &[u8; CHUNKS], slots: &[Slot<C>], rank: u64) -> Opt
     // rank.
     let mut seen = 0u64;
     for (ci, slot) in chunks_in(dir, slots) {
-        if seen + slot.total < rank {
-            seen += slot.total;
+        let total = slot.total();
+        if seen + total < rank {
+            seen += total;
             continue;
         }
         for (si, &n) in slot.counts.iter().enumerate() {
@@ -425,7 +517,7 @@ fn count_above_in<C: Cell>(
             if ci == first_chunk {
                 chunk_sum(&slot.counts, first_sub)
             } else {
-                slot.total
+                slot.total()
             }
         })
         .sum()
@@ -437,8 +529,9 @@ fn count_above_in<C: Cell>(
 /// directory; a chunk that empties (a rolling window moved on) gives its
 /// slot back for reuse, so a window whose latencies drift keeps the
 /// footprint of the octaves it currently spans, and a walk touches one
-/// allocation. Cells are 16-bit until a count passes 65 535 (then 32-bit:
-/// [`Store`]), so a chunk's counts are one cache line.
+/// allocation. Cells are 8-bit until a count passes 255, 16-bit until one
+/// passes 65 535, then 32-bit ([`Store`]): a chunk of a rolling window at
+/// tens of requests per second is 36 bytes, under one cache line.
 #[derive(Debug, Clone)]
 pub struct LatencyHistogram {
     /// Slot of each chunk, or [`NO_SLOT`].
@@ -451,7 +544,7 @@ impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
             dir: [NO_SLOT; CHUNKS],
-            store: Store::Narrow(Vec::new()),
+            store: Store::Narrow8(Box::default()),
             count: 0,
         }
     }
@@ -478,10 +571,9 @@ impl Iterator for Iter<'_> {
         while self.index < BUCKETS {
             let (ci, si) = (self.index / SUB_BUCKETS, self.index % SUB_BUCKETS);
             let slot = usize::from(self.h.dir.get(ci).copied().unwrap_or(NO_SLOT));
-            let n = match &self.h.store {
-                Store::Narrow(v) => v.get(slot).and_then(|s| s.counts.get(si)).map(|c| c.get()),
-                Store::Wide(v) => v.get(slot).and_then(|s| s.counts.get(si)).map(|c| c.get()),
-            };
+            let n = each_store!(&self.h.store, v => {
+                v.get(slot).and_then(|s| s.counts.get(si)).map(|c| c.get())
+            });
             let Some(n) = n else {
                 // No slot for this chunk: skip it whole.
                 self.index = (ci + 1) * SUB_BUCKETS;
@@ -521,27 +613,21 @@ impl LatencyHistogram {
     /// Forget every value, keeping allocated slots (and the cell width)
     /// for reuse.
     pub fn clear(&mut self) {
-        match &mut self.store {
-            Store::Narrow(v) => v.fill(Slot::free()),
-            Store::Wide(v) => v.fill(Slot::free()),
-        }
+        each_store!(&mut self.store, v => v.fill(Slot::free()));
         self.dir = [NO_SLOT; CHUNKS];
         self.count = 0;
     }
 
-    /// Widen every cell to 32 bits (same slots, same directory).
-    fn widen(&mut self) {
-        if let Store::Narrow(v) = &self.store {
-            let wide = v
-                .iter()
-                .map(|s| Slot {
-                    counts: s.counts.map(u32::from),
-                    total: s.total,
-                    chunk: s.chunk,
-                })
-                .collect();
-            self.store = Store::Wide(wide);
-        }
+    /// Widen every cell one step, 8 to 16 or 16 to 32 bits (same slots,
+    /// same directory); false when already 32 bits.
+    fn widen(&mut self) -> bool {
+        let wider = match &self.store {
+            Store::Narrow8(v) => Store::Narrow(v.iter().map(Slot::widen).collect()),
+            Store::Narrow(v) => Store::Wide(v.iter().map(Slot::widen).collect()),
+            Store::Wide(_) => return false,
+        };
+        self.store = wider;
+        true
     }
 
     /// Record one latency in microseconds.
@@ -560,14 +646,14 @@ impl LatencyHistogram {
             return;
         }
         let (chunk_i, sub) = (index / SUB_BUCKETS, index % SUB_BUCKETS);
-        let done = match &mut self.store {
-            Store::Narrow(v) => add_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n),
-            Store::Wide(v) => add_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n),
-        };
-        if done.is_err() {
-            self.widen();
-            if let Store::Wide(v) = &mut self.store {
-                let _ = add_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n);
+        // 32-bit cells saturate instead of failing, so this ends.
+        while each_store!(&mut self.store, v => {
+            add_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n)
+        })
+        .is_err()
+        {
+            if !self.widen() {
+                break;
             }
         }
     }
@@ -578,10 +664,9 @@ impl LatencyHistogram {
     pub fn sub_from_bucket(&mut self, index: u16, n: u32) {
         let index = index as usize;
         let (chunk_i, sub) = (index / SUB_BUCKETS, index % SUB_BUCKETS);
-        match &mut self.store {
-            Store::Narrow(v) => sub_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n),
-            Store::Wide(v) => sub_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n),
-        }
+        each_store!(&mut self.store, v => {
+            sub_in(&mut self.dir, v, &mut self.count, chunk_i, sub, n)
+        });
     }
 
     /// Add every value of `other`.
@@ -595,15 +680,14 @@ impl LatencyHistogram {
     /// for each entry, in order; a run of entries in one chunk finds its
     /// slot once).
     pub fn merge_sparse(&mut self, sparse: &[(u16, u32)]) {
-        let done = match &mut self.store {
-            Store::Narrow(v) => merge_in(&mut self.dir, v, &mut self.count, sparse),
-            Store::Wide(v) => merge_in(&mut self.dir, v, &mut self.count, sparse),
-        };
-        if let Err(k) = done {
-            self.widen();
-            if let (Store::Wide(v), Some(rest)) = (&mut self.store, sparse.get(k..)) {
-                // 32-bit cells saturate instead of failing.
-                let _ = merge_in(&mut self.dir, v, &mut self.count, rest);
+        let mut rest = sparse;
+        // 32-bit cells saturate instead of failing, so this ends.
+        while let Err(k) = each_store!(&mut self.store, v => {
+            merge_in(&mut self.dir, v, &mut self.count, rest)
+        }) {
+            rest = rest.get(k..).unwrap_or_default();
+            if !self.widen() {
+                break;
             }
         }
     }
@@ -617,10 +701,9 @@ impl LatencyHistogram {
     /// [`LatencyHistogram::sub_from_bucket`] for each, in order; a run of
     /// entries in one chunk finds its slot once).
     pub fn subtract_entries(&mut self, entries: impl Iterator<Item = (u16, u32)>) {
-        match &mut self.store {
-            Store::Narrow(v) => subtract_in(&mut self.dir, v, &mut self.count, entries),
-            Store::Wide(v) => subtract_in(&mut self.dir, v, &mut self.count, entries),
-        }
+        each_store!(&mut self.store, v => {
+            subtract_in(&mut self.dir, v, &mut self.count, entries)
+        });
     }
 
     /// Non-zero buckets in index order.
@@ -642,10 +725,7 @@ impl LatencyHistogram {
         // Rank of the value, 1-based: the smallest value with at least
         // ceil(q * count) values at or below it.
         let rank = rank_of(q, self.count);
-        let found = match &self.store {
-            Store::Narrow(v) => quantile_in(&self.dir, v, rank),
-            Store::Wide(v) => quantile_in(&self.dir, v, rank),
-        };
+        let found = each_store!(&self.store, v => quantile_in(&self.dir, v, rank));
         // The fallback is only reachable if the count disagrees with the
         // buckets.
         found.or_else(|| self.iter().last().map(|(index, _)| bucket_value_us(index)))
@@ -660,18 +740,12 @@ impl LatencyHistogram {
         }
         let first = first_bucket_above(threshold_us);
         let (first_chunk, first_sub) = (first / SUB_BUCKETS, first % SUB_BUCKETS);
-        match &self.store {
-            Store::Narrow(v) => count_above_in(&self.dir, v, first_chunk, first_sub),
-            Store::Wide(v) => count_above_in(&self.dir, v, first_chunk, first_sub),
-        }
+        each_store!(&self.store, v => count_above_in(&self.dir, v, first_chunk, first_sub))
     }
 
     /// Approximate heap bytes held (for memory accounting in benchmarks).
     pub fn heap_bytes(&self) -> usize {
-        match &self.store {
-            Store::Narrow(v) => v.capacity() * std::mem::size_of::<Slot<u16>>(),
-            Store::Wide(v) => v.capacity() * std::mem::size_of::<Slot<u32>>(),
-        }
+        each_store!(&self.store, v => heap_bytes_of(v))
     }
 }
 
@@ -862,8 +936,8 @@ mod tests {
         assert_eq!(h.quantile_us(0.0), Some(bucket_value_us(41)));
     }
 
-    /// 16-bit cells widen, exactly, when a count passes 65 535; values,
-    /// quantiles and totals are the same as before.
+    /// Cells widen, exactly, when a count passes 255 (to 16 bits) and
+    /// 65 535 (to 32); values, quantiles and totals are the same as before.
     #[test]
     fn cells_widen_on_overflow() {
         let mut h = LatencyHistogram::new();
@@ -880,6 +954,38 @@ mod tests {
         assert_eq!(h.count_above_us(bucket_start_us(41)), 3);
         h.sub_from_bucket(40, 69_999);
         assert_eq!(h.to_sparse(), vec![(40, 1), (300, 3)]);
+    }
+
+    /// 8-bit cells widen to 16 bits, then to 32, exactly, in the middle of
+    /// a sparse merge too (the entries before and after the one that did
+    /// not fit are each applied once).
+    #[test]
+    fn cells_widen_in_steps_mid_merge() {
+        let mut h = LatencyHistogram::new();
+        h.merge_sparse(&[(40, 200), (41, 255), (300, 1)]);
+        assert_eq!(h.heap_bytes(), 2 * std::mem::size_of::<Slot<u8>>());
+        h.merge_sparse(&[(39, 1), (40, 56), (41, 1), (42, 70_000), (43, 2)]);
+        assert!(h.is_wide());
+        assert_eq!(
+            h.to_sparse(),
+            vec![
+                (39, 1),
+                (40, 256),
+                (41, 256),
+                (42, 70_000),
+                (43, 2),
+                (300, 1)
+            ]
+        );
+        assert_eq!(h.count(), 1 + 256 + 256 + 70_000 + 2 + 1);
+        let mut g = LatencyHistogram::new();
+        g.add_to_bucket(7, 255);
+        g.add_to_bucket(7, 1);
+        assert!(!g.is_wide());
+        assert_eq!(g.heap_bytes(), std::mem::size_of::<Slot<u16>>());
+        assert_eq!(g.quantile_us(1.0), Some(bucket_value_us(7)));
+        g.subtract_sparse(&[(7, 256)]);
+        assert!(g.is_empty());
     }
 
     #[test]

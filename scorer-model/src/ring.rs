@@ -1,4 +1,4 @@
-//! A series' last ticks, packed: one flat ring of `u16` words.
+//! A series' last ticks, packed: one flat ring of bytes.
 //!
 //! Why this exists: the scorer keeps, for every series, the deltas of its
 //! last `window_ticks` ticks (to age them out of the running window and to
@@ -6,68 +6,77 @@
 //! bytes of `u64` counters plus a `Vec` of 8-byte `(index, count)` pairs
 //! each — that was most of a series' ~8 KB, scattered over the heap, so at
 //! 10 000 series the scorer spent its time in cache misses. Here a tick is
-//! one variable-length record in a single buffer:
+//! one variable-length record of bytes in a single buffer:
 //!
-//! - **header**: one word with a bit per non-zero counter (the
-//!   [`Counters`] fields in `fields` order, the latency count ninth), followed by each
-//!   non-zero value as a little-endian base-2^15 varint (15 bits per word,
-//!   top bit = "more"; a `u64` takes at most 5 words);
-//! - **latency entries**, sorted by bucket: one word `index * 64 + c`
-//!   (`index` < [`BUCKETS`] = 832, so the word is below [`MARKER`]) holding
-//!   the count's low 6 bits `c`. A count of 64 or more is preceded by one
-//!   or two **marker** words `MARKER + p` carrying its higher bits 13 at a
-//!   time (most significant first), so any `u32` count is exact, and the
-//!   entries decode front to back *and* back to front (a marker is never
-//!   taken for an entry).
+//! - **header**: two bytes (little-endian) with a bit per non-zero counter
+//!   (the [`Counters`] fields in `fields` order, the latency count ninth),
+//!   each non-zero value as a LEB128 varint (7 bits per byte, top bit =
+//!   "more"; a `u64` takes at most 10 bytes), then the bucket of the last
+//!   latency entry (two bytes, little-endian; 0 without entries);
+//! - **latency entries**, sorted by bucket, each coded by its **gap** `g`
+//!   to the previous entry's bucket (the first entry's gap counts from
+//!   bucket −1, so `g ≥ 1`) and its count `c ≥ 1`: one **main** byte
+//!   `(g − 1) mod 16 · 8 + c mod 8` (top bit clear), preceded, when the
+//!   gap or count does not fit, by **prefix** bytes (top bit set): one
+//!   `0x80 + (g − 1) / 16` for a gap above 16, then `0xC0 + p` bytes
+//!   carrying `c / 8` six bits at a time, most significant first. So a
+//!   tick at tens of requests per second (gaps ≤ 16, counts ≤ 7) costs one
+//!   byte per bucket, any `u32` count is exact, and the entries decode
+//!   front to back (gaps summed from bucket −1) *and* back to front (gaps
+//!   subtracted from the last bucket, which the header holds); a prefix is
+//!   never taken for a main byte.
 //!
-//! A typical tick (80 requests over ~50 buckets) is ~55 words. Records are
-//! laid out as a bip buffer: appended after the newest, wrapping to the
-//! start when the oldest has left room there, never split, so every record
-//! is one `&[u16]`. The buffer grows (rarely: when a tick needs more room
-//! than the window has ever held) and shrinks when it is three times what
-//! the window needs; in steady state a tick allocates nothing.
+//! A typical tick (80 requests over ~50 buckets) is ~50–60 bytes (it was
+//! ~55 `u16` words, 110 bytes). Records are laid out as a bip buffer: appended
+//! after the newest, wrapping to the start when the oldest has left room
+//! there, never split, so every record is one `&[u8]`. The buffer grows
+//! (rarely: when a tick needs more room than the window has ever held) and
+//! shrinks when it is three times what the window needs; in steady state a
+//! tick allocates nothing.
 //!
 //! Deltas with unsorted or repeated buckets (never produced by the filter)
 //! are put in order and merged (saturating) first; entries with a zero
 //! count or a bucket out of range are dropped, as the histograms drop them.
+//! The entries' byte code (sizing, writing, [`Entries`]) is in `entries.rs`.
+
+mod entries;
+
+pub use entries::Entries;
+use entries::{entry_len, put_entry, simple_parts};
+use entries::{COUNT_BITS, GAP_BITS, PREFIX};
 
 use crate::histogram::BUCKETS;
 use crate::window::{Counters, TickDelta};
 
-/// First marker word; entry words are below it.
-pub const MARKER: u16 = (BUCKETS as u16) << 6;
-/// Bits of a count held in an entry word.
-const LOW_BITS: u32 = 6;
-/// Bits of a count held by each marker word.
-const MARKER_BITS: u32 = 13;
 /// Header bits: twelve counters plus the latency count (at most 16).
 const FIELDS: usize = 13;
-/// Words of the longest header: the mask and five words per field.
-const HEADER_MAX: usize = 1 + 5 * FIELDS;
+/// Bytes of the longest header: the mask, ten per field, the last bucket.
+const HEADER_MAX: usize = 2 + 10 * FIELDS + 2;
 
 /// Where one tick's record lives in the buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Meta {
-    /// First word of the record.
+    /// First byte of the record.
     start: u32,
-    /// Words in the record (header + entries).
+    /// Bytes in the record (header + entries).
     len: u16,
-    /// Words of the header (the entries start after them).
+    /// Bytes of the header (the entries start after them).
     header: u16,
 }
 
 /// The last ticks of one series, packed (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct TickRing {
-    /// Record storage (its length is the capacity in use).
-    words: Vec<u16>,
+    /// Record storage (boxed: its length is the capacity, and the
+    /// struct saves a `Vec`'s capacity word).
+    bytes: Box<[u8]>,
     /// One slot per tick of the window, reused circularly.
-    meta: Vec<Meta>,
+    meta: Box<[Meta]>,
     /// Slot the next tick goes to.
     head: usize,
     /// Ticks held (<= `meta.len()`).
     filled: usize,
-    /// Words held by the ticks (for the shrink decision).
+    /// Bytes held by the ticks (for the shrink decision).
     live: usize,
 }
 
@@ -75,8 +84,8 @@ impl TickRing {
     /// An empty ring holding up to `ticks` ticks (at least 1).
     pub fn new(ticks: usize) -> Self {
         TickRing {
-            words: Vec::new(),
-            meta: vec![Meta::default(); ticks.max(1)],
+            bytes: Box::default(),
+            meta: vec![Meta::default(); ticks.max(1)].into_boxed_slice(),
             head: 0,
             filled: 0,
             live: 0,
@@ -107,8 +116,7 @@ impl TickRing {
 
     /// Heap bytes held (buffer and slots).
     pub fn heap_bytes(&self) -> usize {
-        self.words.capacity() * std::mem::size_of::<u16>()
-            + self.meta.capacity() * std::mem::size_of::<Meta>()
+        self.bytes.len() + std::mem::size_of_val(&*self.meta)
     }
 
     /// Slot `back` slots before the head (`1..=capacity`; 1 = the newest):
@@ -126,7 +134,7 @@ impl TickRing {
 
     /// Record and header length of the tick pushed `age` ticks ago.
     #[inline]
-    fn record(&self, age: usize) -> Option<(&[u16], usize)> {
+    fn record(&self, age: usize) -> Option<(&[u8], usize)> {
         if age >= self.filled {
             return None;
         }
@@ -138,7 +146,7 @@ impl TickRing {
         }
         let m = self.meta.get(slot)?;
         let start = m.start as usize;
-        let record = self.words.get(start..start + usize::from(m.len))?;
+        let record = self.bytes.get(start..start + usize::from(m.len))?;
         Some((record, usize::from(m.header)))
     }
 
@@ -154,9 +162,8 @@ impl TickRing {
     #[inline]
     pub fn latency(&self, age: usize) -> Option<Entries<'_>> {
         let (record, header) = self.record(age)?;
-        Some(Entries {
-            words: record.get(header..)?,
-        })
+        let (head, entries) = record.split_at_checked(header)?;
+        Some(Entries::new(entries, last_bucket(head)))
     }
 
     /// The newest `ticks` ticks (at most those held), newest first.
@@ -184,21 +191,26 @@ impl TickRing {
         if self.filled == self.meta.len() {
             self.pop_oldest();
         }
-        // One pass: the kept entries' count and words, and whether they
-        // come in strictly increasing bucket order.
+        if let Some(parts) = simple_parts(&delta.latency) {
+            return self.push_parts(&delta.counters, &delta.latency, parts);
+        }
+        // One pass: the kept entries' count and bytes, and whether they come
+        // in strictly increasing bucket order.
         let (mut latency_count, mut entries) = (0u64, 0usize);
         let (mut prev, mut canonical) = (-1i32, true);
         for &(i, n) in &delta.latency {
             if usize::from(i) >= BUCKETS || n == 0 {
                 continue;
             }
-            canonical &= i32::from(i) > prev;
+            let gap = i32::from(i) - prev;
+            canonical &= gap > 0;
             prev = i32::from(i);
             latency_count += u64::from(n);
-            entries += entry_len(n);
+            entries += entry_len(gap, n);
         }
         if canonical {
-            self.push_parts(&delta.counters, &delta.latency, latency_count, entries)
+            let parts = (latency_count, entries, false);
+            self.push_parts(&delta.counters, &delta.latency, parts)
         } else {
             // Corrupt input only (the filter's deltas are sorted): sort and
             // merge a copy.
@@ -217,24 +229,29 @@ impl TickRing {
                 }
             }
             let latency_count = merged.iter().map(|&(_, n)| u64::from(n)).sum();
-            let entries = merged.iter().map(|&(_, n)| entry_len(n)).sum();
-            self.push_parts(&delta.counters, &merged, latency_count, entries)
+            let mut prev = -1i32;
+            let mut entries = 0usize;
+            for &(i, n) in &merged {
+                entries += entry_len(i32::from(i) - prev, n);
+                prev = i32::from(i);
+            }
+            self.push_parts(&delta.counters, &merged, (latency_count, entries, false))
         }
     }
 
-    /// Append one record: `latency` sorted, `latency_count` and `entries`
-    /// the count and words of its kept entries.
+    /// Append one record: `latency` sorted; `latency_count` and `entries`
+    /// the count and bytes of its kept entries, `simple` when every entry
+    /// is kept and has a count below 8.
     fn push_parts(
         &mut self,
         counters: &Counters,
         latency: &[(u16, u32)],
-        latency_count: u64,
-        entries: usize,
+        (latency_count, entries, simple): (u64, usize, bool),
     ) -> u64 {
-        // The header, built in place: the mask word, then each non-zero
-        // field as a varint.
-        let mut head = [0u16; HEADER_MAX];
-        let mut header = 1usize;
+        // The header, built in place: the mask, each non-zero field as a
+        // varint, the last kept bucket.
+        let mut head = [0u8; HEADER_MAX];
+        let mut header = 2usize;
         let mut mask = 0u16;
         for (b, v) in fields(counters, latency_count).into_iter().enumerate() {
             if v == 0 {
@@ -243,9 +260,9 @@ impl TickRing {
             mask |= 1 << b;
             let mut v = v;
             loop {
-                let low = (v & 0x7FFF) as u16;
-                v >>= 15;
-                let more = if v == 0 { 0 } else { 0x8000 };
+                let low = (v & 0x7F) as u8;
+                v >>= 7;
+                let more = if v == 0 { 0 } else { 0x80 };
                 if let Some(slot) = head.get_mut(header) {
                     *slot = low | more;
                 }
@@ -255,22 +272,60 @@ impl TickRing {
                 }
             }
         }
-        if let Some(first) = head.first_mut() {
-            *first = mask;
+        let last = latency
+            .iter()
+            .rev()
+            .find(|&&(i, n)| usize::from(i) < BUCKETS && n > 0)
+            .map_or(0, |&(i, _)| i);
+        if let Some([m0, m1]) = head.get_mut(..2) {
+            [*m0, *m1] = mask.to_le_bytes();
         }
-        let header = header.min(HEADER_MAX);
+        if let Some([t0, t1]) = head.get_mut(header..header + 2) {
+            [*t0, *t1] = last.to_le_bytes();
+        }
+        let header = (header + 2).min(HEADER_MAX);
         let len = header + entries;
         let start = self.reserve(len);
-        if let Some(out) = self.words.get_mut(start..start + len) {
+        if let Some(out) = self.bytes.get_mut(start..start + len) {
             let (out_head, out_entries) = out.split_at_mut(header);
             if let Some(src) = head.get(..header) {
                 out_head.copy_from_slice(src);
             }
-            if entries == latency.len() && !Self::has_markers(latency) {
-                // Every entry kept and one word each (no count of 64 or
-                // more): a straight, vectorisable conversion.
-                for (slot, &(i, n)) in out_entries.iter_mut().zip(latency) {
-                    *slot = (i << LOW_BITS) | n as u16;
+            let first_prefix = latency
+                .first()
+                .map_or(0, |&(i, _)| usize::from(i >= 1 << GAP_BITS));
+            if let (true, true, Some((&(first, n), rest))) = (
+                simple,
+                entries == latency.len() + first_prefix,
+                latency.split_first(),
+            ) {
+                // Every entry kept, counts <= 7 and no gap above 16 after
+                // the first (about three ticks in four): the first entry,
+                // then one main byte per entry from it and the one before
+                // (no carried state, no bounds check per byte).
+                let mut out = out_entries.iter_mut();
+                put_entry(&mut out, u32::from(first), n);
+                for (slot, (&(p, _), &(i, n))) in out.zip(latency.iter().zip(rest)) {
+                    let g = i.wrapping_sub(p).wrapping_sub(1) as u8;
+                    *slot = (g << COUNT_BITS) | n as u8;
+                }
+            } else if simple {
+                // Every entry kept, counts <= 7 (the usual tick): a main
+                // byte each, after a gap prefix for a gap above 16. Without
+                // a branch: the prefix is always written, then overwritten
+                // by the main byte when the gap needs none.
+                let (mut pos, mut prev) = (0usize, -1i32);
+                for &(i, n) in latency {
+                    let g = (i32::from(i) - prev - 1) as u32;
+                    prev = i32::from(i);
+                    let big = usize::from(g >> GAP_BITS != 0);
+                    if let Some(slot) = out_entries.get_mut(pos) {
+                        *slot = PREFIX | (g >> GAP_BITS) as u8;
+                    }
+                    if let Some(slot) = out_entries.get_mut(pos + big) {
+                        *slot = ((g as u8 & 0x0F) << COUNT_BITS) | n as u8;
+                    }
+                    pos += 1 + big;
                 }
             } else {
                 Self::put_entries(out_entries, latency);
@@ -293,41 +348,25 @@ impl TickRing {
         latency_count
     }
 
-    /// Whether some count of `latency` needs a marker word (64 or more).
-    #[inline]
-    fn has_markers(latency: &[(u16, u32)]) -> bool {
-        latency.iter().fold(0u32, |acc, &(_, n)| acc | n) >> LOW_BITS != 0
-    }
-
-    /// Write the kept entries of `latency` (markers before a count of 64
-    /// or more) into `out`.
-    fn put_entries(out: &mut [u16], latency: &[(u16, u32)]) {
+    /// Write the kept entries of `latency` (sorted; prefixes before a gap
+    /// above 16 or a count above 7) into `out`.
+    fn put_entries(out: &mut [u8], latency: &[(u16, u32)]) {
         let mut out = out.iter_mut();
+        let mut prev = -1i32;
         for &(i, n) in latency {
             if usize::from(i) >= BUCKETS || n == 0 {
                 continue;
             }
-            let high = n >> LOW_BITS;
-            if high > 0 {
-                if high >= 1 << MARKER_BITS {
-                    if let Some(slot) = out.next() {
-                        *slot = MARKER + (high >> MARKER_BITS) as u16;
-                    }
-                }
-                if let Some(slot) = out.next() {
-                    *slot = MARKER + (high & ((1 << MARKER_BITS) - 1)) as u16;
-                }
-            }
-            if let Some(slot) = out.next() {
-                *slot = (i << LOW_BITS) | (n & ((1 << LOW_BITS) - 1)) as u16;
-            }
+            let g = (i32::from(i) - prev - 1).max(0) as u32;
+            prev = i32::from(i);
+            put_entry(&mut out, g, n);
         }
     }
 
-    /// Start of a free run of `len` words after the newest record (or at
+    /// Start of a free run of `len` bytes after the newest record (or at
     /// the buffer's start), growing or shrinking the buffer if needed.
     fn reserve(&mut self, len: usize) -> usize {
-        let cap = self.words.len();
+        let cap = self.bytes.len();
         let need = self.live + len;
         if cap > 3 * need + 64 {
             self.relayout(need + need / 4 + 16);
@@ -362,9 +401,9 @@ impl TickRing {
     }
 
     /// Copy the held records, oldest first, to the start of a new buffer of
-    /// `cap` words (>= the live words).
+    /// `cap` bytes (>= the live bytes).
     fn relayout(&mut self, cap: usize) {
-        let mut words = vec![0u16; cap.max(self.live)];
+        let mut bytes = vec![0u8; cap.max(self.live)];
         let w = self.meta.len();
         let mut at = 0usize;
         for k in (0..self.filled).rev() {
@@ -372,8 +411,8 @@ impl TickRing {
             if let Some(m) = self.meta.get_mut(slot) {
                 let (start, len) = (m.start as usize, usize::from(m.len));
                 if let (Some(dst), Some(src)) = (
-                    words.get_mut(at..at + len),
-                    self.words.get(start..start + len),
+                    bytes.get_mut(at..at + len),
+                    self.bytes.get(start..start + len),
                 ) {
                     dst.copy_from_slice(src);
                 }
@@ -381,7 +420,7 @@ impl TickRing {
                 at += len;
             }
         }
-        self.words = words;
+        self.bytes = bytes.into_boxed_slice();
     }
 }
 
@@ -404,10 +443,13 @@ fn fields(c: &Counters, latency_count: u64) -> [u64; FIELDS] {
     ]
 }
 
-/// Words of a latency entry with count `n`.
+/// The last entry's bucket, from the end of a header.
 #[inline]
-fn entry_len(n: u32) -> usize {
-    1 + usize::from(n >> LOW_BITS != 0) + usize::from(n >> (LOW_BITS + MARKER_BITS) != 0)
+fn last_bucket(header: &[u8]) -> u16 {
+    match header {
+        [.., a, b] => u16::from_le_bytes([*a, *b]),
+        _ => 0,
+    }
 }
 
 /// One tick as stored: its counters and its latency entries.
@@ -417,7 +459,9 @@ pub struct TickView<'a> {
     pub counters: Counters,
     /// Sum of the latency entries' counts.
     pub latency_count: u64,
-    entries: &'a [u16],
+    entries: &'a [u8],
+    /// Bucket of the last entry.
+    last: u16,
 }
 
 impl<'a> TickView<'a> {
@@ -439,24 +483,28 @@ impl<'a> TickView<'a> {
         },
         latency_count: 0,
         entries: &[],
+        last: 0,
     };
 
-    fn decode(record: &'a [u16], header: usize) -> Option<Self> {
-        let (head, entries) = (record.get(..header)?, record.get(header..)?);
-        let (&mask, mut words) = head.split_first()?;
+    fn decode(record: &'a [u8], header: usize) -> Option<Self> {
+        let (head, entries) = record.split_at_checked(header)?;
+        let (mask, mut bytes) = match head {
+            [m0, m1, rest @ ..] => (u16::from_le_bytes([*m0, *m1]), rest),
+            _ => return None,
+        };
         let mut values = [0u64; FIELDS];
-        // Visit the set bits only; most values are one word.
+        // Visit the set bits only; most values are one or two bytes.
         let mut bits = mask;
         while bits != 0 {
             let b = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let mut v = 0u64;
             let mut shift = 0u32;
-            while let Some((&word, rest)) = words.split_first() {
-                words = rest;
-                v |= u64::from(word & 0x7FFF).checked_shl(shift).unwrap_or(0);
-                shift += 15;
-                if word & 0x8000 == 0 {
+            while let Some((&byte, rest)) = bytes.split_first() {
+                bytes = rest;
+                v |= u64::from(byte & 0x7F).checked_shl(shift).unwrap_or(0);
+                shift += 7;
+                if byte & 0x80 == 0 {
                     break;
                 }
             }
@@ -483,15 +531,14 @@ impl<'a> TickView<'a> {
             },
             latency_count,
             entries,
+            last: last_bucket(head),
         })
     }
 
     /// The latency entries `(bucket, count)`, sorted by bucket, no zeros;
     /// iterable from either end.
     pub fn latency(&self) -> Entries<'a> {
-        Entries {
-            words: self.entries,
-        }
+        Entries::new(self.entries, self.last)
     }
 
     /// The tick as a [`TickDelta`] (allocates; for tools and tests).
@@ -500,59 +547,6 @@ impl<'a> TickView<'a> {
             counters: self.counters,
             latency: self.latency().collect(),
         }
-    }
-}
-
-/// Iterator over a tick's packed latency entries.
-#[derive(Debug, Clone)]
-pub struct Entries<'a> {
-    words: &'a [u16],
-}
-
-impl Iterator for Entries<'_> {
-    type Item = (u16, u32);
-
-    #[inline]
-    fn next(&mut self) -> Option<(u16, u32)> {
-        let (&w, rest) = self.words.split_first()?;
-        self.words = rest;
-        // Most counts are below 64: the entry word alone.
-        if w < MARKER {
-            return Some((w >> LOW_BITS, u32::from(w & 63)));
-        }
-        let mut high = u32::from(w - MARKER);
-        while let Some((&w, rest)) = self.words.split_first() {
-            self.words = rest;
-            if w >= MARKER {
-                high = (high << MARKER_BITS) | u32::from(w - MARKER);
-            } else {
-                return Some((w >> LOW_BITS, (high << LOW_BITS) | u32::from(w & 63)));
-            }
-        }
-        None
-    }
-}
-
-impl DoubleEndedIterator for Entries<'_> {
-    #[inline]
-    fn next_back(&mut self) -> Option<(u16, u32)> {
-        let (&w, rest) = self.words.split_last()?;
-        self.words = rest;
-        // Most counts are below 64: no marker before the entry word.
-        if rest.last().is_none_or(|&m| m < MARKER) {
-            return Some((w >> LOW_BITS, u32::from(w & 63)));
-        }
-        let mut high = 0u32;
-        let mut shift = 0u32;
-        while let Some((&m, rest)) = self.words.split_last() {
-            if m < MARKER {
-                break;
-            }
-            self.words = rest;
-            high |= u32::from(m - MARKER).checked_shl(shift).unwrap_or(0);
-            shift += MARKER_BITS;
-        }
-        Some((w >> LOW_BITS, (high << LOW_BITS) | u32::from(w & 63)))
     }
 }
 
@@ -597,6 +591,9 @@ mod tests {
             (100, (1 << 19) - 1),
             (101, 1 << 19),
             (200, u32::MAX),
+            // Gaps at the prefix boundary: 17 (a gap prefix), 16 (none).
+            (217, 8),
+            (233, 7),
             (831, 7),
         ];
         let d = TickDelta {
@@ -616,6 +613,8 @@ mod tests {
         let mut it = v.latency();
         assert_eq!(it.next(), Some((0, 1)));
         assert_eq!(it.next_back(), Some((831, 7)));
+        assert_eq!(it.next_back(), Some((233, 7)));
+        assert_eq!(it.next_back(), Some((217, 8)));
         assert_eq!(it.next_back(), Some((200, u32::MAX)));
         assert_eq!(it.count(), 5);
     }
@@ -636,7 +635,14 @@ mod tests {
             let width = if (t / 300) % 2 == 0 { 8 } else { 400 };
             let n = next() % width;
             let mut latency: Vec<(u16, u32)> = (0..n)
-                .map(|_| ((next() % BUCKETS as u64) as u16, (next() % 100 + 1) as u32))
+                .map(|_| {
+                    // Counts of every prefix length, mostly small.
+                    let count = (next() % 100 + 1) << (6 * (next() % 8)).min(31);
+                    (
+                        (next() % BUCKETS as u64) as u16,
+                        count.min(u64::from(u32::MAX)) as u32,
+                    )
+                })
                 .collect();
             latency.sort_unstable_by_key(|e| e.0);
             latency.dedup_by_key(|e| e.0);
@@ -645,11 +651,11 @@ mod tests {
             history.push(d);
             assert_eq!(ring.len(), history.len().min(5));
             for (age, expected) in history.iter().rev().take(5).enumerate() {
-                assert_eq!(
-                    &ring.get(age).unwrap().to_delta(),
-                    expected,
-                    "t {t} age {age}"
-                );
+                let v = ring.get(age).unwrap();
+                assert_eq!(&v.to_delta(), expected, "t {t} age {age}");
+                let back: Vec<_> = ring.latency(age).unwrap().rev().collect();
+                let want: Vec<_> = expected.latency.iter().rev().copied().collect();
+                assert_eq!(back, want, "t {t} age {age}");
             }
             assert!(ring.get(5).is_none());
         }
@@ -669,7 +675,7 @@ mod tests {
         assert_eq!(ring.push(&d), 3 + 1 + u64::from(u32::MAX));
         let got: Vec<_> = ring.get(0).unwrap().latency().collect();
         assert_eq!(got, vec![(1, 3), (3, 1), (5, u32::MAX)]);
-        // Sorted input with dropped entries stays on the fast path.
+        // Sorted input with dropped entries is kept in order.
         let d = delta(1, vec![(2, 0), (4, 1), (u16::MAX, 1)]);
         assert_eq!(ring.push(&d), 1);
         assert_eq!(
@@ -677,5 +683,12 @@ mod tests {
             vec![(4, 1)]
         );
         assert_eq!(ring.get(1).unwrap().counters.requests, 9);
+        // As many bytes as entries, one dropped and one of two bytes: not
+        // the one-byte path.
+        let d = delta(1, vec![(5, 0), (6, 100)]);
+        assert_eq!(ring.push(&d), 100);
+        let v = ring.get(0).unwrap();
+        assert_eq!(v.latency().collect::<Vec<_>>(), vec![(6, 100)]);
+        assert_eq!(v.latency().rev().collect::<Vec<_>>(), vec![(6, 100)]);
     }
 }

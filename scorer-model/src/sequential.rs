@@ -100,8 +100,10 @@ pub struct CanaryMonitor {
     /// it only warns.
     steer_on_throttle: bool,
     /// This tick's TTFT observation ([`CanaryMonitor::observe_ttft`]),
-    /// consumed by the next [`CanaryMonitor::update`].
-    ttft: Option<TtftTick>,
+    /// consumed by the next [`CanaryMonitor::update`]. Boxed: only TTFT
+    /// routes have one (their `observe_ttft` allocates per tick anyway),
+    /// and inline it would make every monitor 56 bytes larger.
+    ttft: Option<Box<TtftTick>>,
 }
 
 /// One tick of the TTFT test, prepared from both series' TTFT windows.
@@ -188,7 +190,7 @@ impl CanaryMonitor {
             && high
             && recent_slow >= model.min_bad_events
             && share(recent_slow, recent.count()) >= model.min_latency_share;
-        self.ttft = Some(TtftTick {
+        self.ttft = Some(Box::new(TtftTick {
             slow: ct.count_above_us(bar),
             n: ct.count(),
             p0,
@@ -197,7 +199,7 @@ impl CanaryMonitor {
             p95_ms_ref: us_to_ms(Some(window_q)),
             recent_n: recent.count(),
             ref_n: sw.count(),
-        });
+        }));
     }
 
     /// Let throttling alone make the canary `critical` (the filter's
@@ -313,7 +315,7 @@ impl CanaryMonitor {
                 }
             }
         }
-        let ttft = self.ttft.take();
+        let ttft = self.ttft.take().map(|t| *t);
         if let (Some(t), Some(row)) = (ttft, self.cusum.get_mut(4)) {
             update_cusums(row, &self.ln_one_minus_g, t.slow, t.n, t.p0, cap);
         }

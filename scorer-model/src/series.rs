@@ -19,7 +19,8 @@
 //!   which for p95/p99 stops after a few entries), so no second histogram
 //!   is kept unless the recent window is longer than [`MERGE_MAX_TICKS`].
 //!   Nothing is allocated per tick in steady state; a series at 20–80 rps
-//!   holds about 2–3 KB.
+//!   holds about 1.3–1.7 KB (a 712-byte struct, the ring, 5–6 histogram
+//!   chunks of 36 bytes).
 //! - an online **self-baseline**: exponentially weighted mean and variance of
 //!   the log of the recent window's latency quantile and of its error ratio.
 //!   It learns only from ticks with enough traffic, and not while the series
@@ -60,12 +61,12 @@ pub const MERGE_MAX_TICKS: usize = 8;
 /// with [`SeriesState::observe`] exactly once per tick.
 #[derive(Debug, Clone)]
 pub struct SeriesState {
-    /// The last `window_ticks` deltas, packed.
+    /// The last `window_ticks` deltas, packed (its capacity is the window
+    /// length the state was built for).
     ring: TickRing,
-    /// Ring length the state was built for.
-    window_ticks: usize,
-    /// Recent sub-window length the state was built for.
-    recent_ticks: usize,
+    /// Recent sub-window length the state was built for (at most
+    /// [`MAX_WINDOW_TICKS`]).
+    recent_ticks: u32,
     window_counters: Counters,
     window_latency: LatencyHistogram,
     recent_counters: Counters,
@@ -77,16 +78,17 @@ pub struct SeriesState {
     ticks: u64,
     /// Quantile the cached recent quantiles were computed for.
     cached_q: f64,
-    /// Recent window's `cached_q` quantile, µs.
-    recent_q_us: Option<f64>,
-    /// Recent window's p99, µs.
-    recent_p99_us: Option<f64>,
+    /// Recent window's `cached_q` quantile, µs (NaN for none: a quantile
+    /// is a bucket's value, never NaN; see [`from_nan`]).
+    recent_q_us: f64,
+    /// Recent window's p99, µs (NaN for none).
+    recent_p99_us: f64,
     /// The self judgement (robust baselines and sequential tests).
     judge: SelfJudge,
     /// The self verdict of the last block, held until the next one.
     self_verdict: CachedSelf,
     /// Ticks since the last block was judged.
-    block_ticks: usize,
+    block_ticks: u32,
     /// Extra up-is-bad value (TTFT) for the current block.
     extra: Option<f32>,
     /// Steering moved traffic to or from this series during the current
@@ -116,8 +118,7 @@ impl SeriesState {
         let (window_ticks, recent_ticks) = sizes(model);
         SeriesState {
             ring: TickRing::new(window_ticks),
-            window_ticks,
-            recent_ticks,
+            recent_ticks: recent_ticks as u32,
             window_counters: Counters::default(),
             window_latency: LatencyHistogram::new(),
             recent_counters: Counters::default(),
@@ -125,8 +126,8 @@ impl SeriesState {
             recent_hist: (recent_ticks > MERGE_MAX_TICKS).then(Box::default),
             ticks: 0,
             cached_q: model.latency_quantile,
-            recent_q_us: None,
-            recent_p99_us: None,
+            recent_q_us: f64::NAN,
+            recent_p99_us: f64::NAN,
             judge: SelfJudge::new(),
             self_verdict: CachedSelf::default(),
             block_ticks: 0,
@@ -158,7 +159,7 @@ impl SeriesState {
         unix_s: Option<f64>,
     ) {
         let (window_ticks, recent_ticks) = sizes(model);
-        if window_ticks != self.window_ticks || recent_ticks != self.recent_ticks {
+        if window_ticks != self.ring.capacity() || recent_ticks != self.recent() {
             self.resize(window_ticks, recent_ticks);
             self.block_ticks = 0;
         }
@@ -166,7 +167,7 @@ impl SeriesState {
         self.ticks = self.ticks.saturating_add(1);
         self.refresh_quantiles(model.latency_quantile);
         self.block_ticks += 1;
-        if self.block_ticks >= self.recent_ticks {
+        if self.block_ticks as usize >= self.recent() {
             self.block_ticks = 0;
             if self.resumed == Resumed::SkipBlock {
                 // The first block after a lease move holds the deltas of the
@@ -183,7 +184,7 @@ impl SeriesState {
             } else {
                 1.0
             };
-            self.judge_block(model, tick_s * self.recent_ticks as f64, unix_s);
+            self.judge_block(model, tick_s * self.recent() as f64, unix_s);
         }
     }
 
@@ -269,7 +270,7 @@ impl SeriesState {
             return (**h).clone();
         }
         let mut h = LatencyHistogram::new();
-        for t in self.last_ticks(self.recent_ticks) {
+        for t in self.last_ticks(self.recent()) {
             for (index, n) in t.latency() {
                 h.add_to_bucket(index, n);
             }
@@ -313,9 +314,9 @@ impl SeriesState {
     /// model's quantile and p99). `None` when the window has no latency.
     pub fn recent_quantile_us(&self, q: f64) -> Option<f64> {
         if q == self.cached_q {
-            self.recent_q_us
+            from_nan(self.recent_q_us)
         } else if q == 0.99 {
-            self.recent_p99_us
+            from_nan(self.recent_p99_us)
         } else {
             let [v, _] = self.compute_recent_quantiles([q, q]);
             v
@@ -333,7 +334,7 @@ impl SeriesState {
         }
         let from = first_bucket_above(threshold_us);
         let mut above = 0u64;
-        for t in self.last_ticks(self.recent_ticks) {
+        for t in self.last_ticks(self.recent()) {
             for (index, n) in t.latency().rev() {
                 if usize::from(index) < from {
                     break;
@@ -397,7 +398,7 @@ impl SeriesState {
             unix_s,
             requests: c.requests,
             errors: c.errors.min(c.requests),
-            q_us: self.recent_q_us,
+            q_us: from_nan(self.recent_q_us),
             latency_count: self.recent_latency_count,
             extra: self.extra.take().map(f64::from),
             traffic_moved: std::mem::take(&mut self.traffic_moved),
@@ -425,11 +426,16 @@ impl SeriesState {
         self.self_verdict = cached;
     }
 
+    /// Recent sub-window length, ticks.
+    #[inline]
+    fn recent(&self) -> usize {
+        self.recent_ticks as usize
+    }
+
     /// Rebuild the ring for new window sizes (windows restart empty).
     fn resize(&mut self, window_ticks: usize, recent_ticks: usize) {
         self.ring = TickRing::new(window_ticks);
-        self.window_ticks = window_ticks;
-        self.recent_ticks = recent_ticks;
+        self.recent_ticks = recent_ticks as u32;
         self.window_counters = Counters::default();
         self.window_latency.clear();
         self.recent_counters = Counters::default();
@@ -441,8 +447,9 @@ impl SeriesState {
     fn roll(&mut self, delta: &TickDelta) {
         let w = self.ring.capacity();
         // The tick leaving the recent window: pushed `recent_ticks` ago.
-        if self.ring.len() >= self.recent_ticks {
-            if let Some(old) = self.ring.get(self.recent_ticks.min(w) - 1) {
+        let recent = self.recent();
+        if self.ring.len() >= recent {
+            if let Some(old) = self.ring.get(recent.min(w) - 1) {
                 self.recent_counters.sub(&old.counters);
                 self.recent_latency_count =
                     self.recent_latency_count.saturating_sub(old.latency_count);
@@ -471,7 +478,8 @@ impl SeriesState {
     /// Recompute the cached recent quantiles.
     fn refresh_quantiles(&mut self, q: f64) {
         self.cached_q = q;
-        [self.recent_q_us, self.recent_p99_us] = self.compute_recent_quantiles([q, 0.99]);
+        let [a, b] = self.compute_recent_quantiles([q, 0.99]);
+        (self.recent_q_us, self.recent_p99_us) = (to_nan(a), to_nan(b));
     }
 
     /// The recent window's quantiles `qs`, µs (as
@@ -503,7 +511,7 @@ impl SeriesState {
         for ((cursor, top), age) in cursors
             .iter_mut()
             .zip(tops.iter_mut())
-            .zip(0..self.recent_ticks)
+            .zip(0..self.recent())
         {
             let Some(entries) = self.ring.latency(age) else {
                 break;
@@ -560,6 +568,18 @@ fn next_down(cursor: &mut Entries<'_>) -> (i32, u32) {
     cursor
         .next_back()
         .map_or((-1, 0), |(i, n)| (i32::from(i), n))
+}
+
+/// A cached quantile as stored: NaN for none.
+#[inline]
+fn to_nan(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+/// A cached quantile as read: none for NaN.
+#[inline]
+fn from_nan(v: f64) -> Option<f64> {
+    (!v.is_nan()).then_some(v)
 }
 
 fn us_to_ms(us: Option<f64>) -> f64 {
