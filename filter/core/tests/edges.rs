@@ -193,6 +193,11 @@ fn cardinality_stays_within_caps() {
     // caller repeats 10 times: all but the 2 × 64 remembered callers' fold.
     assert_eq!(of_t, total - 2 * 32, "{of_t}");
     assert_eq!(of_s, total - 2 * 64 * 10, "{of_s}");
+    assert_eq!(
+        sink.value("vigil_edges_overflow_requests_total"),
+        Some(overflow),
+        "unattributed counted = what the reports carried"
+    );
     println!(
         "cardinality: {total} requests, 100000 paths, 10000 callers -> {} templates, {} sources \
          in reports; overflow templates {of_t}, sources {of_s}, unattributed {overflow}; \
@@ -213,4 +218,58 @@ fn to_letters(mut n: u64) -> String {
             return s;
         }
     }
+}
+
+/// Regression (CI of 2026-12-03, `edges_cardinality`): requests folded in
+/// the shared merge (two workers' edges over `max_edges`) were sent to the
+/// control service as unattributed but missing from
+/// `vigil_edges_overflow_requests_total`, which only counted each worker's
+/// own folds. The holder now counts what its reports carry.
+#[test]
+fn unattributed_metric_equals_what_the_reports_carry_when_the_shared_merge_folds() {
+    let cfg = r#"{"control":{"cluster":"vigil-control"},
+      "edges":{"service":"orders","max_edges":4}}"#;
+    let mut ws = workers(cfg, 2);
+    let store = MemoryStore::new();
+    let mut sink = MemorySink::default();
+    let mut now = 1_700_000_000_000;
+    tick(&mut ws, &store, &mut sink, now); // worker 0 holds the lease
+    let edge = |w: &mut Worker, who: &str| {
+        for m in ["GET", "PUT", "DELETE", "PATCH"] {
+            record(
+                w,
+                &format!("spiffe://cluster.local/ns/shop/sa/{who}"),
+                m,
+                "/a",
+                200,
+            );
+        }
+    };
+    let mut reports = Vec::new();
+    // Worker 1's four edges wait in shared data after the holder's take;
+    // next tick the holder's four new ones meet them: four fold.
+    edge(&mut ws[1], "one");
+    now += 1000;
+    reports.extend(tick(&mut ws, &store, &mut sink, now));
+    edge(&mut ws[0], "zero");
+    for _ in 0..3 {
+        now += 1000;
+        reports.extend(tick(&mut ws, &store, &mut sink, now));
+    }
+    let attributed: u64 = reports
+        .iter()
+        .flat_map(|r| &r.edges)
+        .map(|e| e.requests)
+        .sum();
+    let carried: u64 = reports.iter().map(|r| r.edges_overflow).sum();
+    assert_eq!(
+        (attributed, carried),
+        (4, 4),
+        "the shared merge folded four"
+    );
+    assert_eq!(
+        sink.value("vigil_edges_overflow_requests_total"),
+        Some(carried),
+        "the metric is what the reports carried"
+    );
 }

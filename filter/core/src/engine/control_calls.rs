@@ -189,8 +189,8 @@ impl Worker {
         }
         report.totals = Some(totals);
         report.pii = std::mem::take(&mut self.pii_for_report);
-        if let Some(batch) = self.report_edges.take() {
-            (report.edges, report.edges_overflow) = batch.into_report_edges();
+        if let Some(edges) = self.report_edges.take() {
+            (report.edges, report.edges_overflow) = edges;
         }
         for (ci, route, verdict, steering) in canary_verdicts {
             let Some(spec) = self.cfg.canaries.get(*ci) else {

@@ -272,8 +272,10 @@ pub struct Worker {
     pii_for_report: Vec<vigil_wire::pii::PiiRoute>,
     /// Observed edges, when the `edges` section enables them.
     edges: Option<crate::edges::EdgeState>,
-    /// Edges the scorer took this tick, for its report.
-    report_edges: Option<vigil_traffic::aggregate::EdgeBatch>,
+    /// Edges the scorer took this tick, already cut to the report's budget,
+    /// and the requests left unattributed (over `max_edges` in a worker's
+    /// tick or in the shared merge, or over the report's byte budget).
+    report_edges: Option<(Vec<vigil_wire::edges::Edge>, u64)>,
     /// Scratch for the request path's series name (reused, not reallocated).
     name_buf: Vec<u8>,
 }

@@ -416,7 +416,20 @@ impl Worker {
         }
         if self.edges.is_some() {
             self.report_edges =
-                crate::edges::take_shared(store, &self.keys.edges, self.cfg.cas_retries);
+                crate::edges::take_shared(store, &self.keys.edges, self.cfg.cas_retries).map(
+                    |batch| {
+                        if self.cfg.control.is_some() {
+                            batch.into_report_edges()
+                        } else {
+                            (Vec::new(), batch.overflow)
+                        }
+                    },
+                );
+            // Counted once, by the holder, as the requests leave for the
+            // report: what the control service receives as unattributed.
+            let unattributed = self.report_edges.as_ref().map_or(0, |(_, o)| *o);
+            self.metrics
+                .add(sink, crate::edges::UNATTRIBUTED_METRIC, unattributed);
         }
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
