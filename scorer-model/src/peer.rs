@@ -1240,6 +1240,80 @@ mod tests {
             });
             assert_ne!(v.state, State::Critical, "tick {t}: {}", v.explain());
         }
+        // Nor does it build e-value evidence (the control service's step
+        // judge rolls back on the e-value alone).
+        let log_e = sim.monitor.as_ref().unwrap().log_e_value();
+        assert!(log_e < -sim.model.alpha.ln() / 2.0, "log e {log_e}");
+    }
+
+    /// Regression (CI of 2026-12-03, `control_loop`): at the 100 % step the
+    /// stable served almost nothing, a busy machine made the canary's p95
+    /// 3.3 ms against the stable's stale 2.9 ms, and the e-value reached
+    /// e^16: a healthy canary rolled back. A shift below the practical
+    /// minimum never counts, and no latency evidence accumulates against a
+    /// stable that is not serving.
+    #[test]
+    fn sequential_latency_needs_a_practical_shift_and_a_serving_stable() {
+        let m = Model::default();
+        let tick = |n: u32, base_us: u64, spread_us: u64| {
+            let mut b = TickBuilder::default();
+            for i in 0..n {
+                b.request(
+                    base_us + u64::from(i) * spread_us / u64::from(n.max(1)),
+                    200,
+                );
+            }
+            b.build()
+        };
+        let critical = -m.alpha.ln();
+        // 1. Both serving, the canary 0.5–1 ms slower (+15–30 %): no evidence.
+        let mut canary = SeriesState::new(&m);
+        let mut stable = SeriesState::new(&m);
+        let mut monitor = crate::sequential::CanaryMonitor::new(&m);
+        for t in 0..200 {
+            canary.observe(&tick(70, 2_400 + (t % 2) * 500, 1_000), &m);
+            stable.observe(&tick(70, 2_000, 1_000), &m);
+            let v = monitor.update(&canary, &stable, &m);
+            assert_ne!(v.state, State::Critical, "tick {t}: {}", v.explain());
+        }
+        assert!(monitor.log_e_value() < 1.0, "{}", monitor.log_e_value());
+        // 2. The stable stops serving (100 % weight), the canary gets 20 ms
+        // slower than the stable used to be: nothing to compare with now.
+        let mut canary = SeriesState::new(&m);
+        let mut stable = SeriesState::new(&m);
+        let mut monitor = crate::sequential::CanaryMonitor::new(&m);
+        for _ in 0..20 {
+            canary.observe(&tick(70, 2_000, 1_000), &m);
+            stable.observe(&tick(70, 2_000, 1_000), &m);
+            monitor.update(&canary, &stable, &m);
+        }
+        for _ in 0..40 {
+            canary.observe(&tick(140, 22_000, 1_000), &m);
+            stable.observe(&tick(0, 0, 0), &m);
+            monitor.update(&canary, &stable, &m);
+        }
+        assert!(
+            monitor.log_e_value() < critical / 2.0,
+            "{}",
+            monitor.log_e_value()
+        );
+        // 3. The same slowdown with the stable serving is caught.
+        let mut canary = SeriesState::new(&m);
+        let mut stable = SeriesState::new(&m);
+        let mut monitor = crate::sequential::CanaryMonitor::new(&m);
+        for _ in 0..20 {
+            canary.observe(&tick(70, 2_000, 1_000), &m);
+            stable.observe(&tick(70, 2_000, 1_000), &m);
+            monitor.update(&canary, &stable, &m);
+        }
+        let mut v = Verdict::default();
+        for _ in 0..3 {
+            canary.observe(&tick(70, 22_000, 1_000), &m);
+            stable.observe(&tick(70, 2_000, 1_000), &m);
+            v = monitor.update(&canary, &stable, &m);
+        }
+        assert_eq!(v.state, State::Critical, "{}", v.explain());
+        assert!(monitor.log_e_value() >= critical);
     }
 
     #[test]

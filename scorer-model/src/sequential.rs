@@ -11,7 +11,10 @@
 //! **Method.** Three signals, each a per-request Bernoulli "bad event":
 //! errors (5xx and no response), upstream failures (resets, timeouts,
 //! overflows and retried attempts), and latency (the request is slower than
-//! the stable's `latency_quantile` quantile over its window). Each tick `t`,
+//! the stable's `latency_quantile` quantile over its window raised by the
+//! practical minimum increase, [`practical_bar_us`]; counted only on ticks
+//! where the stable served requests too, so a stale reference at 100 %
+//! weight never accumulates evidence). Each tick `t`,
 //! each signal has a null share `p0` fixed before the canary's tick is
 //! looked at: the stable's measured share (the larger of its window's and
 //! its same tick's, so a disturbance both versions see is not blamed on the
@@ -151,7 +154,9 @@ impl CanaryMonitor {
     /// observed this tick). Call before [`CanaryMonitor::update`]; without
     /// it the TTFT signal gathers no evidence that tick. The test is the
     /// latency test's: "slow" is above the stable's `latency_quantile` TTFT
-    /// over its window (or this tick, when higher), the null share is the
+    /// over its window (or this tick, when higher) raised by the practical
+    /// minimum increase ([`practical_bar_us`]), no evidence on a tick without
+    /// a stable first byte, the null share is the
     /// stable's own share above that bar plus `latency_margin`; minimum
     /// evidence: `min_requests_ref` stable and `min_requests` canary first
     /// bytes, the canary's recent p95 at least `min_latency_increase` and
@@ -173,7 +178,15 @@ impl CanaryMonitor {
         };
         let mut st = LatencyHistogram::new();
         st.merge_sparse(stable.last_tick());
-        let bar = st.quantile_us(q).map_or(window_q, |t| t.max(window_q));
+        // As the latency test: a stable serving this tick, a practically
+        // raised bar.
+        if st.count() == 0 {
+            return;
+        }
+        let bar = practical_bar_us(
+            st.quantile_us(q).map_or(window_q, |t| t.max(window_q)),
+            model,
+        );
         let mut ct = LatencyHistogram::new();
         ct.merge_sparse(canary.last_tick());
         let p0 = share(sw.count_above_us(bar), sw.count())
@@ -289,9 +302,22 @@ impl CanaryMonitor {
             // raises the bar instead of counting as the canary's fault); the
             // null share is the stable's own share above that bar, over its
             // window or this tick, whichever is higher.
-            let (ct_slow, ct_n, lat_ref) = match stable_q_us.filter(|_| reference_ok) {
+            //
+            // The bar is raised by the practical minimum increase
+            // (`min_latency_increase_ms`, [`practical_bar_us`]), so the
+            // e-value never grows from a sub-millisecond shift a busy
+            // machine makes. And it needs a stable that served requests this tick
+            // (the null is about this tick given the stable's data): at 100 %
+            // weight the stable's window is stale, and load that changed
+            // since would count against the canary.
+            let concurrent = st.latency_count > 0;
+            let (ct_slow, ct_n, lat_ref) = match stable_q_us.filter(|_| reference_ok && concurrent)
+            {
                 Some(window_q) => {
-                    let bar = tick_quantile_us(&st, q).map_or(window_q, |t| t.max(window_q));
+                    let bar = practical_bar_us(
+                        tick_quantile_us(&st, q).map_or(window_q, |t| t.max(window_q)),
+                        model,
+                    );
                     let from = first_bucket_above(bar);
                     let (c_slow, c_n) = slow_count(&ct, from);
                     let (s_slow, s_n) = slow_count(&st, from);
@@ -569,6 +595,17 @@ fn slow_count(d: &TickView<'_>, slow_from: usize) -> (u64, u64) {
         slow = slow.saturating_add(u64::from(count));
     }
     (slow, d.latency_count)
+}
+
+/// A latency bar raised by the model's absolute practical minimum
+/// (`min_latency_increase_ms`): the latency and TTFT e-detectors count a
+/// request as slow only above it, so timer and scheduling noise of a busy
+/// machine (a fraction of a millisecond on a fast service) gathers no
+/// evidence. The relative minimum (`min_latency_increase`) stays a rule of
+/// the verdict's minimum evidence only: a load change both versions see
+/// raises the tick's bar already.
+pub fn practical_bar_us(bar_us: f64, model: &Model) -> f64 {
+    stats::finite_or_zero(bar_us + model.min_latency_increase_ms.max(0.0) * 1000.0)
 }
 
 /// Quantile `q` of one tick's latencies (sorted by bucket), µs; walks from

@@ -82,9 +82,11 @@ fn digests() -> (u64, u64, u64) {
 }
 
 /// Digests computed by the scorer before the hot-path rework, re-derived for
-/// the level-shift hold hysteresis and noise-aware stability band (issue 11).
-const VERDICTS: u64 = 0x69d0_9697_4b26_a7ae;
-const EXACT: u64 = 0x5118_ee3b_8f14_1986;
+/// the level-shift hold hysteresis and noise-aware stability band (issue 11),
+/// and for the latency e-detector's practical bar and serving-stable rule
+/// (2026-12-04, the `control_loop` false rollback).
+const VERDICTS: u64 = 0xd53c_0fee_2e10_5261;
+const EXACT: u64 = 0xe8b8_f9ca_363f_49ee;
 
 #[test]
 fn judgement_is_unchanged_by_the_hot_path_rework() {
