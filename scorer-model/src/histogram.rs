@@ -505,6 +505,39 @@ fn quantile_in<C: Cell>(dir: &[u8; CHUNKS], slots: &[Slot<C>], rank: u64) -> Opt
     None
 }
 
+/// [`quantile_in`] for ascending `ranks`, in one walk.
+fn quantiles_in<C: Cell, const N: usize>(
+    dir: &[u8; CHUNKS],
+    slots: &[Slot<C>],
+    ranks: &[u64; N],
+    out: &mut [Option<f64>; N],
+) {
+    let mut next = 0usize;
+    let mut seen = 0u64;
+    for (ci, slot) in chunks_in(dir, slots) {
+        let Some(&rank) = ranks.get(next) else {
+            return;
+        };
+        let total = slot.total();
+        if seen + total < rank {
+            seen += total;
+            continue;
+        }
+        for (si, &n) in slot.counts.iter().enumerate() {
+            seen += u64::from(n.get());
+            while n.get() > 0 {
+                match (ranks.get(next), out.get_mut(next)) {
+                    (Some(&rank), Some(o)) if seen >= rank => {
+                        *o = Some(bucket_value_us((ci * SUB_BUCKETS + si) as u16));
+                        next += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
 fn count_above_in<C: Cell>(
     dir: &[u8; CHUNKS],
     slots: &[Slot<C>],
@@ -731,6 +764,40 @@ impl LatencyHistogram {
         found.or_else(|| self.iter().last().map(|(index, _)| bucket_value_us(index)))
     }
 
+    /// Several quantiles in one pass: `qs` in ascending order (a NaN counts
+    /// as 1.0); each answer equals [`LatencyHistogram::quantile_us`]'s.
+    ///
+    /// ```
+    /// use vigil_scorer::histogram::LatencyHistogram;
+    /// let mut h = LatencyHistogram::new();
+    /// for us in [1_000, 2_000, 3_000, 40_000] {
+    ///     h.record_us(us);
+    /// }
+    /// let [p50, p99] = h.quantiles_us([0.5, 0.99]);
+    /// assert_eq!((p50, p99), (h.quantile_us(0.5), h.quantile_us(0.99)));
+    /// ```
+    pub fn quantiles_us<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
+        let ranks = qs.map(|q| {
+            let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+            rank_of(q, self.count)
+        });
+        let sorted = ranks.windows(2).all(|w| matches!(w, [a, b] if a <= b));
+        if self.count == 0 || !sorted {
+            return qs.map(|q| self.quantile_us(q));
+        }
+        let mut out = [None; N];
+        each_store!(&self.store, v => quantiles_in(&self.dir, v, &ranks, &mut out));
+        // As in `quantile_us`: only reachable if the count disagrees with
+        // the buckets.
+        if out.iter().any(Option::is_none) {
+            let last = self.iter().last().map(|(index, _)| bucket_value_us(index));
+            for o in &mut out {
+                *o = o.or(last);
+            }
+        }
+        out
+    }
+
     /// Number of recorded values strictly above `threshold_us` (whole buckets
     /// whose start is above the threshold; the threshold's own bucket is not
     /// counted, so this never overstates).
@@ -752,6 +819,32 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_in_one_pass_equal_each_quantile() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for size in [0usize, 1, 2, 5, 40, 300, 70_000] {
+            let mut h = LatencyHistogram::new();
+            for _ in 0..size {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                // Spread over 0.1 ms .. ~10 s, with repeats.
+                h.record_us(100 + (rng % 1_000) * (1 + rng % 9_973));
+            }
+            let qs = [0.0, 0.5, 0.5, 0.95, 0.99, 1.0];
+            let one = h.quantiles_us(qs);
+            for (q, got) in qs.iter().zip(one) {
+                assert_eq!(got, h.quantile_us(*q), "size {size} q {q}");
+            }
+            let [a, b] = h.quantiles_us([0.99, 0.5]);
+            assert_eq!(
+                (a, b),
+                (h.quantile_us(0.99), h.quantile_us(0.5)),
+                "unsorted"
+            );
+        }
+    }
 
     #[test]
     fn rank_of_is_ceil() {

@@ -1128,3 +1128,36 @@ fn idle_series_cost_the_lease_holder_no_reads() {
     );
     assert!(delta_gets > 0, "the sweep still reads a slice");
 }
+
+/// Regression (the dirty-list gap noted in issue 14's work): an id announced
+/// for a series the holder's registry does not hold yet (registered by
+/// another worker after the holder read the registry) was dropped from the
+/// taken list, so its data waited for the sweep (up to `SWEEP_TICKS`
+/// ticks). It is announced again for the next tick.
+#[test]
+fn an_id_announced_beyond_the_holders_registry_is_announced_again() {
+    let mut c = Cluster::new(config(r#"{"max_series":512}"#), 2);
+    c.tick();
+    c.tick();
+    let holder = c.workers.iter().position(|w| w.is_scorer()).unwrap();
+    let key = c.workers[holder].keys().dirty.clone();
+    let beyond = 300u32;
+    vigil_filter_core::dirty::announce(&c.store, &key, &[beyond], 4);
+    let mut log = |_: Level, _: &str| {};
+    c.now_ms += 1000;
+    c.workers[holder].on_tick(c.now_ms, &c.store, &mut c.sink, &mut log);
+    assert!(c.workers[holder].is_scorer());
+    assert_eq!(
+        vigil_filter_core::dirty::take(&c.store, &key, 4),
+        Some(vec![beyond]),
+        "kept for the next tick"
+    );
+    // An id past the id space (the overflow series + max_series) is dropped.
+    vigil_filter_core::dirty::announce(&c.store, &key, &[513], 4);
+    c.now_ms += 1000;
+    c.workers[holder].on_tick(c.now_ms, &c.store, &mut c.sink, &mut log);
+    assert_eq!(
+        vigil_filter_core::dirty::take(&c.store, &key, 4),
+        Some(vec![])
+    );
+}

@@ -60,10 +60,20 @@ impl Worker {
             .filter(|_| scoring.generation > 1)
             .map(|ids| {
                 let mut want = vec![false; n];
+                // Ids of series registered after this holder read the
+                // registry: announced again, read next tick (not left to the
+                // sweep, up to SWEEP_TICKS later). The id space is the
+                // overflow series + `max_series`: an id past it is dropped.
+                let mut later = Vec::new();
                 for id in ids {
-                    if let Some(w) = want.get_mut(id as usize) {
-                        *w = true;
+                    match want.get_mut(id as usize) {
+                        Some(w) => *w = true,
+                        None if id as usize <= self.cfg.max_series => later.push(id),
+                        None => {}
                     }
+                }
+                if !later.is_empty() {
+                    crate::dirty::announce(store, &self.keys.dirty, &later, self.cfg.cas_retries);
                 }
                 want
             });
@@ -359,13 +369,13 @@ impl Worker {
                     ids.insert(defined)
                 }
             };
-            let latency = state.window_latency();
+            let [p50, p95, p99] = state.window_latency().quantiles_us([0.5, 0.95, 0.99]);
             let values = [
                 u64::from(v.score),
                 u64::from(v.state.code()),
-                ms(latency.quantile_us(0.5)),
-                ms(latency.quantile_us(0.95)),
-                ms(latency.quantile_us(0.99)),
+                ms(p50),
+                ms(p95),
+                ms(p99),
             ];
             for (gauge, value) in ids.iter_mut().zip(values) {
                 gauge.set(sink, value);
@@ -404,8 +414,8 @@ impl Worker {
                     ids.insert(defined)
                 }
             };
-            for (gauge, q) in ids.iter_mut().zip([0.5, 0.95, 0.99]) {
-                gauge.set(sink, ms(window.quantile_us(q)));
+            for (gauge, value) in ids.iter_mut().zip(window.quantiles_us([0.5, 0.95, 0.99])) {
+                gauge.set(sink, ms(value));
             }
         }
         self.metrics
