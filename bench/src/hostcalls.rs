@@ -33,6 +33,11 @@ pub fn run(out: &mut Vec<Res>) -> Result<()> {
         CountingHost::unary("checkout", "stable", 200),
         worker(r#""mode":"steer","#)?,
     ));
+    // Slower than `fast_request_us` (2 ms): the attempt count and pool
+    // wait are read too.
+    let mut slow = CountingHost::unary("checkout", "stable", 200);
+    slow.clock_step_ns = 1_500_000;
+    cases.push(("steer.unary_200_slow", slow, worker(r#""mode":"steer","#)?));
     cases.push((
         "shadow.unary_200",
         CountingHost::unary("checkout", "stable", 200),

@@ -32,8 +32,9 @@ mod entry {
 /// The marker in the plugin configuration that turns on priced mode; the
 /// configuration's text then says which groups of hostcalls to make:
 /// `time` (the two clock reads), `headers` (the routing header and the
-/// response content type), `properties` (the four property reads); `steer`
-/// means all three.
+/// response content type), `properties` (the two property reads of a fast
+/// request), `slow` (the four of a request slower than `fast_request_us`);
+/// `steer` means the first three.
 const MIMIC_MARKER: &[u8] = b"\"bench_mimic\"";
 
 /// Which hostcall groups priced mode makes.
@@ -44,6 +45,9 @@ struct Mimic {
     properties: bool,
     /// Only the route property (`route`): prices one property read.
     route_only: bool,
+    /// `slow`: the property reads of a request slower than
+    /// `fast_request_us` (attempt count and pool wait too).
+    slow: bool,
     /// `expr`: instead of the property reads, the route, cluster, attempt
     /// count and pool wait as one CEL expression through Envoy's
     /// `expr_evaluate` foreign function in `on_log` (prices a batched read).
@@ -69,17 +73,22 @@ impl Mimic {
             headers: all || has(b"headers"),
             properties: all || has(b"properties"),
             route_only: has(b"route"),
+            slow: has(b"slow"),
             expr: has(b"expr"),
         }
     }
 }
 
 /// The properties Vigil's `on_log` reads for a healthy unary request, in
-/// order (duration, status and flags come from its own clock and headers).
-const LOG_PROPERTIES: [[&str; 2]; 3] = [
+/// order (duration, status and flags come from its own clock and headers;
+/// the attempt count and pool wait only for a request slower than
+/// `fast_request_us`, which the bench's zero-delay upstream never is).
+const LOG_PROPERTIES: [[&str; 2]; 1] = [["xds", "cluster_name"]];
+
+/// The two more a slower request reads (`slow` group: priced with them).
+const SLOW_LOG_PROPERTIES: [[&str; 2]; 2] = [
     ["upstream", "request_attempt_count"],
     ["upstream", "cx_pool_ready_duration"],
-    ["xds", "cluster_name"],
 ];
 
 /// The `expr` group's expression: every value of the four reads in one
@@ -144,7 +153,7 @@ impl HttpContext for NoopHttp {
         if self.mimic.headers {
             let _ = self.get_http_request_header("x-vigil-subset");
         }
-        if self.mimic.properties || self.mimic.route_only {
+        if self.mimic.properties || self.mimic.route_only || self.mimic.slow {
             let _ = self.get_property(vec!["xds", "route_name"]);
         }
         Action::Continue
@@ -176,8 +185,13 @@ impl HttpContext for NoopHttp {
                 Some(&token.to_le_bytes()),
             );
         }
-        if self.mimic.properties {
+        if self.mimic.properties || self.mimic.slow {
             for path in LOG_PROPERTIES {
+                let _ = self.get_property(path.to_vec());
+            }
+        }
+        if self.mimic.slow {
+            for path in SLOW_LOG_PROPERTIES {
                 let _ = self.get_property(path.to_vec());
             }
         }

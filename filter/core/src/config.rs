@@ -77,6 +77,17 @@ pub struct PluginConfig {
     pub lease_release_after_ms: u64,
     /// Bounded compare-and-swap retries per shared-data update.
     pub cas_retries: u32,
+    /// Requests that complete cleanly (whole response, status below 400,
+    /// not gRPC) within this many µs on the filter's own clock are recorded
+    /// without reading the upstream attempt count and connection-pool wait
+    /// (two property reads, the dearest hostcalls; `fast_request_us`, 0 =
+    /// always read). Cost of skipping, bounded: such a request's latency may
+    /// include up to this much pool wait, and a retry hidden inside it is not
+    /// counted — which needs a failed attempt and a backoff that both fit in
+    /// it (Envoy's default backoff draws the first retry's wait from
+    /// [0, 25 ms): at 2 ms, at most 8 % of such retries). See
+    /// [`crate::request_path`].
+    pub fast_request_us: u64,
     /// Managed canaries.
     pub canaries: Vec<CanarySpec>,
     /// After this much traffic, a canary whose clusters were never seen is
@@ -138,6 +149,7 @@ impl Default for PluginConfig {
             lease_ttl_ticks: 3,
             lease_release_after_ms: 0,
             cas_retries: 8,
+            fast_request_us: 2000,
             canaries: Vec::new(),
             unmatched_after_ms: 30_000,
             steering: SteeringConfig {
@@ -324,6 +336,7 @@ const TOP_FIELDS: &[&str] = &[
     "lease_ttl_ticks",
     "lease_release_after_s",
     "cas_retries",
+    "fast_request_us",
     "canaries",
     "unmatched_after_s",
     "steering",
@@ -415,6 +428,7 @@ impl PluginConfig {
             .uint("lease_release_after_s", 0, 0, 86_400)?
             .saturating_mul(1000);
         let cas_retries = f.uint("cas_retries", defaults.cas_retries as u64, 1, 64)? as u32;
+        let fast_request_us = f.uint("fast_request_us", defaults.fast_request_us, 0, 1_000_000)?;
 
         let canaries = match f.get("canaries") {
             None => Vec::new(),
@@ -555,6 +569,7 @@ impl PluginConfig {
             lease_ttl_ticks,
             lease_release_after_ms,
             cas_retries,
+            fast_request_us,
             canaries,
             unmatched_after_ms,
             steering,
@@ -671,6 +686,15 @@ mod tests {
     fn errors_name_the_field() {
         assert_eq!(reject(r#"{"tick_ms":"fast"}"#).field, "tick_ms");
         assert_eq!(reject(r#"{"tick_ms":-5}"#).field, "tick_ms");
+        assert_eq!(
+            reject(r#"{"fast_request_us":"2ms"}"#).field,
+            "fast_request_us"
+        );
+        assert_eq!(
+            reject(r#"{"fast_request_us":2000000}"#).field,
+            "fast_request_us"
+        );
+        assert_eq!(PluginConfig::default().fast_request_us, 2000);
         assert_eq!(
             reject(r#"{"lease_release_after_s":-1}"#).field,
             "lease_release_after_s"

@@ -23,7 +23,11 @@
 //!   complete non-gRPC response below 400: resets, timeouts, client gone and
 //!   local replies all leave the response incomplete or ≥ 400), attempt
 //!   count (a 2xx after a retry is judged: retries hidden from the client are
-//!   upstream failures), the connection-pool wait; `response.grpc_status` only for a gRPC response
+//!   upstream failures) and the connection-pool wait, both only when the
+//!   request is not clean or took `fast_request_us` (2 ms) or more on the
+//!   filter's clock — a request that fast cannot hide much pool wait, nor a
+//!   retry but for a failed attempt and a backoff both shorter than that
+//!   (`PluginConfig::fast_request_us` bounds both); `response.grpc_status` only for a gRPC response
 //!   (it means nothing otherwise); `response.code_details` only when it can
 //!   change the class; route and cluster only if not already read and still
 //!   valid. Setting or removing the subset header makes Envoy re-select the
@@ -287,22 +291,36 @@ impl RequestFlow {
         } else {
             decode_int(host.property(&["response", "flags"]).as_deref()).unwrap_or(0)
         };
-        let attempts = decode_int(
-            host.property(&["upstream", "request_attempt_count"])
-                .as_deref(),
-        )
-        .unwrap_or(0);
-        let mut record = RequestRecord::new(duration_ns / 1000, status, flags, attempts)
+        // A clean request faster than `fast_request_us` on the filter's own
+        // clock: one attempt and no pool wait are assumed (bounds in
+        // `PluginConfig::fast_request_us`); both are read otherwise.
+        let fast = clean
+            && self.request_ns.is_some()
+            && duration_ns / 1000 < worker.config().fast_request_us;
+        let attempts = if fast {
+            1
+        } else {
+            decode_int(
+                host.property(&["upstream", "request_attempt_count"])
+                    .as_deref(),
+            )
+            .unwrap_or(0)
+        };
+        let record = RequestRecord::new(duration_ns / 1000, status, flags, attempts)
             .with_body_timing(
                 self.request_ns,
                 self.first_byte_ns,
                 self.last_chunk_ns.filter(|_| self.streaming),
                 self.chunks,
-            )
-            .with_pool_wait(
+            );
+        let mut record = if fast {
+            record
+        } else {
+            record.with_pool_wait(
                 host.property(&["upstream", "cx_pool_ready_duration"])
                     .as_deref(),
-            );
+            )
+        };
         // gRPC status (trailers, or headers of a trailers-only response) only
         // for a gRPC response; the code details only when they can change the class.
         let grpc_status = if self.is_grpc {
@@ -345,7 +363,7 @@ impl RequestFlow {
 }
 
 /// A scripted host that counts hostcalls: properties and headers from maps,
-/// a clock that advances 1 µs per read.
+/// a clock that advances `clock_step_ns` per read.
 #[derive(Debug, Default)]
 pub struct CountingHost {
     /// Property values by dotted path (`"xds.route_name"`).
@@ -356,6 +374,8 @@ pub struct CountingHost {
     pub response_headers: hashbrown::HashMap<String, Vec<u8>>,
     /// The clock, ns.
     pub clock_ns: u64,
+    /// How far the clock advances at each read, ns (`unary`: 1 µs).
+    pub clock_step_ns: u64,
     /// Hostcalls made, all kinds.
     pub calls: u64,
     /// Property reads, by dotted path, in order.
@@ -367,6 +387,7 @@ impl CountingHost {
     pub fn unary(route: &str, cluster: &str, status: u64) -> Self {
         let mut h = CountingHost {
             clock_ns: 1_000_000_000,
+            clock_step_ns: 1000,
             ..Default::default()
         };
         let int = |v: u64| v.to_le_bytes().to_vec();
@@ -425,7 +446,7 @@ impl RequestHost for CountingHost {
     }
     fn now_ns(&mut self) -> Option<u64> {
         self.calls += 1;
-        self.clock_ns += 1000;
+        self.clock_ns += self.clock_step_ns;
         Some(self.clock_ns)
     }
 }

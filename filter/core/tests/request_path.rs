@@ -33,10 +33,11 @@ fn steer_healthy_unary_reads_each_property_once() {
     let mut h = CountingHost::unary("checkout", "stable", 200);
     run_request(&mut w, &mut h);
     // time, client header, route | :status, content-type | first-byte time |
-    // time, attempts, pool wait, cluster: duration, status and (for a
-    // complete 200) flags come without a property read.
-    assert_eq!(h.calls, 10, "{:?}", h.reads);
-    assert_eq!(h.reads.len(), 4, "property reads: {:?}", h.reads);
+    // time, cluster: duration, status and (for a complete 200) flags come
+    // without a property read, and a clean request this fast (2 µs) skips
+    // the attempt count and pool wait (`fast_request_us`).
+    assert_eq!(h.calls, 8, "{:?}", h.reads);
+    assert_eq!(h.reads.len(), 2, "property reads: {:?}", h.reads);
     assert_eq!(reads(&h, "request.duration"), 0);
     assert_eq!(reads(&h, "response.code"), 0);
     assert_eq!(reads(&h, "response.flags"), 0);
@@ -84,7 +85,7 @@ fn a_client_subset_header_is_removed_and_the_route_read_again() {
     assert!(!h.request_headers.contains_key("x-vigil-subset"));
     // Envoy re-selects the route after the header changed: read again at log.
     assert_eq!(reads(&h, "xds.route_name"), 2);
-    assert_eq!(h.calls, 12, "{:?}", h.reads);
+    assert_eq!(h.calls, 10, "{:?}", h.reads);
 }
 
 #[test]
@@ -92,15 +93,15 @@ fn a_trusted_client_header_is_read_once() {
     let mut w = worker(r#""mode":"steer","trust_client_subset_header":true,"#);
     let mut h = CountingHost::unary("checkout", "stable", 200);
     run_request(&mut w, &mut h);
-    assert_eq!(h.calls, 10, "{:?}", h.reads);
+    assert_eq!(h.calls, 8, "{:?}", h.reads);
     let mut h = CountingHost::unary("checkout", "stable", 200);
     h.request_headers
         .insert("x-vigil-subset".into(), b"canary".to_vec());
     run_request(&mut w, &mut h);
     assert_eq!(h.request_headers.get("x-vigil-subset").unwrap(), b"canary");
     // time, client header (no route read at request) | :status,
-    // content-type | time | time, attempts, pool wait, route, cluster
-    assert_eq!(h.calls, 10, "{:?}", h.reads);
+    // content-type | time | time, route, cluster
+    assert_eq!(h.calls, 8, "{:?}", h.reads);
 }
 
 #[test]
@@ -141,9 +142,8 @@ fn a_steered_request_sets_the_header_without_reading_it() {
     run_request(&mut w, &mut h);
     assert_eq!(h.request_headers.get("x-vigil-subset").unwrap(), b"stable");
     // time, route, set (the route alone decides: no cluster read) |
-    // :status, content-type | time | time, attempts, pool wait, route,
-    // cluster (re-selected)
-    assert_eq!(h.calls, 11, "{:?}", h.reads);
+    // :status, content-type | time | time, route, cluster (re-selected)
+    assert_eq!(h.calls, 9, "{:?}", h.reads);
     assert_eq!(reads(&h, "xds.cluster_name"), 1);
 }
 
@@ -239,7 +239,96 @@ fn edges_read_method_and_path_from_the_pseudo_headers() {
     run_request(&mut w, &mut h);
     assert_eq!(reads(&h, "request.method"), 0, "{:?}", h.reads);
     assert_eq!(reads(&h, "request.path"), 0, "{:?}", h.reads);
-    // The steer path's four, and the peer certificate's URI SAN.
-    assert_eq!(h.reads.len(), 5, "property reads: {:?}", h.reads);
+    // The steer path's two, and the peer certificate's URI SAN.
+    assert_eq!(h.reads.len(), 3, "property reads: {:?}", h.reads);
     assert_eq!(reads(&h, "connection.uri_san_peer_certificate"), 1);
+}
+
+/// A host whose clock advances `step_ms` per read, with 3 attempts and a
+/// 400 µs pool wait on record.
+fn retried(step_ms: u64, status: u64) -> CountingHost {
+    let mut h = CountingHost::unary("checkout", "stable", status);
+    h.clock_step_ns = step_ms * 1_000_000;
+    h.properties.insert(
+        "upstream.request_attempt_count".into(),
+        3u64.to_le_bytes().to_vec(),
+    );
+    h.properties.insert(
+        "upstream.cx_pool_ready_duration".into(),
+        400_000u64.to_le_bytes().to_vec(),
+    );
+    h
+}
+
+fn log_one(w: &mut Worker, h: &mut CountingHost) -> RequestRecord {
+    run_with_end(w, h, true)
+}
+
+#[test]
+fn attempts_and_pool_wait_are_read_unless_the_request_is_clean_and_fast() {
+    let mut w = worker(r#""mode":"steer","#);
+    // 2 µs, complete 200: both skipped, one attempt and no wait assumed.
+    let mut h = retried(0, 200);
+    h.clock_step_ns = 1000;
+    let r = log_one(&mut w, &mut h);
+    assert_eq!(
+        reads(&h, "upstream.request_attempt_count"),
+        0,
+        "{:?}",
+        h.reads
+    );
+    assert_eq!(
+        reads(&h, "upstream.cx_pool_ready_duration"),
+        0,
+        "{:?}",
+        h.reads
+    );
+    assert_eq!((r.attempts, r.pool_wait_us), (1, 0), "{r:?}");
+    // 2 ms (two clock steps of 1 ms): read, and the wait leaves the latency.
+    let mut h = retried(1, 200);
+    let r = log_one(&mut w, &mut h);
+    assert_eq!(
+        reads(&h, "upstream.request_attempt_count"),
+        1,
+        "{:?}",
+        h.reads
+    );
+    assert_eq!(
+        reads(&h, "upstream.cx_pool_ready_duration"),
+        1,
+        "{:?}",
+        h.reads
+    );
+    assert_eq!(
+        (r.attempts, r.pool_wait_us, r.latency_us),
+        (3, 400, 1600),
+        "{r:?}"
+    );
+    // Fast but not clean (a 503, a cut response, gRPC): read.
+    let mut h = retried(0, 503);
+    h.clock_step_ns = 1000;
+    assert_eq!(log_one(&mut w, &mut h).attempts, 3, "{:?}", h.reads);
+    let mut h = retried(0, 200);
+    h.clock_step_ns = 1000;
+    assert_eq!(
+        run_with_end(&mut w, &mut h, false).attempts,
+        3,
+        "{:?}",
+        h.reads
+    );
+    let mut h = retried(0, 200);
+    h.clock_step_ns = 1000;
+    h.response_headers
+        .insert("content-type".into(), b"application/grpc".to_vec());
+    assert_eq!(log_one(&mut w, &mut h).attempts, 3, "{:?}", h.reads);
+}
+
+#[test]
+fn fast_request_us_zero_always_reads_attempts_and_pool_wait() {
+    let mut w = worker(r#""mode":"steer","fast_request_us":0,"#);
+    let mut h = retried(0, 200);
+    h.clock_step_ns = 1000;
+    let r = log_one(&mut w, &mut h);
+    assert_eq!((r.attempts, r.pool_wait_us), (3, 400), "{r:?}");
+    assert_eq!(h.reads.len(), 4, "{:?}", h.reads);
 }
