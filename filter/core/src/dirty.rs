@@ -6,7 +6,7 @@
 //! once per tick and reads only the announced series' keys, so an idle
 //! series costs it no hostcall. Ids whose announcement failed are kept by
 //! the worker and announced again at its next tick; the holder also sweeps a
-//! slice of all series every tick ([`SWEEP_TICKS`]) and every series on its
+//! slice of all series every tick ([`sweep_period`]) and every series on its
 //! first pass, so a record is never stranded.
 //!
 //! The record is the ids as little-endian `u32`s, sorted, without repeats
@@ -16,8 +16,21 @@ use crate::shared::{update, SetError, SharedStore, Update};
 
 /// Every series' key is read at least once in this many holder ticks,
 /// announced or not (each tick reads the ids `i` with
-/// `(i + generation) % SWEEP_TICKS == 0`).
+/// `(i + generation) % period == 0`, [`sweep_period`]), up to
+/// [`SWEEP_MAX_READS`] series.
 pub const SWEEP_TICKS: u64 = 20;
+
+/// At most about this many unannounced keys swept per holder tick: past
+/// `SWEEP_TICKS × SWEEP_MAX_READS` series the sweep takes longer instead of
+/// reading more (a record is stranded only when an announcement is lost for
+/// good, which the retries make rare; an idle series should cost nothing).
+pub const SWEEP_MAX_READS: u64 = 128;
+
+/// The sweep's period for `series` series: [`SWEEP_TICKS`], or longer so
+/// that a tick sweeps at most [`SWEEP_MAX_READS`] keys.
+pub fn sweep_period(series: usize) -> u64 {
+    SWEEP_TICKS.max((series as u64).div_ceil(SWEEP_MAX_READS))
+}
 
 /// Decode a list (a trailing partial id is ignored).
 pub fn decode(bytes: &[u8]) -> Vec<u32> {

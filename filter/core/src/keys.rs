@@ -29,8 +29,10 @@
 /// `vigil.*` scheme; 2 adds namespaces and the registry's epochs; 3 adds the
 /// list of series with pending data (`dirty`), which the lease holder reads
 /// instead of every series' key (a format-2 worker would not announce its
-/// merges, so the two must not cooperate).
-pub const SHARED_FORMAT: u32 = 3;
+/// merges, so the two must not cooperate); 4 batches the self-baseline
+/// checkpoints, [`crate::checkpoints::GROUP`] series per key (`b.<group>`,
+/// where format 3 had `b.<id>`).
+pub const SHARED_FORMAT: u32 = 4;
 
 /// The keys of one configuration instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +76,7 @@ impl Keys {
         }
     }
 
-    /// The common prefix (`vigil.v3.<identity>.`).
+    /// The common prefix (`vigil.v4.<identity>.`).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -84,9 +86,10 @@ impl Keys {
         format!("{}d.{id}", self.prefix)
     }
 
-    /// Series `id`'s self-baseline checkpoint.
-    pub fn checkpoint(&self, id: u32) -> String {
-        format!("{}b.{id}", self.prefix)
+    /// The self-baseline checkpoints of id group `group`
+    /// ([`crate::checkpoints`]).
+    pub fn checkpoints(&self, group: u32) -> String {
+        format!("{}b.{group}", self.prefix)
     }
 }
 
@@ -121,7 +124,7 @@ mod tests {
         ] {
             assert_ne!(x, y);
         }
-        assert_ne!(a.checkpoint(3), b.checkpoint(3));
+        assert_ne!(a.checkpoints(3), b.checkpoints(3));
         assert!(
             !a.lease.starts_with("vigil.lease"),
             "never the unversioned name"

@@ -33,6 +33,7 @@
 //! - [`pii_report`]: the guard's counts, merged across workers into the control-service report.
 
 pub mod canary;
+pub mod checkpoints;
 pub mod codec;
 pub mod config;
 pub mod control;

@@ -2,7 +2,7 @@
 //!
 //! One shared-data key (the configuration's [`crate::keys::Keys::registry`])
 //! holds the table of series names; a series' id is its place in the table,
-//! so every worker agrees on ids and the per-series keys (`d.<id>`, `b.<id>`)
+//! so every worker agrees on ids and the per-series keys (`d.<id>`, `b.<group>`)
 //! without coordination. The table never holds more than `max_series` real
 //! series: id 0 is the overflow series that takes whatever does not fit. Part
 //! of the bound is reserved for the series of managed canaries

@@ -949,7 +949,7 @@ struct DeltaWrites<'a> {
     inner: &'a MemoryStore,
     empty: Vec<u8>,
     writes: std::cell::Cell<usize>,
-    /// The configuration's shared-data namespace (`vigil.v3.<identity>.`).
+    /// The configuration's shared-data namespace (`vigil.v4.<identity>.`).
     prefix: String,
 }
 
@@ -1083,7 +1083,7 @@ fn workers_read_only_the_compact_steering_table() {
 
 /// Issue 14: an idle series costs the lease holder no shared-data read. With
 /// 200 series registered by the other worker and then idle, the holder reads
-/// only the slice it sweeps (1 in `SWEEP_TICKS`) of the `d.<id>` keys.
+/// only the slice it sweeps (1 in `dirty::sweep_period`) of the `d.<id>` keys.
 #[test]
 fn idle_series_cost_the_lease_holder_no_reads() {
     let mut c = Cluster::new(config(r#"{"max_series":512}"#), 2);
@@ -1120,7 +1120,7 @@ fn idle_series_cost_the_lease_holder_no_reads() {
         })
         .map(|(_, n)| n)
         .sum();
-    let sweep = vigil_filter_core::dirty::SWEEP_TICKS;
+    let sweep = vigil_filter_core::dirty::sweep_period(202);
     let bound = (200 + 2) * ticks as usize / sweep as usize + ticks as usize;
     assert!(
         delta_gets <= bound,

@@ -85,18 +85,20 @@ pub struct ProtocolStats {
 
 /// The lease holder checkpoints every series' self-baseline this often
 /// (ticks), so a new holder resumes it instead of warming up. The writes are
-/// spread: each tick checkpoints the series `id` with
-/// `(id + generation) % CHECKPOINT_EVERY_TICKS == 0`, a tenth of them.
+/// spread and batched ([`crate::checkpoints`]): each tick writes the id
+/// groups `g` with `(g + generation) % CHECKPOINT_EVERY_TICKS == 0`, a tenth
+/// of them, one shared-data write per group.
 pub const CHECKPOINT_EVERY_TICKS: u64 = 10;
 
 /// Upper bound of one series' checkpoint in shared data (the encoding is
 /// ~330 bytes; a larger one is not written).
 pub const CHECKPOINT_MAX_BYTES: usize = 512;
 
-/// Shared-data key of series `id`'s self-baseline checkpoint, for the
-/// configuration with `identity` ([`PluginConfig::identity`]).
+/// Shared-data key holding series `id`'s self-baseline checkpoint (with
+/// those of its id group, [`crate::checkpoints`]), for the configuration
+/// with `identity` ([`PluginConfig::identity`]).
 pub fn checkpoint_key(identity: u64, id: u32) -> String {
-    Keys::new(identity).checkpoint(id)
+    Keys::new(identity).checkpoints(crate::checkpoints::group_of(id))
 }
 
 /// A canary's stable and canary series on one route.

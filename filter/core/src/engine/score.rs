@@ -5,6 +5,7 @@
 
 use super::tick::empty_delta;
 use super::{Level, Pair, PairIds, Worker, CHECKPOINT_EVERY_TICKS, CHECKPOINT_MAX_BYTES};
+use crate::checkpoints::{self, GroupWriter};
 use crate::codec::Extras;
 use crate::config::Mode;
 use crate::lifecycle::Seen;
@@ -62,7 +63,7 @@ impl Worker {
                 let mut want = vec![false; n];
                 // Ids of series registered after this holder read the
                 // registry: announced again, read next tick (not left to the
-                // sweep, up to SWEEP_TICKS later). The id space is the
+                // sweep, up to a sweep period later). The id space is the
                 // overflow series + `max_series`: an id past it is dropped.
                 let mut later = Vec::new();
                 for id in ids {
@@ -77,11 +78,16 @@ impl Worker {
                 }
                 want
             });
-        let sweep = scoring.generation % crate::dirty::SWEEP_TICKS;
+        let period = crate::dirty::sweep_period(n);
+        let sweep = scoring.generation % period;
+        // The checkpoint group being filled (when due) and the group record
+        // last read for a resume.
+        let mut writing: Option<GroupWriter> = None;
+        let mut read_group: Option<(u32, Option<Vec<u8>>)> = None;
         for id in 0..n as u32 {
             let read = announced.as_ref().is_none_or(|want| {
                 want.get(id as usize).copied().unwrap_or(true)
-                    || (u64::from(id) + sweep) % crate::dirty::SWEEP_TICKS == 0
+                    || (u64::from(id) + sweep) % period == 0
             });
             let (mut delta, mut extras) = if read {
                 self.take_delta(store, id, &empty)
@@ -107,8 +113,17 @@ impl Worker {
                 // holder checkpointed instead of warming up from nothing, and
                 // keeps the verdict it published until the resumed baseline
                 // has judged a block of its own.
-                if let Some((bytes, _)) = store.get(&self.keys.checkpoint(id)) {
-                    if state.restore(&bytes) {
+                let group = checkpoints::group_of(id);
+                if read_group.as_ref().is_none_or(|(g, _)| *g != group) {
+                    let record = store.get(&self.keys.checkpoints(group)).map(|(b, _)| b);
+                    read_group = Some((group, record));
+                }
+                let record = read_group.as_ref().and_then(|(_, r)| r.as_deref());
+                let epoch = self.registry.epoch(id);
+                if let Some(bytes) =
+                    epoch.and_then(|e| record.and_then(|r| checkpoints::find(r, id, e)))
+                {
+                    if state.restore(bytes) {
                         self.stats.baselines_restored += 1;
                         last = self.table.series.get(id as usize).map_or(last, |v| v.state);
                     }
@@ -118,8 +133,16 @@ impl Worker {
             }
             let tick_s = self.cfg.tick_ms as f64 / 1000.0;
             let unix_s = Some(now_ms as f64 / 1000.0);
-            let checkpoint_due = (scoring.generation + u64::from(id)) % CHECKPOINT_EVERY_TICKS == 0
-                && self.registry.name(id).is_some();
+            let group = checkpoints::group_of(id);
+            if writing.as_ref().is_some_and(|w| w.group() != group) {
+                self.write_checkpoints(writing.take(), store);
+            }
+            if writing.is_none()
+                && (scoring.generation + u64::from(group)) % CHECKPOINT_EVERY_TICKS == 0
+            {
+                writing = Some(GroupWriter::new(group));
+            }
+            let checkpoint_epoch = writing.as_ref().and(self.registry.epoch(id));
             if let Some(state) = scoring.series.get_mut(id as usize) {
                 if scoring.steering_moved.iter().any(|ids| ids.contains(&id)) {
                     state.mark_traffic_moved();
@@ -139,12 +162,10 @@ impl Worker {
                     );
                     self.stats.level_shifts += 1;
                 }
-                if checkpoint_due {
+                if let (Some(epoch), Some(w)) = (checkpoint_epoch, writing.as_mut()) {
                     let bytes = state.checkpoint();
-                    if bytes.len() <= CHECKPOINT_MAX_BYTES
-                        && store.set(&self.keys.checkpoint(id), &bytes, None).is_ok()
-                    {
-                        self.stats.checkpoints_written += 1;
+                    if bytes.len() <= CHECKPOINT_MAX_BYTES {
+                        w.push(id, epoch, &bytes);
                     }
                 }
             }
@@ -158,6 +179,7 @@ impl Worker {
                 tick_deltas.push((id, delta, extras));
             }
         }
+        self.write_checkpoints(writing, store);
         let restored = self.stats.baselines_restored - restored_before;
         if restored > 0 {
             log(
@@ -443,6 +465,24 @@ impl Worker {
         }
         self.queue_control_calls(now_ms, &tick_deltas, &verdicts, &canary_verdicts);
         self.scoring = Some(scoring);
+    }
+
+    /// Write a due checkpoint group (one shared-data write for all its
+    /// series; [`crate::checkpoints`]).
+    fn write_checkpoints<S: SharedStore + ?Sized>(
+        &mut self,
+        group: Option<GroupWriter>,
+        store: &S,
+    ) {
+        let Some(w) = group else { return };
+        let entries = w.len() as u64;
+        let (group, record) = w.finish();
+        if store
+            .set(&self.keys.checkpoints(group), &record, None)
+            .is_ok()
+        {
+            self.stats.checkpoints_written += entries;
+        }
     }
 
     fn pairs(&self) -> Vec<Pair> {

@@ -467,8 +467,9 @@ impl Worker {
         }
         let freed = self.registry.evict(store, &victims, self.cfg.cas_retries);
         for &id in &freed {
+            // Its checkpoint needs no clearing: a series given this id
+            // later has another epoch and never resumes it.
             scoring.idle.forget(id);
-            let _ = store.set(&self.keys.checkpoint(id), b"", None);
             let i = id as usize;
             let gauges = scoring.gauge_ids.get_mut(i).and_then(Option::take);
             let ttft = scoring.ttft_gauge_ids.get_mut(i).and_then(Option::take);
