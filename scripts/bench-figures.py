@@ -69,6 +69,7 @@ def main():
     out.append(row(res, "ticks.10000.steer-noop.max_ms", "≤ 1 ms", "<=", 1.0, 2, " ms"))
     out.append(row(res, "scale.10000.envoy.idle_tick_cpu_per_period", "≤ 5 ms", "<=", 5.0, 1, " ms"))
     out.append(row(res, "scale.10000.envoy.rss_per_series_per_worker", "≤ 1 024 B", "<=", 1024.0, 0, " B"))
+    out.append(row(res, "scale.10000.envoy.wasm_rss_per_series_per_worker", "≤ 1 024 B", "<=", 1024.0, 0, " B"))
     for s in ("1000", "10000"):
         out.append(row(res, f"scorer.{s}.observe_and_score", "≤ 1 000 ns", "<=", 1000.0, 0, " ns"))
         out.append(row(res, f"scorer.{s}.state_bytes_per_series", "≤ 2 500 B", "<=", 2500.0, 0, " B"))

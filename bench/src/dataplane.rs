@@ -503,7 +503,7 @@ pub async fn scale(
     let stable = FastUpstream::start("stable").await?;
     let canary = FastUpstream::start("canary").await?;
     let ports = (stable.port(), canary.port());
-    let mut first: Option<(usize, f64)> = None;
+    let mut first: Option<(usize, f64, f64)> = None;
     for &n in sizes {
         eprintln!(
             "bench: scale, {n} series: starting the no-op and the Vigil Envoy with {n} routes"
@@ -539,19 +539,35 @@ pub async fn scale(
         let tick_ms = ((b1 - b0) as f64 - (a1 - a0) as f64) / 1e6 / wall; // ms per 1 s tick period
         let p = format!("scale.{n}");
         let per_worker = (rss_vigil - rss_noop) / f64::from(conc);
+        // The wasm VMs' share: the RSS delta less Envoy's own heap delta
+        // (its stats for the series' counters and gauges, shared data).
+        let wasm_per_worker = (rss_vigil - rss_noop - (heap_vigil - heap_noop)) / f64::from(conc);
         match first {
-            None => first = Some((n, per_worker)),
-            Some((n0, w0)) if n > n0 => out.push(
-                Res::new(
-                    format!("{p}.envoy.rss_per_series_per_worker"),
-                    (per_worker - w0) / (n - n0) as f64,
-                    "bytes",
-                )
-                .note(format!(
-                    "marginal: (RSS delta per worker at {n} - at {n0}) / {} series",
-                    n - n0
-                )),
-            ),
+            None => first = Some((n, per_worker, wasm_per_worker)),
+            Some((n0, w0, v0)) if n > n0 => {
+                out.push(
+                    Res::new(
+                        format!("{p}.envoy.rss_per_series_per_worker"),
+                        (per_worker - w0) / (n - n0) as f64,
+                        "bytes",
+                    )
+                    .note(format!(
+                        "marginal: (RSS delta per worker at {n} - at {n0}) / {} series; includes Envoy's own heap (stats, shared data)",
+                        n - n0
+                    )),
+                );
+                out.push(
+                    Res::new(
+                        format!("{p}.envoy.wasm_rss_per_series_per_worker"),
+                        (wasm_per_worker - v0) / (n - n0) as f64,
+                        "bytes",
+                    )
+                    .note(format!(
+                        "marginal, wasm VMs only: ((RSS delta - Envoy heap delta) per worker at {n} - at {n0}) / {} series",
+                        n - n0
+                    )),
+                );
+            }
             Some(_) => {}
         }
         out.push(
