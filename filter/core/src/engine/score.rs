@@ -97,10 +97,10 @@ impl Worker {
             if let Some(&Some(slot)) = own.get(id as usize) {
                 self.take_own_pending(slot, &mut delta, &mut extras);
             }
-            let seen =
-                scoring
-                    .idle
-                    .observe(id, self.registry.epoch(id), delta.counters.requests > 0);
+            // The registry entry now in this place, and its checkpoint group.
+            let epoch = self.registry.epoch(id);
+            let group = checkpoints::group_of(id);
+            let seen = scoring.idle.observe(id, epoch, delta.counters.requests > 0);
             if seen != Seen::Same && (id as usize) < scoring.series.len() {
                 // A new series in a reused place, or a freed place: its
                 // judgement starts afresh.
@@ -113,13 +113,11 @@ impl Worker {
                 // holder checkpointed instead of warming up from nothing, and
                 // keeps the verdict it published until the resumed baseline
                 // has judged a block of its own.
-                let group = checkpoints::group_of(id);
                 if read_group.as_ref().is_none_or(|(g, _)| *g != group) {
                     let record = store.get(&self.keys.checkpoints(group)).map(|(b, _)| b);
                     read_group = Some((group, record));
                 }
                 let record = read_group.as_ref().and_then(|(_, r)| r.as_deref());
-                let epoch = self.registry.epoch(id);
                 if let Some(bytes) =
                     epoch.and_then(|e| record.and_then(|r| checkpoints::find(r, id, e)))
                 {
@@ -133,7 +131,6 @@ impl Worker {
             }
             let tick_s = self.cfg.tick_ms as f64 / 1000.0;
             let unix_s = Some(now_ms as f64 / 1000.0);
-            let group = checkpoints::group_of(id);
             if writing.as_ref().is_some_and(|w| w.group() != group) {
                 self.write_checkpoints(writing.take(), store);
             }
@@ -142,7 +139,7 @@ impl Worker {
             {
                 writing = Some(GroupWriter::new(group));
             }
-            let checkpoint_epoch = writing.as_ref().and(self.registry.epoch(id));
+            let checkpoint_epoch = writing.as_ref().and(epoch);
             if let Some(state) = scoring.series.get_mut(id as usize) {
                 if scoring.steering_moved.iter().any(|ids| ids.contains(&id)) {
                     state.mark_traffic_moved();
