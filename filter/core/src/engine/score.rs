@@ -139,7 +139,6 @@ impl Worker {
             {
                 writing = Some(GroupWriter::new(group));
             }
-            let checkpoint_epoch = writing.as_ref().and(epoch);
             if let Some(state) = scoring.series.get_mut(id as usize) {
                 if scoring.steering_moved.iter().any(|ids| ids.contains(&id)) {
                     state.mark_traffic_moved();
@@ -159,7 +158,7 @@ impl Worker {
                     );
                     self.stats.level_shifts += 1;
                 }
-                if let (Some(epoch), Some(w)) = (checkpoint_epoch, writing.as_mut()) {
+                if let (Some(epoch), Some(w)) = (epoch, writing.as_mut()) {
                     let bytes = state.checkpoint();
                     if bytes.len() <= CHECKPOINT_MAX_BYTES {
                         w.push(id, epoch, &bytes);
